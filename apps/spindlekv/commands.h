@@ -1,0 +1,14 @@
+// Subcommands of the spindlekv CLI. Each owns its options struct and
+// registers itself on the top-level CLI11 app.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace spindlekv::cli {
+
+void register_info_command(CLI::App& app);
+void register_run_command(CLI::App& app);
+
+}  // namespace spindlekv::cli

@@ -1,0 +1,38 @@
+// spindlekv: KV-cache compression for Llama-family models.
+// The pipeline: capture -> train -> export -> runtime -> eval.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/version.h"
+
+int main(int argc, char** argv) {
+  // Logs go to stderr so that stdout carries only results.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("spindlekv"));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+
+  CLI::App app{"SpindleKV: smaller KV caches for Llama-family models, calibrated offline."};
+  app.set_version_flag("--version", spindlekv::version_string());
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  spindlekv::cli::register_info_command(app);
+  spindlekv::cli::register_run_command(app);
+
+  try {
+    app.parse(argc, argv);  // subcommand callbacks run inside parse
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const spindlekv::Error& e) {
+    std::cerr << "spindlekv: error: " << e.what() << "\n";
+    return spindlekv::exit_code_for(e.kind());
+  } catch (const std::exception& e) {
+    std::cerr << "spindlekv: unexpected error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

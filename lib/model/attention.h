@@ -1,0 +1,34 @@
+// Causal grouped-query attention over a set of cached keys with explicit
+// positions (so that caches with evicted tokens attend correctly).
+//
+// Shapes (float32, any device):
+//   q [batch, heads, q_tokens, head_dim]          post-RoPE queries
+//   k, v [batch, kv_heads, k_tokens, head_dim]    post-RoPE keys, values
+//   q_positions [q_tokens] int64, k_positions [k_tokens] int64
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+
+namespace spindlekv {
+
+struct AttentionResult {
+  at::Tensor output;  ///< [batch, heads, q_tokens, head_dim]
+  /// Attention probabilities of the last `probability_rows` queries,
+  /// [batch, heads, probability_rows, k_tokens]; undefined when none were asked.
+  at::Tensor probabilities;
+};
+
+/// Softmax(q k^T / sqrt(d)) v where key j is visible to query i iff
+/// k_positions[j] <= q_positions[i] and, with a sliding window w > 0,
+/// k_positions[j] > q_positions[i] - w. Each KV head serves heads / kv_heads
+/// consecutive query heads. Queries are processed in blocks so that the score
+/// matrix never exceeds about `max_score_bytes` at once.
+AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& q_positions,
+                                        const at::Tensor& k_positions, int64_t sliding_window = 0,
+                                        int64_t probability_rows = 0,
+                                        int64_t max_score_bytes = int64_t{256} << 20);
+
+}  // namespace spindlekv

@@ -1,0 +1,296 @@
+#include "model/llama_model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "model/attention.h"
+#include "model/checkpoint.h"
+#include "model/rope.h"
+#include "runtime/safetensors_writer.h"
+
+namespace spindlekv {
+namespace fs = std::filesystem;
+
+int64_t KvCache::size(int64_t layer) const {
+  if (layer >= static_cast<int64_t>(layers.size()) || !layers[layer].keys.defined()) return 0;
+  return layers[layer].keys.size(2);
+}
+
+bool ForwardCapture::wants(int64_t layer) const {
+  return layers.empty() || std::find(layers.begin(), layers.end(), layer) != layers.end();
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+}
+
+namespace {
+
+std::string layer_name(int64_t i, const char* rest) {
+  return "model.layers." + std::to_string(i) + "." + rest;
+}
+
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
+void check_finite(const at::Tensor& t, const std::string& name, const std::string& dir) {
+  if (!at::isfinite(t).all().item<bool>()) {
+    SKV_THROW(kInvalidInput, "checkpoint '", dir, "': tensor '", name,
+              "' contains NaN or Inf values");
+  }
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  config_.validate();
+  SKV_CHECK_EQ(static_cast<int64_t>(weights_.layers.size()), config_.num_layers,
+               "weights have the wrong number of layers");
+  inv_freq_ = rope_inverse_frequencies(config_.rope, config_.head_dim);
+}
+
+LlamaModel LlamaModel::load(const std::string& model_dir, c10::Device device) {
+  return with_context("loading model '" + model_dir + "'", [&] {
+    ModelConfig c = load_model_config(model_dir);
+    Checkpoint ckpt(model_dir);
+    const int64_t H = c.hidden_size, I = c.intermediate_size, d = c.head_dim;
+    const int64_t qo = c.num_heads * d, kvo = c.num_kv_heads * d;
+    auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+      at::Tensor t = ckpt.get_float(name, shape);
+      check_finite(t, name, model_dir);
+      return t.to(device);
+    };
+    ModelWeights w;
+    w.embed_tokens = get("model.embed_tokens.weight", {c.vocab_size, H});
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      LayerWeights L;
+      L.q_proj = get(layer_name(i, "self_attn.q_proj.weight"), {qo, H});
+      L.k_proj = get(layer_name(i, "self_attn.k_proj.weight"), {kvo, H});
+      L.v_proj = get(layer_name(i, "self_attn.v_proj.weight"), {kvo, H});
+      L.o_proj = get(layer_name(i, "self_attn.o_proj.weight"), {H, qo});
+      if (c.attention_bias) {
+        L.q_bias = get(layer_name(i, "self_attn.q_proj.bias"), {qo});
+        L.k_bias = get(layer_name(i, "self_attn.k_proj.bias"), {kvo});
+        L.v_bias = get(layer_name(i, "self_attn.v_proj.bias"), {kvo});
+      }
+      L.gate_proj = get(layer_name(i, "mlp.gate_proj.weight"), {I, H});
+      L.up_proj = get(layer_name(i, "mlp.up_proj.weight"), {I, H});
+      L.down_proj = get(layer_name(i, "mlp.down_proj.weight"), {H, I});
+      L.input_norm = get(layer_name(i, "input_layernorm.weight"), {H});
+      L.post_attention_norm = get(layer_name(i, "post_attention_layernorm.weight"), {H});
+      w.layers.push_back(std::move(L));
+    }
+    w.final_norm = get("model.norm.weight", {H});
+    if (c.tie_word_embeddings || !ckpt.contains("lm_head.weight")) {
+      // Some tied checkpoints still carry lm_head; untied ones must have it.
+      SKV_CHECK(c.tie_word_embeddings, "tensor 'lm_head.weight' is missing and ",
+                "config.json does not set tie_word_embeddings");
+      w.lm_head = w.embed_tokens;
+    } else {
+      w.lm_head = get("lm_head.weight", {c.vocab_size, H});
+    }
+    return LlamaModel(std::move(c), std::move(w));
+  });
+}
+
+LlamaModel LlamaModel::random(const ModelConfig& c, uint64_t seed, double init_std) {
+  c.validate();
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  auto normal = [&](std::vector<int64_t> shape) {
+    return at::normal(0.0, init_std, shape, gen, at::TensorOptions().dtype(at::kFloat));
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, d = c.head_dim;
+  const int64_t qo = c.num_heads * d, kvo = c.num_kv_heads * d;
+  ModelWeights w;
+  w.embed_tokens = normal({c.vocab_size, H});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights L;
+    L.q_proj = normal({qo, H});
+    L.k_proj = normal({kvo, H});
+    L.v_proj = normal({kvo, H});
+    L.o_proj = normal({H, qo});
+    if (c.attention_bias) {
+      L.q_bias = normal({qo});
+      L.k_bias = normal({kvo});
+      L.v_bias = normal({kvo});
+    }
+    L.gate_proj = normal({I, H});
+    L.up_proj = normal({I, H});
+    L.down_proj = normal({H, I});
+    L.input_norm = at::ones({H});
+    L.post_attention_norm = at::ones({H});
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = at::ones({H});
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : normal({c.vocab_size, H});
+  return LlamaModel(c, std::move(w));
+}
+
+c10::Device LlamaModel::device() const { return weights_.embed_tokens.device(); }
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModel::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.emplace_back("model.embed_tokens.weight", weights_.embed_tokens);
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    const LayerWeights& L = weights_.layers[i];
+    out.emplace_back(layer_name(i, "self_attn.q_proj.weight"), L.q_proj);
+    out.emplace_back(layer_name(i, "self_attn.k_proj.weight"), L.k_proj);
+    out.emplace_back(layer_name(i, "self_attn.v_proj.weight"), L.v_proj);
+    out.emplace_back(layer_name(i, "self_attn.o_proj.weight"), L.o_proj);
+    if (config_.attention_bias) {
+      out.emplace_back(layer_name(i, "self_attn.q_proj.bias"), L.q_bias);
+      out.emplace_back(layer_name(i, "self_attn.k_proj.bias"), L.k_bias);
+      out.emplace_back(layer_name(i, "self_attn.v_proj.bias"), L.v_bias);
+    }
+    out.emplace_back(layer_name(i, "mlp.gate_proj.weight"), L.gate_proj);
+    out.emplace_back(layer_name(i, "mlp.up_proj.weight"), L.up_proj);
+    out.emplace_back(layer_name(i, "mlp.down_proj.weight"), L.down_proj);
+    out.emplace_back(layer_name(i, "input_layernorm.weight"), L.input_norm);
+    out.emplace_back(layer_name(i, "post_attention_layernorm.weight"), L.post_attention_norm);
+  }
+  out.emplace_back("model.norm.weight", weights_.final_norm);
+  if (!config_.tie_word_embeddings) out.emplace_back("lm_head.weight", weights_.lm_head);
+  return out;
+}
+
+int64_t LlamaModel::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : named_parameters()) n += p.second.numel();
+  return n;
+}
+
+void LlamaModel::save(const std::string& dir, c10::ScalarType dtype) const {
+  with_context("saving model to '" + dir + "'", [&] {
+    SKV_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "unsupported storage dtype ", at::toString(dtype));
+    fs::create_directories(dir);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [name, t] : named_parameters()) {
+      tensors.emplace_back(name, t.detach().to(at::kCPU).to(dtype));
+    }
+    ModelConfig c = config_;
+    c.torch_dtype = dtype == at::kFloat ? "float32" : dtype == at::kHalf ? "float16" : "bfloat16";
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors,
+                      {{"format", "pt"}});
+    write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_json(c));
+  });
+}
+
+at::Tensor LlamaModel::layer_forward(int64_t index, const at::Tensor& x,
+                                     const at::Tensor& q_positions, const at::Tensor& cos,
+                                     const at::Tensor& sin, KvCache* cache,
+                                     ForwardCapture* capture) const {
+  const LayerWeights& L = weights_.layers[index];
+  const ModelConfig& c = config_;
+  const int64_t B = x.size(0), T = x.size(1), d = c.head_dim;
+
+  at::Tensor h = rms_norm(x, L.input_norm, c.rms_norm_eps);
+  at::Tensor q = project(h, L.q_proj, L.q_bias).view({B, T, c.num_heads, d}).transpose(1, 2);
+  at::Tensor k = project(h, L.k_proj, L.k_bias).view({B, T, c.num_kv_heads, d}).transpose(1, 2);
+  at::Tensor v = project(h, L.v_proj, L.v_bias).view({B, T, c.num_kv_heads, d}).transpose(1, 2);
+  const RopeTables tables{cos, sin};
+  at::Tensor q_rot = apply_rope(q, tables);
+  at::Tensor k_rot = apply_rope(k, tables);
+
+  at::Tensor keys = k_rot, values = v, key_positions = q_positions;
+  if (cache != nullptr) {
+    KvCache::Layer& cl = cache->layers[index];
+    if (cl.keys.defined() && cl.keys.size(2) > 0) {
+      keys = at::cat({cl.keys, k_rot}, 2);
+      values = at::cat({cl.values, v}, 2);
+      key_positions = at::cat({cl.positions, q_positions}, 0);
+    }
+    cl.keys = keys;
+    cl.values = values;
+    cl.positions = key_positions;
+  }
+
+  const bool record = capture != nullptr && capture->wants(index);
+  const int64_t rows = record ? capture->attention_rows : 0;
+  AttentionResult att = grouped_query_attention(q_rot, keys, values, q_positions, key_positions,
+                                                c.sliding_window, rows);
+  if (record) {
+    ForwardCapture::Layer& out = capture->out[index];
+    if (capture->pre_rope_kv) {
+      out.keys_pre_rope = k;
+      out.values = v;
+    }
+    if (capture->post_rope_qk) {
+      out.queries_post_rope = q_rot;
+      out.keys_post_rope = k_rot;
+    }
+    out.attention = att.probabilities;
+    out.key_positions = key_positions;
+  }
+  at::Tensor o = att.output.transpose(1, 2).reshape({B, T, c.num_heads * d});
+  at::Tensor y = x + project(o, L.o_proj);
+  at::Tensor m = rms_norm(y, L.post_attention_norm, c.rms_norm_eps);
+  return y + project(at::silu(project(m, L.gate_proj)) * project(m, L.up_proj), L.down_proj);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache,
+                               ForwardCapture* capture, bool last_logits_only) const {
+  SKV_CHECK_EQ(tokens_in.dim(), 2, "tokens must be [batch, tokens]");
+  SKV_CHECK_GT(tokens_in.size(1), 0, "no tokens to run");
+  const c10::Device dev = device();
+  at::Tensor tokens = tokens_in.to(dev, at::kLong);
+  const int64_t T = tokens.size(1);
+  const int64_t vmin = tokens.min().item<int64_t>(), vmax = tokens.max().item<int64_t>();
+  SKV_CHECK(vmin >= 0 && vmax < config_.vocab_size, "token ids must lie in [0, ",
+            config_.vocab_size, "), got range [", vmin, ", ", vmax, "]");
+
+  int64_t start = 0;
+  if (cache != nullptr) {
+    if (cache->layers.empty()) cache->layers.resize(config_.num_layers);
+    SKV_CHECK_EQ(static_cast<int64_t>(cache->layers.size()), config_.num_layers,
+                 "cache was made for a model with another layer count");
+    start = cache->next_position;
+  }
+  SKV_CHECK_LE(start + T, config_.max_position_embeddings,
+               "sequence longer than the model's max_position_embeddings");
+  if (capture != nullptr) {
+    capture->out.assign(config_.num_layers, {});
+    for (int64_t l : capture->layers) {
+      SKV_CHECK(l >= 0 && l < config_.num_layers, "capture layer ", l, " out of range [0, ",
+                config_.num_layers, ")");
+    }
+  }
+  at::Tensor positions = at::arange(start, start + T, at::TensorOptions().dtype(at::kLong).device(dev));
+  RopeTables tables = rope_tables(inv_freq_.to(dev), positions);
+
+  at::Tensor x = at::embedding(weights_.embed_tokens, tokens);
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    x = layer_forward(i, x, positions, tables.cos, tables.sin, cache, capture);
+  }
+  if (cache != nullptr) cache->next_position = start + T;
+  if (last_logits_only) x = x.narrow(1, T - 1, 1);
+  x = rms_norm(x, weights_.final_norm, config_.rms_norm_eps);
+  return at::linear(x, weights_.lm_head);
+}
+
+std::vector<int64_t> LlamaModel::generate_greedy(const std::vector<int64_t>& prompt,
+                                                 int64_t max_new,
+                                                 std::optional<int64_t> eos_id) const {
+  SKV_CHECK(!prompt.empty(), "empty prompt");
+  KvCache cache;
+  at::Tensor input = at::tensor(prompt, at::kLong).view({1, -1});
+  std::vector<int64_t> out;
+  for (int64_t step = 0; step < max_new; ++step) {
+    if (cache.next_position + input.size(1) > config_.max_position_embeddings) break;
+    at::Tensor logits = forward(input, &cache, nullptr, /*last_logits_only=*/true);
+    const int64_t next = logits.view({-1}).argmax().item<int64_t>();
+    out.push_back(next);
+    if (eos_id && next == *eos_id) break;
+    input = at::full({1, 1}, next, at::kLong);
+  }
+  return out;
+}
+
+}  // namespace spindlekv

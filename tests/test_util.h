@@ -1,0 +1,44 @@
+// Shared fixtures for the tests: temporary directories and tiny model configs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "common/error.h"
+#include "model/model_config.h"
+
+namespace spindlekv::testing {
+
+/// A fresh directory under the system temp dir, removed when destroyed.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// A 2-layer GQA Llama config small enough for loop-based reference checks.
+ModelConfig tiny_config(int64_t heads = 4, int64_t kv_heads = 2, int64_t head_dim = 8);
+
+/// Writes `bytes` to `path` (non-atomically: fixtures only).
+void write_bytes(const std::string& path, const std::string& bytes);
+
+}  // namespace spindlekv::testing
+
+/// Expects `stmt` to throw spindlekv::Error whose message contains `needle`.
+#define EXPECT_SKV_ERROR(stmt, needle)                                              \
+  do {                                                                              \
+    try {                                                                           \
+      stmt;                                                                         \
+      ADD_FAILURE() << "expected spindlekv::Error containing '" << (needle) << "'"; \
+    } catch (const ::spindlekv::Error& e) {                                         \
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)              \
+          << "message was: " << e.what();                                           \
+    }                                                                               \
+  } while (false)
