@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Log debug messages");
   spindlekv::cli::register_info_command(app);
   spindlekv::cli::register_run_command(app);
+  spindlekv::cli::register_train_model_command(app);
 
   try {
     app.parse(argc, argv);  // subcommand callbacks run inside parse

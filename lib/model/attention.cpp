@@ -11,24 +11,31 @@
 namespace spindlekv {
 namespace {
 
-// [n, k_tokens] bool: which keys each of the n queries may see.
-at::Tensor visibility(const at::Tensor& q_pos, const at::Tensor& k_pos, int64_t window) {
+// [n, k_tokens] additive mask: 0 where the query may see the key, -inf elsewhere.
+at::Tensor visibility_bias(const at::Tensor& q_pos, const at::Tensor& k_pos, int64_t window) {
   at::Tensor qp = q_pos.unsqueeze(1);
   at::Tensor kp = k_pos.unsqueeze(0);
-  at::Tensor visible = kp <= qp;
-  if (window > 0) visible = visible.logical_and(kp > qp - window);
-  return visible;
+  at::Tensor hidden = kp > qp;
+  if (window > 0) hidden = hidden.logical_or(kp <= qp - window);
+  return at::zeros(hidden.sizes(), at::TensorOptions().dtype(at::kFloat).device(q_pos.device()))
+      .masked_fill_(hidden, -std::numeric_limits<float>::infinity());
 }
 
-// Probabilities for query rows [start, start + n): [B, kv_heads, group, n, Tk].
+// Probabilities for query rows [start, start + n): [B * kv_heads, group * n, Tk].
+// One baddbmm computes scale * q k^T + mask, so the score matrix is written
+// once; softmax then reads and writes it once more.
 at::Tensor block_probabilities(const at::Tensor& qg, const at::Tensor& kt, const at::Tensor& q_pos,
                                const at::Tensor& k_pos, int64_t window, int64_t start, int64_t n,
                                double scale) {
   const int64_t B = qg.size(0), hkv = qg.size(1), g = qg.size(2), d = qg.size(4);
-  at::Tensor qc = qg.narrow(3, start, n).reshape({B, hkv, g * n, d});
-  at::Tensor scores = at::matmul(qc, kt).mul_(scale).view({B, hkv, g, n, kt.size(-1)});
-  at::Tensor hidden = visibility(q_pos.narrow(0, start, n), k_pos, window).logical_not();
-  scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+  const int64_t Tk = kt.size(-1);
+  at::Tensor qc = qg.narrow(3, start, n).reshape({B * hkv, g * n, d});
+  at::Tensor bias = visibility_bias(q_pos.narrow(0, start, n), k_pos, window)
+                        .unsqueeze(0)
+                        .expand({g, n, Tk})
+                        .reshape({1, g * n, Tk})
+                        .expand({B * hkv, g * n, Tk});
+  at::Tensor scores = at::baddbmm(bias, qc, kt, /*beta=*/1.0, /*alpha=*/scale);
   return at::softmax(scores, -1);
 }
 
@@ -50,7 +57,8 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
   // View the query heads as [B, kv_heads, group, Tq, d] so each KV head is
   // multiplied once against all of its queries, without repeating K or V.
   at::Tensor qg = q.view({B, hkv, g, Tq, d});
-  at::Tensor kt = k.transpose(-1, -2);  // [B, hkv, d, Tk]
+  at::Tensor kt = k.reshape({B * hkv, Tk, d}).transpose(1, 2);  // [B*hkv, d, Tk]
+  at::Tensor v3 = v.reshape({B * hkv, Tk, d});
   const int64_t row_bytes = std::max<int64_t>(1, B * h * Tk * 4);
   const int64_t block = std::clamp<int64_t>(max_score_bytes / row_bytes, 1, std::max<int64_t>(Tq, 1));
 
@@ -59,8 +67,8 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
     const int64_t n = std::min(block, Tq - start);
     at::Tensor p = block_probabilities(qg, kt, q_positions, k_positions, sliding_window, start, n,
                                        scale);
-    // [B, hkv, g*n, Tk] x [B, hkv, Tk, d]
-    at::Tensor o = at::matmul(p.view({B, hkv, g * n, Tk}), v).view({B, hkv, g, n, d});
+    // [B*hkv, g*n, Tk] x [B*hkv, Tk, d]
+    at::Tensor o = at::bmm(p, v3).view({B, hkv, g, n, d});
     outs.push_back(o);
   }
   AttentionResult result;
@@ -69,6 +77,7 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
     const int64_t rows = std::min(probability_rows, Tq);
     result.probabilities =
         block_probabilities(qg, kt, q_positions, k_positions, sliding_window, Tq - rows, rows, scale)
+            .view({B, hkv, g, rows, Tk})
             .reshape({B, h, rows, Tk});
   }
   return result;

@@ -1,0 +1,167 @@
+// `spindlekv train-model`: trains the byte-level reference model from scratch
+// (the recipe behind data/reference-model; see its MODEL_CARD.md).
+#include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "common/threads.h"
+#include "common/version.h"
+#include "model/lm_trainer.h"
+#include "yaml_options.h"
+
+namespace spindlekv::cli {
+namespace {
+
+struct TrainModelOptions {
+  std::string config_path;
+  std::string text = "data/corpus/train.txt";
+  std::string out;
+  // Architecture (Llama, byte-level vocabulary + BOS/EOS).
+  int64_t layers = 6;
+  int64_t hidden = 128;
+  int64_t heads = 8;
+  int64_t kv_heads = 2;
+  int64_t head_dim = 16;
+  int64_t intermediate = 352;
+  double rope_theta = 10000.0;
+  LmTrainingParameters train;
+  int64_t log_every = 25;
+  int64_t checkpoint_every = 500;  ///< steps between checkpoints into --out (0: none)
+  std::string storage_dtype = "float16";
+  int threads = 0;
+};
+
+constexpr int64_t kBos = 256, kEos = 257, kVocab = 258;
+
+ModelConfig architecture(const TrainModelOptions& o) {
+  ModelConfig c;
+  c.vocab_size = kVocab;
+  c.hidden_size = o.hidden;
+  c.intermediate_size = o.intermediate;
+  c.num_layers = o.layers;
+  c.num_heads = o.heads;
+  c.num_kv_heads = o.kv_heads;
+  c.head_dim = o.head_dim;
+  c.max_position_embeddings = o.train.max_seq_len;
+  c.rms_norm_eps = 1e-5;
+  c.rope.theta = o.rope_theta;
+  c.bos_token_id = kBos;
+  c.eos_token_id = kEos;
+  c.validate();
+  return c;
+}
+
+c10::ScalarType storage_type(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "float16") return at::kHalf;
+  if (name == "bfloat16") return at::kBFloat16;
+  SKV_THROW(kInvalidInput, "--storage-dtype '", name, "' (allowed: float32, float16, bfloat16)");
+}
+
+void save(const LlamaModel& model, const TrainModelOptions& o, const nlohmann::json& log) {
+  model.save(o.out, storage_type(o.storage_dtype));
+  nlohmann::json tok = {{"spindlekv_tokenizer", "byte"},
+                        {"bos_token_id", kBos},
+                        {"eos_token_id", kEos},
+                        {"vocab_size", kVocab}};
+  write_file_atomically(o.out + "/tokenizer.json", tok.dump(2) + "\n");
+  write_file_atomically(o.out + "/training_log.json", log.dump(2) + "\n");
+}
+
+void run(CLI::App& sub, TrainModelOptions& o) {
+  apply_yaml_config(sub, o.config_path);
+  const int threads = configure_threads(o.threads);
+  const ModelConfig config = architecture(o);
+  const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
+  FillerText corpus(text);
+  LlamaModel model = LlamaModel::random(config, o.train.seed);
+  spdlog::info("training {} parameters: {} layers, hidden {}, {} heads / {} kv heads x {}, "
+               "context {}, {} steps, {} threads",
+               model.parameter_count(), o.layers, o.hidden, o.heads, o.kv_heads, o.head_dim,
+               o.train.max_seq_len, o.train.steps, threads);
+  std::filesystem::create_directories(o.out);
+  nlohmann::json log = {{"tool_version", version_string()},
+                        {"text", o.text},
+                        {"text_bytes", text.size()},
+                        {"seed", o.train.seed},
+                        {"steps", o.train.steps},
+                        {"tokens_per_step", o.train.tokens_per_step},
+                        {"min_seq_len", o.train.min_seq_len},
+                        {"max_seq_len", o.train.max_seq_len},
+                        {"learning_rate", o.train.learning_rate},
+                        {"passkey_fraction", o.train.passkey_fraction},
+                        {"multikey_fraction", o.train.multikey_fraction},
+                        {"multikey_pairs", o.train.tasks.multikey_pairs},
+                        {"answer_loss_weight", o.train.answer_loss_weight},
+                        {"threads", threads},
+                        {"parameters", model.parameter_count()},
+                        {"loss_curve", nlohmann::json::array()}};
+  double window_loss = 0;
+  int64_t window_n = 0;
+  const double final_loss = train_language_model(model, corpus, o.train, [&](const LmTrainingProgress& p) {
+    window_loss += p.loss;
+    ++window_n;
+    if ((p.step + 1) % o.log_every == 0 || p.step + 1 == o.train.steps) {
+      spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s", p.step + 1,
+                   o.train.steps, p.seq_len, window_loss / window_n, p.learning_rate,
+                   p.tokens_per_second, p.elapsed_seconds);
+      log["loss_curve"].push_back({{"step", p.step + 1}, {"seq_len", p.seq_len},
+                                   {"loss", window_loss / window_n}, {"seconds", p.elapsed_seconds}});
+      window_loss = 0;
+      window_n = 0;
+    }
+    if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0) {
+      log["checkpoint_step"] = p.step + 1;
+      save(model, o, log);
+    }
+    log["training_seconds"] = p.elapsed_seconds;
+  });
+  log["final_loss"] = final_loss;
+  log["checkpoint_step"] = o.train.steps;
+  save(model, o, log);
+  spdlog::info("saved {} (final loss {:.4f} nats/byte)", o.out, final_loss);
+}
+
+}  // namespace
+
+void register_train_model_command(CLI::App& app) {
+  auto o = std::make_shared<TrainModelOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "train-model", "Train the byte-level reference model from scratch (LibTorch autograd)");
+  add_config_option(*sub, o->config_path);
+  sub->add_option("--text", o->text, "Training text (plain UTF-8)")->capture_default_str();
+  sub->add_option("--out", o->out, "Output model directory (Hugging Face layout)")->required();
+  sub->add_option("--layers", o->layers, "Decoder layers")->capture_default_str();
+  sub->add_option("--hidden", o->hidden, "Hidden size")->capture_default_str();
+  sub->add_option("--heads", o->heads, "Query heads")->capture_default_str();
+  sub->add_option("--kv-heads", o->kv_heads, "Key/value heads (GQA)")->capture_default_str();
+  sub->add_option("--head-dim", o->head_dim, "Head size")->capture_default_str();
+  sub->add_option("--intermediate", o->intermediate, "MLP size")->capture_default_str();
+  sub->add_option("--rope-theta", o->rope_theta, "RoPE base")->capture_default_str();
+  sub->add_option("--steps", o->train.steps, "Optimiser steps")->capture_default_str();
+  sub->add_option("--tokens-per-step", o->train.tokens_per_step, "Tokens per step")->capture_default_str();
+  sub->add_option("--max-seq-len", o->train.max_seq_len, "Trained context length")->capture_default_str();
+  sub->add_option("--min-seq-len", o->train.min_seq_len, "First sequence length")->capture_default_str();
+  sub->add_option("--growth-fraction", o->train.growth_fraction, "Share of steps over which sequences grow")->capture_default_str();
+  sub->add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")->capture_default_str();
+  sub->add_option("--warmup-steps", o->train.warmup_steps, "Warm-up steps")->capture_default_str();
+  sub->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay")->capture_default_str();
+  sub->add_option("--passkey-fraction", o->train.passkey_fraction, "Share of pass-key samples")->capture_default_str();
+  sub->add_option("--multikey-fraction", o->train.multikey_fraction, "Share of multi-key samples")->capture_default_str();
+  sub->add_option("--multikey-pairs", o->train.tasks.multikey_pairs, "Facts per multi-key sample")->capture_default_str();
+  sub->add_option("--answer-loss-weight", o->train.answer_loss_weight, "Loss weight of answer bytes")->capture_default_str();
+  sub->add_option("--seed", o->train.seed, "Seed of weights and data")->capture_default_str();
+  sub->add_option("--log-every", o->log_every, "Steps between log lines")->capture_default_str();
+  sub->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (0: none)")->capture_default_str();
+  sub->add_option("--storage-dtype", o->storage_dtype, "float32, float16 or bfloat16")->capture_default_str();
+  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")->capture_default_str();
+  sub->callback([sub, o] { run(*sub, *o); });
+}
+
+}  // namespace spindlekv::cli
