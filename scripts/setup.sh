@@ -14,6 +14,11 @@ PACKAGES=(
   nlohmann-json3-dev
   libspdlog-dev libfmt-dev
   libsentencepiece-dev sentencepiece
+  libxxhash-dev
+  # Tests check that captures are readable by h5py, without this project.
+  python3-h5py python3-numpy
+  # Public-domain English text of the reference model (scripts/prepare_corpus.sh).
+  bible-kjv bible-kjv-text
   # Without an optimised BLAS Debian links the reference BLAS and both FAISS
   # k-means and LibTorch matmul run about 20x slower.
   libopenblas0-openmp libopenblas-openmp-dev

@@ -11,5 +11,7 @@ namespace spindlekv::cli {
 void register_info_command(CLI::App& app);
 void register_run_command(CLI::App& app);
 void register_train_model_command(CLI::App& app);
+void register_model_report_command(CLI::App& app);
+void register_capture_command(CLI::App& app);
 
 }  // namespace spindlekv::cli

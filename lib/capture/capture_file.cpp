@@ -1,0 +1,361 @@
+#include "capture/capture_file.h"
+
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+#include "common/hdf5_util.h"
+
+namespace spindlekv {
+namespace {
+
+constexpr hsize_t kChunkRows = 1024;
+
+const char* kStatsPerHead[] = {"sink_mass", "entropy_bits", "fraction_for_90_percent"};
+const char* kStatsPerKvHead[] = {"key_pair_fraction", "value_pair_fraction"};
+
+std::string layer_path(int64_t layer) { return "layers/" + std::to_string(layer); }
+
+void write_metadata(hid_t f, const CaptureMetadata& m) {
+  h5::write_attr(f, "format", std::string(kCaptureFormat));
+  h5::write_attr(f, "format_version", kCaptureFormatVersion);
+  h5::write_attr(f, "tool_version", m.tool_version);
+  h5::write_attr(f, "model_dir", m.model_dir);
+  h5::write_attr(f, "model_fingerprint", m.model_fingerprint);
+  h5::write_attr(f, "model_config", m.model_config_json);
+  h5::write_attr(f, "tokenizer", m.tokenizer);
+  h5::write_attr(f, "calibration_sources", m.calibration_sources_json);
+  h5::write_attr(f, "calibration_hash", m.calibration_hash);
+  h5::write_attr(f, "dtype", m.dtype);
+  h5::write_attr(f, "num_layers", m.num_layers);
+  h5::write_attr(f, "num_heads", m.num_heads);
+  h5::write_attr(f, "num_kv_heads", m.num_kv_heads);
+  h5::write_attr(f, "head_dim", m.head_dim);
+  h5::write_attr(f, "rope_theta", m.rope_theta);
+  h5::write_attr(f, "rope_scaling", m.rope_scaling);
+  h5::write_attr(f, "seq_len", m.seq_len);
+  h5::write_attr(f, "window", m.window);
+  h5::write_attr(f, "positions_per_sequence", m.positions_per_sequence);
+  h5::write_attr(f, "seed", static_cast<int64_t>(m.seed));
+  h5::write_attr(f, "layers", m.layers);
+  h5::write_attr(f, "keep_fractions", m.keep_fractions);
+  h5::write_attr(f, "sink_tokens", m.sink_tokens);
+  h5::write_attr(f, "key_threshold", m.key_threshold);
+  h5::write_attr(f, "value_threshold", m.value_threshold);
+}
+
+CaptureMetadata read_metadata(hid_t f) {
+  const std::string format = h5::read_attr_string(f, "format");
+  SKV_CHECK(format == kCaptureFormat, "attribute 'format' is '", format, "', expected '",
+            kCaptureFormat, "'");
+  const int64_t version = h5::read_attr_int(f, "format_version");
+  if (version != kCaptureFormatVersion) {
+    SKV_THROW(kUnsupported, "capture format version ", version, " is not supported (this build reads ",
+              kCaptureFormatVersion, ")");
+  }
+  CaptureMetadata m;
+  m.tool_version = h5::read_attr_string(f, "tool_version");
+  m.model_dir = h5::read_attr_string(f, "model_dir");
+  m.model_fingerprint = h5::read_attr_string(f, "model_fingerprint");
+  m.model_config_json = h5::read_attr_string(f, "model_config");
+  m.tokenizer = h5::read_attr_string(f, "tokenizer");
+  m.calibration_sources_json = h5::read_attr_string(f, "calibration_sources");
+  m.calibration_hash = h5::read_attr_string(f, "calibration_hash");
+  m.dtype = h5::read_attr_string(f, "dtype");
+  m.num_layers = h5::read_attr_int(f, "num_layers");
+  m.num_heads = h5::read_attr_int(f, "num_heads");
+  m.num_kv_heads = h5::read_attr_int(f, "num_kv_heads");
+  m.head_dim = h5::read_attr_int(f, "head_dim");
+  m.rope_theta = h5::read_attr_double(f, "rope_theta");
+  m.rope_scaling = h5::read_attr_string(f, "rope_scaling");
+  m.seq_len = h5::read_attr_int(f, "seq_len");
+  m.window = h5::read_attr_int(f, "window");
+  m.positions_per_sequence = h5::read_attr_int(f, "positions_per_sequence");
+  m.seed = static_cast<uint64_t>(h5::read_attr_int(f, "seed"));
+  m.layers = h5::read_attr_ints(f, "layers");
+  m.keep_fractions = h5::read_attr_doubles(f, "keep_fractions");
+  m.sink_tokens = h5::read_attr_int(f, "sink_tokens");
+  m.key_threshold = h5::read_attr_double(f, "key_threshold");
+  m.value_threshold = h5::read_attr_double(f, "value_threshold");
+  return m;
+}
+
+struct LayerDatasets {
+  h5::Handle group, keys, values, positions, token_ids, sequence_ids;
+  h5::Handle retained_mass;
+  std::vector<h5::Handle> per_head, per_kv_head;
+  int64_t rows = 0;       // appended vectors
+  int64_t sequences = 0;  // appended statistics rows
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- writer ---
+
+struct CaptureWriter::Impl {
+  std::string path;
+  CaptureMetadata meta;
+  h5::Handle file;
+  std::vector<LayerDatasets> layers;
+  int64_t appended = 0;   // sequences appended
+  int64_t complete = 0;   // sequences flushed
+
+  void create_layout() {
+    h5::Handle root = h5::create_group(file, "layers");
+    const hsize_t hkv = meta.num_kv_heads, d = meta.head_dim, h = meta.num_heads;
+    const hsize_t F = meta.keep_fractions.size();
+    for (int64_t l : meta.layers) {
+      LayerDatasets L;
+      L.group = h5::create_group(root, std::to_string(l));
+      L.keys = h5::create_row_dataset(L.group, "keys", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, true);
+      L.values = h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, true);
+      for (const char* n : {"positions", "token_ids", "sequence_ids"}) {
+        h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, true);
+        (std::string(n) == "positions" ? L.positions
+         : std::string(n) == "token_ids" ? L.token_ids
+                                          : L.sequence_ids) = std::move(ds);
+      }
+      h5::Handle stats = h5::create_group(L.group, "stats");
+      L.retained_mass = h5::create_row_dataset(stats, "retained_mass", H5T_IEEE_F64LE, {h, F}, 64, false);
+      for (const char* n : kStatsPerHead) {
+        L.per_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {h}, 64, false));
+      }
+      for (const char* n : kStatsPerKvHead) {
+        L.per_kv_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {hkv}, 64, false));
+      }
+      h5::write_attr(L.group, "committed_vectors", int64_t{0});
+      h5::write_attr(L.group, "committed_sequences", int64_t{0});
+      layers.push_back(std::move(L));
+    }
+    h5::write_attr(file, "complete_sequences", int64_t{0});
+    h5::write_attr(file, "finished", int64_t{0});
+  }
+
+  void open_layout() {
+    for (int64_t l : meta.layers) {
+      LayerDatasets L;
+      L.group = h5::open_group(file, layer_path(l));
+      L.keys = h5::open_dataset(L.group, "keys");
+      L.values = h5::open_dataset(L.group, "values");
+      L.positions = h5::open_dataset(L.group, "positions");
+      L.token_ids = h5::open_dataset(L.group, "token_ids");
+      L.sequence_ids = h5::open_dataset(L.group, "sequence_ids");
+      h5::Handle stats = h5::open_group(L.group, "stats");
+      L.retained_mass = h5::open_dataset(stats, "retained_mass");
+      for (const char* n : kStatsPerHead) L.per_head.push_back(h5::open_dataset(stats, n));
+      for (const char* n : kStatsPerKvHead) L.per_kv_head.push_back(h5::open_dataset(stats, n));
+      // Rows past the last flush may be incomplete: drop them.
+      L.rows = h5::read_attr_int(L.group, "committed_vectors");
+      L.sequences = h5::read_attr_int(L.group, "committed_sequences");
+      for (hid_t ds : {L.keys.get(), L.values.get(), L.positions.get(), L.token_ids.get(),
+                       L.sequence_ids.get()}) {
+        SKV_CHECK_GE(static_cast<int64_t>(h5::dims(ds)[0]), L.rows,
+                     "layer ", l, ": a dataset is shorter than its committed_vectors (damaged file)");
+        h5::set_rows(ds, L.rows);
+      }
+      h5::set_rows(L.retained_mass, L.sequences);
+      for (auto& ds : L.per_head) h5::set_rows(ds, L.sequences);
+      for (auto& ds : L.per_kv_head) h5::set_rows(ds, L.sequences);
+      layers.push_back(std::move(L));
+    }
+    complete = appended = h5::read_attr_int(file, "complete_sequences");
+  }
+};
+
+CaptureWriter::CaptureWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CaptureWriter::~CaptureWriter() = default;
+
+std::unique_ptr<CaptureWriter> CaptureWriter::create(const std::string& path,
+                                                     const CaptureMetadata& meta) {
+  return with_context("creating capture '" + path + "'", [&] {
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    impl->meta = meta;
+    impl->file = h5::create_file(path);
+    write_metadata(impl->file, meta);
+    impl->create_layout();
+    H5Fflush(impl->file, H5F_SCOPE_GLOBAL);
+    return std::unique_ptr<CaptureWriter>(new CaptureWriter(std::move(impl)));
+  });
+}
+
+std::unique_ptr<CaptureWriter> CaptureWriter::resume(const std::string& path,
+                                                     const CaptureMetadata& expected) {
+  return with_context("resuming capture '" + path + "'", [&] {
+    auto impl = std::make_unique<Impl>();
+    impl->path = path;
+    impl->file = h5::open_file(path, /*write=*/true);
+    impl->meta = read_metadata(impl->file);
+    const CaptureMetadata& m = impl->meta;
+    auto same = [](const std::string& what, const auto& a, const auto& b) {
+      if (!(a == b)) {
+        SKV_THROW(kInvalidInput, "cannot resume: '", what,
+                  "' differs between the partial file and this run (use --overwrite to start over)");
+      }
+    };
+    same("model_fingerprint", m.model_fingerprint, expected.model_fingerprint);
+    same("calibration_hash", m.calibration_hash, expected.calibration_hash);
+    same("seq_len", m.seq_len, expected.seq_len);
+    same("layers", m.layers, expected.layers);
+    same("window", m.window, expected.window);
+    same("positions_per_sequence", m.positions_per_sequence, expected.positions_per_sequence);
+    same("seed", m.seed, expected.seed);
+    SKV_CHECK(h5::read_attr_int(impl->file, "finished") == 0, "the capture is already finished");
+    impl->open_layout();
+    return std::unique_ptr<CaptureWriter>(new CaptureWriter(std::move(impl)));
+  });
+}
+
+int64_t CaptureWriter::complete_sequences() const { return impl_->complete; }
+
+void CaptureWriter::append_sequence(int64_t sequence_id,
+                                    const std::vector<LayerSequenceData>& per_layer) {
+  with_context("writing capture '" + impl_->path + "'", [&] {
+    SKV_ASSERT(per_layer.size() == impl_->layers.size(), "one entry per captured layer expected");
+    for (size_t i = 0; i < per_layer.size(); ++i) {
+      const LayerSequenceData& d = per_layer[i];
+      LayerDatasets& L = impl_->layers[i];
+      at::Tensor k = d.keys.to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor v = d.values.to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor pos = d.positions.to(at::kCPU, at::kLong).contiguous();
+      at::Tensor tok = d.token_ids.to(at::kCPU, at::kLong).contiguous();
+      const hsize_t n = static_cast<hsize_t>(k.size(0));
+      at::Tensor seq = at::full({k.size(0)}, sequence_id, at::kLong);
+      h5::append_rows(L.keys, H5T_NATIVE_FLOAT, k.data_ptr(), n);
+      h5::append_rows(L.values, H5T_NATIVE_FLOAT, v.data_ptr(), n);
+      h5::append_rows(L.positions, H5T_NATIVE_INT64, pos.data_ptr(), n);
+      h5::append_rows(L.token_ids, H5T_NATIVE_INT64, tok.data_ptr(), n);
+      h5::append_rows(L.sequence_ids, H5T_NATIVE_INT64, seq.data_ptr(), n);
+      L.rows += static_cast<int64_t>(n);
+
+      std::vector<double> retained, per_head[3], per_kv[2];
+      for (const auto& h : d.stats.heads) {
+        retained.insert(retained.end(), h.retained_mass.begin(), h.retained_mass.end());
+        per_head[0].push_back(h.sink_mass);
+        per_head[1].push_back(h.entropy_bits);
+        per_head[2].push_back(h.fraction_for_90_percent);
+      }
+      per_kv[0] = d.stats.key_pair_fraction;
+      per_kv[1] = d.stats.value_pair_fraction;
+      h5::append_rows(L.retained_mass, H5T_NATIVE_DOUBLE, retained.data(), 1);
+      for (int j = 0; j < 3; ++j) h5::append_rows(L.per_head[j], H5T_NATIVE_DOUBLE, per_head[j].data(), 1);
+      for (int j = 0; j < 2; ++j) h5::append_rows(L.per_kv_head[j], H5T_NATIVE_DOUBLE, per_kv[j].data(), 1);
+      ++L.sequences;
+    }
+    ++impl_->appended;
+  });
+}
+
+void CaptureWriter::flush() {
+  with_context("flushing capture '" + impl_->path + "'", [&] {
+    // Data first, then the counters that declare it complete, then the counters.
+    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed");
+    for (auto& L : impl_->layers) {
+      h5::write_attr(L.group, "committed_vectors", L.rows);
+      h5::write_attr(L.group, "committed_sequences", L.sequences);
+    }
+    h5::write_attr(impl_->file, "complete_sequences", impl_->appended);
+    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed");
+    impl_->complete = impl_->appended;
+  });
+}
+
+void CaptureWriter::finish() {
+  flush();
+  with_context("finishing capture '" + impl_->path + "'", [&] {
+    h5::write_attr(impl_->file, "finished", int64_t{1});
+    impl_->layers.clear();
+    impl_->file.reset();
+  });
+}
+
+// ---------------------------------------------------------------- reader ---
+
+struct CaptureReader::Impl {
+  std::string path;
+  h5::Handle file;
+  CaptureMetadata meta;
+  int64_t complete = 0;
+  bool finished = false;
+
+  h5::Handle layer_group(int64_t layer) const {
+    bool found = false;
+    for (int64_t l : meta.layers) found = found || l == layer;
+    if (!found) SKV_THROW(kInvalidInput, "layer ", layer, " was not captured");
+    return h5::open_group(file, layer_path(layer));
+  }
+};
+
+CaptureReader::CaptureReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  with_context("reading capture '" + path + "'", [&] {
+    impl_->file = h5::open_file(path, /*write=*/false);
+    impl_->meta = read_metadata(impl_->file);
+    impl_->complete = h5::read_attr_int(impl_->file, "complete_sequences");
+    impl_->finished = h5::read_attr_int(impl_->file, "finished") != 0;
+  });
+}
+
+CaptureReader::~CaptureReader() = default;
+
+const CaptureMetadata& CaptureReader::metadata() const { return impl_->meta; }
+int64_t CaptureReader::complete_sequences() const { return impl_->complete; }
+bool CaptureReader::finished() const { return impl_->finished; }
+
+int64_t CaptureReader::vector_count(int64_t layer) const {
+  return with_context("reading capture '" + impl_->path + "'", [&] {
+    return h5::read_attr_int(impl_->layer_group(layer), "committed_vectors");
+  });
+}
+
+namespace {
+at::Tensor read_vectors(const h5::Handle& group,
+                        const std::string& name, int64_t start, int64_t count,
+                        const CaptureMetadata& m) {
+  h5::Handle ds = h5::open_dataset(group, name);
+  at::Tensor out = at::empty({count, m.num_kv_heads, m.head_dim}, at::kFloat);
+  h5::read_rows(ds, H5T_NATIVE_FLOAT, out.data_ptr(), start, count);
+  return out;
+}
+}  // namespace
+
+at::Tensor CaptureReader::read_keys(int64_t layer, int64_t start, int64_t count) const {
+  return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
+    return read_vectors(impl_->layer_group(layer), "keys", start, count, impl_->meta);
+  });
+}
+
+at::Tensor CaptureReader::read_values(int64_t layer, int64_t start, int64_t count) const {
+  return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
+    return read_vectors(impl_->layer_group(layer), "values", start, count, impl_->meta);
+  });
+}
+
+at::Tensor CaptureReader::read_index(int64_t layer, const std::string& name) const {
+  return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
+    SKV_CHECK(name == "positions" || name == "token_ids" || name == "sequence_ids",
+              "unknown index dataset '", name, "'");
+    h5::Handle g = impl_->layer_group(layer);
+    h5::Handle ds = h5::open_dataset(g, name);
+    const int64_t n = h5::read_attr_int(g, "committed_vectors");
+    at::Tensor out = at::empty({n}, at::kLong);
+    h5::read_rows(ds, H5T_NATIVE_INT64, out.data_ptr(), 0, n);
+    return out;
+  });
+}
+
+at::Tensor CaptureReader::read_statistic(int64_t layer, const std::string& name) const {
+  return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
+    h5::Handle g = impl_->layer_group(layer);
+    h5::Handle stats = h5::open_group(g, "stats");
+    h5::Handle ds = h5::open_dataset(stats, name);
+    const int64_t n = h5::read_attr_int(g, "committed_sequences");
+    std::vector<int64_t> shape = {n};
+    auto d = h5::dims(ds);
+    for (size_t i = 1; i < d.size(); ++i) shape.push_back(static_cast<int64_t>(d[i]));
+    at::Tensor out = at::empty(shape, at::kDouble);
+    h5::read_rows(ds, H5T_NATIVE_DOUBLE, out.data_ptr(), 0, n);
+    return out;
+  });
+}
+
+}  // namespace spindlekv

@@ -1,0 +1,257 @@
+#include "common/hdf5_util.h"
+
+#include <mutex>
+
+#include "common/error.h"
+
+namespace spindlekv::h5 {
+namespace {
+
+hid_t check(hid_t id, const std::string& what) {
+  if (id < 0) SKV_THROW(kIo, "HDF5: ", what, " failed");
+  return id;
+}
+
+void check_status(herr_t status, const std::string& what) {
+  if (status < 0) SKV_THROW(kIo, "HDF5: ", what, " failed");
+}
+
+Handle string_type() {
+  Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
+  check_status(H5Tset_size(t, H5T_VARIABLE), "string type");
+  check_status(H5Tset_cset(t, H5T_CSET_UTF8), "string type");
+  return t;
+}
+
+Handle open_attr(hid_t loc, const std::string& name) {
+  if (H5Aexists(loc, name.c_str()) <= 0) {
+    SKV_THROW(kInvalidInput, "attribute '", name, "' is missing");
+  }
+  return Handle(check(H5Aopen(loc, name.c_str(), H5P_DEFAULT), "opening attribute " + name),
+                H5Aclose);
+}
+
+// Creates (or replaces) attribute `name` with `dims` elements of `type`.
+void put_attr(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+              const void* data) {
+  if (H5Aexists(loc, name.c_str()) > 0) {
+    check_status(H5Adelete(loc, name.c_str()), "replacing attribute " + name);
+  }
+  Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                            : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+               H5Sclose);
+  Handle attr(check(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
+                    "creating attribute " + name),
+              H5Aclose);
+  check_status(H5Awrite(attr, type, data), "writing attribute " + name);
+}
+
+template <typename T>
+std::vector<T> read_attr_array(hid_t loc, const std::string& name, hid_t mem_type) {
+  Handle attr = open_attr(loc, name);
+  Handle space(H5Aget_space(attr), H5Sclose);
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  std::vector<T> out(static_cast<size_t>(std::max<hssize_t>(n, 0)));
+  if (!out.empty()) check_status(H5Aread(attr, mem_type, out.data()), "reading attribute " + name);
+  return out;
+}
+
+}  // namespace
+
+void Handle::reset() {
+  if (id_ >= 0 && closer_ != nullptr) closer_(id_);
+  id_ = -1;
+}
+
+void quiet_errors() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+Handle create_file(const std::string& path) {
+  quiet_errors();
+  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT),
+                      "creating file"),
+                H5Fclose);
+}
+
+Handle open_file(const std::string& path, bool write) {
+  quiet_errors();
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    SKV_THROW(kInvalidInput, "not an HDF5 file (or it does not exist)");
+  }
+  return Handle(check(H5Fopen(path.c_str(), write ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT),
+                      "opening file"),
+                H5Fclose);
+}
+
+Handle create_group(hid_t loc, const std::string& name) {
+  return Handle(check(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                      "creating group " + name),
+                H5Gclose);
+}
+
+Handle open_group(hid_t loc, const std::string& name) {
+  if (!exists(loc, name)) SKV_THROW(kInvalidInput, "group '", name, "' is missing");
+  return Handle(check(H5Gopen2(loc, name.c_str(), H5P_DEFAULT), "opening group " + name),
+                H5Gclose);
+}
+
+Handle open_dataset(hid_t loc, const std::string& name) {
+  if (!exists(loc, name)) SKV_THROW(kInvalidInput, "dataset '", name, "' is missing");
+  return Handle(check(H5Dopen2(loc, name.c_str(), H5P_DEFAULT), "opening dataset " + name),
+                H5Dclose);
+}
+
+bool exists(hid_t loc, const std::string& name) {
+  return H5Lexists(loc, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+void write_attr(hid_t loc, const std::string& name, const std::string& value) {
+  Handle t = string_type();
+  const char* p = value.c_str();
+  put_attr(loc, name, t, {}, &p);
+}
+void write_attr(hid_t loc, const std::string& name, int64_t value) {
+  put_attr(loc, name, H5T_NATIVE_INT64, {}, &value);
+}
+void write_attr(hid_t loc, const std::string& name, double value) {
+  put_attr(loc, name, H5T_NATIVE_DOUBLE, {}, &value);
+}
+void write_attr(hid_t loc, const std::string& name, const std::vector<int64_t>& values) {
+  put_attr(loc, name, H5T_NATIVE_INT64, {values.size()}, values.data());
+}
+void write_attr(hid_t loc, const std::string& name, const std::vector<double>& values) {
+  put_attr(loc, name, H5T_NATIVE_DOUBLE, {values.size()}, values.data());
+}
+
+bool has_attr(hid_t loc, const std::string& name) { return H5Aexists(loc, name.c_str()) > 0; }
+
+std::string read_attr_string(hid_t loc, const std::string& name) {
+  Handle attr = open_attr(loc, name);
+  Handle ftype(H5Aget_type(attr), H5Tclose);
+  if (H5Tget_class(ftype) != H5T_STRING) {
+    SKV_THROW(kInvalidInput, "attribute '", name, "' is not a string");
+  }
+  if (H5Tis_variable_str(ftype) > 0) {
+    Handle t = string_type();
+    char* p = nullptr;
+    check_status(H5Aread(attr, t, &p), "reading attribute " + name);
+    std::string out = p != nullptr ? p : "";
+    H5free_memory(p);
+    return out;
+  }
+  const size_t n = H5Tget_size(ftype);
+  std::string out(n, '\0');
+  check_status(H5Aread(attr, ftype, out.data()), "reading attribute " + name);
+  out.resize(out.find('\0') == std::string::npos ? n : out.find('\0'));
+  return out;
+}
+
+int64_t read_attr_int(hid_t loc, const std::string& name) {
+  auto v = read_attr_array<int64_t>(loc, name, H5T_NATIVE_INT64);
+  if (v.size() != 1) SKV_THROW(kInvalidInput, "attribute '", name, "' is not a scalar");
+  return v[0];
+}
+
+double read_attr_double(hid_t loc, const std::string& name) {
+  auto v = read_attr_array<double>(loc, name, H5T_NATIVE_DOUBLE);
+  if (v.size() != 1) SKV_THROW(kInvalidInput, "attribute '", name, "' is not a scalar");
+  return v[0];
+}
+
+std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name) {
+  return read_attr_array<int64_t>(loc, name, H5T_NATIVE_INT64);
+}
+
+std::vector<double> read_attr_doubles(hid_t loc, const std::string& name) {
+  return read_attr_array<double>(loc, name, H5T_NATIVE_DOUBLE);
+}
+
+Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
+                          const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
+                          bool compress) {
+  std::vector<hsize_t> dims = {0}, maxdims = {H5S_UNLIMITED}, chunk = {chunk_rows};
+  for (hsize_t d : row_shape) {
+    dims.push_back(d);
+    maxdims.push_back(d);
+    chunk.push_back(std::max<hsize_t>(d, 1));
+  }
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()),
+               H5Sclose);
+  Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  check_status(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), "chunking");
+  if (compress) {
+    // Shuffle groups bytes of equal significance: floats then deflate far better.
+    check_status(H5Pset_shuffle(dcpl), "shuffle filter");
+    check_status(H5Pset_deflate(dcpl, 1), "deflate filter");
+  }
+  return Handle(check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                      "creating dataset " + name),
+                H5Dclose);
+}
+
+void write_dataset(hid_t loc, const std::string& name, hid_t type,
+                   const std::vector<hsize_t>& dims, const void* data) {
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  Handle d(check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 "creating dataset " + name),
+           H5Dclose);
+  check_status(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "writing dataset " + name);
+}
+
+std::vector<hsize_t> dims(hid_t dataset) {
+  Handle space(H5Dget_space(dataset), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank < 0) SKV_THROW(kIo, "HDF5: reading dataset shape failed");
+  std::vector<hsize_t> out(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space, out.data(), nullptr);
+  return out;
+}
+
+void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows) {
+  if (rows == 0) return;
+  std::vector<hsize_t> d = dims(dataset);
+  const hsize_t old_rows = d[0];
+  d[0] += rows;
+  check_status(H5Dset_extent(dataset, d.data()), "extending dataset");
+  Handle file_space(H5Dget_space(dataset), H5Sclose);
+  std::vector<hsize_t> start(d.size(), 0), count = d;
+  start[0] = old_rows;
+  count[0] = rows;
+  check_status(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                                   nullptr),
+               "selecting rows");
+  Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                   H5Sclose);
+  check_status(H5Dwrite(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),
+               "writing rows");
+}
+
+void set_rows(hid_t dataset, hsize_t rows) {
+  std::vector<hsize_t> d = dims(dataset);
+  d[0] = rows;
+  check_status(H5Dset_extent(dataset, d.data()), "resizing dataset");
+}
+
+void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start_row, hsize_t count_rows) {
+  std::vector<hsize_t> d = dims(dataset);
+  if (start_row + count_rows > d[0]) {
+    SKV_THROW(kInvalidInput, "rows [", start_row, ", ", start_row + count_rows,
+              ") are outside the dataset's ", d[0], " rows");
+  }
+  if (count_rows == 0) return;
+  Handle file_space(H5Dget_space(dataset), H5Sclose);
+  std::vector<hsize_t> start(d.size(), 0), count = d;
+  start[0] = start_row;
+  count[0] = count_rows;
+  check_status(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                                   nullptr),
+               "selecting rows");
+  Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                   H5Sclose);
+  check_status(H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, out),
+               "reading rows");
+}
+
+}  // namespace spindlekv::h5

@@ -1,0 +1,79 @@
+// Internal: a thin RAII layer over the HDF5 C API for SpindleKV's files
+// (captures, codebooks). Every failure throws spindlekv::Error naming the
+// object; callers add the file name with with_context. HDF5's own error
+// stack printing is switched off.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace spindlekv::h5 {
+
+/// Owns an hid_t and closes it with the matching H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), closer_(closer) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, -1)), closer_(o.closer_) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, -1);
+      closer_ = o.closer_;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  void reset();
+
+ private:
+  hid_t id_ = -1;
+  herr_t (*closer_)(hid_t) = nullptr;
+};
+
+/// Silences HDF5's automatic error printing (once per process).
+void quiet_errors();
+
+Handle create_file(const std::string& path);            ///< fails if it exists
+Handle open_file(const std::string& path, bool write);
+Handle create_group(hid_t loc, const std::string& name);
+Handle open_group(hid_t loc, const std::string& name);
+Handle open_dataset(hid_t loc, const std::string& name);
+bool exists(hid_t loc, const std::string& name);
+
+void write_attr(hid_t loc, const std::string& name, const std::string& value);
+void write_attr(hid_t loc, const std::string& name, int64_t value);
+void write_attr(hid_t loc, const std::string& name, double value);
+void write_attr(hid_t loc, const std::string& name, const std::vector<int64_t>& values);
+void write_attr(hid_t loc, const std::string& name, const std::vector<double>& values);
+bool has_attr(hid_t loc, const std::string& name);
+std::string read_attr_string(hid_t loc, const std::string& name);
+int64_t read_attr_int(hid_t loc, const std::string& name);
+double read_attr_double(hid_t loc, const std::string& name);
+std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name);
+std::vector<double> read_attr_doubles(hid_t loc, const std::string& name);
+
+/// A dataset of rows shaped `row_shape`, growing along dimension 0, chunked
+/// by `chunk_rows` and (when `compress`) shuffled and deflated.
+Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
+                          const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
+                          bool compress);
+/// A fixed-size dataset written at once.
+void write_dataset(hid_t loc, const std::string& name, hid_t type,
+                   const std::vector<hsize_t>& dims, const void* data);
+std::vector<hsize_t> dims(hid_t dataset);
+/// Appends `rows` rows from `data` (C order) to a row dataset.
+void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows);
+/// Sets the row count (drops rows beyond it).
+void set_rows(hid_t dataset, hsize_t rows);
+/// Reads rows [start, start + count) into `out` (C order).
+void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start, hsize_t count);
+
+}  // namespace spindlekv::h5
