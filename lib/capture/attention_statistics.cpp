@@ -41,7 +41,8 @@ LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Laye
   at::Tensor sorted_rows = std::get<0>(att.sort(-1, /*descending=*/true)).cumsum(-1);  // [B,h,w,T]
   at::Tensor entropy = -(att * att.clamp_min(1e-30).log2()).sum(-1);                   // [B,h,w]
   at::Tensor sink = att.narrow(3, 0, std::min(p.sink_tokens, T)).sum(-1);              // [B,h,w]
-  at::Tensor need90 = (sorted_rows < 0.9).sum(-1).to(at::kDouble) + 1;                 // [B,h,w]
+  // The tolerance keeps float32 rounding (0.9f < 0.9) from costing a token.
+  at::Tensor need90 = (sorted_rows < 0.9 - 1e-6).sum(-1).to(at::kDouble) + 1;  // [B,h,w]
   at::Tensor window_mass = att.narrow(3, context, w).sum(-1);                          // [B,h,w]
 
   for (int64_t head = 0; head < h; ++head) {

@@ -52,9 +52,14 @@ Batch make_batch(const FillerText& corpus, std::mt19937_64& rng, const LmTrainin
     size_t answer_begin = std::string::npos, answer_len = 0;
     const double u = uniform(rng);
     const size_t body = static_cast<size_t>(seq_len);  // bytes after BOS
-    if (u < p.passkey_fraction + p.multikey_fraction) {
-      const size_t answer_bytes = static_cast<size_t>(p.tasks.digits);
-      const size_t prompt_bytes = body - answer_bytes - 1;
+    const size_t answer_bytes = static_cast<size_t>(p.tasks.digits);
+    const size_t prompt_bytes = body - std::min(body, answer_bytes + 1);
+    // Sequences too short for a task (early, short stages) stay plain text.
+    const bool task = u < p.passkey_fraction ? prompt_bytes >= passkey_min_bytes(p.tasks)
+                      : u < p.passkey_fraction + p.multikey_fraction
+                          ? prompt_bytes >= multikey_min_bytes(p.tasks)
+                          : false;
+    if (task) {
       RetrievalSample s = u < p.passkey_fraction
                               ? make_passkey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks)
                               : make_multikey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks);

@@ -39,7 +39,32 @@ std::string insert_facts(std::string filler, std::vector<std::pair<std::string, 
   return filler;
 }
 
+// Filler bytes every sample keeps at least, so the facts have text around them.
+constexpr size_t kMinFiller = 16;
+
+std::string passkey_fact(const std::string& key) {
+  return "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
+}
+const char* kPasskeyQuestion = "\nWhat is the pass key? The pass key is ";
+
+std::string multikey_fact(const std::string& name, const std::string& value) {
+  return "The value of key " + name + " is " + value + ".";
+}
+std::string multikey_question(const std::string& name) {
+  return "\nWhat is the value of key " + name + "? The value of key " + name + " is ";
+}
+
 }  // namespace
+
+size_t passkey_min_bytes(const RetrievalTaskParameters& p) {
+  return passkey_fact(std::string(p.digits, '0')).size() + 1 +
+         std::string(kPasskeyQuestion).size() + kMinFiller + 1;
+}
+
+size_t multikey_min_bytes(const RetrievalTaskParameters& p) {
+  return p.multikey_pairs * (multikey_fact("AAAA", std::string(p.digits, '0')).size() + 1) +
+         multikey_question("AAAA").size() + kMinFiller + 1;
+}
 
 FillerText::FillerText(std::string text) : text_(std::move(text)) {
   SKV_CHECK_GE(text_.size(), size_t{64}, "filler text is too short");
@@ -60,10 +85,11 @@ RetrievalSample make_passkey_sample(const FillerText& filler, std::mt19937_64& r
                                     size_t total_bytes, double depth,
                                     const RetrievalTaskParameters& params) {
   const std::string key = random_digits(rng, params.digits);
-  const std::string fact = "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
-  const std::string question = "\nWhat is the pass key? The pass key is ";
+  const std::string fact = passkey_fact(key);
+  const std::string question = kPasskeyQuestion;
   const size_t overhead = fact.size() + 1 + question.size();
-  SKV_CHECK_GT(total_bytes, overhead + 16, "passkey sample length ", total_bytes, " too short");
+  SKV_CHECK_GE(total_bytes, passkey_min_bytes(params), "passkey sample length ", total_bytes,
+               " too short");
   RetrievalSample s;
   s.depth = depth;
   s.prompt = insert_facts(filler.window(rng, total_bytes - overhead), {{fact, depth}}) + question;
@@ -85,15 +111,14 @@ RetrievalSample make_multikey_sample(const FillerText& filler, std::mt19937_64& 
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   size_t overhead = 0;
   for (size_t i = 0; i < pairs.size(); ++i) {
-    std::string fact = "The value of key " + pairs[i].first + " is " + pairs[i].second + ".";
+    std::string fact = multikey_fact(pairs[i].first, pairs[i].second);
     overhead += fact.size() + 1;
     facts.emplace_back(std::move(fact), i == 0 ? depth : uniform(rng));
   }
-  const std::string question =
-      "\nWhat is the value of key " + pairs[0].first + "? The value of key " + pairs[0].first +
-      " is ";
+  const std::string question = multikey_question(pairs[0].first);
   overhead += question.size();
-  SKV_CHECK_GT(total_bytes, overhead + 16, "multikey sample length ", total_bytes, " too short");
+  SKV_CHECK_GE(total_bytes, multikey_min_bytes(params), "multikey sample length ", total_bytes,
+               " too short");
   RetrievalSample s;
   s.depth = depth;
   s.prompt = insert_facts(filler.window(rng, total_bytes - overhead), facts) + question;

@@ -40,6 +40,10 @@ struct RetrievalTaskParameters {
   int64_t multikey_pairs = 4;  ///< facts per multi-key sample
 };
 
+/// Smallest prompt length (bytes) a pass-key / multi-key sample can have.
+size_t passkey_min_bytes(const RetrievalTaskParameters& params = {});
+size_t multikey_min_bytes(const RetrievalTaskParameters& params = {});
+
 /// Pass key hidden at `depth` (0..1) of a sample whose prompt is about
 /// `total_bytes` long.
 RetrievalSample make_passkey_sample(const FillerText& filler, std::mt19937_64& rng,
