@@ -5,6 +5,11 @@
 #include <atomic>
 #include <fstream>
 
+#include <ATen/ATen.h>
+
+#include "common/atomic_file.h"
+#include "model/llama_model.h"
+
 namespace spindlekv::testing {
 
 TempDir::TempDir() {
@@ -34,6 +39,25 @@ ModelConfig tiny_config(int64_t heads, int64_t kv_heads, int64_t head_dim) {
   c.rms_norm_eps = 1e-5;
   c.rope.theta = 10000.0;
   return c;
+}
+
+void write_byte_model(const std::string& dir, uint64_t seed) {
+  ModelConfig c = tiny_config(4, 2, 8);
+  c.vocab_size = 258;
+  c.max_position_embeddings = 64;
+  c.bos_token_id = 256;
+  c.eos_token_id = 257;
+  LlamaModel::random(c, seed, 0.2).save(dir, at::kFloat);
+  write_file_atomically(dir + "/tokenizer.json",
+                        R"({"spindlekv_tokenizer": "byte", "bos_token_id": 256, "eos_token_id": 257})");
+}
+
+void write_sample_text(const std::string& path, int repeats) {
+  std::string body;
+  for (int i = 0; i < repeats; ++i) {
+    body += "In the beginning " + std::to_string(i) + " was the word, and the word was light. ";
+  }
+  write_file_atomically(path, body);
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {

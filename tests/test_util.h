@@ -26,6 +26,13 @@ class TempDir {
 /// A 2-layer GQA Llama config small enough for loop-based reference checks.
 ModelConfig tiny_config(int64_t heads = 4, int64_t kv_heads = 2, int64_t head_dim = 8);
 
+/// Saves a tiny random byte-level model (vocab 258, BOS 256, EOS 257,
+/// 2 layers, 4 heads over 2 KV heads of size 8, 64 positions) into `dir`.
+void write_byte_model(const std::string& dir, uint64_t seed);
+
+/// Writes `repeats` sentences of English-like text to `path`.
+void write_sample_text(const std::string& path, int repeats);
+
 /// Writes `bytes` to `path` (non-atomically: fixtures only).
 void write_bytes(const std::string& path, const std::string& bytes);
 

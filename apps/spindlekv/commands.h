@@ -13,5 +13,6 @@ void register_run_command(CLI::App& app);
 void register_train_model_command(CLI::App& app);
 void register_model_report_command(CLI::App& app);
 void register_capture_command(CLI::App& app);
+void register_train_command(CLI::App& app);
 
 }  // namespace spindlekv::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   spindlekv::cli::register_run_command(app);
   spindlekv::cli::register_train_model_command(app);
   spindlekv::cli::register_capture_command(app);
+  spindlekv::cli::register_train_command(app);
   spindlekv::cli::register_model_report_command(app);
 
   try {

@@ -1,0 +1,70 @@
+// Learns a codebook of unit directions that covers a set of K or V vectors:
+// a vector is covered when its best codeword has cosine similarity above the
+// threshold (the paper's theta_K = 0.98 for keys, theta_V = 0.95 for values).
+// The objective is coverage for as few codewords as possible.
+//
+// FAISS does the heavy lifting:
+//   1. spherical k-means (faiss::Clustering, inner product) proposes centroids;
+//   2. the paper's greedy cover proposes the vectors with the most neighbours
+//      above the threshold, found with FAISS range search instead of an n x n
+//      similarity matrix;
+//   3. from those candidates a greedy selection keeps, one at a time, the
+//      codeword that covers the most still-uncovered vectors;
+//   4. merging rounds: codewords closer than merge_threshold are merged, each
+//      codeword is re-centred on the vectors it covers, codewords covering
+//      fewer than min_support vectors are dropped; rounds repeat while
+//      coverage improves.
+// Codewords come out ordered by support (most vectors first), so the first k
+// rows are the best codebook of size k.
+//
+// Shapes: vectors [n, dim] float32 (any norm; zero rows have no direction and
+// are never covered); codewords [K, dim] float32 unit rows.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace spindlekv {
+
+struct CodebookTrainingParameters {
+  double threshold = 0.98;         ///< cosine above which a codeword covers a vector
+  int64_t max_codewords = 1024;    ///< upper bound on the codebook size
+  /// Spherical k-means centroids proposed as candidates (0: max_codewords).
+  int64_t kmeans_centroids = 0;
+  int64_t kmeans_iterations = 20;
+  /// Vectors the greedy cover's neighbourhood graph is built on (its memory
+  /// grows with the number of similar pairs among them).
+  int64_t greedy_sample = 20000;
+  /// Greedy-cover candidates proposed (0: max_codewords).
+  int64_t greedy_candidates = 0;
+  double merge_threshold = 0.995;  ///< codewords closer than this are merged
+  int64_t min_support = 2;         ///< codewords covering fewer vectors are dropped
+  int64_t max_rounds = 4;          ///< merging / re-centring rounds
+  uint64_t seed = 1234;
+};
+
+struct Codebook {
+  at::Tensor codewords;  ///< [K, dim] float32, unit rows, by descending support
+  at::Tensor support;    ///< [K] int64: training vectors each codeword covers (best match)
+  double coverage = 0;   ///< on the training vectors
+  int64_t rounds = 0;    ///< merging rounds run
+};
+
+/// Trains a codebook on `vectors`. Deterministic for a fixed seed and thread count.
+Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParameters& params);
+
+/// Fraction of rows of `vectors` whose best codeword among the first `k` rows
+/// of `codewords` (all when k <= 0) has cosine similarity above `threshold`.
+double codebook_coverage(const at::Tensor& codewords, const at::Tensor& vectors, double threshold,
+                         int64_t k = 0);
+
+/// Coverage by the first k codewords for every k in `sizes`, in one pass.
+std::vector<double> coverage_curve(const at::Tensor& codewords, const at::Tensor& vectors,
+                                   double threshold, const std::vector<int64_t>& sizes);
+
+/// Unit rows of `vectors` [n, dim]; zero rows stay zero.
+at::Tensor unit_directions(const at::Tensor& vectors);
+
+}  // namespace spindlekv
