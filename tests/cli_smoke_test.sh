@@ -45,7 +45,7 @@ grep -q "layers: *2" "$WORK/info.txt"
 grep -q "kv heads: *1 (group size 4)" "$WORK/info.txt"
 
 "$BIN" run "$WORK/model" --prompt "In the beginning" --max-new 8 --logits-out "$WORK/logits.npy"
-"$PY" -c "import numpy as n, sys; a = n.load(sys.argv[1]); assert a.shape == (16, 258), a.shape; assert n.isfinite(a).all()" "$WORK/logits.npy"
+"$PY" -c "import numpy as n, sys; a = n.load(sys.argv[1]); assert a.shape == (17, 258), a.shape; assert n.isfinite(a).all()" "$WORK/logits.npy"
 
 "$BIN" model-report "$WORK/model" --heldout "$SRC/calibration/heldout.txt" --lengths 128 \
   --depths 0.5 --trials-per-cell 2 --multikey-pairs 1 --attention-sequences 1 --out "$WORK/report.json"

@@ -63,9 +63,8 @@ void run(const RunOptions& opt) {
   } else {
     SKV_CHECK(!opt.prompt.empty(), "give --prompt TEXT or --tokens 1,2,3");
     ids = tokenizer->encode(opt.prompt);
-    if (model.config().bos_token_id && tokenizer->name() != "byte") {
-      ids.insert(ids.begin(), *model.config().bos_token_id);
-    }
+    // Models see BOS first in training; without it their attention sinks shift.
+    if (tokenizer->bos_id) ids.insert(ids.begin(), *tokenizer->bos_id);
   }
   if (!opt.logits_out.empty()) {
     at::Tensor logits = model.forward(at::tensor(ids, at::kLong).view({1, -1}));

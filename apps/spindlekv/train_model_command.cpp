@@ -20,6 +20,7 @@ namespace {
 
 struct TrainModelOptions {
   std::string config_path;
+  std::string init;  ///< start from this model's weights (architecture options ignored)
   std::string text = "data/corpus/train.txt";
   std::string out;
   // Architecture (Llama, byte-level vocabulary + BOS/EOS).
@@ -77,16 +78,25 @@ void save(const LlamaModel& model, const TrainModelOptions& o, const nlohmann::j
 void run(CLI::App& sub, TrainModelOptions& o) {
   apply_yaml_config(sub, o.config_path);
   const int threads = configure_threads(o.threads);
-  const ModelConfig config = architecture(o);
   const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
   FillerText corpus(text);
-  LlamaModel model = LlamaModel::random(config, o.train.seed);
+  LlamaModel model = o.init.empty() ? LlamaModel::random(architecture(o), o.train.seed)
+                                    : LlamaModel::load(o.init);
+  if (!o.init.empty()) {
+    const ModelConfig& c = model.config();
+    SKV_CHECK(c.vocab_size == kVocab && c.bos_token_id == kBos, "--init model '", o.init,
+              "' is not a byte-level model of this recipe (vocab ", c.vocab_size, ")");
+    o.layers = c.num_layers, o.hidden = c.hidden_size, o.heads = c.num_heads;
+    o.kv_heads = c.num_kv_heads, o.head_dim = c.head_dim, o.intermediate = c.intermediate_size;
+    spdlog::info("continuing from the weights of {}", o.init);
+  }
   spdlog::info("training {} parameters: {} layers, hidden {}, {} heads / {} kv heads x {}, "
                "context {}, {} steps, {} threads",
                model.parameter_count(), o.layers, o.hidden, o.heads, o.kv_heads, o.head_dim,
                o.train.max_seq_len, o.train.steps, threads);
   std::filesystem::create_directories(o.out);
   nlohmann::json log = {{"tool_version", version_string()},
+                        {"init", o.init},
                         {"text", o.text},
                         {"text_bytes", text.size()},
                         {"seed", o.train.seed},
@@ -107,7 +117,8 @@ void run(CLI::App& sub, TrainModelOptions& o) {
   const double final_loss = train_language_model(model, corpus, o.train, [&](const LmTrainingProgress& p) {
     window_loss += p.loss;
     ++window_n;
-    if ((p.step + 1) % o.log_every == 0 || p.step + 1 == o.train.steps) {
+    const int64_t last = o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
+    if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
       spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s", p.step + 1,
                    o.train.steps, p.seq_len, window_loss / window_n, p.learning_rate,
                    p.tokens_per_second, p.elapsed_seconds);
@@ -123,7 +134,7 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     log["training_seconds"] = p.elapsed_seconds;
   });
   log["final_loss"] = final_loss;
-  log["checkpoint_step"] = o.train.steps;
+  log["checkpoint_step"] = o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
   save(model, o, log);
   spdlog::info("saved {} (final loss {:.4f} nats/byte)", o.out, final_loss);
 }
@@ -135,6 +146,7 @@ void register_train_model_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "train-model", "Train the byte-level reference model from scratch (LibTorch autograd)");
   add_config_option(*sub, o->config_path);
+  sub->add_option("--init", o->init, "Continue from this model's weights (its architecture wins)");
   sub->add_option("--text", o->text, "Training text (plain UTF-8)")->capture_default_str();
   sub->add_option("--out", o->out, "Output model directory (Hugging Face layout)")->required();
   sub->add_option("--layers", o->layers, "Decoder layers")->capture_default_str();
@@ -145,6 +157,7 @@ void register_train_model_command(CLI::App& app) {
   sub->add_option("--intermediate", o->intermediate, "MLP size")->capture_default_str();
   sub->add_option("--rope-theta", o->rope_theta, "RoPE base")->capture_default_str();
   sub->add_option("--steps", o->train.steps, "Optimiser steps")->capture_default_str();
+  sub->add_option("--stop-after", o->train.stop_after, "Stop after N steps, keeping the schedules of --steps (0: all)")->capture_default_str();
   sub->add_option("--tokens-per-step", o->train.tokens_per_step, "Tokens per step")->capture_default_str();
   sub->add_option("--max-seq-len", o->train.max_seq_len, "Trained context length")->capture_default_str();
   sub->add_option("--min-seq-len", o->train.min_seq_len, "First sequence length")->capture_default_str();

@@ -37,8 +37,10 @@ RetrievalResult evaluate_retrieval(RetrievalTask task, const FillerText& filler,
       cell.length = length;
       cell.depth = depth;
       for (int64_t t = 0; t < grid.trials_per_cell; ++t) {
-        // The prompt is BOS + bytes, `length` tokens in all.
-        const size_t bytes = static_cast<size_t>(length - 1);
+        // BOS + prompt + answer fill `length` tokens, so the answer is
+        // generated within the context the grid names.
+        SKV_CHECK_GT(length, grid.tasks.digits + 2, "retrieval length ", length, " too short");
+        const size_t bytes = static_cast<size_t>(length - 1 - grid.tasks.digits);
         RetrievalSample s = task == RetrievalTask::kPasskey
                                 ? make_passkey_sample(filler, rng, bytes, depth, grid.tasks)
                                 : make_multikey_sample(filler, rng, bytes, depth, grid.tasks);

@@ -106,7 +106,8 @@ double train_language_model(LlamaModel& model, const FillerText& corpus,
   std::mt19937_64 rng(p.seed);
   std::deque<double> recent;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < p.steps; ++step) {
+  const int64_t last = p.stop_after > 0 ? std::min(p.stop_after, p.steps) : p.steps;
+  for (int64_t step = 0; step < last; ++step) {
     const int64_t T = seq_len_at(p, step);
     const double lr = lr_at(p, step);
     for (auto& group : optimizer.param_groups()) {

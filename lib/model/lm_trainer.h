@@ -19,6 +19,9 @@ namespace spindlekv {
 
 struct LmTrainingParameters {
   int64_t steps = 4000;
+  /// Stop after this many steps (0: run all `steps`); the schedules still
+  /// follow `steps`, as when a longer run is cut short.
+  int64_t stop_after = 0;
   /// Tokens per optimiser step; the batch is tokens_per_step / sequence length.
   int64_t tokens_per_step = 8192;
   int64_t max_seq_len = 1024;  ///< final sequence length (the trained context)
