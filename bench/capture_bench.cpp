@@ -2,6 +2,7 @@
 // measured in the same run (target: capture overhead at most 25%).
 //
 // Usage: capture_bench [--sequences N] [--seq-len T] [--hidden H] [--layers L]
+//                      [--compression-level 0..9]
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -17,7 +18,7 @@
 #include "model/llama_model.h"
 
 int main(int argc, char** argv) {
-  int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6;
+  int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6, compression = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
     else if (a == "--seq-len") seq_len = v;
     else if (a == "--hidden") hidden = v;
     else if (a == "--layers") layers = v;
+    else if (a == "--compression-level") compression = v;
     else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
   }
   const int threads = spindlekv::configure_threads(0);
@@ -69,6 +71,7 @@ int main(int argc, char** argv) {
   o.out = (dir / "cap.h5").string();
   o.seq_len = seq_len;
   o.max_sequences = sequences;
+  o.compression_level = static_cast<int>(compression);
   const auto t0 = std::chrono::steady_clock::now();
   spindlekv::CaptureSummary s = spindlekv::run_capture(o);
   const double capture_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -78,8 +81,8 @@ int main(int argc, char** argv) {
               (long long)hidden, (long long)layers, (long long)c.num_heads,
               (long long)c.num_kv_heads, (long long)seq_len);
   std::printf("bare forward     %.0f tokens/s\n", tokens / forward_s);
-  std::printf("capture          %.0f tokens/s (%lld sequences, including model load and fingerprint)\n",
-              tokens / capture_s, (long long)s.sequences);
+  std::printf("capture          %.0f tokens/s (%lld sequences, deflate level %lld, including model load and fingerprint)\n",
+              tokens / capture_s, (long long)s.sequences, (long long)compression);
   std::printf("overhead         %.0f%% (target <= 25%%)\n", 100.0 * (capture_s / forward_s - 1.0));
   fs::remove_all(dir);
   return 0;

@@ -76,6 +76,7 @@ void register_capture_command(CLI::App& app) {
   sub->add_option("--positions-per-sequence", c.positions_per_sequence, "Vectors sampled per sequence and layer (0: all)")->capture_default_str();
   sub->add_option("--seed", c.seed, "Seed of position sampling")->capture_default_str();
   sub->add_option("--flush-every", c.flush_every, "Sequences between durability points")->capture_default_str();
+  sub->add_option("--compression-level", c.compression_level, "Deflate level of vector datasets (0: none)")->capture_default_str();
   sub->add_option("--key-threshold", c.stats.key_threshold, "Cosine threshold of key pairs")->capture_default_str();
   sub->add_option("--value-threshold", c.stats.value_threshold, "Cosine threshold of value pairs")->capture_default_str();
   sub->add_option("--sink-tokens", c.stats.sink_tokens, "First tokens whose attention mass is recorded")->capture_default_str();

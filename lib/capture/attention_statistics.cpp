@@ -15,7 +15,7 @@ double similar_pair_fraction(const at::Tensor& vectors, double threshold) {
   // Zero vectors: leave them zero after "normalising" so every cosine is 0.
   at::Tensor unit = vectors / norms.clamp_min(1e-12);
   at::Tensor sims = at::matmul(unit, unit.t());
-  const int64_t above = (sims > threshold).sum().item<int64_t>();
+  const int64_t above = sims.gt(threshold).count_nonzero().item<int64_t>();
   const int64_t diagonal = (at::diagonal(sims) > threshold).sum().item<int64_t>();
   return static_cast<double>(above - diagonal) / static_cast<double>(n * (n - 1));
 }
@@ -45,22 +45,30 @@ LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Laye
   at::Tensor need90 = (sorted_rows < 0.9 - 1e-6).sum(-1).to(at::kDouble) + 1;  // [B,h,w]
   at::Tensor window_mass = att.narrow(3, context, w).sum(-1);                          // [B,h,w]
 
+  // Mass each window row puts on the context tokens in importance order,
+  // accumulated: retained(k) = window mass + cumulative[k - 1].
+  at::Tensor cumulative;  // [B, h, w, ctx]
+  if (context > 0) {
+    at::Tensor idx = order.unsqueeze(2).expand({B, h, w, context});
+    cumulative = att.narrow(3, 0, context).gather(3, idx).cumsum(-1);
+  }
+  std::vector<at::Tensor> per_fraction;
+  for (double f : p.keep_fractions) {
+    const int64_t k = std::min<int64_t>(context, static_cast<int64_t>(std::floor(f * context)));
+    at::Tensor r = k > 0 ? window_mass + cumulative.select(3, k - 1) : window_mass;  // [B,h,w]
+    per_fraction.push_back(r.mean(at::IntArrayRef{0, 2}));                                          // [h]
+  }
+  at::Tensor retained = at::stack(per_fraction, 1).contiguous();  // [h, F]
+  const std::vector<int64_t> dims = {0, 2};
+  at::Tensor sink_h = sink.mean(dims), entropy_h = entropy.mean(dims);
+  at::Tensor f90_h = (need90 / T).mean(dims);
+  auto r_acc = retained.accessor<double, 2>();
   for (int64_t head = 0; head < h; ++head) {
     HeadAttentionStatistics& hs = out.heads[head];
-    hs.sink_mass = sink.select(1, head).mean().item<double>();
-    hs.entropy_bits = entropy.select(1, head).mean().item<double>();
-    hs.fraction_for_90_percent = (need90.select(1, head) / T).mean().item<double>();
-    for (double f : p.keep_fractions) {
-      const int64_t k = std::min<int64_t>(context, static_cast<int64_t>(std::floor(f * context)));
-      at::Tensor retained = window_mass.select(1, head);  // [B, w]
-      if (k > 0) {
-        at::Tensor kept = order.select(1, head).narrow(-1, 0, k);               // [B, k]
-        at::Tensor rows = att.select(1, head);                                  // [B, w, T]
-        at::Tensor idx = kept.unsqueeze(1).expand({B, w, k});
-        retained = retained + rows.gather(2, idx).sum(-1);
-      }
-      hs.retained_mass.push_back(retained.mean().item<double>());
-    }
+    hs.sink_mass = sink_h[head].item<double>();
+    hs.entropy_bits = entropy_h[head].item<double>();
+    hs.fraction_for_90_percent = f90_h[head].item<double>();
+    for (size_t i = 0; i < p.keep_fractions.size(); ++i) hs.retained_mass.push_back(r_acc[head][i]);
   }
 
   const int64_t hkv = layer.keys_pre_rope.size(1), Tk = layer.keys_pre_rope.size(2);

@@ -24,7 +24,7 @@ struct AttentionStatisticsParameters {
   double value_threshold = 0.95; ///< cosine threshold of value pairs (paper: theta_V)
   /// Pair similarities use at most this many tokens (evenly strided) per
   /// sequence: the pair count grows quadratically.
-  int64_t max_pair_tokens = 1024;
+  int64_t max_pair_tokens = 512;
 };
 
 /// Per query head, averaged over the batch and the window's query rows.

@@ -103,24 +103,25 @@ struct CaptureWriter::Impl {
     h5::Handle root = h5::create_group(file, "layers");
     const hsize_t hkv = meta.num_kv_heads, d = meta.head_dim, h = meta.num_heads;
     const hsize_t F = meta.keep_fractions.size();
+    const int compress = meta.compression_level;
     for (int64_t l : meta.layers) {
       LayerDatasets L;
       L.group = h5::create_group(root, std::to_string(l));
-      L.keys = h5::create_row_dataset(L.group, "keys", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, true);
-      L.values = h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, true);
+      L.keys = h5::create_row_dataset(L.group, "keys", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
+      L.values = h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
       for (const char* n : {"positions", "token_ids", "sequence_ids"}) {
-        h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, true);
+        h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, compress);
         (std::string(n) == "positions" ? L.positions
          : std::string(n) == "token_ids" ? L.token_ids
                                           : L.sequence_ids) = std::move(ds);
       }
       h5::Handle stats = h5::create_group(L.group, "stats");
-      L.retained_mass = h5::create_row_dataset(stats, "retained_mass", H5T_IEEE_F64LE, {h, F}, 64, false);
+      L.retained_mass = h5::create_row_dataset(stats, "retained_mass", H5T_IEEE_F64LE, {h, F}, 64, 0);
       for (const char* n : kStatsPerHead) {
-        L.per_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {h}, 64, false));
+        L.per_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {h}, 64, 0));
       }
       for (const char* n : kStatsPerKvHead) {
-        L.per_kv_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {hkv}, 64, false));
+        L.per_kv_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {hkv}, 64, 0));
       }
       h5::write_attr(L.group, "committed_vectors", int64_t{0});
       h5::write_attr(L.group, "committed_sequences", int64_t{0});

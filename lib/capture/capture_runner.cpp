@@ -134,6 +134,7 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
     writer->append_sequence(id, per_layer);
     tokens += o.seq_len;
     if ((id + 1 - skip) % o.flush_every == 0) writer->flush();
+
     if (on_progress) {
       CaptureProgress p;
       p.sequences = id + 1;
@@ -222,6 +223,9 @@ CaptureSummary run_capture(const CaptureOptions& o,
   meta.sink_tokens = o.stats.sink_tokens;
   meta.key_threshold = o.stats.key_threshold;
   meta.value_threshold = o.stats.value_threshold;
+  SKV_CHECK(o.compression_level >= 0 && o.compression_level <= 9,
+            "--compression-level must lie in [0, 9], got ", o.compression_level);
+  meta.compression_level = o.compression_level;
 
   std::unique_ptr<CaptureWriter> writer;
   if (o.resume && fs::exists(partial)) {

@@ -170,7 +170,7 @@ std::vector<double> read_attr_doubles(hid_t loc, const std::string& name) {
 
 Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                           const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
-                          bool compress) {
+                          int deflate_level) {
   std::vector<hsize_t> dims = {0}, maxdims = {H5S_UNLIMITED}, chunk = {chunk_rows};
   for (hsize_t d : row_shape) {
     dims.push_back(d);
@@ -181,10 +181,10 @@ Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                H5Sclose);
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   check_status(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), "chunking");
-  if (compress) {
+  if (deflate_level > 0) {
     // Shuffle groups bytes of equal significance: floats then deflate far better.
     check_status(H5Pset_shuffle(dcpl), "shuffle filter");
-    check_status(H5Pset_deflate(dcpl, 1), "deflate filter");
+    check_status(H5Pset_deflate(dcpl, static_cast<unsigned>(deflate_level)), "deflate filter");
   }
   return Handle(check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
                       "creating dataset " + name),

@@ -61,10 +61,10 @@ std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name);
 std::vector<double> read_attr_doubles(hid_t loc, const std::string& name);
 
 /// A dataset of rows shaped `row_shape`, growing along dimension 0, chunked
-/// by `chunk_rows` and (when `compress`) shuffled and deflated.
+/// by `chunk_rows` and (when `deflate_level` > 0) shuffled and deflated.
 Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                           const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
-                          bool compress);
+                          int deflate_level);
 /// A fixed-size dataset written at once.
 void write_dataset(hid_t loc, const std::string& name, hid_t type,
                    const std::vector<hsize_t>& dims, const void* data);

@@ -90,19 +90,22 @@ at::Tensor kmeans_candidates(const at::Tensor& unit, int64_t k, const CodebookTr
   return unit_directions(c);
 }
 
+// Up to `limit` rows of `unit`, uniformly at random, in their original order.
+at::Tensor sample_of(const at::Tensor& unit, int64_t limit, std::mt19937_64& rng) {
+  if (unit.size(0) <= limit) return unit;
+  std::vector<int64_t> idx(unit.size(0));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  idx.resize(limit);
+  std::sort(idx.begin(), idx.end());
+  return unit.index_select(0, at::tensor(idx, at::kLong)).contiguous();
+}
+
 // The paper's greedy cover on (a sample of) the vectors: the vertices of the
 // similarity graph G = (cos > threshold), each picked with its neighbourhood.
 at::Tensor greedy_cover_candidates(const at::Tensor& unit, int64_t max_candidates,
                                    const CodebookTrainingParameters& p, std::mt19937_64& rng) {
-  at::Tensor sample = unit;
-  if (unit.size(0) > p.greedy_sample) {
-    std::vector<int64_t> idx(unit.size(0));
-    std::iota(idx.begin(), idx.end(), 0);
-    std::shuffle(idx.begin(), idx.end(), rng);
-    idx.resize(p.greedy_sample);
-    std::sort(idx.begin(), idx.end());
-    sample = unit.index_select(0, at::tensor(idx, at::kLong)).contiguous();
-  }
+  at::Tensor sample = sample_of(unit, p.greedy_sample, rng);
   const Lists neighbours = range_lists(sample, sample, p.threshold);
   std::vector<char> covered(sample.size(0), 0);
   std::vector<int64_t> picked = greedy_max_cover(neighbours, covered, max_candidates, 1);
@@ -110,21 +113,31 @@ at::Tensor greedy_cover_candidates(const at::Tensor& unit, int64_t max_candidate
 }
 
 // Greedy selection among candidates of at most `slots` codewords that cover
-// the most vectors not yet covered by `kept`.
+// the most vectors of `unit` not yet covered by `kept`. `covered` (one flag
+// per vector) says which `kept` already covers and is updated.
 at::Tensor select_codewords(const at::Tensor& kept, const at::Tensor& candidates,
-                            const at::Tensor& unit, int64_t slots,
+                            const at::Tensor& unit, int64_t slots, std::vector<char>& covered,
                             const CodebookTrainingParameters& p) {
   if (slots <= 0 || candidates.size(0) == 0) return kept;
-  std::vector<char> covered(unit.size(0), 0);
-  if (kept.size(0) > 0) {
-    at::Tensor sim = best_match(kept, unit).second;
-    auto acc = sim.accessor<float, 1>();
-    for (int64_t i = 0; i < unit.size(0); ++i) covered[i] = acc[i] > p.threshold;
+  // Only uncovered vectors can add coverage: search among them alone.
+  std::vector<int64_t> open;
+  for (int64_t i = 0; i < unit.size(0); ++i) {
+    if (!covered[i]) open.push_back(i);
   }
-  const Lists lists = range_lists(unit, candidates, p.threshold);
-  std::vector<int64_t> picked = greedy_max_cover(lists, covered, slots, p.min_support);
+  if (open.empty()) return kept;
+  at::Tensor open_idx = at::tensor(open, at::kLong);
+  const Lists local = range_lists(unit.index_select(0, open_idx).contiguous(), candidates,
+                                  p.threshold);
+  std::vector<char> local_covered(open.size(), 0);
+  std::vector<int64_t> picked = greedy_max_cover(local, local_covered, slots, p.min_support);
+  for (size_t j = 0; j < open.size(); ++j) covered[open[j]] = covered[open[j]] || local_covered[j];
   at::Tensor chosen = candidates.index_select(0, at::tensor(picked, at::kLong));
   return kept.size(0) > 0 ? at::cat({kept, chosen}, 0).contiguous() : chosen.contiguous();
+}
+
+double mean_of(const std::vector<char>& flags) {
+  return flags.empty() ? 0.0
+                       : static_cast<double>(std::count(flags.begin(), flags.end(), 1)) / flags.size();
 }
 
 // One merging round: re-centre each codeword on the vectors it covers, merge
@@ -206,23 +219,30 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
       {kmeans_candidates(unit, p.kmeans_centroids > 0 ? p.kmeans_centroids : K, p),
        greedy_cover_candidates(unit, p.greedy_candidates > 0 ? p.greedy_candidates : K, p, rng)},
       0);
-  at::Tensor codewords =
-      select_codewords(at::empty({0, unit.size(1)}, at::kFloat), candidates, unit, K, p);
-  double best = codebook_coverage(codewords, unit, p.threshold);
+  // Selection and merging work on a sample; finalize() measures on all.
+  const at::Tensor work = sample_of(unit, p.selection_sample, rng);
+  std::vector<char> covered(work.size(0), 0);
+  at::Tensor codewords = select_codewords(at::empty({0, unit.size(1)}, at::kFloat), candidates,
+                                          work, K, covered, p);
+  double best = mean_of(covered);
   at::Tensor best_codewords = codewords;
   int64_t rounds = 0;
   for (int64_t r = 0; r < p.max_rounds && codewords.size(0) > 0; ++r) {
     ++rounds;
-    at::Tensor merged = merge_round(codewords, unit, p);
+    at::Tensor merged = merge_round(codewords, work, p);
+    at::Tensor sim = best_match(merged, work).second;
+    auto acc = sim.accessor<float, 1>();
+    for (int64_t i = 0; i < work.size(0); ++i) covered[i] = acc[i] > p.threshold;
     // Refill the slots merging freed from the vectors still uncovered.
-    at::Tensor sim = best_match(merged, unit).second;
-    at::Tensor uncovered = unit.index_select(0, (sim <= p.threshold).nonzero().view({-1})).contiguous();
     const int64_t slots = K - merged.size(0);
-    if (slots > 0 && uncovered.size(0) > 0) {
-      at::Tensor fresh = greedy_cover_candidates(uncovered, slots, p, rng);
-      merged = select_codewords(merged, fresh, unit, slots, p);
+    if (slots > 0) {
+      at::Tensor uncovered = work.index_select(0, (sim <= p.threshold).nonzero().view({-1})).contiguous();
+      if (uncovered.size(0) > 0) {
+        at::Tensor fresh = greedy_cover_candidates(uncovered, slots, p, rng);
+        merged = select_codewords(merged, fresh, work, slots, covered, p);
+      }
     }
-    const double cov = codebook_coverage(merged, unit, p.threshold);
+    const double cov = mean_of(covered);
     codewords = merged;
     if (cov <= best + 1e-6 && merged.size(0) >= best_codewords.size(0)) break;
     if (cov >= best - 1e-6) {

@@ -36,12 +36,16 @@ struct CodebookTrainingParameters {
   int64_t kmeans_iterations = 20;
   /// Vectors the greedy cover's neighbourhood graph is built on (its memory
   /// grows with the number of similar pairs among them).
-  int64_t greedy_sample = 20000;
+  int64_t greedy_sample = 4096;
+  /// Vectors the selection and merging rounds work on (a uniform sample);
+  /// support and coverage are then measured on all vectors. Keeps the cost
+  /// beyond k-means small (bench/codebook_bench).
+  int64_t selection_sample = 16384;
   /// Greedy-cover candidates proposed (0: max_codewords).
   int64_t greedy_candidates = 0;
   double merge_threshold = 0.995;  ///< codewords closer than this are merged
   int64_t min_support = 2;         ///< codewords covering fewer vectors are dropped
-  int64_t max_rounds = 4;          ///< merging / re-centring rounds
+  int64_t max_rounds = 2;          ///< merging / re-centring rounds
   uint64_t seed = 1234;
 };
 
