@@ -150,6 +150,19 @@ TEST(Capture, InterruptedRunLeavesNoOutputAndResumeEqualsUninterruptedRun) {
   EXPECT_TRUE(at::equal(a.read_statistic(1, "entropy_bits"), b.read_statistic(1, "entropy_bits")));
 }
 
+TEST(Capture, WholeTextIsCapturedOnceWhenNoLimitIsGiven) {
+  ByteModelFixture fx;
+  write_file_atomically(fx.dir.file("exact.txt"), std::string(31 * 7 + 5, 'x'));
+  CaptureOptions o = fx.options("cap.h5");
+  o.text_paths = {fx.dir.file("exact.txt")};
+  o.max_sequences = 0;
+  // BOS + 31 bytes per sequence; the EOS after the document and the 5 spare
+  // bytes do not fill an eighth sequence.
+  CaptureSummary s = run_capture(o);
+  EXPECT_EQ(s.sequences, 7);
+  EXPECT_EQ(CaptureReader(o.out).vector_count(0), 7 * 32);
+}
+
 TEST(Capture, ExistingOutputIsNotOverwrittenWithoutFlag) {
   ByteModelFixture fx;
   CaptureOptions o = fx.options("cap.h5");

@@ -101,15 +101,15 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
   int64_t index = 0;  // sequence id in the text stream
   int64_t tokens = 0;
   std::vector<int64_t> seq;
-  bool text_left = true;
   while (index < limit) {
     if (o.stop_requested != nullptr && o.stop_requested->load()) break;
-    while (!sequencer.next_sequence(&seq)) {
-      if (!(text_left = source.next(&doc))) break;
+    bool have = false;
+    while (!(have = sequencer.next_sequence(&seq))) {
+      if (!source.next(&doc)) break;
       bytes_read += doc.text.size();
       sequencer.add_document(doc.text);
     }
-    if (!text_left && seq.size() != static_cast<size_t>(o.seq_len)) break;
+    if (!have) break;  // the text ran out
     const int64_t id = index++;
     if (id < skip) continue;  // already in the resumed file
 
