@@ -78,7 +78,9 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     std::cout << name << " accuracy: " << fmt("%.3f", r.accuracy()) << " over " << r.trials()
               << " trials\n| length \\ depth |";
     for (double d : o.depths) std::cout << " " << d << " |";
-    std::cout << "\n|---|" << std::string(o.depths.size() * 4, '-') << "\n";
+    std::cout << "\n|---|";
+    for (size_t i = 0; i < o.depths.size(); ++i) std::cout << "---|";
+    std::cout << "\n";
     nlohmann::ordered_json cells = nlohmann::ordered_json::array();
     for (size_t i = 0; i < r.cells.size(); ++i) {
       const RetrievalCell& cell = r.cells[i];
