@@ -22,16 +22,25 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
-    if (a == "--sequences") sequences = v;
-    else if (a == "--seq-len") seq_len = v;
-    else if (a == "--hidden") hidden = v;
-    else if (a == "--layers") layers = v;
-    else if (a == "--compression-level") compression = v;
-    else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
+    if (a == "--sequences")
+      sequences = v;
+    else if (a == "--seq-len")
+      seq_len = v;
+    else if (a == "--hidden")
+      hidden = v;
+    else if (a == "--layers")
+      layers = v;
+    else if (a == "--compression-level")
+      compression = v;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
   }
   const int threads = spindlekv::configure_threads(0);
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("spindlekv-capture-bench-" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("spindlekv-capture-bench-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   spindlekv::ModelConfig c;
   c.vocab_size = 258;
@@ -59,7 +68,8 @@ int main(int argc, char** argv) {
     c10::InferenceMode guard;
     for (int64_t s = 0; s < sequences; ++s) {
       std::vector<int64_t> ids = {256};
-      for (int64_t i = 0; i < seq_len - 1; ++i) ids.push_back((unsigned char)text[s * (seq_len - 1) + i]);
+      for (int64_t i = 0; i < seq_len - 1; ++i)
+        ids.push_back((unsigned char)text[s * (seq_len - 1) + i]);
       const auto t0 = std::chrono::steady_clock::now();
       model.forward(at::tensor(ids, at::kLong).view({1, -1}), nullptr, nullptr, true);
       forward_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -74,15 +84,18 @@ int main(int argc, char** argv) {
   o.compression_level = static_cast<int>(compression);
   const auto t0 = std::chrono::steady_clock::now();
   spindlekv::CaptureSummary s = spindlekv::run_capture(o);
-  const double capture_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double capture_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double tokens = static_cast<double>(sequences * seq_len);
   std::printf("threads          %d\n", threads);
   std::printf("model            hidden %lld, %lld layers, %lld heads / %lld kv heads, seq %lld\n",
               (long long)hidden, (long long)layers, (long long)c.num_heads,
               (long long)c.num_kv_heads, (long long)seq_len);
   std::printf("bare forward     %.0f tokens/s\n", tokens / forward_s);
-  std::printf("capture          %.0f tokens/s (%lld sequences, deflate level %lld, including model load and fingerprint)\n",
-              tokens / capture_s, (long long)s.sequences, (long long)compression);
+  std::printf(
+      "capture          %.0f tokens/s (%lld sequences, deflate level %lld, including model load "
+      "and fingerprint)\n",
+      tokens / capture_s, (long long)s.sequences, (long long)compression);
   std::printf("overhead         %.0f%% (target <= 25%%)\n", 100.0 * (capture_s / forward_s - 1.0));
   fs::remove_all(dir);
   return 0;

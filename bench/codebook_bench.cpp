@@ -20,11 +20,18 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
-    if (a == "--vectors") n = v;
-    else if (a == "--dim") dim = v;
-    else if (a == "--codewords") K = v;
-    else if (a == "--iterations") iterations = v;
-    else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
+    if (a == "--vectors")
+      n = v;
+    else if (a == "--dim")
+      dim = v;
+    else if (a == "--codewords")
+      K = v;
+    else if (a == "--iterations")
+      iterations = v;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
   }
   const int threads = spindlekv::configure_threads(0);
   // Vectors around `clusters` directions, like keys of a shallow layer.

@@ -36,12 +36,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
-    if (a == "--tokens") tokens = v;
-    else if (a == "--layers") layers = v;
-    else if (a == "--hidden") hidden = v;
-    else if (a == "--threads") threads = static_cast<int>(v);
-    else if (a == "--reps") reps = static_cast<int>(v);
-    else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
+    if (a == "--tokens")
+      tokens = v;
+    else if (a == "--layers")
+      layers = v;
+    else if (a == "--hidden")
+      hidden = v;
+    else if (a == "--threads")
+      threads = static_cast<int>(v);
+    else if (a == "--reps")
+      reps = static_cast<int>(v);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
   }
   const int used_threads = spindlekv::configure_threads(threads);
   c10::InferenceMode guard;
@@ -69,8 +77,7 @@ int main(int argc, char** argv) {
   // products, and the LM head.
   const double H = hidden, I = c.intermediate_size, qo = c.num_heads * 64.0,
                kvo = c.num_kv_heads * 64.0, T = tokens;
-  const double per_layer = 2 * T * (H * qo + 2 * H * kvo + qo * H + 3 * H * I) +
-                           2 * 2 * T * T * qo;
+  const double per_layer = 2 * T * (H * qo + 2 * H * kvo + qo * H + 3 * H * I) + 2 * 2 * T * T * qo;
   const double flops = layers * per_layer + 2 * T * H * c.vocab_size;
   const double model_gflops = flops / fwd_s / 1e9;
 

@@ -38,7 +38,7 @@ TEST(AttentionStatistics, ConcentratedAttentionIsRetainedByTopTokens) {
   EXPECT_NEAR(h.retained_mass[0], 0.1, 1e-6);  // nothing of the context kept
   EXPECT_NEAR(h.retained_mass[1], 1.0, 1e-6);  // 1 of 8 tokens: the right one
   EXPECT_NEAR(h.retained_mass[2], 1.0, 1e-6);
-  EXPECT_NEAR(h.sink_mass, 0.9, 1e-6);          // token 3 is among the first 4
+  EXPECT_NEAR(h.sink_mass, 0.9, 1e-6);                // token 3 is among the first 4
   EXPECT_NEAR(h.fraction_for_90_percent, 0.1, 1e-6);  // 1 token of 10
   const double entropy = -(0.9 * std::log2(0.9) + 0.1 * std::log2(0.1));
   EXPECT_NEAR(h.entropy_bits, entropy, 1e-6);

@@ -32,11 +32,13 @@ struct ByteModelFixture {
     c.eos_token_id = 257;
     model = dir.file("model");
     LlamaModel::random(c, 21, 0.2).save(model, at::kFloat);
-    write_file_atomically(model + "/tokenizer.json",
-                          R"({"spindlekv_tokenizer": "byte", "bos_token_id": 256, "eos_token_id": 257})");
+    write_file_atomically(
+        model + "/tokenizer.json",
+        R"({"spindlekv_tokenizer": "byte", "bos_token_id": 256, "eos_token_id": 257})");
     text = dir.file("calib.txt");
     std::string body;
-    for (int i = 0; i < 40; ++i) body += "In the beginning " + std::to_string(i) + " was the word. ";
+    for (int i = 0; i < 40; ++i)
+      body += "In the beginning " + std::to_string(i) + " was the word. ";
     write_file_atomically(text, body);
   }
 
@@ -93,7 +95,8 @@ TEST(Capture, MetadataAndStatisticsAreRecorded) {
   EXPECT_EQ(std::count(m.model_fingerprint.begin(), m.model_fingerprint.end(), ':'), 2);
   EXPECT_EQ(m.calibration_hash.size(), 32u);
   at::Tensor retained = r.read_statistic(1, "retained_mass");
-  ASSERT_EQ(retained.sizes(), (std::vector<int64_t>{5, 4, static_cast<int64_t>(m.keep_fractions.size())}));
+  ASSERT_EQ(retained.sizes(),
+            (std::vector<int64_t>{5, 4, static_cast<int64_t>(m.keep_fractions.size())}));
   // Keeping the whole context retains all the mass; keeping less never more.
   EXPECT_TRUE(at::allclose(retained.select(2, -1), at::ones({5, 4}, at::kDouble), 1e-6, 1e-9));
   EXPECT_TRUE((retained.diff(1, 2) >= -1e-9).all().item<bool>());
@@ -145,7 +148,8 @@ TEST(Capture, InterruptedRunLeavesNoOutputAndResumeEqualsUninterruptedRun) {
   EXPECT_FALSE(fs::exists(o.out + ".partial"));
   CaptureReader a(full.out), b(o.out);
   ASSERT_EQ(a.vector_count(1), b.vector_count(1));
-  EXPECT_TRUE(at::equal(a.read_keys(1, 0, a.vector_count(1)), b.read_keys(1, 0, b.vector_count(1))));
+  EXPECT_TRUE(
+      at::equal(a.read_keys(1, 0, a.vector_count(1)), b.read_keys(1, 0, b.vector_count(1))));
   EXPECT_TRUE(at::equal(a.read_index(1, "positions"), b.read_index(1, "positions")));
   EXPECT_TRUE(at::equal(a.read_statistic(1, "entropy_bits"), b.read_statistic(1, "entropy_bits")));
 }

@@ -72,10 +72,12 @@ std::vector<Vec> reference_forward(const LlamaModel& model, const std::vector<in
       Vec qa = matvec(L.q_proj, h, L.q_bias), ka = matvec(L.k_proj, h, L.k_bias),
           va = matvec(L.v_proj, h, L.v_bias);
       for (int64_t hd = 0; hd < c.num_heads; ++hd) {
-        q[t].push_back(rope_ref(Vec(qa.begin() + hd * d, qa.begin() + (hd + 1) * d), t, c.rope.theta));
+        q[t].push_back(
+            rope_ref(Vec(qa.begin() + hd * d, qa.begin() + (hd + 1) * d), t, c.rope.theta));
       }
       for (int64_t hd = 0; hd < c.num_kv_heads; ++hd) {
-        k[t].push_back(rope_ref(Vec(ka.begin() + hd * d, ka.begin() + (hd + 1) * d), t, c.rope.theta));
+        k[t].push_back(
+            rope_ref(Vec(ka.begin() + hd * d, ka.begin() + (hd + 1) * d), t, c.rope.theta));
         v[t].push_back(Vec(va.begin() + hd * d, va.begin() + (hd + 1) * d));
       }
     }
@@ -222,7 +224,7 @@ TEST(LlamaModel, CaptureReturnsPreRopeKeysAndAttentionOfLastRows) {
   EXPECT_TRUE(at::allclose(L.attention.sum(-1), at::ones({1, 4, 3}), 1e-5, 1e-6));
   EXPECT_EQ(L.attention[0][0][0][6].item<float>(), 0.0f);
   // The probabilities agree with softmax(q k^T / sqrt(d)) over grouped keys.
-  at::Tensor q = L.queries_post_rope[0][3][6];                 // head 3 -> kv head 1
+  at::Tensor q = L.queries_post_rope[0][3][6];  // head 3 -> kv head 1
   at::Tensor s = at::matmul(L.keys_post_rope[0][1].narrow(0, 0, 7), q) / std::sqrt(8.0);
   EXPECT_TRUE(at::allclose(at::softmax(s, 0), L.attention[0][3][1].narrow(0, 0, 7), 1e-5, 1e-6));
 }
@@ -247,10 +249,10 @@ TEST(Rope, LinearScalingEqualsPlainRopeAtDividedPositions) {
   linear.scaling = RopeScaling::kLinear;
   linear.factor = 4.0;
   at::Tensor x = at::randn({1, 1, 3, 16});
-  auto a = apply_rope(x, rope_tables(rope_inverse_frequencies(linear, 16),
-                                     at::tensor({8L, 20L, 100L})));
-  auto b = apply_rope(x, rope_tables(rope_inverse_frequencies(plain, 16),
-                                     at::tensor({2L, 5L, 25L})));
+  auto a =
+      apply_rope(x, rope_tables(rope_inverse_frequencies(linear, 16), at::tensor({8L, 20L, 100L})));
+  auto b =
+      apply_rope(x, rope_tables(rope_inverse_frequencies(plain, 16), at::tensor({2L, 5L, 25L})));
   EXPECT_TRUE(at::allclose(a, b, 1e-5, 1e-6));
 }
 
@@ -324,7 +326,8 @@ TEST(LlamaModelLoad, ShardedFloat16CheckpointLoads) {
   LlamaModel back = LlamaModel::load(dir.path());
   at::Tensor t = at::tensor(kTokens, at::kLong).view({1, -1});
   EXPECT_TRUE(at::allclose(model.forward(t), back.forward(t), 1e-2, 1e-2));
-  EXPECT_TRUE(at::equal(back.weights().final_norm, model.weights().final_norm.to(at::kHalf).to(at::kFloat)));
+  EXPECT_TRUE(at::equal(back.weights().final_norm,
+                        model.weights().final_norm.to(at::kHalf).to(at::kFloat)));
 }
 
 TEST(LlamaModelLoad, MissingShardIsNamed) {
@@ -338,12 +341,14 @@ TEST(LlamaModelLoad, MissingTensorIsNamed) {
   testing::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 13, 0.2);
   auto params = model.named_parameters();
-  params.erase(std::remove_if(params.begin(), params.end(),
-                              [](auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; }),
-               params.end());
+  params.erase(
+      std::remove_if(params.begin(), params.end(),
+                     [](auto& p) { return p.first == "model.layers.1.mlp.up_proj.weight"; }),
+      params.end());
   write_safetensors(dir.file("model.safetensors"), params);
   write_file_atomically(dir.file("config.json"), model_config_to_json(model.config()));
-  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "tensor 'model.layers.1.mlp.up_proj.weight' is missing");
+  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()),
+                   "tensor 'model.layers.1.mlp.up_proj.weight' is missing");
 }
 
 TEST(LlamaModelLoad, WrongShapeNamesBothShapes) {
@@ -353,7 +358,8 @@ TEST(LlamaModelLoad, WrongShapeNamesBothShapes) {
   ModelConfig c = model.config();
   c.intermediate_size = 41;
   write_file_atomically(dir.file("config.json"), model_config_to_json(c));
-  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "has shape [40, 24], config.json implies [41, 24]");
+  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()),
+                   "has shape [40, 24], config.json implies [41, 24]");
 }
 
 TEST(LlamaModelLoad, NanWeightIsRefusedWithTensorName) {
@@ -361,7 +367,8 @@ TEST(LlamaModelLoad, NanWeightIsRefusedWithTensorName) {
   LlamaModel model = LlamaModel::random(tiny_config(), 15, 0.2);
   model.weights().layers[0].v_proj[0][0] = NAN;
   model.save(dir.path(), at::kFloat);
-  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "'model.layers.0.self_attn.v_proj.weight' contains NaN");
+  EXPECT_SKV_ERROR(LlamaModel::load(dir.path()),
+                   "'model.layers.0.self_attn.v_proj.weight' contains NaN");
 }
 
 TEST(LlamaModelLoad, TruncatedCheckpointNamesTheFile) {
@@ -380,7 +387,8 @@ TEST(LlamaModelLoad, DirectoryWithoutWeightsIsExplained) {
 
 TEST(LlamaModel, TokenOutOfVocabularyIsRefused) {
   LlamaModel model = LlamaModel::random(tiny_config(), 17, 0.2);
-  EXPECT_SKV_ERROR(model.forward(at::tensor({1L, 37L}).view({1, -1})), "token ids must lie in [0, 37)");
+  EXPECT_SKV_ERROR(model.forward(at::tensor({1L, 37L}).view({1, -1})),
+                   "token ids must lie in [0, 37)");
 }
 
 TEST(LlamaModel, SequenceLongerThanMaxPositionsIsRefused) {

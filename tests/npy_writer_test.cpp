@@ -24,8 +24,8 @@ TEST(NpyWriter, HeaderIsNumpyVersion1AlignedTo64Bytes) {
   const std::string bytes = read_file(dir.file("a.npy"));
   ASSERT_GE(bytes.size(), 10u);
   EXPECT_EQ(bytes.substr(1, 5), "NUMPY");
-  const size_t header_len = static_cast<unsigned char>(bytes[8]) |
-                            (static_cast<unsigned char>(bytes[9]) << 8);
+  const size_t header_len =
+      static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
   EXPECT_EQ((10 + header_len) % 64, 0u);
   EXPECT_NE(bytes.find("'shape': (5,)"), std::string::npos);
   EXPECT_NE(bytes.find("'descr': '<i8'"), std::string::npos);

@@ -109,16 +109,14 @@ TEST_F(SafetensorsBadInput, TruncatedDataIsRefused) {
 }
 
 TEST_F(SafetensorsBadInput, OverlappingTensorsAreRefused) {
-  const std::string h =
-      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  const std::string h = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
   EXPECT_SKV_ERROR(SafetensorsReader(write(make_file(h, 12))), "overlaps");
 }
 
 TEST_F(SafetensorsBadInput, HoleInDataIsRefused) {
-  const std::string h =
-      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  const std::string h = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
   EXPECT_SKV_ERROR(SafetensorsReader(write(make_file(h, 12))), "hole before tensor 'b'");
 }
 
@@ -144,9 +142,9 @@ TEST_F(SafetensorsBadInput, NonStringMetadataIsRefused) {
 
 TEST(SafetensorsWriter, DuplicateNamesAreRefused) {
   testing::TempDir dir;
-  EXPECT_SKV_ERROR(write_safetensors(dir.file("t.safetensors"),
-                                     {{"a", at::ones({1})}, {"a", at::ones({1})}}),
-                   "duplicate tensor name 'a'");
+  EXPECT_SKV_ERROR(
+      write_safetensors(dir.file("t.safetensors"), {{"a", at::ones({1})}, {"a", at::ones({1})}}),
+      "duplicate tensor name 'a'");
   EXPECT_FALSE(std::filesystem::exists(dir.file("t.safetensors")));
 }
 

@@ -48,8 +48,9 @@ void write_byte_model(const std::string& dir, uint64_t seed) {
   c.bos_token_id = 256;
   c.eos_token_id = 257;
   LlamaModel::random(c, seed, 0.2).save(dir, at::kFloat);
-  write_file_atomically(dir + "/tokenizer.json",
-                        R"({"spindlekv_tokenizer": "byte", "bos_token_id": 256, "eos_token_id": 257})");
+  write_file_atomically(
+      dir + "/tokenizer.json",
+      R"({"spindlekv_tokenizer": "byte", "bos_token_id": 256, "eos_token_id": 257})");
 }
 
 void write_sample_text(const std::string& path, int repeats) {

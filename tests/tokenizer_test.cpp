@@ -354,7 +354,8 @@ void train_sentencepiece(const TempDir& dir) {
   const std::string cmd = "spm_train --input=" + dir.file("corpus.txt") +
                           " --model_prefix=" + dir.file("tokenizer") +
                           " --vocab_size=64 --model_type=bpe --character_coverage=1.0"
-                          " --minloglevel=2 > " + dir.file("spm.log") + " 2>&1";
+                          " --minloglevel=2 > " +
+                          dir.file("spm.log") + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "spm_train failed or is not installed: " << cmd;
 }
 

@@ -1,11 +1,11 @@
 // `spindlekv capture`: stage 1 of the offline pipeline.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <unistd.h>
 
 #include "capture/capture_runner.h"
 #include "commands.h"
@@ -46,7 +46,8 @@ void run(CLI::App& sub, CaptureCommandOptions& o) {
   std::signal(SIGTERM, on_interrupt);
   o.capture.stop_requested = &g_stop;
   const bool bar = !o.quiet && ::isatty(STDERR_FILENO);
-  CaptureSummary s = run_capture(o.capture, bar ? draw_progress : std::function<void(const CaptureProgress&)>{});
+  CaptureSummary s =
+      run_capture(o.capture, bar ? draw_progress : std::function<void(const CaptureProgress&)>{});
   if (bar) std::fprintf(stderr, "\n");
   if (!s.finished) {
     spdlog::warn("interrupted after {} complete sequences; continue with --resume ({}.partial)",
@@ -66,24 +67,40 @@ void register_capture_command(CLI::App& app) {
       "capture", "Stage 1: dump pre-RoPE K/V and attention statistics of calibration text to HDF5");
   add_config_option(*sub, o->config_path);
   sub->add_option("--model", c.model_dir, "Hugging Face model directory")->required();
-  sub->add_option("--text", c.text_paths, "Calibration text: files, directories, .jsonl (field 'text')")->required();
+  sub->add_option("--text", c.text_paths,
+                  "Calibration text: files, directories, .jsonl (field 'text')")
+      ->required();
   sub->add_option("--out", c.out, "Output capture file (.h5)")->required();
   sub->add_option("--layers", c.layers, "Layers: all, 0-7, 0,2,5")->capture_default_str();
   sub->add_option("--seq-len", c.seq_len, "Tokens per sequence")->capture_default_str();
-  sub->add_option("--max-sequences", c.max_sequences, "Stop after N sequences (0: all text)")->capture_default_str();
-  sub->add_option("--max-tokens", c.max_tokens, "Stop after N tokens (0: all text)")->capture_default_str();
-  sub->add_option("--window", c.window, "Observation window (last queries) of the statistics")->capture_default_str();
-  sub->add_option("--positions-per-sequence", c.positions_per_sequence, "Vectors sampled per sequence and layer (0: all)")->capture_default_str();
+  sub->add_option("--max-sequences", c.max_sequences, "Stop after N sequences (0: all text)")
+      ->capture_default_str();
+  sub->add_option("--max-tokens", c.max_tokens, "Stop after N tokens (0: all text)")
+      ->capture_default_str();
+  sub->add_option("--window", c.window, "Observation window (last queries) of the statistics")
+      ->capture_default_str();
+  sub->add_option("--positions-per-sequence", c.positions_per_sequence,
+                  "Vectors sampled per sequence and layer (0: all)")
+      ->capture_default_str();
   sub->add_option("--seed", c.seed, "Seed of position sampling")->capture_default_str();
-  sub->add_option("--flush-every", c.flush_every, "Sequences between durability points")->capture_default_str();
-  sub->add_option("--compression-level", c.compression_level, "Deflate level of vector datasets (0: none)")->capture_default_str();
-  sub->add_option("--key-threshold", c.stats.key_threshold, "Cosine threshold of key pairs")->capture_default_str();
-  sub->add_option("--value-threshold", c.stats.value_threshold, "Cosine threshold of value pairs")->capture_default_str();
-  sub->add_option("--sink-tokens", c.stats.sink_tokens, "First tokens whose attention mass is recorded")->capture_default_str();
-  auto* resume = sub->add_flag("--resume", c.resume, "Continue an interrupted capture (<out>.partial)");
+  sub->add_option("--flush-every", c.flush_every, "Sequences between durability points")
+      ->capture_default_str();
+  sub->add_option("--compression-level", c.compression_level,
+                  "Deflate level of vector datasets (0: none)")
+      ->capture_default_str();
+  sub->add_option("--key-threshold", c.stats.key_threshold, "Cosine threshold of key pairs")
+      ->capture_default_str();
+  sub->add_option("--value-threshold", c.stats.value_threshold, "Cosine threshold of value pairs")
+      ->capture_default_str();
+  sub->add_option("--sink-tokens", c.stats.sink_tokens,
+                  "First tokens whose attention mass is recorded")
+      ->capture_default_str();
+  auto* resume =
+      sub->add_flag("--resume", c.resume, "Continue an interrupted capture (<out>.partial)");
   sub->add_flag("--overwrite", c.overwrite, "Replace an existing output")->excludes(resume);
   sub->add_option("--device", c.device, "Compute device (cpu, cuda)")->capture_default_str();
-  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")->capture_default_str();
+  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")
+      ->capture_default_str();
   sub->add_flag("--quiet", o->quiet, "No progress bar");
   sub->callback([sub, o] { run(*sub, *o); });
 }

@@ -19,9 +19,12 @@ struct InfoOptions {
 
 const char* scaling_name(RopeScaling s) {
   switch (s) {
-    case RopeScaling::kNone: return "none";
-    case RopeScaling::kLinear: return "linear";
-    case RopeScaling::kLlama3: return "llama3";
+    case RopeScaling::kNone:
+      return "none";
+    case RopeScaling::kLinear:
+      return "linear";
+    case RopeScaling::kLlama3:
+      return "llama3";
   }
   return "?";
 }
@@ -57,7 +60,8 @@ void run_info(const InfoOptions& opt) {
             << "max positions:    " << c.max_position_embeddings << "\n"
             << "rope:             theta " << c.rope.theta << ", scaling "
             << scaling_name(c.rope.scaling) << "\n"
-            << "sliding window:   " << (c.sliding_window > 0 ? std::to_string(c.sliding_window) : "none") << "\n"
+            << "sliding window:   "
+            << (c.sliding_window > 0 ? std::to_string(c.sliding_window) : "none") << "\n"
             << "tied embeddings:  " << (c.tie_word_embeddings ? "yes" : "no") << "\n"
             << "stored dtype:     " << dtypes << "\n"
             << "parameters:       " << params << "\n"
@@ -70,7 +74,8 @@ void run_info(const InfoOptions& opt) {
 
 void register_info_command(CLI::App& app) {
   auto opt = std::make_shared<InfoOptions>();
-  CLI::App* sub = app.add_subcommand("info", "Print a model's architecture, size and KV bytes per token");
+  CLI::App* sub =
+      app.add_subcommand("info", "Print a model's architecture, size and KV bytes per token");
   sub->add_option("model_dir", opt->model_dir, "Hugging Face model directory")->required();
   sub->callback([opt] { run_info(*opt); });
 }

@@ -1,8 +1,8 @@
 // spindlekv: KV-cache compression for Llama-family models.
 // The pipeline: capture -> train -> export -> runtime -> eval.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <iostream>
 

@@ -2,9 +2,9 @@
 // full cache: pass-key and multi-key retrieval accuracy, held-out bits per
 // byte, and the attention structure SpindleKV relies on, per layer.
 #include <ATen/ATen.h>
-#include <CLI/CLI.hpp>
 #include <c10/core/InferenceMode.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -31,10 +31,10 @@ struct ModelReportOptions {
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials_per_cell = 10;
   int64_t multikey_pairs = 4;
-  int64_t window = 32;           ///< observation window (last queries) for attention statistics
+  int64_t window = 32;  ///< observation window (last queries) for attention statistics
   int64_t attention_sequences = 4;
   uint64_t seed = 7;
-  std::string out;               ///< JSON report (optional)
+  std::string out;  ///< JSON report (optional)
   int threads = 0;
 };
 
@@ -59,9 +59,11 @@ void run(CLI::App& sub, ModelReportOptions& o) {
   report["heldout"] = o.heldout;
 
   const int64_t ctx = std::min<int64_t>(c.max_position_embeddings, 1024);
-  const double bpb = bits_per_byte(model, text.substr(0, std::min<size_t>(text.size(), 64 * ctx)), ctx, bos);
+  const double bpb =
+      bits_per_byte(model, text.substr(0, std::min<size_t>(text.size(), 64 * ctx)), ctx, bos);
   report["heldout_bits_per_byte"] = bpb;
-  std::cout << "held-out bits per byte (" << ctx << "-byte windows): " << fmt("%.3f", bpb) << "\n\n";
+  std::cout << "held-out bits per byte (" << ctx << "-byte windows): " << fmt("%.3f", bpb)
+            << "\n\n";
 
   RetrievalGrid grid;
   grid.lengths = o.lengths;
@@ -87,7 +89,9 @@ void run(CLI::App& sub, ModelReportOptions& o) {
       if (i % o.depths.size() == 0) std::cout << "| " << cell.length << " |";
       std::cout << " " << cell.correct << "/" << cell.trials << " |";
       if ((i + 1) % o.depths.size() == 0) std::cout << "\n";
-      cells.push_back({{"length", cell.length}, {"depth", cell.depth}, {"trials", cell.trials},
+      cells.push_back({{"length", cell.length},
+                       {"depth", cell.depth},
+                       {"trials", cell.trials},
                        {"correct", cell.correct}});
     }
     std::cout << "\n";
@@ -134,11 +138,15 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     }
     sink /= n, f90 /= n, kept /= n, kp /= nk, vp /= nk;
     std::cout << "| " << l << " | " << fmt("%.3f", sink) << " | " << fmt("%.1f", f90 * ctx) << " ("
-              << fmt("%.1f%%", 100 * f90) << ") | " << fmt("%.3f", kept) << " | "
-              << fmt("%.4f", kp) << " | " << fmt("%.4f", vp) << " |\n";
-    layers_json.push_back({{"layer", l}, {"sink_mass", sink}, {"fraction_for_90_percent", f90},
-                           {"tokens_for_90_percent", f90 * ctx}, {"retained_mass_at_20_percent", kept},
-                           {"key_pairs_above_0.98", kp}, {"value_pairs_above_0.95", vp}});
+              << fmt("%.1f%%", 100 * f90) << ") | " << fmt("%.3f", kept) << " | " << fmt("%.4f", kp)
+              << " | " << fmt("%.4f", vp) << " |\n";
+    layers_json.push_back({{"layer", l},
+                           {"sink_mass", sink},
+                           {"fraction_for_90_percent", f90},
+                           {"tokens_for_90_percent", f90 * ctx},
+                           {"retained_mass_at_20_percent", kept},
+                           {"key_pairs_above_0.98", kp},
+                           {"value_pairs_above_0.95", vp}});
   }
   report["attention"] = layers_json;
   if (!o.out.empty()) write_file_atomically(o.out, report.dump(2) + "\n");
@@ -149,19 +157,31 @@ void run(CLI::App& sub, ModelReportOptions& o) {
 void register_model_report_command(CLI::App& app) {
   auto o = std::make_shared<ModelReportOptions>();
   CLI::App* sub = app.add_subcommand(
-      "model-report", "Retrieval accuracy, held-out bits per byte and attention structure of a byte-level model");
+      "model-report",
+      "Retrieval accuracy, held-out bits per byte and attention structure of a byte-level model");
   add_config_option(*sub, o->config_path);
   sub->add_option("model_dir", o->model_dir, "Model directory")->required();
-  sub->add_option("--heldout", o->heldout, "Held-out text (also the filler of retrieval samples)")->capture_default_str();
-  sub->add_option("--lengths", o->lengths, "Prompt lengths in tokens")->delimiter(',')->capture_default_str();
-  sub->add_option("--depths", o->depths, "Insertion depths (0..1)")->delimiter(',')->capture_default_str();
-  sub->add_option("--trials-per-cell", o->trials_per_cell, "Trials per length x depth")->capture_default_str();
-  sub->add_option("--multikey-pairs", o->multikey_pairs, "Facts per multi-key sample")->capture_default_str();
-  sub->add_option("--window", o->window, "Observation window for attention statistics")->capture_default_str();
-  sub->add_option("--attention-sequences", o->attention_sequences, "Sequences for attention statistics")->capture_default_str();
+  sub->add_option("--heldout", o->heldout, "Held-out text (also the filler of retrieval samples)")
+      ->capture_default_str();
+  sub->add_option("--lengths", o->lengths, "Prompt lengths in tokens")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--depths", o->depths, "Insertion depths (0..1)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--trials-per-cell", o->trials_per_cell, "Trials per length x depth")
+      ->capture_default_str();
+  sub->add_option("--multikey-pairs", o->multikey_pairs, "Facts per multi-key sample")
+      ->capture_default_str();
+  sub->add_option("--window", o->window, "Observation window for attention statistics")
+      ->capture_default_str();
+  sub->add_option("--attention-sequences", o->attention_sequences,
+                  "Sequences for attention statistics")
+      ->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of the samples")->capture_default_str();
   sub->add_option("--out", o->out, "Write the report as JSON here");
-  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")->capture_default_str();
+  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")
+      ->capture_default_str();
   sub->callback([sub, o] { run(*sub, *o); });
 }
 

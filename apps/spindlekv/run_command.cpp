@@ -1,9 +1,9 @@
 // `spindlekv run MODEL_DIR`: greedy continuation, and logits for comparison
 // with other implementations.
 #include <ATen/ATen.h>
-#include <CLI/CLI.hpp>
 #include <c10/core/InferenceMode.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <iostream>
@@ -22,10 +22,10 @@ namespace {
 struct RunOptions {
   std::string model_dir;
   std::string prompt;
-  std::string tokens;       ///< comma-separated ids, instead of --prompt
+  std::string tokens;  ///< comma-separated ids, instead of --prompt
   int64_t max_new = 32;
-  std::string logits_out;   ///< .npy path for [tokens, vocab] float32 logits
-  int threads = 0;          ///< 0: every core
+  std::string logits_out;  ///< .npy path for [tokens, vocab] float32 logits
+  int threads = 0;         ///< 0: every core
   std::string device = "cpu";
 };
 
@@ -74,8 +74,7 @@ void run(const RunOptions& opt) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<int64_t> out = model.generate_greedy(ids, opt.max_new, model.config().eos_token_id);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tokenizer) std::cout << tokenizer->decode(out) << "\n";
   std::cout << "tokens:";
   for (int64_t t : out) std::cout << " " << t;
@@ -87,14 +86,21 @@ void run(const RunOptions& opt) {
 
 void register_run_command(CLI::App& app) {
   auto opt = std::make_shared<RunOptions>();
-  CLI::App* sub = app.add_subcommand("run", "Greedy continuation of a prompt; optionally dump logits");
+  CLI::App* sub =
+      app.add_subcommand("run", "Greedy continuation of a prompt; optionally dump logits");
   sub->add_option("model_dir", opt->model_dir, "Hugging Face model directory")->required();
-  auto* prompt = sub->add_option("--prompt", opt->prompt, "Prompt text (tokenized by the model's tokenizer)");
+  auto* prompt =
+      sub->add_option("--prompt", opt->prompt, "Prompt text (tokenized by the model's tokenizer)");
   sub->add_option("--tokens", opt->tokens, "Prompt as comma-separated token ids")->excludes(prompt);
-  sub->add_option("--max-new", opt->max_new, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  sub->add_option("--logits-out", opt->logits_out, "Write float32 logits [tokens, vocab] of the prompt to this .npy file");
-  sub->add_option("--threads", opt->threads, "Intra-op threads (0: every core)")->capture_default_str();
-  sub->add_option("--device", opt->device, "Compute device (cpu, cuda, cuda:1)")->capture_default_str();
+  sub->add_option("--max-new", opt->max_new, "Tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--logits-out", opt->logits_out,
+                  "Write float32 logits [tokens, vocab] of the prompt to this .npy file");
+  sub->add_option("--threads", opt->threads, "Intra-op threads (0: every core)")
+      ->capture_default_str();
+  sub->add_option("--device", opt->device, "Compute device (cpu, cuda, cuda:1)")
+      ->capture_default_str();
   sub->callback([opt] { run(*opt); });
 }
 

@@ -1,9 +1,9 @@
 // `spindlekv train`: stage 2 of the offline pipeline.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
-#include <cstdio>
 #include <unistd.h>
+#include <cstdio>
 
 #include "commands.h"
 #include "common/threads.h"
@@ -32,7 +32,9 @@ void run(CLI::App& sub, TrainCommandOptions& o) {
     std::fflush(stderr);
   });
   if (bar) std::fprintf(stderr, "\n");
-  std::printf("| layer | key codewords | key coverage (held-out) | value codewords | value coverage (held-out) |\n");
+  std::printf(
+      "| layer | key codewords | key coverage (held-out) | value codewords | value coverage "
+      "(held-out) |\n");
   std::printf("|---|---|---|---|---|\n");
   for (const auto& L : f.layers) {
     double kc = 0, vc = 0;
@@ -48,7 +50,8 @@ void run(CLI::App& sub, TrainCommandOptions& o) {
     std::printf("| %lld | %lld | %.3f | %lld | %.3f |\n", static_cast<long long>(L.layer),
                 static_cast<long long>(ks), kc, static_cast<long long>(vs), vc);
   }
-  spdlog::info("wrote {} ({} layers, {} codebooks)", o.train.out, f.layers.size(), f.metadata.sharing);
+  spdlog::info("wrote {} ({} layers, {} codebooks)", o.train.out, f.layers.size(),
+               f.metadata.sharing);
 }
 
 }  // namespace
@@ -63,18 +66,33 @@ void register_train_command(CLI::App& app) {
   sub->add_option("--out", t.out, "Output codebook file (.h5)")->required();
   sub->add_option("--layers", t.layers, "Layers: all, 0-7, 0,3")->capture_default_str();
   sub->add_option("--model", t.model_dir, "Model directory: refuse a capture of another model");
-  sub->add_option("--sharing", t.sharing, "per-head or shared (one codebook per layer)")->capture_default_str();
-  sub->add_option("--key-threshold", t.key_threshold, "Cosine threshold for keys")->capture_default_str();
-  sub->add_option("--value-threshold", t.value_threshold, "Cosine threshold for values")->capture_default_str();
+  sub->add_option("--sharing", t.sharing, "per-head or shared (one codebook per layer)")
+      ->capture_default_str();
+  sub->add_option("--key-threshold", t.key_threshold, "Cosine threshold for keys")
+      ->capture_default_str();
+  sub->add_option("--value-threshold", t.value_threshold, "Cosine threshold for values")
+      ->capture_default_str();
   sub->add_option("--max-codewords", t.max_codewords, "Largest codebook")->capture_default_str();
-  sub->add_option("--target-coverage", t.target_coverage, "Smallest size reaching this held-out coverage (0: max size)")->capture_default_str();
-  sub->add_option("--sample-size", t.sample_size, "Training vectors per codebook")->capture_default_str();
-  sub->add_option("--heldout-size", t.heldout_size, "Held-out vectors per codebook")->capture_default_str();
-  sub->add_option("--heldout-every", t.heldout_every, "Every n-th sequence is held out")->capture_default_str();
-  sub->add_option("--kmeans-iterations", t.trainer.kmeans_iterations, "Spherical k-means iterations")->capture_default_str();
-  sub->add_option("--greedy-sample", t.trainer.greedy_sample, "Vectors in the greedy cover's graph")->capture_default_str();
-  sub->add_option("--merge-threshold", t.trainer.merge_threshold, "Cosine above which codewords merge")->capture_default_str();
-  sub->add_option("--min-support", t.trainer.min_support, "Codewords covering fewer vectors are dropped")->capture_default_str();
+  sub->add_option("--target-coverage", t.target_coverage,
+                  "Smallest size reaching this held-out coverage (0: max size)")
+      ->capture_default_str();
+  sub->add_option("--sample-size", t.sample_size, "Training vectors per codebook")
+      ->capture_default_str();
+  sub->add_option("--heldout-size", t.heldout_size, "Held-out vectors per codebook")
+      ->capture_default_str();
+  sub->add_option("--heldout-every", t.heldout_every, "Every n-th sequence is held out")
+      ->capture_default_str();
+  sub->add_option("--kmeans-iterations", t.trainer.kmeans_iterations,
+                  "Spherical k-means iterations")
+      ->capture_default_str();
+  sub->add_option("--greedy-sample", t.trainer.greedy_sample, "Vectors in the greedy cover's graph")
+      ->capture_default_str();
+  sub->add_option("--merge-threshold", t.trainer.merge_threshold,
+                  "Cosine above which codewords merge")
+      ->capture_default_str();
+  sub->add_option("--min-support", t.trainer.min_support,
+                  "Codewords covering fewer vectors are dropped")
+      ->capture_default_str();
   sub->add_option("--max-rounds", t.trainer.max_rounds, "Merging rounds")->capture_default_str();
   sub->add_option("--seed", t.trainer.seed, "Seed")->capture_default_str();
   sub->add_flag("--overwrite", t.overwrite, "Replace an existing output");

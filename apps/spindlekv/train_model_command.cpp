@@ -1,8 +1,8 @@
 // `spindlekv train-model`: trains the byte-level reference model from scratch
 // (the recipe behind data/reference-model; see its MODEL_CARD.md).
 #include <ATen/ATen.h>
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -80,8 +80,8 @@ void run(CLI::App& sub, TrainModelOptions& o) {
   const int threads = configure_threads(o.threads);
   const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
   FillerText corpus(text);
-  LlamaModel model = o.init.empty() ? LlamaModel::random(architecture(o), o.train.seed)
-                                    : LlamaModel::load(o.init);
+  LlamaModel model =
+      o.init.empty() ? LlamaModel::random(architecture(o), o.train.seed) : LlamaModel::load(o.init);
   if (!o.init.empty()) {
     const ModelConfig& c = model.config();
     SKV_CHECK(c.vocab_size == kVocab && c.bos_token_id == kBos, "--init model '", o.init,
@@ -90,10 +90,11 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     o.kv_heads = c.num_kv_heads, o.head_dim = c.head_dim, o.intermediate = c.intermediate_size;
     spdlog::info("continuing from the weights of {}", o.init);
   }
-  spdlog::info("training {} parameters: {} layers, hidden {}, {} heads / {} kv heads x {}, "
-               "context {}, {} steps, {} threads",
-               model.parameter_count(), o.layers, o.hidden, o.heads, o.kv_heads, o.head_dim,
-               o.train.max_seq_len, o.train.steps, threads);
+  spdlog::info(
+      "training {} parameters: {} layers, hidden {}, {} heads / {} kv heads x {}, "
+      "context {}, {} steps, {} threads",
+      model.parameter_count(), o.layers, o.hidden, o.heads, o.kv_heads, o.head_dim,
+      o.train.max_seq_len, o.train.steps, threads);
   std::filesystem::create_directories(o.out);
   nlohmann::json log = {{"tool_version", version_string()},
                         {"init", o.init},
@@ -114,27 +115,32 @@ void run(CLI::App& sub, TrainModelOptions& o) {
                         {"loss_curve", nlohmann::json::array()}};
   double window_loss = 0;
   int64_t window_n = 0;
-  const double final_loss = train_language_model(model, corpus, o.train, [&](const LmTrainingProgress& p) {
-    window_loss += p.loss;
-    ++window_n;
-    const int64_t last = o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
-    if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
-      spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s", p.step + 1,
-                   o.train.steps, p.seq_len, window_loss / window_n, p.learning_rate,
-                   p.tokens_per_second, p.elapsed_seconds);
-      log["loss_curve"].push_back({{"step", p.step + 1}, {"seq_len", p.seq_len},
-                                   {"loss", window_loss / window_n}, {"seconds", p.elapsed_seconds}});
-      window_loss = 0;
-      window_n = 0;
-    }
-    if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0) {
-      log["checkpoint_step"] = p.step + 1;
-      save(model, o, log);
-    }
-    log["training_seconds"] = p.elapsed_seconds;
-  });
+  const double final_loss =
+      train_language_model(model, corpus, o.train, [&](const LmTrainingProgress& p) {
+        window_loss += p.loss;
+        ++window_n;
+        const int64_t last =
+            o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
+        if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
+          spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s",
+                       p.step + 1, o.train.steps, p.seq_len, window_loss / window_n,
+                       p.learning_rate, p.tokens_per_second, p.elapsed_seconds);
+          log["loss_curve"].push_back({{"step", p.step + 1},
+                                       {"seq_len", p.seq_len},
+                                       {"loss", window_loss / window_n},
+                                       {"seconds", p.elapsed_seconds}});
+          window_loss = 0;
+          window_n = 0;
+        }
+        if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0) {
+          log["checkpoint_step"] = p.step + 1;
+          save(model, o, log);
+        }
+        log["training_seconds"] = p.elapsed_seconds;
+      });
   log["final_loss"] = final_loss;
-  log["checkpoint_step"] = o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
+  log["checkpoint_step"] =
+      o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
   save(model, o, log);
   spdlog::info("saved {} (final loss {:.4f} nats/byte)", o.out, final_loss);
 }
@@ -157,23 +163,40 @@ void register_train_model_command(CLI::App& app) {
   sub->add_option("--intermediate", o->intermediate, "MLP size")->capture_default_str();
   sub->add_option("--rope-theta", o->rope_theta, "RoPE base")->capture_default_str();
   sub->add_option("--steps", o->train.steps, "Optimiser steps")->capture_default_str();
-  sub->add_option("--stop-after", o->train.stop_after, "Stop after N steps, keeping the schedules of --steps (0: all)")->capture_default_str();
-  sub->add_option("--tokens-per-step", o->train.tokens_per_step, "Tokens per step")->capture_default_str();
-  sub->add_option("--max-seq-len", o->train.max_seq_len, "Trained context length")->capture_default_str();
-  sub->add_option("--min-seq-len", o->train.min_seq_len, "First sequence length")->capture_default_str();
-  sub->add_option("--growth-fraction", o->train.growth_fraction, "Share of steps over which sequences grow")->capture_default_str();
-  sub->add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")->capture_default_str();
+  sub->add_option("--stop-after", o->train.stop_after,
+                  "Stop after N steps, keeping the schedules of --steps (0: all)")
+      ->capture_default_str();
+  sub->add_option("--tokens-per-step", o->train.tokens_per_step, "Tokens per step")
+      ->capture_default_str();
+  sub->add_option("--max-seq-len", o->train.max_seq_len, "Trained context length")
+      ->capture_default_str();
+  sub->add_option("--min-seq-len", o->train.min_seq_len, "First sequence length")
+      ->capture_default_str();
+  sub->add_option("--growth-fraction", o->train.growth_fraction,
+                  "Share of steps over which sequences grow")
+      ->capture_default_str();
+  sub->add_option("--learning-rate", o->train.learning_rate, "Peak learning rate")
+      ->capture_default_str();
   sub->add_option("--warmup-steps", o->train.warmup_steps, "Warm-up steps")->capture_default_str();
-  sub->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay")->capture_default_str();
-  sub->add_option("--passkey-fraction", o->train.passkey_fraction, "Share of pass-key samples")->capture_default_str();
-  sub->add_option("--multikey-fraction", o->train.multikey_fraction, "Share of multi-key samples")->capture_default_str();
-  sub->add_option("--multikey-pairs", o->train.tasks.multikey_pairs, "Facts per multi-key sample")->capture_default_str();
-  sub->add_option("--answer-loss-weight", o->train.answer_loss_weight, "Loss weight of answer bytes")->capture_default_str();
+  sub->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay")
+      ->capture_default_str();
+  sub->add_option("--passkey-fraction", o->train.passkey_fraction, "Share of pass-key samples")
+      ->capture_default_str();
+  sub->add_option("--multikey-fraction", o->train.multikey_fraction, "Share of multi-key samples")
+      ->capture_default_str();
+  sub->add_option("--multikey-pairs", o->train.tasks.multikey_pairs, "Facts per multi-key sample")
+      ->capture_default_str();
+  sub->add_option("--answer-loss-weight", o->train.answer_loss_weight,
+                  "Loss weight of answer bytes")
+      ->capture_default_str();
   sub->add_option("--seed", o->train.seed, "Seed of weights and data")->capture_default_str();
   sub->add_option("--log-every", o->log_every, "Steps between log lines")->capture_default_str();
-  sub->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (0: none)")->capture_default_str();
-  sub->add_option("--storage-dtype", o->storage_dtype, "float32, float16 or bfloat16")->capture_default_str();
-  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")->capture_default_str();
+  sub->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (0: none)")
+      ->capture_default_str();
+  sub->add_option("--storage-dtype", o->storage_dtype, "float32, float16 or bfloat16")
+      ->capture_default_str();
+  sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")
+      ->capture_default_str();
   sub->callback([sub, o] { run(*sub, *o); });
 }
 

@@ -70,15 +70,16 @@ void apply_yaml_config(CLI::App& sub, const std::string& config_path) {
       try {
         if (opt->get_type_size() == 0) {  // a flag
           const std::string v = values.at(0);
-          SKV_CHECK(v == "true" || v == "false", "key '", key, "' must be true or false, got '",
-                    v, "'");
+          SKV_CHECK(v == "true" || v == "false", "key '", key, "' must be true or false, got '", v,
+                    "'");
           if (v == "true") opt->add_result("true");
         } else {
           for (const auto& v : values) opt->add_result(v);
         }
         opt->run_callback();
       } catch (const CLI::Error& e) {
-        SKV_THROW(kInvalidInput, "key '", key, "': value '", values.at(0), "' rejected: ", e.what());
+        SKV_THROW(kInvalidInput, "key '", key, "': value '", values.at(0),
+                  "' rejected: ", e.what());
       }
     }
   });

@@ -43,7 +43,7 @@ LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Laye
   at::Tensor sink = att.narrow(3, 0, std::min(p.sink_tokens, T)).sum(-1);              // [B,h,w]
   // The tolerance keeps float32 rounding (0.9f < 0.9) from costing a token.
   at::Tensor need90 = (sorted_rows < 0.9 - 1e-6).sum(-1).to(at::kDouble) + 1;  // [B,h,w]
-  at::Tensor window_mass = att.narrow(3, context, w).sum(-1);                          // [B,h,w]
+  at::Tensor window_mass = att.narrow(3, context, w).sum(-1);                  // [B,h,w]
 
   // Mass each window row puts on the context tokens in importance order,
   // accumulated: retained(k) = window mass + cumulative[k - 1].
@@ -56,7 +56,7 @@ LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Laye
   for (double f : p.keep_fractions) {
     const int64_t k = std::min<int64_t>(context, static_cast<int64_t>(std::floor(f * context)));
     at::Tensor r = k > 0 ? window_mass + cumulative.select(3, k - 1) : window_mass;  // [B,h,w]
-    per_fraction.push_back(r.mean(at::IntArrayRef{0, 2}));                                          // [h]
+    per_fraction.push_back(r.mean(at::IntArrayRef{0, 2}));                           // [h]
   }
   at::Tensor retained = at::stack(per_fraction, 1).contiguous();  // [h, F]
   const std::vector<int64_t> dims = {0, 2};

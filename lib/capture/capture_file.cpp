@@ -49,8 +49,8 @@ CaptureMetadata read_metadata(hid_t f) {
             kCaptureFormat, "'");
   const int64_t version = h5::read_attr_int(f, "format_version");
   if (version != kCaptureFormatVersion) {
-    SKV_THROW(kUnsupported, "capture format version ", version, " is not supported (this build reads ",
-              kCaptureFormatVersion, ")");
+    SKV_THROW(kUnsupported, "capture format version ", version,
+              " is not supported (this build reads ", kCaptureFormatVersion, ")");
   }
   CaptureMetadata m;
   m.tool_version = h5::read_attr_string(f, "tool_version");
@@ -96,8 +96,8 @@ struct CaptureWriter::Impl {
   CaptureMetadata meta;
   h5::Handle file;
   std::vector<LayerDatasets> layers;
-  int64_t appended = 0;   // sequences appended
-  int64_t complete = 0;   // sequences flushed
+  int64_t appended = 0;  // sequences appended
+  int64_t complete = 0;  // sequences flushed
 
   void create_layout() {
     h5::Handle root = h5::create_group(file, "layers");
@@ -107,16 +107,19 @@ struct CaptureWriter::Impl {
     for (int64_t l : meta.layers) {
       LayerDatasets L;
       L.group = h5::create_group(root, std::to_string(l));
-      L.keys = h5::create_row_dataset(L.group, "keys", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
-      L.values = h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
+      L.keys =
+          h5::create_row_dataset(L.group, "keys", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
+      L.values =
+          h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
       for (const char* n : {"positions", "token_ids", "sequence_ids"}) {
         h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, compress);
-        (std::string(n) == "positions" ? L.positions
+        (std::string(n) == "positions"   ? L.positions
          : std::string(n) == "token_ids" ? L.token_ids
-                                          : L.sequence_ids) = std::move(ds);
+                                         : L.sequence_ids) = std::move(ds);
       }
       h5::Handle stats = h5::create_group(L.group, "stats");
-      L.retained_mass = h5::create_row_dataset(stats, "retained_mass", H5T_IEEE_F64LE, {h, F}, 64, 0);
+      L.retained_mass =
+          h5::create_row_dataset(stats, "retained_mass", H5T_IEEE_F64LE, {h, F}, 64, 0);
       for (const char* n : kStatsPerHead) {
         L.per_head.push_back(h5::create_row_dataset(stats, n, H5T_IEEE_F64LE, {h}, 64, 0));
       }
@@ -149,8 +152,8 @@ struct CaptureWriter::Impl {
       L.sequences = h5::read_attr_int(L.group, "committed_sequences");
       for (hid_t ds : {L.keys.get(), L.values.get(), L.positions.get(), L.token_ids.get(),
                        L.sequence_ids.get()}) {
-        SKV_CHECK_GE(static_cast<int64_t>(h5::dims(ds)[0]), L.rows,
-                     "layer ", l, ": a dataset is shorter than its committed_vectors (damaged file)");
+        SKV_CHECK_GE(static_cast<int64_t>(h5::dims(ds)[0]), L.rows, "layer ", l,
+                     ": a dataset is shorter than its committed_vectors (damaged file)");
         h5::set_rows(ds, L.rows);
       }
       h5::set_rows(L.retained_mass, L.sequences);
@@ -189,8 +192,9 @@ std::unique_ptr<CaptureWriter> CaptureWriter::resume(const std::string& path,
     const CaptureMetadata& m = impl->meta;
     auto same = [](const std::string& what, const auto& a, const auto& b) {
       if (!(a == b)) {
-        SKV_THROW(kInvalidInput, "cannot resume: '", what,
-                  "' differs between the partial file and this run (use --overwrite to start over)");
+        SKV_THROW(
+            kInvalidInput, "cannot resume: '", what,
+            "' differs between the partial file and this run (use --overwrite to start over)");
       }
     };
     same("model_fingerprint", m.model_fingerprint, expected.model_fingerprint);
@@ -238,8 +242,10 @@ void CaptureWriter::append_sequence(int64_t sequence_id,
       per_kv[0] = d.stats.key_pair_fraction;
       per_kv[1] = d.stats.value_pair_fraction;
       h5::append_rows(L.retained_mass, H5T_NATIVE_DOUBLE, retained.data(), 1);
-      for (int j = 0; j < 3; ++j) h5::append_rows(L.per_head[j], H5T_NATIVE_DOUBLE, per_head[j].data(), 1);
-      for (int j = 0; j < 2; ++j) h5::append_rows(L.per_kv_head[j], H5T_NATIVE_DOUBLE, per_kv[j].data(), 1);
+      for (int j = 0; j < 3; ++j)
+        h5::append_rows(L.per_head[j], H5T_NATIVE_DOUBLE, per_head[j].data(), 1);
+      for (int j = 0; j < 2; ++j)
+        h5::append_rows(L.per_kv_head[j], H5T_NATIVE_DOUBLE, per_kv[j].data(), 1);
       ++L.sequences;
     }
     ++impl_->appended;
@@ -309,9 +315,8 @@ int64_t CaptureReader::vector_count(int64_t layer) const {
 }
 
 namespace {
-at::Tensor read_vectors(const h5::Handle& group,
-                        const std::string& name, int64_t start, int64_t count,
-                        const CaptureMetadata& m) {
+at::Tensor read_vectors(const h5::Handle& group, const std::string& name, int64_t start,
+                        int64_t count, const CaptureMetadata& m) {
   h5::Handle ds = h5::open_dataset(group, name);
   at::Tensor out = at::empty({count, m.num_kv_heads, m.head_dim}, at::kFloat);
   h5::read_rows(ds, H5T_NATIVE_FLOAT, out.data_ptr(), start, count);

@@ -25,9 +25,9 @@ constexpr int64_t kCaptureFormatVersion = 1;
 struct CaptureMetadata {
   std::string tool_version;
   std::string model_dir;
-  std::string model_fingerprint;  ///< ModelFingerprint::to_string()
-  std::string model_config_json;  ///< the model's config.json as parsed
-  std::string tokenizer;          ///< "byte", "sentencepiece", "bpe"
+  std::string model_fingerprint;         ///< ModelFingerprint::to_string()
+  std::string model_config_json;         ///< the model's config.json as parsed
+  std::string tokenizer;                 ///< "byte", "sentencepiece", "bpe"
   std::string calibration_sources_json;  ///< JSON list of the text files
   std::string calibration_hash;          ///< TextSource::content_hash()
   std::string dtype = "float32";         ///< of keys and values
@@ -36,13 +36,13 @@ struct CaptureMetadata {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   double rope_theta = 0;
-  std::string rope_scaling;   ///< "none", "linear", "llama3"
-  int64_t seq_len = 0;        ///< tokens per sequence
-  int64_t window = 0;         ///< observation window of the attention statistics
+  std::string rope_scaling;            ///< "none", "linear", "llama3"
+  int64_t seq_len = 0;                 ///< tokens per sequence
+  int64_t window = 0;                  ///< observation window of the attention statistics
   int64_t positions_per_sequence = 0;  ///< vectors kept per sequence and layer (0 = all)
-  uint64_t seed = 0;          ///< of position sampling
-  std::vector<int64_t> layers;          ///< captured layers
-  std::vector<double> keep_fractions;   ///< x axis of retained_mass
+  uint64_t seed = 0;                   ///< of position sampling
+  std::vector<int64_t> layers;         ///< captured layers
+  std::vector<double> keep_fractions;  ///< x axis of retained_mass
   int64_t sink_tokens = 0;
   double key_threshold = 0;
   double value_threshold = 0;
@@ -63,7 +63,8 @@ struct LayerSequenceData {
 class CaptureWriter {
  public:
   /// Creates `path`; throws kIo if it exists or cannot be created.
-  static std::unique_ptr<CaptureWriter> create(const std::string& path, const CaptureMetadata& meta);
+  static std::unique_ptr<CaptureWriter> create(const std::string& path,
+                                               const CaptureMetadata& meta);
   /// Reopens an interrupted capture for appending. Throws naming the
   /// attribute if `expected` disagrees with the file (another model, text,
   /// sequence length or layers), and drops rows written after the last flush.

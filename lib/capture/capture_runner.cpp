@@ -81,9 +81,8 @@ at::Tensor sample_positions(int64_t T, int64_t keep, uint64_t seed, int64_t sequ
 namespace {
 
 CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta,
-                            const LlamaModel& model, const Tokenizer& tokenizer,
-                            TextSource& source, std::unique_ptr<CaptureWriter>& writer,
-                            const std::string& partial,
+                            const LlamaModel& model, const Tokenizer& tokenizer, TextSource& source,
+                            std::unique_ptr<CaptureWriter>& writer, const std::string& partial,
                             std::chrono::steady_clock::time_point t0,
                             const std::function<void(const CaptureProgress&)>& on_progress) {
   CaptureSummary summary;
@@ -125,7 +124,8 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
       LayerSequenceData d;
       d.stats = compute_attention_statistics(L, o.stats);
       // [1, kv_heads, T, d] -> [T, kv_heads, d], then the kept positions.
-      d.keys = L.keys_pre_rope[0].transpose(0, 1).index_select(0, keep.to(L.keys_pre_rope.device()));
+      d.keys =
+          L.keys_pre_rope[0].transpose(0, 1).index_select(0, keep.to(L.keys_pre_rope.device()));
       d.values = L.values[0].transpose(0, 1).index_select(0, keep.to(L.values.device()));
       d.positions = keep;
       d.token_ids = ids[0].index_select(0, keep);
@@ -168,7 +168,8 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
     summary.finished = true;
   }
   summary.vectors_per_layer =
-      summary.sequences * (o.positions_per_sequence > 0 ? std::min(o.positions_per_sequence, o.seq_len) : o.seq_len);
+      summary.sequences *
+      (o.positions_per_sequence > 0 ? std::min(o.positions_per_sequence, o.seq_len) : o.seq_len);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
 }
@@ -248,6 +249,5 @@ CaptureSummary run_capture(const CaptureOptions& o,
     throw;
   }
 }
-
 
 }  // namespace spindlekv

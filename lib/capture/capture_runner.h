@@ -35,8 +35,8 @@ struct CaptureOptions {
   /// 6-layer model (bench/capture_bench): noise for a 7B model's forward pass,
   /// but a third of a tiny model's.
   int compression_level = 1;
-  bool resume = false;                  ///< continue <out>.partial
-  bool overwrite = false;               ///< replace <out> and any <out>.partial
+  bool resume = false;     ///< continue <out>.partial
+  bool overwrite = false;  ///< replace <out> and any <out>.partial
   AttentionStatisticsParameters stats;
   std::string device = "cpu";
   /// Checked between sequences: when set, the run flushes and stops
@@ -45,10 +45,10 @@ struct CaptureOptions {
 };
 
 struct CaptureProgress {
-  int64_t sequences = 0;       ///< complete, including resumed ones
-  int64_t tokens = 0;          ///< processed in this run
+  int64_t sequences = 0;  ///< complete, including resumed ones
+  int64_t tokens = 0;     ///< processed in this run
   double tokens_per_second = 0;
-  double fraction = 0;         ///< estimated share of the whole job done
+  double fraction = 0;  ///< estimated share of the whole job done
   double eta_seconds = 0;
 };
 

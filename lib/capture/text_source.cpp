@@ -50,9 +50,7 @@ void check_utf8(const std::string& text, const std::string& source) {
 }
 
 namespace {
-bool is_jsonl(const std::string& path) {
-  return fs::path(path).extension() == ".jsonl";
-}
+bool is_jsonl(const std::string& path) { return fs::path(path).extension() == ".jsonl"; }
 }  // namespace
 
 TextSource::TextSource(const std::vector<std::string>& paths) {

@@ -90,33 +90,32 @@ auto with_context(const std::string& context, Fn&& fn) -> decltype(fn()) {
 }  // namespace spindlekv
 
 /// Throws spindlekv::Error of `kind` with the streamed message arguments.
-#define SKV_THROW(kind, ...)                                                              \
-  ::spindlekv::detail::throw_error(::spindlekv::ErrorKind::kind,                          \
+#define SKV_THROW(kind, ...)                                     \
+  ::spindlekv::detail::throw_error(::spindlekv::ErrorKind::kind, \
                                    ::spindlekv::detail::concat(__VA_ARGS__), __FILE__, __LINE__)
 
 /// Throws kInvalidInput unless `cond` holds; the message names the condition.
-#define SKV_CHECK(cond, ...)                                                                  \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      ::spindlekv::detail::throw_error(                                                       \
-          ::spindlekv::ErrorKind::kInvalidInput,                                              \
+#define SKV_CHECK(cond, ...)                                                                \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
+      ::spindlekv::detail::throw_error(                                                     \
+          ::spindlekv::ErrorKind::kInvalidInput,                                            \
           ::spindlekv::detail::concat(__VA_ARGS__, " (check failed: " #cond ")"), __FILE__, \
-          __LINE__);                                                                          \
-    }                                                                                         \
+          __LINE__);                                                                        \
+    }                                                                                       \
   } while (false)
 
-#define SKV_CHECK_OP_(a, b, op, ...)                                                       \
-  do {                                                                                     \
-    const auto& skv_a_ = (a);                                                              \
-    const auto& skv_b_ = (b);                                                              \
-    if (!(skv_a_ op skv_b_)) {                                                             \
-      ::spindlekv::detail::throw_error(                                                    \
-          ::spindlekv::ErrorKind::kInvalidInput,                                           \
-          ::spindlekv::detail::concat(__VA_ARGS__, " (check failed: " #a " " #op " " #b   \
-                                      ", got ",                                            \
-                                      skv_a_, " vs ", skv_b_, ")"),                        \
-          __FILE__, __LINE__);                                                             \
-    }                                                                                      \
+#define SKV_CHECK_OP_(a, b, op, ...)                                                              \
+  do {                                                                                            \
+    const auto& skv_a_ = (a);                                                                     \
+    const auto& skv_b_ = (b);                                                                     \
+    if (!(skv_a_ op skv_b_)) {                                                                    \
+      ::spindlekv::detail::throw_error(                                                           \
+          ::spindlekv::ErrorKind::kInvalidInput,                                                  \
+          ::spindlekv::detail::concat(__VA_ARGS__, " (check failed: " #a " " #op " " #b ", got ", \
+                                      skv_a_, " vs ", skv_b_, ")"),                               \
+          __FILE__, __LINE__);                                                                    \
+    }                                                                                             \
   } while (false)
 
 /// Comparison checks: the message carries both values.
@@ -128,12 +127,12 @@ auto with_context(const std::string& context, Fn&& fn) -> decltype(fn()) {
 #define SKV_CHECK_GE(a, b, ...) SKV_CHECK_OP_(a, b, >=, __VA_ARGS__)
 
 /// Like SKV_CHECK but for our own invariants (kInternal: a bug, not bad input).
-#define SKV_ASSERT(cond, ...)                                                                \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      ::spindlekv::detail::throw_error(                                                      \
-          ::spindlekv::ErrorKind::kInternal,                                                 \
-          ::spindlekv::detail::concat("internal error: ", __VA_ARGS__, " (" #cond ")"),      \
-          __FILE__, __LINE__);                                                               \
-    }                                                                                        \
+#define SKV_ASSERT(cond, ...)                                                                     \
+  do {                                                                                            \
+    if (!(cond)) {                                                                                \
+      ::spindlekv::detail::throw_error(                                                           \
+          ::spindlekv::ErrorKind::kInternal,                                                      \
+          ::spindlekv::detail::concat("internal error: ", __VA_ARGS__, " (" #cond ")"), __FILE__, \
+          __LINE__);                                                                              \
+    }                                                                                             \
   } while (false)

@@ -70,9 +70,9 @@ void quiet_errors() {
 
 Handle create_file(const std::string& path) {
   quiet_errors();
-  return Handle(check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT),
-                      "creating file"),
-                H5Fclose);
+  return Handle(
+      check(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), "creating file"),
+      H5Fclose);
 }
 
 Handle open_file(const std::string& path, bool write) {
@@ -93,8 +93,7 @@ Handle create_group(hid_t loc, const std::string& name) {
 
 Handle open_group(hid_t loc, const std::string& name) {
   if (!exists(loc, name)) SKV_THROW(kInvalidInput, "group '", name, "' is missing");
-  return Handle(check(H5Gopen2(loc, name.c_str(), H5P_DEFAULT), "opening group " + name),
-                H5Gclose);
+  return Handle(check(H5Gopen2(loc, name.c_str(), H5P_DEFAULT), "opening group " + name), H5Gclose);
 }
 
 Handle open_dataset(hid_t loc, const std::string& name) {
@@ -191,8 +190,8 @@ Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                 H5Dclose);
 }
 
-void write_dataset(hid_t loc, const std::string& name, hid_t type,
-                   const std::vector<hsize_t>& dims, const void* data) {
+void write_dataset(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                   const void* data) {
   Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
   Handle d(check(H5Dcreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                  "creating dataset " + name),
@@ -219,9 +218,9 @@ void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows) 
   std::vector<hsize_t> start(d.size(), 0), count = d;
   start[0] = old_rows;
   count[0] = rows;
-  check_status(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
-                                   nullptr),
-               "selecting rows");
+  check_status(
+      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+      "selecting rows");
   Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                    H5Sclose);
   check_status(H5Dwrite(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),
@@ -245,13 +244,12 @@ void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start_row, hsiz
   std::vector<hsize_t> start(d.size(), 0), count = d;
   start[0] = start_row;
   count[0] = count_rows;
-  check_status(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
-                                   nullptr),
-               "selecting rows");
+  check_status(
+      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+      "selecting rows");
   Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                    H5Sclose);
-  check_status(H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, out),
-               "reading rows");
+  check_status(H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, out), "reading rows");
 }
 
 }  // namespace spindlekv::h5

@@ -41,7 +41,7 @@ class Handle {
 /// Silences HDF5's automatic error printing (once per process).
 void quiet_errors();
 
-Handle create_file(const std::string& path);            ///< fails if it exists
+Handle create_file(const std::string& path);  ///< fails if it exists
 Handle open_file(const std::string& path, bool write);
 Handle create_group(hid_t loc, const std::string& name);
 Handle open_group(hid_t loc, const std::string& name);
@@ -66,8 +66,8 @@ Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                           const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
                           int deflate_level);
 /// A fixed-size dataset written at once.
-void write_dataset(hid_t loc, const std::string& name, hid_t type,
-                   const std::vector<hsize_t>& dims, const void* data);
+void write_dataset(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                   const void* data);
 std::vector<hsize_t> dims(hid_t dataset);
 /// Appends `rows` rows from `data` (C order) to a row dataset.
 void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows);

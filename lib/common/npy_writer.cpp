@@ -13,11 +13,16 @@ namespace {
 
 const char* descr_for(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "<f4";
-    case at::kDouble: return "<f8";
-    case at::kLong: return "<i8";
-    case at::kInt: return "<i4";
-    default: SKV_THROW(kUnsupported, "npy: dtype ", at::toString(t), " not supported");
+    case at::kFloat:
+      return "<f4";
+    case at::kDouble:
+      return "<f8";
+    case at::kLong:
+      return "<i8";
+    case at::kInt:
+      return "<i4";
+    default:
+      SKV_THROW(kUnsupported, "npy: dtype ", at::toString(t), " not supported");
   }
 }
 
@@ -72,8 +77,8 @@ at::Tensor read_npy(const std::string& path) {
     std::vector<int64_t> shape;
     const std::string dims = m[1];
     std::regex num("[0-9]+");
-    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator();
-         ++it) {
+    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num);
+         it != std::sregex_iterator(); ++it) {
       shape.push_back(std::stoll(it->str()));
     }
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));

@@ -60,13 +60,14 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
   at::Tensor kt = k.reshape({B * hkv, Tk, d}).transpose(1, 2);  // [B*hkv, d, Tk]
   at::Tensor v3 = v.reshape({B * hkv, Tk, d});
   const int64_t row_bytes = std::max<int64_t>(1, B * h * Tk * 4);
-  const int64_t block = std::clamp<int64_t>(max_score_bytes / row_bytes, 1, std::max<int64_t>(Tq, 1));
+  const int64_t block =
+      std::clamp<int64_t>(max_score_bytes / row_bytes, 1, std::max<int64_t>(Tq, 1));
 
   std::vector<at::Tensor> outs;
   for (int64_t start = 0; start < Tq; start += block) {
     const int64_t n = std::min(block, Tq - start);
-    at::Tensor p = block_probabilities(qg, kt, q_positions, k_positions, sliding_window, start, n,
-                                       scale);
+    at::Tensor p =
+        block_probabilities(qg, kt, q_positions, k_positions, sliding_window, start, n, scale);
     // [B*hkv, g*n, Tk] x [B*hkv, Tk, d]
     at::Tensor o = at::bmm(p, v3).view({B, hkv, g, n, d});
     outs.push_back(o);
@@ -75,10 +76,10 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
   result.output = (outs.size() == 1 ? outs[0] : at::cat(outs, 3)).reshape({B, h, Tq, d});
   if (probability_rows > 0) {
     const int64_t rows = std::min(probability_rows, Tq);
-    result.probabilities =
-        block_probabilities(qg, kt, q_positions, k_positions, sliding_window, Tq - rows, rows, scale)
-            .view({B, hkv, g, rows, Tk})
-            .reshape({B, h, rows, Tk});
+    result.probabilities = block_probabilities(qg, kt, q_positions, k_positions, sliding_window,
+                                               Tq - rows, rows, scale)
+                               .view({B, hkv, g, rows, Tk})
+                               .reshape({B, h, rows, Tk});
   }
   return result;
 }

@@ -177,8 +177,7 @@ void LlamaModel::save(const std::string& dir, c10::ScalarType dtype) const {
     }
     ModelConfig c = config_;
     c.torch_dtype = dtype == at::kFloat ? "float32" : dtype == at::kHalf ? "float16" : "bfloat16";
-    write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors,
-                      {{"format", "pt"}});
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
     write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_json(c));
   });
 }
@@ -235,8 +234,8 @@ at::Tensor LlamaModel::layer_forward(int64_t index, const at::Tensor& x,
   return y + project(at::silu(project(m, L.gate_proj)) * project(m, L.up_proj), L.down_proj);
 }
 
-at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache,
-                               ForwardCapture* capture, bool last_logits_only) const {
+at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache, ForwardCapture* capture,
+                               bool last_logits_only) const {
   SKV_CHECK_EQ(tokens_in.dim(), 2, "tokens must be [batch, tokens]");
   SKV_CHECK_GT(tokens_in.size(1), 0, "no tokens to run");
   const c10::Device dev = device();
@@ -262,7 +261,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache,
                 config_.num_layers, ")");
     }
   }
-  at::Tensor positions = at::arange(start, start + T, at::TensorOptions().dtype(at::kLong).device(dev));
+  at::Tensor positions =
+      at::arange(start, start + T, at::TensorOptions().dtype(at::kLong).device(dev));
   RopeTables tables = rope_tables(inv_freq_.to(dev), positions);
 
   at::Tensor x = at::embedding(weights_.embed_tokens, tokens);

@@ -39,8 +39,8 @@ struct LayerWeights {
 struct ModelWeights {
   at::Tensor embed_tokens;  ///< [vocab, hidden]
   std::vector<LayerWeights> layers;
-  at::Tensor final_norm;    ///< [hidden]
-  at::Tensor lm_head;       ///< [vocab, hidden]; the same tensor as embed_tokens when tied
+  at::Tensor final_norm;  ///< [hidden]
+  at::Tensor lm_head;     ///< [vocab, hidden]; the same tensor as embed_tokens when tied
 };
 
 /// The plain (uncompressed) KV cache of incremental decoding.

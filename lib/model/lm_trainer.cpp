@@ -60,9 +60,10 @@ Batch make_batch(const FillerText& corpus, std::mt19937_64& rng, const LmTrainin
                           ? prompt_bytes >= multikey_min_bytes(p.tasks)
                           : false;
     if (task) {
-      RetrievalSample s = u < p.passkey_fraction
-                              ? make_passkey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks)
-                              : make_multikey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks);
+      RetrievalSample s =
+          u < p.passkey_fraction
+              ? make_passkey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks)
+              : make_multikey_sample(corpus, rng, prompt_bytes, uniform(rng), p.tasks);
       answer_begin = s.prompt.size();
       answer_len = s.answer.size();
       text = s.prompt + s.answer + "\n";
@@ -76,7 +77,8 @@ Batch make_batch(const FillerText& corpus, std::mt19937_64& rng, const LmTrainin
     for (size_t i = 0; i < body; ++i) data[i + 1] = static_cast<unsigned char>(text[i]);
     if (answer_begin != std::string::npos) {
       // Byte i of the text is the target at input position i (after BOS).
-      weights[b].narrow(0, static_cast<int64_t>(answer_begin), static_cast<int64_t>(answer_len))
+      weights[b]
+          .narrow(0, static_cast<int64_t>(answer_begin), static_cast<int64_t>(answer_len))
           .fill_(p.answer_loss_weight);
     }
   }
@@ -102,7 +104,8 @@ double train_language_model(LlamaModel& model, const FillerText& corpus,
     params.push_back(t);
   }
   torch::optim::AdamW optimizer(
-      params, torch::optim::AdamWOptions(p.learning_rate).weight_decay(p.weight_decay).betas({0.9, 0.95}));
+      params,
+      torch::optim::AdamWOptions(p.learning_rate).weight_decay(p.weight_decay).betas({0.9, 0.95}));
   std::mt19937_64 rng(p.seed);
   std::deque<double> recent;
   const auto t0 = std::chrono::steady_clock::now();
@@ -125,7 +128,8 @@ double train_language_model(LlamaModel& model, const FillerText& corpus,
     torch::nn::utils::clip_grad_norm_(params, p.grad_clip);
     optimizer.step();
 
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     LmTrainingProgress prog;
     prog.step = step;
     prog.seq_len = T;

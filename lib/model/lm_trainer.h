@@ -47,7 +47,7 @@ struct LmTrainingParameters {
 struct LmTrainingProgress {
   int64_t step = 0;
   int64_t seq_len = 0;
-  double loss = 0;            ///< weighted training loss of this step (nats per token)
+  double loss = 0;  ///< weighted training loss of this step (nats per token)
   double learning_rate = 0;
   double tokens_per_second = 0;
   double elapsed_seconds = 0;

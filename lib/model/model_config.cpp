@@ -48,8 +48,10 @@ void parse_rope(const json& j, ModelConfig& c) {
   const json& s = j["rope_scaling"];
   SKV_CHECK(s.is_object(), "key 'rope_scaling' must be an object or null, got ", s.dump());
   std::string type;
-  if (s.contains("rope_type")) type = s["rope_type"].get<std::string>();
-  else if (s.contains("type")) type = s["type"].get<std::string>();
+  if (s.contains("rope_type"))
+    type = s["rope_type"].get<std::string>();
+  else if (s.contains("type"))
+    type = s["type"].get<std::string>();
   if (type == "default" || type.empty()) return;
   c.rope.factor = get_double(s, "factor", 1.0);
   SKV_CHECK_GT(c.rope.factor, 0.0, "rope_scaling.factor must be positive");
@@ -167,24 +169,26 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope.theta;
   switch (c.rope.scaling) {
-    case RopeScaling::kNone: j["rope_scaling"] = nullptr; break;
+    case RopeScaling::kNone:
+      j["rope_scaling"] = nullptr;
+      break;
     case RopeScaling::kLinear:
       j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope.factor}};
       break;
     case RopeScaling::kLlama3:
-      j["rope_scaling"] = {{"rope_type", "llama3"},
-                           {"factor", c.rope.factor},
-                           {"low_freq_factor", c.rope.low_freq_factor},
-                           {"high_freq_factor", c.rope.high_freq_factor},
-                           {"original_max_position_embeddings",
-                            c.rope.original_max_position_embeddings}};
+      j["rope_scaling"] = {
+          {"rope_type", "llama3"},
+          {"factor", c.rope.factor},
+          {"low_freq_factor", c.rope.low_freq_factor},
+          {"high_freq_factor", c.rope.high_freq_factor},
+          {"original_max_position_embeddings", c.rope.original_max_position_embeddings}};
       break;
   }
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["attention_bias"] = c.attention_bias;
   if (c.architecture == "Qwen2ForCausalLM") j["use_sliding_window"] = c.sliding_window > 0;
   j["sliding_window"] = c.sliding_window > 0 ? nlohmann::ordered_json(c.sliding_window)
-                                              : nlohmann::ordered_json(nullptr);
+                                             : nlohmann::ordered_json(nullptr);
   j["torch_dtype"] = c.torch_dtype;
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.eos_token_id) j["eos_token_id"] = *c.eos_token_id;

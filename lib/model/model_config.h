@@ -31,16 +31,16 @@ struct ModelConfig {
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
-  int64_t num_layers = 0;          ///< num_hidden_layers
-  int64_t num_heads = 0;           ///< query heads (h)
-  int64_t num_kv_heads = 0;        ///< key/value heads (h_g); GQA when < num_heads
-  int64_t head_dim = 0;            ///< d_h; hidden_size / num_heads unless given
+  int64_t num_layers = 0;    ///< num_hidden_layers
+  int64_t num_heads = 0;     ///< query heads (h)
+  int64_t num_kv_heads = 0;  ///< key/value heads (h_g); GQA when < num_heads
+  int64_t head_dim = 0;      ///< d_h; hidden_size / num_heads unless given
   int64_t max_position_embeddings = 2048;
   double rms_norm_eps = 1e-6;
   RopeParameters rope;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;     ///< q/k/v projections carry biases (Qwen2)
-  int64_t sliding_window = 0;      ///< 0 = full attention (Mistral may set 4096)
+  bool attention_bias = false;  ///< q/k/v projections carry biases (Qwen2)
+  int64_t sliding_window = 0;   ///< 0 = full attention (Mistral may set 4096)
   std::string torch_dtype = "float32";
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;

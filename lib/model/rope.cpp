@@ -16,8 +16,11 @@ at::Tensor rope_inverse_frequencies(const RopeParameters& rope, int64_t head_dim
   for (int64_t i = 0; i < half; ++i) {
     double f = 1.0 / std::pow(rope.theta, static_cast<double>(2 * i) / head_dim);
     switch (rope.scaling) {
-      case RopeScaling::kNone: break;
-      case RopeScaling::kLinear: f /= rope.factor; break;
+      case RopeScaling::kNone:
+        break;
+      case RopeScaling::kLinear:
+        f /= rope.factor;
+        break;
       case RopeScaling::kLlama3: {
         // Llama 3.1: long wavelengths are interpolated by `factor`, short ones
         // kept, and the band between them blended smoothly.
@@ -45,7 +48,7 @@ RopeTables rope_tables(const at::Tensor& inv_freq, const at::Tensor& positions) 
   // their precision; the tables themselves are float32.
   at::Tensor pos = positions.to(at::kDouble);
   at::Tensor freqs = at::outer(pos, inv_freq.to(positions.device()));  // [T, d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);                         // [T, d]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                        // [T, d]
   return {emb.cos().to(at::kFloat), emb.sin().to(at::kFloat)};
 }
 

@@ -22,10 +22,8 @@ struct SentencePieceApi {
   int abi_version;  ///< kSentencePieceAbiVersion
   void* (*load)(const char* model_path, std::string* error);
   void (*release)(void* handle);
-  bool (*encode)(void* handle, const std::string& text, std::vector<int>* ids,
-                 std::string* error);
-  bool (*decode)(void* handle, const std::vector<int>& ids, std::string* text,
-                 std::string* error);
+  bool (*encode)(void* handle, const std::string& text, std::vector<int>* ids, std::string* error);
+  bool (*decode)(void* handle, const std::vector<int>& ids, std::string* text, std::string* error);
   int (*vocab_size)(void* handle);
   int (*bos_id)(void* handle);  ///< -1 when the model has none
   int (*eos_id)(void* handle);  ///< -1 when the model has none

@@ -108,9 +108,8 @@ struct SafetensorsReader::Impl {
         }
         continue;
       }
-      with_context("tensor '" + it.key() + "'", [&] {
-        tensors[it.key()] = parse_tensor(it.key(), it.value(), data_size);
-      });
+      with_context("tensor '" + it.key() + "'",
+                   [&] { tensors[it.key()] = parse_tensor(it.key(), it.value(), data_size); });
     }
     check_layout(data_size);
   }
@@ -139,14 +138,13 @@ struct SafetensorsReader::Impl {
       SKV_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
                 "shape entry ", d.dump(), " is not a non-negative integer");
       const uint64_t dim = d.get<uint64_t>();
-      SKV_CHECK(dim == 0 || numel <= std::numeric_limits<uint64_t>::max() / dim,
-                "shape overflows");
+      SKV_CHECK(dim == 0 || numel <= std::numeric_limits<uint64_t>::max() / dim, "shape overflows");
       numel *= dim;
       info.shape.push_back(static_cast<int64_t>(dim));
     }
-    SKV_CHECK(j.contains("data_offsets") && j["data_offsets"].is_array() &&
-                  j["data_offsets"].size() == 2,
-              "missing 'data_offsets' [begin, end]");
+    SKV_CHECK(
+        j.contains("data_offsets") && j["data_offsets"].is_array() && j["data_offsets"].size() == 2,
+        "missing 'data_offsets' [begin, end]");
     for (const auto& o : j["data_offsets"]) {
       SKV_CHECK(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0),
                 "data_offsets entry ", o.dump(), " is not a non-negative integer");
@@ -175,8 +173,8 @@ struct SafetensorsReader::Impl {
                   t->begin, ", previous ends at ", cursor, ")");
       }
       if (t->begin > cursor) {
-        SKV_THROW(kInvalidInput, "data section has a hole before tensor '", t->name,
-                  "' (bytes ", cursor, " to ", t->begin, " are not indexed)");
+        SKV_THROW(kInvalidInput, "data section has a hole before tensor '", t->name, "' (bytes ",
+                  cursor, " to ", t->begin, " are not indexed)");
       }
       cursor = t->end;
     }

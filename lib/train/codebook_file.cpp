@@ -56,7 +56,8 @@ CodebookSet read_set(hid_t group, const std::string& prefix, const CodebookFileM
   s.train_coverage = read_vector<double>(group, prefix + "_train_coverage", H5T_NATIVE_DOUBLE);
   s.heldout_coverage = read_vector<double>(group, prefix + "_coverage", H5T_NATIVE_DOUBLE);
   SKV_CHECK_EQ(s.sizes.size(), static_cast<size_t>(d[0]), "'", prefix, "_sizes' length");
-  std::vector<double> curve = read_vector<double>(group, prefix + "_coverage_curve", H5T_NATIVE_DOUBLE);
+  std::vector<double> curve =
+      read_vector<double>(group, prefix + "_coverage_curve", H5T_NATIVE_DOUBLE);
   const size_t C = m.curve_sizes.size();
   for (size_t g = 0; g < d[0] && C > 0; ++g) {
     s.heldout_curve.emplace_back(curve.begin() + g * C, curve.begin() + (g + 1) * C);
@@ -127,8 +128,8 @@ CodebookFile read_codebook_file(const std::string& path) {
               kCodebookFormat, "'");
     const int64_t version = h5::read_attr_int(file, "format_version");
     if (version != kCodebookFormatVersion) {
-      SKV_THROW(kUnsupported, "codebook format version ", version, " is not supported (this build reads ",
-                kCodebookFormatVersion, ")");
+      SKV_THROW(kUnsupported, "codebook format version ", version,
+                " is not supported (this build reads ", kCodebookFormatVersion, ")");
     }
     CodebookFileMetadata& m = f.metadata;
     m.tool_version = h5::read_attr_string(file, "tool_version");

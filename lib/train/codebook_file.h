@@ -36,11 +36,11 @@ struct CodebookFileMetadata {
 
 /// Keys or values of one layer.
 struct CodebookSet {
-  at::Tensor codewords;               ///< [groups, K, head_dim]
-  at::Tensor support;                 ///< [groups, K] int64
-  std::vector<int64_t> sizes;         ///< codewords in use per group
-  std::vector<double> train_coverage;    ///< per group
-  std::vector<double> heldout_coverage;  ///< per group, at its size
+  at::Tensor codewords;                            ///< [groups, K, head_dim]
+  at::Tensor support;                              ///< [groups, K] int64
+  std::vector<int64_t> sizes;                      ///< codewords in use per group
+  std::vector<double> train_coverage;              ///< per group
+  std::vector<double> heldout_coverage;            ///< per group, at its size
   std::vector<std::vector<double>> heldout_curve;  ///< per group, over curve_sizes
 };
 

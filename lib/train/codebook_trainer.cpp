@@ -73,7 +73,8 @@ std::vector<int64_t> greedy_max_cover(const Lists& lists, std::vector<char>& cov
   return picked;
 }
 
-at::Tensor kmeans_candidates(const at::Tensor& unit, int64_t k, const CodebookTrainingParameters& p) {
+at::Tensor kmeans_candidates(const at::Tensor& unit, int64_t k,
+                             const CodebookTrainingParameters& p) {
   k = std::min<int64_t>(k, unit.size(0));
   if (k <= 0) return at::empty({0, unit.size(1)}, at::kFloat);
   faiss::ClusteringParameters cp;
@@ -81,7 +82,7 @@ at::Tensor kmeans_candidates(const at::Tensor& unit, int64_t k, const CodebookTr
   cp.spherical = true;
   cp.seed = static_cast<int>(p.seed % 2147483647u);
   cp.verbose = false;
-  cp.min_points_per_centroid = 1;       // small captures are fine
+  cp.min_points_per_centroid = 1;        // small captures are fine
   cp.max_points_per_centroid = 1 << 20;  // we sample ourselves
   faiss::Clustering clus(static_cast<int>(unit.size(1)), static_cast<size_t>(k), cp);
   faiss::IndexFlatIP index(unit.size(1));
@@ -126,8 +127,8 @@ at::Tensor select_codewords(const at::Tensor& kept, const at::Tensor& candidates
   }
   if (open.empty()) return kept;
   at::Tensor open_idx = at::tensor(open, at::kLong);
-  const Lists local = range_lists(unit.index_select(0, open_idx).contiguous(), candidates,
-                                  p.threshold);
+  const Lists local =
+      range_lists(unit.index_select(0, open_idx).contiguous(), candidates, p.threshold);
   std::vector<char> local_covered(open.size(), 0);
   std::vector<int64_t> picked = greedy_max_cover(local, local_covered, slots, p.min_support);
   for (size_t j = 0; j < open.size(); ++j) covered[open[j]] = covered[open[j]] || local_covered[j];
@@ -136,8 +137,9 @@ at::Tensor select_codewords(const at::Tensor& kept, const at::Tensor& candidates
 }
 
 double mean_of(const std::vector<char>& flags) {
-  return flags.empty() ? 0.0
-                       : static_cast<double>(std::count(flags.begin(), flags.end(), 1)) / flags.size();
+  return flags.empty()
+             ? 0.0
+             : static_cast<double>(std::count(flags.begin(), flags.end(), 1)) / flags.size();
 }
 
 // One merging round: re-centre each codeword on the vectors it covers, merge
@@ -198,7 +200,8 @@ at::Tensor unit_directions(const at::Tensor& vectors) {
 
 Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParameters& p) {
   SKV_CHECK_EQ(vectors.dim(), 2, "codebook training expects vectors [n, dim]");
-  SKV_CHECK(p.threshold > -1 && p.threshold < 1, "threshold must lie in (-1, 1), got ", p.threshold);
+  SKV_CHECK(p.threshold > -1 && p.threshold < 1, "threshold must lie in (-1, 1), got ",
+            p.threshold);
   SKV_CHECK_GT(p.max_codewords, 0, "max_codewords must be positive");
   SKV_CHECK(at::isfinite(vectors).all().item<bool>(), "vectors contain NaN or Inf");
   at::Tensor all = unit_directions(vectors.to(at::kCPU));
@@ -222,8 +225,8 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
   // Selection and merging work on a sample; finalize() measures on all.
   const at::Tensor work = sample_of(unit, p.selection_sample, rng);
   std::vector<char> covered(work.size(0), 0);
-  at::Tensor codewords = select_codewords(at::empty({0, unit.size(1)}, at::kFloat), candidates,
-                                          work, K, covered, p);
+  at::Tensor codewords =
+      select_codewords(at::empty({0, unit.size(1)}, at::kFloat), candidates, work, K, covered, p);
   double best = mean_of(covered);
   at::Tensor best_codewords = codewords;
   int64_t rounds = 0;
@@ -236,7 +239,8 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
     // Refill the slots merging freed from the vectors still uncovered.
     const int64_t slots = K - merged.size(0);
     if (slots > 0) {
-      at::Tensor uncovered = work.index_select(0, (sim <= p.threshold).nonzero().view({-1})).contiguous();
+      at::Tensor uncovered =
+          work.index_select(0, (sim <= p.threshold).nonzero().view({-1})).contiguous();
       if (uncovered.size(0) > 0) {
         at::Tensor fresh = greedy_cover_candidates(uncovered, slots, p, rng);
         merged = select_codewords(merged, fresh, work, slots, covered, p);
@@ -276,8 +280,8 @@ std::vector<double> coverage_curve(const at::Tensor& codewords, const at::Tensor
   for (int64_t start = 0; start < unit.size(0); start += 8192) {
     const int64_t n = std::min<int64_t>(8192, unit.size(0) - start);
     at::Tensor above = at::matmul(unit.narrow(0, start, n), codewords.t()) > threshold;  // [n, K]
-    at::Tensor first = at::where(above.any(1), above.to(at::kFloat).argmax(1),
-                                 at::full({n}, K, at::kLong));
+    at::Tensor first =
+        at::where(above.any(1), above.to(at::kFloat).argmax(1), at::full({n}, K, at::kLong));
     for (size_t i = 0; i < sizes.size(); ++i) hits[i] += (first < sizes[i]).sum().item<int64_t>();
   }
   for (int64_t h : hits) out.push_back(static_cast<double>(h) / unit.size(0));

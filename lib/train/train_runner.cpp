@@ -128,14 +128,15 @@ CodebookFile run_train(const TrainOptions& o,
   CaptureReader reader(o.capture);
   const CaptureMetadata& cm = reader.metadata();
   if (!reader.finished()) {
-    SKV_THROW(kInvalidInput, "capture '", o.capture, "' is not finished (an interrupted capture: ",
-              "resume it first)");
+    SKV_THROW(kInvalidInput, "capture '", o.capture,
+              "' is not finished (an interrupted capture: ", "resume it first)");
   }
   if (!o.model_dir.empty()) {
     const std::string fp = fingerprint_model(o.model_dir).to_string();
     if (fp != cm.model_fingerprint) {
-      SKV_THROW(kInvalidInput, "capture '", o.capture, "' was made with another model (fingerprint ",
-                cm.model_fingerprint, ") than '", o.model_dir, "' (", fp, ")");
+      SKV_THROW(kInvalidInput, "capture '", o.capture,
+                "' was made with another model (fingerprint ", cm.model_fingerprint, ") than '",
+                o.model_dir, "' (", fp, ")");
     }
   }
   std::vector<int64_t> layers = parse_layer_spec(o.layers, cm.num_layers);
@@ -195,8 +196,10 @@ CodebookFile run_train(const TrainOptions& o,
       std::mt19937_64 rng(o.trainer.seed + static_cast<uint64_t>(l));
       // Per-head sample sizes are per group; a shared codebook sees all heads.
       const int64_t per_row = o.sharing == "shared" ? cm.num_kv_heads : 1;
-      const auto train_sel = sample_rows(train_rows, std::max<int64_t>(1, o.sample_size / per_row), rng);
-      const auto held_sel = sample_rows(heldout_rows, std::max<int64_t>(1, o.heldout_size / per_row), rng);
+      const auto train_sel =
+          sample_rows(train_rows, std::max<int64_t>(1, o.sample_size / per_row), rng);
+      const auto held_sel =
+          sample_rows(heldout_rows, std::max<int64_t>(1, o.heldout_size / per_row), rng);
       LayerCodebooks L;
       L.layer = l;
       auto tick = [&] {

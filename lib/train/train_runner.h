@@ -17,26 +17,26 @@
 namespace spindlekv {
 
 struct TrainOptions {
-  std::string capture;          ///< input capture file
-  std::string out;              ///< output codebook file
-  std::string layers = "all";   ///< "all", "0-7", "0,3"
-  std::string model_dir;        ///< optional: refuse a capture of another model
+  std::string capture;               ///< input capture file
+  std::string out;                   ///< output codebook file
+  std::string layers = "all";        ///< "all", "0-7", "0,3"
+  std::string model_dir;             ///< optional: refuse a capture of another model
   std::string sharing = "per-head";  ///< "per-head" or "shared" across a layer's KV heads
   double key_threshold = 0.98;
   double value_threshold = 0.95;
   int64_t max_codewords = 1024;
   /// Smallest size whose held-out coverage reaches this (0: keep max size).
   double target_coverage = 0.0;
-  int64_t sample_size = 50000;   ///< training vectors per codebook
-  int64_t heldout_size = 20000;  ///< held-out vectors per codebook
-  int64_t heldout_every = 10;    ///< every n-th captured sequence is held out
+  int64_t sample_size = 50000;         ///< training vectors per codebook
+  int64_t heldout_size = 20000;        ///< held-out vectors per codebook
+  int64_t heldout_every = 10;          ///< every n-th captured sequence is held out
   CodebookTrainingParameters trainer;  ///< threshold and max_codewords are set from above
   bool overwrite = false;
 };
 
 struct TrainProgress {
   int64_t layer = 0;
-  int64_t done = 0;   ///< codebooks trained
+  int64_t done = 0;  ///< codebooks trained
   int64_t total = 0;
   double seconds = 0;
 };
