@@ -208,21 +208,33 @@ std::vector<hsize_t> dims(hid_t dataset) {
   return out;
 }
 
-void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows) {
-  if (rows == 0) return;
-  std::vector<hsize_t> d = dims(dataset);
-  const hsize_t old_rows = d[0];
-  d[0] += rows;
-  check_status(H5Dset_extent(dataset, d.data()), "extending dataset");
+namespace {
+
+// File and memory dataspaces selecting rows [first, first + rows) of a
+// dataset whose current shape is `shape`.
+std::pair<Handle, Handle> row_selection(hid_t dataset, const std::vector<hsize_t>& shape,
+                                        hsize_t first, hsize_t rows) {
   Handle file_space(H5Dget_space(dataset), H5Sclose);
-  std::vector<hsize_t> start(d.size(), 0), count = d;
-  start[0] = old_rows;
+  std::vector<hsize_t> start(shape.size(), 0), count = shape;
+  start[0] = first;
   count[0] = rows;
   check_status(
       H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
       "selecting rows");
   Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                    H5Sclose);
+  return {std::move(file_space), std::move(mem_space)};
+}
+
+}  // namespace
+
+void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows) {
+  if (rows == 0) return;
+  std::vector<hsize_t> d = dims(dataset);
+  const hsize_t old_rows = d[0];
+  d[0] += rows;
+  check_status(H5Dset_extent(dataset, d.data()), "extending dataset");
+  auto [file_space, mem_space] = row_selection(dataset, d, old_rows, rows);
   check_status(H5Dwrite(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, data),
                "writing rows");
 }
@@ -240,15 +252,7 @@ void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start_row, hsiz
               ") are outside the dataset's ", d[0], " rows");
   }
   if (count_rows == 0) return;
-  Handle file_space(H5Dget_space(dataset), H5Sclose);
-  std::vector<hsize_t> start(d.size(), 0), count = d;
-  start[0] = start_row;
-  count[0] = count_rows;
-  check_status(
-      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
-      "selecting rows");
-  Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
-                   H5Sclose);
+  auto [file_space, mem_space] = row_selection(dataset, d, start_row, count_rows);
   check_status(H5Dread(dataset, mem_type, mem_space, file_space, H5P_DEFAULT, out), "reading rows");
 }
 
