@@ -18,7 +18,7 @@
 #include "model/llama_model.h"
 
 int main(int argc, char** argv) {
-  int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6, compression = 1;
+  int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6, compression = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);

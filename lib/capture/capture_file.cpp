@@ -112,7 +112,8 @@ struct CaptureWriter::Impl {
       L.values =
           h5::create_row_dataset(L.group, "values", H5T_IEEE_F32LE, {hkv, d}, kChunkRows, compress);
       for (const char* n : {"positions", "token_ids", "sequence_ids"}) {
-        h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, compress);
+        // Index columns are small and compress ~20x: always deflated.
+        h5::Handle ds = h5::create_row_dataset(L.group, n, H5T_STD_I64LE, {}, kChunkRows, 1);
         (std::string(n) == "positions"   ? L.positions
          : std::string(n) == "token_ids" ? L.token_ids
                                          : L.sequence_ids) = std::move(ds);

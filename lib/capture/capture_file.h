@@ -46,7 +46,7 @@ struct CaptureMetadata {
   int64_t sink_tokens = 0;
   double key_threshold = 0;
   double value_threshold = 0;
-  int compression_level = 1;  ///< deflate level of vector datasets (0: none); not stored
+  int compression_level = 0;  ///< deflate level of key/value datasets (0: none); not stored
 };
 
 /// One sequence's data for one captured layer.

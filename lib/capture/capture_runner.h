@@ -30,11 +30,11 @@ struct CaptureOptions {
   int64_t positions_per_sequence = 0;   ///< vectors sampled per sequence and layer (0: all)
   uint64_t seed = 0;                    ///< of position sampling
   int64_t flush_every = 1;              ///< sequences between flushes (durability points)
-  /// Deflate level of the vector datasets (0: none). Level 1 saves ~10% on
-  /// float32 vectors and costs about 40 ms per 1024-token sequence of a
-  /// 6-layer model (bench/capture_bench): noise for a 7B model's forward pass,
-  /// but a third of a tiny model's.
-  int compression_level = 1;
+  /// Deflate level of the key and value datasets (0: none; index columns are
+  /// always deflated). Off by default: level 1 shrinks the reference model's
+  /// capture by about a quarter but costs 12-30% of capture throughput
+  /// (bench/capture_bench), and more next to a GPU forward pass.
+  int compression_level = 0;
   bool resume = false;     ///< continue <out>.partial
   bool overwrite = false;  ///< replace <out> and any <out>.partial
   AttentionStatisticsParameters stats;
