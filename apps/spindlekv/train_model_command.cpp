@@ -88,6 +88,12 @@ void run(CLI::App& sub, TrainModelOptions& o) {
               "' is not a byte-level model of this recipe (vocab ", c.vocab_size, ")");
     o.layers = c.num_layers, o.hidden = c.hidden_size, o.heads = c.num_heads;
     o.kv_heads = c.num_kv_heads, o.head_dim = c.head_dim, o.intermediate = c.intermediate_size;
+    if (c.max_position_embeddings < o.train.max_seq_len) {
+      // RoPE has no learned positions: a longer context only needs the limit raised.
+      ModelConfig longer = c;
+      longer.max_position_embeddings = o.train.max_seq_len;
+      model = LlamaModel(longer, model.weights());
+    }
     spdlog::info("continuing from the weights of {}", o.init);
   }
   spdlog::info(
