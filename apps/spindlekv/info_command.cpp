@@ -2,7 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
-#include <map>
+#include <set>
 
 #include "commands.h"
 #include "common/error.h"
@@ -33,15 +33,15 @@ void run_info(const InfoOptions& opt) {
   const ModelConfig c = load_model_config(opt.model_dir);
   const Checkpoint ckpt(opt.model_dir);
   int64_t params = 0;
-  std::map<std::string, int64_t> dtype_counts;
+  std::set<std::string> stored_dtypes;
   for (const auto& name : ckpt.tensor_names()) {
     int64_t n = 1;
     for (int64_t d : ckpt.shape(name)) n *= d;
     params += n;
-    dtype_counts[ckpt.dtype_name(name)] += n;
+    stored_dtypes.insert(ckpt.dtype_name(name));
   }
   std::string dtypes;
-  for (const auto& [name, count] : dtype_counts) dtypes += (dtypes.empty() ? "" : ", ") + name;
+  for (const auto& name : stored_dtypes) dtypes += (dtypes.empty() ? "" : ", ") + name;
   std::string tokenizer;
   try {
     tokenizer = load_tokenizer(opt.model_dir)->name();

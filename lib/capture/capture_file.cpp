@@ -16,8 +16,7 @@ const char* kStatsPerKvHead[] = {"key_pair_fraction", "value_pair_fraction"};
 std::string layer_path(int64_t layer) { return "layers/" + std::to_string(layer); }
 
 void write_metadata(hid_t f, const CaptureMetadata& m) {
-  h5::write_attr(f, "format", std::string(kCaptureFormat));
-  h5::write_attr(f, "format_version", kCaptureFormatVersion);
+  h5::write_format(f, kCaptureFormat, kCaptureFormatVersion);
   h5::write_attr(f, "tool_version", m.tool_version);
   h5::write_attr(f, "model_dir", m.model_dir);
   h5::write_attr(f, "model_fingerprint", m.model_fingerprint);
@@ -44,14 +43,7 @@ void write_metadata(hid_t f, const CaptureMetadata& m) {
 }
 
 CaptureMetadata read_metadata(hid_t f) {
-  const std::string format = h5::read_attr_string(f, "format");
-  SKV_CHECK(format == kCaptureFormat, "attribute 'format' is '", format, "', expected '",
-            kCaptureFormat, "'");
-  const int64_t version = h5::read_attr_int(f, "format_version");
-  if (version != kCaptureFormatVersion) {
-    SKV_THROW(kUnsupported, "capture format version ", version,
-              " is not supported (this build reads ", kCaptureFormatVersion, ")");
-  }
+  h5::check_format(f, kCaptureFormat, kCaptureFormatVersion);
   CaptureMetadata m;
   m.tool_version = h5::read_attr_string(f, "tool_version");
   m.model_dir = h5::read_attr_string(f, "model_dir");

@@ -167,6 +167,21 @@ std::vector<double> read_attr_doubles(hid_t loc, const std::string& name) {
   return read_attr_array<double>(loc, name, H5T_NATIVE_DOUBLE);
 }
 
+void write_format(hid_t loc, const std::string& format, int64_t version) {
+  write_attr(loc, "format", format);
+  write_attr(loc, "format_version", version);
+}
+
+void check_format(hid_t loc, const std::string& format, int64_t version) {
+  const std::string found = read_attr_string(loc, "format");
+  SKV_CHECK(found == format, "attribute 'format' is '", found, "', expected '", format, "'");
+  const int64_t found_version = read_attr_int(loc, "format_version");
+  if (found_version != version) {
+    SKV_THROW(kUnsupported, format, " format version ", found_version,
+              " is not supported (this build reads ", version, ")");
+  }
+}
+
 Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
                           const std::vector<hsize_t>& row_shape, hsize_t chunk_rows,
                           int deflate_level) {

@@ -60,6 +60,11 @@ double read_attr_double(hid_t loc, const std::string& name);
 std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name);
 std::vector<double> read_attr_doubles(hid_t loc, const std::string& name);
 
+/// Writes the "format" and "format_version" attributes that name a file kind.
+void write_format(hid_t loc, const std::string& format, int64_t version);
+/// Checks them: kInvalidInput for another format, kUnsupported for another version.
+void check_format(hid_t loc, const std::string& format, int64_t version);
+
 /// A dataset of rows shaped `row_shape`, growing along dimension 0, chunked
 /// by `chunk_rows` and (when `deflate_level` > 0) shuffled and deflated.
 Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,

@@ -90,8 +90,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
     {
       h5::Handle file = h5::create_file(guard.temp_path());
       const CodebookFileMetadata& m = f.metadata;
-      h5::write_attr(file, "format", std::string(kCodebookFormat));
-      h5::write_attr(file, "format_version", kCodebookFormatVersion);
+      h5::write_format(file, kCodebookFormat, kCodebookFormatVersion);
       h5::write_attr(file, "tool_version", m.tool_version);
       h5::write_attr(file, "capture_file", m.capture_file);
       h5::write_attr(file, "model_fingerprint", m.model_fingerprint);
@@ -123,14 +122,7 @@ CodebookFile read_codebook_file(const std::string& path) {
   return with_context("reading codebooks '" + path + "'", [&] {
     CodebookFile f;
     h5::Handle file = h5::open_file(path, false);
-    const std::string format = h5::read_attr_string(file, "format");
-    SKV_CHECK(format == kCodebookFormat, "attribute 'format' is '", format, "', expected '",
-              kCodebookFormat, "'");
-    const int64_t version = h5::read_attr_int(file, "format_version");
-    if (version != kCodebookFormatVersion) {
-      SKV_THROW(kUnsupported, "codebook format version ", version,
-                " is not supported (this build reads ", kCodebookFormatVersion, ")");
-    }
+    h5::check_format(file, kCodebookFormat, kCodebookFormatVersion);
     CodebookFileMetadata& m = f.metadata;
     m.tool_version = h5::read_attr_string(file, "tool_version");
     m.capture_file = h5::read_attr_string(file, "capture_file");
