@@ -11,6 +11,7 @@
 #include "model/attention.h"
 #include "model/checkpoint.h"
 #include "model/rope.h"
+#include "runtime/attention_cache.h"
 #include "runtime/safetensors_writer.h"
 
 namespace spindlekv {
@@ -228,22 +229,72 @@ at::Tensor LlamaModel::layer_forward(int64_t index, const at::Tensor& x,
     out.attention = att.probabilities;
     out.key_positions = key_positions;
   }
-  at::Tensor o = att.output.transpose(1, 2).reshape({B, T, c.num_heads * d});
+  return finish_layer(index, x, att.output);
+}
+
+at::Tensor LlamaModel::finish_layer(int64_t index, const at::Tensor& x,
+                                    const at::Tensor& att) const {
+  const LayerWeights& L = weights_.layers[index];
+  const ModelConfig& c = config_;
+  at::Tensor o = att.transpose(1, 2).reshape({x.size(0), x.size(1), c.num_heads * c.head_dim});
   at::Tensor y = x + project(o, L.o_proj);
   at::Tensor m = rms_norm(y, L.post_attention_norm, c.rms_norm_eps);
   return y + project(at::silu(project(m, L.gate_proj)) * project(m, L.up_proj), L.down_proj);
 }
 
-at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache, ForwardCapture* capture,
-                               bool last_logits_only) const {
+at::Tensor LlamaModel::check_tokens(const at::Tensor& tokens_in) const {
   SKV_CHECK_EQ(tokens_in.dim(), 2, "tokens must be [batch, tokens]");
   SKV_CHECK_GT(tokens_in.size(1), 0, "no tokens to run");
-  const c10::Device dev = device();
-  at::Tensor tokens = tokens_in.to(dev, at::kLong);
-  const int64_t T = tokens.size(1);
+  at::Tensor tokens = tokens_in.to(device(), at::kLong);
   const int64_t vmin = tokens.min().item<int64_t>(), vmax = tokens.max().item<int64_t>();
   SKV_CHECK(vmin >= 0 && vmax < config_.vocab_size, "token ids must lie in [0, ",
             config_.vocab_size, "), got range [", vmin, ", ", vmax, "]");
+  return tokens;
+}
+
+at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, AttentionCache& cache,
+                                          bool last_logits_only) const {
+  at::Tensor tokens = check_tokens(tokens_in);
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  const ModelConfig& c = config_;
+  SKV_CHECK_EQ(B, cache.batch_size(), "tokens and cache differ in batch size");
+  const c10::Device dev = device();
+  std::vector<int64_t> starts(B);
+  for (int64_t b = 0; b < B; ++b) {
+    starts[b] = cache.next_position(b);
+    SKV_CHECK_LE(starts[b] + T, c.max_position_embeddings, "sequence ", b,
+                 " would pass the model's max_position_embeddings");
+  }
+  at::Tensor positions =
+      at::tensor(starts, at::kLong).to(dev).view({B, 1}) +
+      at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, T});
+  RopeTables flat = rope_tables(inv_freq_.to(dev), positions.reshape({-1}));
+  const RopeTables tables{flat.cos.view({B, 1, T, c.head_dim}),
+                          flat.sin.view({B, 1, T, c.head_dim})};
+  at::Tensor x = at::embedding(weights_.embed_tokens, tokens);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const LayerWeights& L = weights_.layers[i];
+    at::Tensor h = rms_norm(x, L.input_norm, c.rms_norm_eps);
+    at::Tensor q =
+        project(h, L.q_proj, L.q_bias).view({B, T, c.num_heads, c.head_dim}).transpose(1, 2);
+    at::Tensor k =
+        project(h, L.k_proj, L.k_bias).view({B, T, c.num_kv_heads, c.head_dim}).transpose(1, 2);
+    at::Tensor v =
+        project(h, L.v_proj, L.v_bias).view({B, T, c.num_kv_heads, c.head_dim}).transpose(1, 2);
+    at::Tensor o = cache.append_and_attend(i, apply_rope(q, tables), k, v, positions);
+    x = finish_layer(i, x, o);
+  }
+  cache.advance(T);
+  if (last_logits_only) x = x.narrow(1, T - 1, 1);
+  x = rms_norm(x, weights_.final_norm, c.rms_norm_eps);
+  return at::linear(x, weights_.lm_head);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache, ForwardCapture* capture,
+                               bool last_logits_only) const {
+  const c10::Device dev = device();
+  at::Tensor tokens = check_tokens(tokens_in);
+  const int64_t T = tokens.size(1);
 
   int64_t start = 0;
   if (cache != nullptr) {

@@ -27,6 +27,8 @@
 
 namespace spindlekv {
 
+class AttentionCache;  // runtime/attention_cache.h
+
 /// One decoder layer's parameters, in the Hugging Face orientation
 /// (linear weights are [out_features, in_features]).
 struct LayerWeights {
@@ -115,6 +117,13 @@ class LlamaModel {
   at::Tensor forward(const at::Tensor& tokens, KvCache* cache = nullptr,
                      ForwardCapture* capture = nullptr, bool last_logits_only = false) const;
 
+  /// Runs `tokens` [batch, new] as the continuation of each sequence held by
+  /// `cache` (a CompressedCache, or an engine's own), at positions
+  /// cache.next_position(b) onwards, attending through the cache; advances
+  /// it. Returns logits [batch, new or 1, vocab].
+  at::Tensor forward_with_cache(const at::Tensor& tokens, AttentionCache& cache,
+                                bool last_logits_only = true) const;
+
   /// Greedy continuation of `prompt` by `max_new` tokens (stops at eos_id if
   /// given). Uses an incremental KV cache.
   std::vector<int64_t> generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new,
@@ -124,6 +133,10 @@ class LlamaModel {
   at::Tensor layer_forward(int64_t index, const at::Tensor& x, const at::Tensor& q_positions,
                            const at::Tensor& cos, const at::Tensor& sin, KvCache* cache,
                            ForwardCapture* capture) const;
+
+  /// The residual, output projection and MLP after attention output o [B, heads, T, d].
+  at::Tensor finish_layer(int64_t index, const at::Tensor& x, const at::Tensor& o) const;
+  at::Tensor check_tokens(const at::Tensor& tokens) const;
 
   ModelConfig config_;
   ModelWeights weights_;

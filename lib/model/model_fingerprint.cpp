@@ -1,5 +1,7 @@
 #include "model/model_fingerprint.h"
 
+// Inlined so the runtime library links no xxHash shared object.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <cstdio>

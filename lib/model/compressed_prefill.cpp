@@ -1,0 +1,46 @@
+#include "model/compressed_prefill.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace spindlekv {
+
+at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t>& prompt,
+                              CompressedCache& cache, int64_t sequence) {
+  SKV_CHECK(!prompt.empty(), "empty prompt");
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  ForwardCapture capture;
+  capture.pre_rope_kv = true;
+  capture.attention_rows =
+      cache.parameters().reserve_ratio >= 1 ? 0 : std::min<int64_t>(cache.parameters().window, T);
+  at::Tensor tokens = at::tensor(prompt, at::kLong).view({1, T});
+  at::Tensor logits = model.forward(tokens, nullptr, &capture, /*last_logits_only=*/true);
+  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+    const ForwardCapture::Layer& out = capture.out[l];
+    cache.prefill(sequence, l, out.keys_pre_rope[0], out.values[0],
+                  out.attention.defined() ? out.attention[0] : at::Tensor());
+  }
+  return logits.view({-1});
+}
+
+std::vector<std::vector<int64_t>> decode_greedy(const LlamaModel& model, CompressedCache& cache,
+                                                const at::Tensor& last_logits, int64_t max_new) {
+  const int64_t B = cache.batch_size();
+  SKV_CHECK(last_logits.dim() == 2 && last_logits.size(0) == B, "last logits must be [", B,
+            ", vocab]");
+  std::vector<std::vector<int64_t>> out(B);
+  at::Tensor next = last_logits.argmax(-1);  // [B]
+  for (int64_t step = 0; step < max_new; ++step) {
+    at::Tensor ids = next.to(at::kCPU);
+    for (int64_t b = 0; b < B; ++b) out[b].push_back(ids[b].item<int64_t>());
+    if (step + 1 == max_new) break;
+    at::Tensor logits = model.forward_with_cache(next.view({B, 1}), cache, true);
+    next = logits.view({B, -1}).argmax(-1);
+  }
+  return out;
+}
+
+}  // namespace spindlekv

@@ -1,0 +1,27 @@
+// Prefill into a compressed cache: run the prompt through the model with the
+// full cache (as SnapKV-style methods do), record each layer's pre-RoPE keys,
+// values and the window queries' attention, then compress every layer.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "model/llama_model.h"
+#include "runtime/compressed_cache.h"
+
+namespace spindlekv {
+
+/// Prefills sequence `sequence` of `cache` with `prompt`; returns the logits
+/// of the prompt's last token [vocab] float32.
+at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t>& prompt,
+                              CompressedCache& cache, int64_t sequence);
+
+/// Greedy decoding of `max_new` tokens from a prefilled batch: each step
+/// feeds every sequence its last token. `last_logits` [batch, vocab] are the
+/// prefill's. Returns [batch][max_new] token ids.
+std::vector<std::vector<int64_t>> decode_greedy(const LlamaModel& model, CompressedCache& cache,
+                                                const at::Tensor& last_logits, int64_t max_new);
+
+}  // namespace spindlekv

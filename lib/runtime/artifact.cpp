@@ -1,0 +1,300 @@
+#include "runtime/artifact.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/version.h"
+#include "model/model_config.h"
+#include "model/model_fingerprint.h"
+#include "runtime/safetensors_reader.h"
+#include "runtime/safetensors_writer.h"
+
+namespace spindlekv {
+namespace {
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+std::string layer_key(int64_t layer, const char* kind, const char* what) {
+  return "layers." + std::to_string(layer) + "." + kind + "." + what;
+}
+
+// XXH3-128 over every metadata entry but the checksum itself and every
+// tensor's name, dtype, shape and bytes, in name order: any edit shows.
+std::string artifact_checksum(const std::map<std::string, std::string>& metadata,
+                              NamedTensors tensors) {
+  StreamingHash h;
+  for (const auto& [k, v] : metadata) {
+    if (k == "checksum") continue;
+    h.update(k + "=" + std::to_string(v.size()) + ":" + v + ";");
+  }
+  std::sort(tensors.begin(), tensors.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [name, t] : tensors) {
+    at::Tensor c = t.to(at::kCPU).contiguous();
+    std::ostringstream head;
+    head << name << ":" << at::toString(c.scalar_type()) << ":" << c.sizes() << ";";
+    h.update(head.str());
+    h.update(c.data_ptr(), c.numel() * c.element_size());
+  }
+  return h.hex_digest();
+}
+
+at::Tensor budget_tensor(const BudgetTable& t) {
+  const int64_t R = static_cast<int64_t>(t.fractions.size());
+  const int64_t L = R > 0 ? static_cast<int64_t>(t.fractions[0].size()) : 0;
+  at::Tensor out = at::zeros({R, L}, at::kDouble);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t l = 0; l < L; ++l) out[r][l] = t.fractions[r][l];
+  }
+  return out;
+}
+
+std::vector<double> to_doubles(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+std::vector<int64_t> to_longs(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+std::string format_double(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+double parse_double(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  SKV_CHECK(it != m.end(), "metadata key '", key, "' is missing");
+  try {
+    size_t used = 0;
+    const double v = std::stod(it->second, &used);
+    SKV_CHECK(used == it->second.size(), "trailing characters");
+    return v;
+  } catch (const std::exception&) {
+    SKV_THROW(kInvalidInput, "metadata key '", key, "' is not a number: '", it->second, "'");
+  }
+}
+
+const std::string& get(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  SKV_CHECK(it != m.end(), "metadata key '", key, "' is missing");
+  return it->second;
+}
+
+void check_codebook(const at::Tensor& cb, const std::vector<int64_t>& sizes,
+                    const std::vector<double>& coverage, int64_t groups_allowed_a, int64_t head_dim,
+                    const std::string& what) {
+  SKV_CHECK(cb.defined() && cb.dim() == 3, what, ": codebook must be [groups, K, head_dim]");
+  SKV_CHECK(cb.size(0) == 1 || cb.size(0) == groups_allowed_a, what, ": ", cb.size(0),
+            " groups, expected 1 or ", groups_allowed_a);
+  SKV_CHECK_EQ(cb.size(2), head_dim, what, ": codebook head_dim");
+  SKV_CHECK(cb.scalar_type() == at::kFloat, what, ": codebook must be float32");
+  SKV_CHECK_EQ(static_cast<int64_t>(sizes.size()), cb.size(0), what, ": sizes per group");
+  SKV_CHECK_EQ(coverage.size(), sizes.size(), what, ": coverage per group");
+  SKV_CHECK(at::isfinite(cb).all().item<bool>(), what, ": codebook holds NaN or Inf");
+  for (size_t g = 0; g < sizes.size(); ++g) {
+    SKV_CHECK(sizes[g] >= 0 && sizes[g] <= cb.size(1), what, ": group ", g, " size ", sizes[g],
+              " outside [0, ", cb.size(1), "]");
+    if (sizes[g] == 0) continue;
+    at::Tensor norms = cb[g].narrow(0, 0, sizes[g]).norm(2, 1);
+    const double worst = (norms - 1).abs().max().item<double>();
+    SKV_CHECK(worst < 1e-3, what, ": group ", g, " has a codeword of norm off 1 by ", worst);
+  }
+}
+
+}  // namespace
+
+void Artifact::validate() const {
+  SKV_CHECK_GT(num_layers, 0, "artifact: num_layers");
+  SKV_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0, "artifact: ", num_heads,
+            " heads are not a multiple of ", num_kv_heads, " KV heads");
+  SKV_CHECK(head_dim > 0 && head_dim % 2 == 0, "artifact: head_dim ", head_dim, " must be even");
+  SKV_CHECK(key_threshold > -1 && key_threshold <= 1, "artifact: key_threshold ", key_threshold,
+            " outside (-1, 1]");
+  SKV_CHECK(value_threshold > -1 && value_threshold <= 1, "artifact: value_threshold ",
+            value_threshold, " outside (-1, 1]");
+  SKV_CHECK_GE(window, 0, "artifact: window");
+  SKV_CHECK(gqa_mode == "repeat" || gqa_mode == "average", "artifact: gqa_mode '", gqa_mode,
+            "' (allowed: repeat, average)");
+  SKV_CHECK(sharing == "per-head" || sharing == "shared", "artifact: sharing '", sharing,
+            "' (allowed: per-head, shared)");
+  SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), num_layers, "artifact: codebook layers");
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const ArtifactLayer& L = layers[l];
+    check_codebook(L.key_codebook, L.key_sizes, L.key_coverage, num_kv_heads, head_dim,
+                   "layer " + std::to_string(l) + " keys");
+    check_codebook(L.value_codebook, L.value_sizes, L.value_coverage, num_kv_heads, head_dim,
+                   "layer " + std::to_string(l) + " values");
+  }
+  with_context("pyramid budgets", [&] { pyramid.validate(num_layers); });
+  with_context("calibrated budgets", [&] { calibrated.validate(num_layers); });
+}
+
+void Artifact::check_model_fingerprint(const std::string& fingerprint) const {
+  if (fingerprint == model_fingerprint) return;
+  // Say which part differs: the architecture, the tensor layout or the weights.
+  const char* part = "weights";
+  if (fingerprint.substr(0, 32) != model_fingerprint.substr(0, 32)) {
+    part = "architecture";
+  } else if (fingerprint.substr(0, 65) != model_fingerprint.substr(0, 65)) {
+    part = "tensor names, dtypes or shapes";
+  }
+  SKV_THROW(kInvalidInput, "artifact was calibrated for another model (they differ in ", part,
+            "): artifact fingerprint ", model_fingerprint, ", model fingerprint ", fingerprint);
+}
+
+void Artifact::check_model_config(const ModelConfig& c) const {
+  SKV_CHECK_EQ(c.num_layers, num_layers, "artifact and model differ in num_hidden_layers");
+  SKV_CHECK_EQ(c.num_heads, num_heads, "artifact and model differ in num_attention_heads");
+  SKV_CHECK_EQ(c.num_kv_heads, num_kv_heads, "artifact and model differ in num_key_value_heads");
+  SKV_CHECK_EQ(c.head_dim, head_dim, "artifact and model differ in head_dim");
+}
+
+void save_artifact(const std::string& path, Artifact& a) {
+  with_context("writing artifact '" + path + "'", [&] {
+    a.validate();
+    NamedTensors tensors;
+    at::Tensor kcov = at::zeros({a.num_layers, a.layers[0].key_codebook.size(0)}, at::kDouble);
+    at::Tensor vcov = at::zeros({a.num_layers, a.layers[0].value_codebook.size(0)}, at::kDouble);
+    for (int64_t l = 0; l < a.num_layers; ++l) {
+      const ArtifactLayer& L = a.layers[l];
+      SKV_CHECK_EQ(L.key_codebook.size(0), kcov.size(1), "layer ", l, " key groups");
+      SKV_CHECK_EQ(L.value_codebook.size(0), vcov.size(1), "layer ", l, " value groups");
+      tensors.emplace_back(layer_key(l, "keys", "codebook"), L.key_codebook.contiguous());
+      tensors.emplace_back(layer_key(l, "keys", "sizes"), at::tensor(L.key_sizes, at::kLong));
+      tensors.emplace_back(layer_key(l, "values", "codebook"), L.value_codebook.contiguous());
+      tensors.emplace_back(layer_key(l, "values", "sizes"), at::tensor(L.value_sizes, at::kLong));
+      kcov[l] = at::tensor(L.key_coverage, at::kDouble);
+      vcov[l] = at::tensor(L.value_coverage, at::kDouble);
+    }
+    tensors.emplace_back("coverage.keys", kcov);
+    tensors.emplace_back("coverage.values", vcov);
+    tensors.emplace_back("budgets.context_ratios",
+                         at::tensor(a.pyramid.context_ratios, at::kDouble));
+    SKV_CHECK(a.pyramid.context_ratios == a.calibrated.context_ratios,
+              "pyramid and calibrated budgets must share their context ratios");
+    tensors.emplace_back("budgets.pyramid", budget_tensor(a.pyramid));
+    tensors.emplace_back("budgets.calibrated", budget_tensor(a.calibrated));
+
+    nlohmann::json geometry = {{"num_layers", a.num_layers},
+                               {"num_heads", a.num_heads},
+                               {"num_kv_heads", a.num_kv_heads},
+                               {"head_dim", a.head_dim}};
+    std::map<std::string, std::string> meta = {
+        {"format", kArtifactFormat},
+        {"format_version", std::to_string(kArtifactFormatVersion)},
+        {"tool_version", a.tool_version.empty() ? version_string() : a.tool_version},
+        {"model_fingerprint", a.model_fingerprint},
+        {"geometry", geometry.dump()},
+        {"key_threshold", format_double(a.key_threshold)},
+        {"value_threshold", format_double(a.value_threshold)},
+        {"window", std::to_string(a.window)},
+        {"gqa_mode", a.gqa_mode},
+        {"sharing", a.sharing},
+        {"pyramid_beta", format_double(a.pyramid_beta)},
+        {"sources", a.sources_json}};
+    meta["checksum"] = artifact_checksum(meta, tensors);
+    a.checksum = meta["checksum"];
+    write_safetensors(path, tensors, meta);
+  });
+}
+
+Artifact load_artifact(const std::string& path) {
+  return with_context("loading artifact '" + path + "'", [&] {
+    SafetensorsReader reader(path);
+    const auto& m = reader.metadata();
+    SKV_CHECK(m.count("format") && m.at("format") == kArtifactFormat,
+              "not a SpindleKV artifact: metadata 'format' is '",
+              m.count("format") ? m.at("format") : std::string("(missing)"), "', expected '",
+              kArtifactFormat, "'");
+    const double version = parse_double(m, "format_version");
+    if (version > kArtifactFormatVersion) {
+      SKV_THROW(kUnsupported, "artifact format version ", get(m, "format_version"),
+                " is newer than this build reads (", kArtifactFormatVersion,
+                "); upgrade SpindleKV");
+    }
+    SKV_CHECK(version == kArtifactFormatVersion, "unknown artifact format version '",
+              get(m, "format_version"), "'");
+    NamedTensors tensors;
+    for (const std::string& name : reader.tensor_names()) {
+      tensors.emplace_back(name, reader.tensor(name));
+    }
+    const std::string expected = get(m, "checksum");
+    const std::string actual = artifact_checksum(m, tensors);
+    SKV_CHECK(expected == actual, "checksum mismatch: the file says ", expected,
+              " but its contents hash to ", actual, " (the artifact was modified or corrupted)");
+    auto tensor = [&](const std::string& name) { return reader.tensor(name); };
+
+    Artifact a;
+    a.checksum = expected;
+    a.tool_version = get(m, "tool_version");
+    a.model_fingerprint = get(m, "model_fingerprint");
+    nlohmann::json geometry;
+    try {
+      geometry = nlohmann::json::parse(get(m, "geometry"));
+      a.num_layers = geometry.at("num_layers").get<int64_t>();
+      a.num_heads = geometry.at("num_heads").get<int64_t>();
+      a.num_kv_heads = geometry.at("num_kv_heads").get<int64_t>();
+      a.head_dim = geometry.at("head_dim").get<int64_t>();
+    } catch (const nlohmann::json::exception& e) {
+      SKV_THROW(kInvalidInput, "metadata 'geometry': ", e.what());
+    }
+    SKV_CHECK(a.num_layers > 0 && a.num_layers < 100000, "metadata 'geometry': num_layers ",
+              a.num_layers);
+    a.key_threshold = parse_double(m, "key_threshold");
+    a.value_threshold = parse_double(m, "value_threshold");
+    a.window = static_cast<int64_t>(parse_double(m, "window"));
+    a.gqa_mode = get(m, "gqa_mode");
+    a.sharing = get(m, "sharing");
+    a.pyramid_beta = parse_double(m, "pyramid_beta");
+    a.sources_json = get(m, "sources");
+    at::Tensor kcov = tensor("coverage.keys"), vcov = tensor("coverage.values");
+    SKV_CHECK(kcov.dim() == 2 && kcov.size(0) == a.num_layers && vcov.dim() == 2 &&
+                  vcov.size(0) == a.num_layers,
+              "coverage tensors must be [layers, groups]");
+    for (int64_t l = 0; l < a.num_layers; ++l) {
+      ArtifactLayer L;
+      L.key_codebook = tensor(layer_key(l, "keys", "codebook"));
+      L.value_codebook = tensor(layer_key(l, "values", "codebook"));
+      L.key_sizes = to_longs(tensor(layer_key(l, "keys", "sizes")));
+      L.value_sizes = to_longs(tensor(layer_key(l, "values", "sizes")));
+      L.key_coverage = to_doubles(kcov[l]);
+      L.value_coverage = to_doubles(vcov[l]);
+      a.layers.push_back(std::move(L));
+    }
+    const std::vector<double> ratios = to_doubles(tensor("budgets.context_ratios"));
+    auto table = [&](const std::string& name) {
+      at::Tensor t = tensor(name);
+      SKV_CHECK(t.dim() == 2 && t.size(0) == static_cast<int64_t>(ratios.size()) &&
+                    t.size(1) == a.num_layers,
+                "tensor '", name, "' must be [", ratios.size(), ", ", a.num_layers, "], got ",
+                t.sizes());
+      BudgetTable b;
+      b.context_ratios = ratios;
+      for (int64_t r = 0; r < t.size(0); ++r) b.fractions.push_back(to_doubles(t[r]));
+      return b;
+    };
+    a.pyramid = table("budgets.pyramid");
+    a.calibrated = table("budgets.calibrated");
+    a.validate();
+    return a;
+  });
+}
+
+Artifact load_artifact_for_model(const std::string& path, const std::string& fingerprint) {
+  Artifact a = load_artifact(path);
+  with_context("artifact '" + path + "'", [&] { a.check_model_fingerprint(fingerprint); });
+  return a;
+}
+
+}  // namespace spindlekv

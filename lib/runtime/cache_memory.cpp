@@ -1,0 +1,108 @@
+// CompressedCache::memory(): exact byte accounting of what the cache holds.
+#include <ATen/ATen.h>
+
+#include "runtime/compressed_cache.h"
+#include "runtime/detail/compressed_cache_impl.h"
+
+namespace spindlekv {
+namespace {
+
+int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
+
+struct CodeCounts {
+  int64_t calibrated = 0, jit = 0, exact = 0, distinct = 0;
+};
+
+CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTables& tables) {
+  CodeCounts out;
+  const int64_t Kc = tables.calibrated_capacity();
+  at::Tensor code = c.code.to(at::kLong);
+  at::Tensor cal = (code >= 0) & (code < Kc);
+  out.calibrated = cal.sum().item<int64_t>();
+  out.exact = (code < 0).sum().item<int64_t>();
+  out.jit = ((code >= Kc) & (code != detail::kZeroCode)).sum().item<int64_t>();
+  if (out.calibrated > 0) {
+    // Distinct calibrated entries referenced: per KV head, or across heads when shared.
+    at::Tensor head = at::arange(code.size(0), code.options()).unsqueeze(1).expand_as(code);
+    at::Tensor key = tables.shared() ? code : head * Kc + code;
+    out.distinct += std::get<0>(at::_unique(key.masked_select(cal))).numel();
+  }
+  for (int64_t j : c.jit_count) out.distinct += j;
+  out.distinct += c.exact.size(0);
+  return out;
+}
+
+}  // namespace
+
+MemoryReport CompressedCache::memory() const {
+  const Impl& I = *impl_;
+  const int64_t L = I.config.num_layers, kv = I.config.num_kv_heads, heads = I.config.num_heads;
+  const int64_t d = I.config.head_dim, group = heads / kv;
+  MemoryReport report;
+  report.layers.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    LayerMemory& m = report.layers[l];
+    double paper_sum = 0;
+    int64_t paper_terms = 0;
+    for (int64_t b = 0; b < I.batch; ++b) {
+      const detail::SequenceLayer& S = I.sequences[b][l];
+      if (!S.filled) continue;
+      at::Tensor valid = S.positions >= 0;
+      const int64_t slots = valid.sum().item<int64_t>();
+      const int64_t kept = S.member.defined() ? S.member.sum().item<int64_t>() : slots * group;
+      m.tokens_seen += S.tokens_seen;
+      m.slots += slots;
+      m.kept_head_tokens += kept;
+      // Every valid slot carries a code and a magnitude for K and for V.
+      m.code_bytes += 2 * slots * static_cast<int64_t>(sizeof(int32_t));
+      m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
+      m.position_bytes += slots * static_cast<int64_t>(sizeof(int32_t));
+      m.membership_bytes += nbytes(S.member);
+      m.exact_bytes += (S.keys.exact.size(0) + S.values.exact.size(0)) * d * 4;
+      int64_t jit_entries = 0;
+      for (int64_t j : S.keys.jit_count) jit_entries += j;
+      for (int64_t j : S.values.jit_count) jit_entries += j;
+      m.jit_entry_bytes += jit_entries * d * 4;
+      const CodeCounts kc = count_codes(S.keys, I.key_tables[l]);
+      const CodeCounts vc = count_codes(S.values, I.value_tables[l]);
+      m.calibrated_vectors += kc.calibrated + vc.calibrated;
+      m.jit_vectors += kc.jit + vc.jit;
+      m.exact_vectors += kc.exact + vc.exact;
+      m.distinct_entries += kc.distinct + vc.distinct;
+      m.full_bytes += 2 * S.tokens_seen * kv * d * 4;
+      for (const at::Tensor& t :
+           {S.positions, S.member, S.keys.code, S.keys.magnitude, S.keys.exact, S.keys.jit,
+            S.values.code, S.values.magnitude, S.values.exact, S.values.jit}) {
+        m.allocated_bytes += nbytes(t);
+      }
+      // The paper's formula, per K and V: kept fraction x (codebook size /
+      // kept vectors) x (1 + index and magnitude overhead / d_h), where kept
+      // vectors count KV-head vectors (repeats collapse) and the codebook
+      // size counts distinct entries and exact rows.
+      const double kept_fraction =
+          static_cast<double>(kept) / static_cast<double>(heads * S.tokens_seen);
+      const double kept_vectors = static_cast<double>(kept) / static_cast<double>(group);
+      const double overhead = I.coding == detail::CodingMode::kExact ? 0.0 : 2.0 / d;
+      for (int64_t distinct : {kc.distinct, vc.distinct}) {
+        const double share = kept_vectors > 0 ? std::min(1.0, distinct / kept_vectors) : 0.0;
+        paper_sum += kept_fraction * share * (1 + overhead);
+        ++paper_terms;
+      }
+    }
+    m.paper_ratio = paper_terms > 0 ? paper_sum / paper_terms : 0.0;
+    report.held_bytes += m.held_bytes();
+    report.full_bytes += m.full_bytes;
+    report.paper_ratio += m.paper_ratio / static_cast<double>(L);
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    for (const detail::CodebookTables* t : {&I.key_tables[l], &I.value_tables[l]}) {
+      for (int64_t s : t->calibrated_sizes) report.shared_codebook_bytes += s * d * 4;
+    }
+  }
+  report.ratio = report.full_bytes > 0 ? static_cast<double>(report.held_bytes) /
+                                             static_cast<double>(report.full_bytes)
+                                       : 0.0;
+  return report;
+}
+
+}  // namespace spindlekv

@@ -1,0 +1,56 @@
+// Codebook replacement of K/V vectors (SpindleKV stage 2): each vector x is
+// split into its magnitude ||x|| and direction x / ||x||; a direction whose
+// cosine similarity with a codebook entry exceeds the threshold is replaced
+// by that entry's index, so x is stored as (index, magnitude) and rebuilt as
+// entry[index] * magnitude.
+//
+// Two ways to get entries:
+//   - a calibrated codebook (trained offline, shared by all requests):
+//     assignment is a nearest-neighbour search, O(n * K);
+//   - the paper's just-in-time builder (Algorithm 1), per input: greedy cover
+//     of the similarity graph G = (cos > threshold).
+//
+// Shapes, float32 on any device: directions [n, head_dim] with unit rows (or
+// zero rows for zero vectors); codebook [K, head_dim] with unit rows.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace spindlekv {
+
+/// Splits `vectors` [n, d] into unit directions [n, d] and magnitudes [n].
+/// Zero vectors have no direction: their direction row stays zero and their
+/// magnitude is 0, so no entry ever matches them (they are kept exact).
+std::pair<at::Tensor, at::Tensor> split_magnitude(const at::Tensor& vectors);
+
+struct CodebookAssignment {
+  at::Tensor index;       ///< [n] int64: nearest entry, or -1 when none is above the threshold
+  at::Tensor similarity;  ///< [n] float32: cosine similarity with the nearest entry
+};
+
+/// Nearest entry of `codebook` [K, d] for each row of `directions` [n, d];
+/// index -1 where the best cosine is not above `threshold` (or K = 0).
+CodebookAssignment assign_to_codebook(const at::Tensor& directions, const at::Tensor& codebook,
+                                      double threshold);
+
+struct JitCodebook {
+  at::Tensor entries;  ///< [J, d] float32 unit rows: the chosen directions
+  at::Tensor index;    ///< [n] int64 into entries; -1 for zero vectors
+};
+
+/// Algorithm 1 (greedy cover). Repeat until no vertex remains: pick the
+/// remaining vertex with the most remaining neighbours (ties: lowest index);
+/// its direction becomes an entry, and it and its remaining neighbours point
+/// to it and leave the graph. A vertex always covers itself, so every
+/// non-zero vector gets an entry. O(n^2) time: degrees are decremented as
+/// vertices leave, instead of recounted each round; G is held as bits.
+JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold);
+
+/// The same greedy cover written as printed (degrees recounted over the
+/// remaining graph every round, O(n^3)): a reference for tests and benchmarks.
+JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double threshold);
+
+}  // namespace spindlekv

@@ -1,0 +1,341 @@
+#include "runtime/compressed_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "model/rope.h"
+#include "runtime/detail/compressed_cache_impl.h"
+#include "runtime/layer_budgets.h"
+
+namespace spindlekv {
+
+using detail::CodingMode;
+using detail::SequenceLayer;
+
+const char* to_string(CodebookMode m) {
+  switch (m) {
+    case CodebookMode::kNone:
+      return "none";
+    case CodebookMode::kCalibrated:
+      return "calibrated";
+    case CodebookMode::kJustInTime:
+      return "jit";
+    case CodebookMode::kHybrid:
+      return "hybrid";
+  }
+  return "?";
+}
+
+const char* to_string(BudgetKind k) {
+  switch (k) {
+    case BudgetKind::kUniform:
+      return "uniform";
+    case BudgetKind::kPyramid:
+      return "pyramid";
+    case BudgetKind::kCalibrated:
+      return "calibrated";
+  }
+  return "?";
+}
+
+CodebookMode parse_codebook_mode(const std::string& s) {
+  if (s == "none") return CodebookMode::kNone;
+  if (s == "calibrated") return CodebookMode::kCalibrated;
+  if (s == "jit") return CodebookMode::kJustInTime;
+  if (s == "hybrid") return CodebookMode::kHybrid;
+  SKV_THROW(kInvalidInput, "codebook mode '", s,
+            "' is unknown (allowed: none, calibrated, jit, hybrid)");
+}
+
+BudgetKind parse_budget_kind(const std::string& s) {
+  if (s == "uniform") return BudgetKind::kUniform;
+  if (s == "pyramid") return BudgetKind::kPyramid;
+  if (s == "calibrated") return BudgetKind::kCalibrated;
+  SKV_THROW(kInvalidInput, "budget '", s, "' is unknown (allowed: uniform, pyramid, calibrated)");
+}
+
+CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParameters p,
+                            std::shared_ptr<const Artifact> a, c10::Device dev)
+    : config(c), batch(b), params(p), artifact(std::move(a)), device(dev) {
+  config.validate();
+  SKV_CHECK_GT(batch, 0, "batch size");
+  SKV_CHECK(params.reserve_ratio > 0 && params.reserve_ratio <= 1, "reserve_ratio must lie in ",
+            "(0, 1], got ", params.reserve_ratio);
+  SKV_CHECK_GE(params.window, 0, "window");
+  if (artifact) artifact->check_model_config(config);
+  const bool needs_artifact = params.codebook == CodebookMode::kCalibrated ||
+                              params.codebook == CodebookMode::kHybrid ||
+                              params.budget == BudgetKind::kCalibrated;
+  SKV_CHECK(!needs_artifact || artifact != nullptr, "codebook mode '", to_string(params.codebook),
+            "' with budget '", to_string(params.budget), "' needs an artifact");
+  if (std::isnan(params.key_threshold))
+    params.key_threshold = artifact ? artifact->key_threshold : 0.98;
+  if (std::isnan(params.value_threshold)) {
+    params.value_threshold = artifact ? artifact->value_threshold : 0.95;
+  }
+  SKV_CHECK(params.key_threshold > -1 && params.key_threshold <= 1, "key threshold ",
+            params.key_threshold, " outside (-1, 1]");
+  SKV_CHECK(params.value_threshold > -1 && params.value_threshold <= 1, "value threshold ",
+            params.value_threshold, " outside (-1, 1]");
+  switch (params.codebook) {
+    case CodebookMode::kNone:
+      coding = CodingMode::kExact;
+      break;
+    case CodebookMode::kCalibrated:
+      coding = CodingMode::kCalibrated;
+      break;
+    case CodebookMode::kJustInTime:
+      coding = CodingMode::kJustInTime;
+      break;
+    case CodebookMode::kHybrid:
+      coding = CodingMode::kHybrid;
+      break;
+  }
+  key_tables.resize(config.num_layers);
+  value_tables.resize(config.num_layers);
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    key_tables[l].threshold = params.key_threshold;
+    value_tables[l].threshold = params.value_threshold;
+    if (artifact && (coding == CodingMode::kCalibrated || coding == CodingMode::kHybrid)) {
+      const ArtifactLayer& L = artifact->layers[l];
+      key_tables[l].calibrated = L.key_codebook.to(device, at::kFloat);
+      key_tables[l].calibrated_sizes = L.key_sizes;
+      value_tables[l].calibrated = L.value_codebook.to(device, at::kFloat);
+      value_tables[l].calibrated_sizes = L.value_sizes;
+    }
+  }
+  policy = std::make_shared<WindowAttentionPolicy>(params.gqa);
+  inv_freq = rope_inverse_frequencies(config.rope, config.head_dim).to(device);
+  sequences.assign(batch, std::vector<SequenceLayer>(config.num_layers));
+  next_positions.assign(batch, 0);
+}
+
+at::TensorOptions CompressedCache::Impl::float_options() const {
+  return at::TensorOptions().dtype(at::kFloat).device(device);
+}
+
+at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tensor& positions) {
+  const int64_t needed = positions.numel() > 0 ? positions.max().item<int64_t>() + 1 : 0;
+  if (!rope_cos.defined() || rope_cos.size(0) < needed) {
+    const int64_t P = std::max<int64_t>(needed, rope_cos.defined() ? 2 * rope_cos.size(0) : 1024);
+    RopeTables t =
+        rope_tables(inv_freq, at::arange(P, at::TensorOptions().dtype(at::kLong).device(device)));
+    rope_cos = t.cos;
+    rope_sin = t.sin;
+  }
+  at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
+  const int64_t d = keys.size(-1);
+  RopeTables t{rope_cos.index_select(0, idx).view({keys.size(0), keys.size(1), d}),
+               rope_sin.index_select(0, idx).view({keys.size(0), keys.size(1), d})};
+  return apply_rope(keys, t);
+}
+
+SequenceLayer& CompressedCache::Impl::slot(int64_t sequence, int64_t layer) {
+  SKV_CHECK(sequence >= 0 && sequence < batch, "sequence ", sequence, " outside [0, ", batch, ")");
+  SKV_CHECK(layer >= 0 && layer < config.num_layers, "layer ", layer, " outside [0, ",
+            config.num_layers, ")");
+  return sequences[sequence][layer];
+}
+
+CompressedCache::CompressedCache(const ModelConfig& config, int64_t batch,
+                                 CompressionParameters params,
+                                 std::shared_ptr<const Artifact> artifact, c10::Device device)
+    : impl_(std::make_unique<Impl>(config, batch, params, std::move(artifact), device)) {}
+CompressedCache::~CompressedCache() = default;
+CompressedCache::CompressedCache(CompressedCache&&) noexcept = default;
+CompressedCache& CompressedCache::operator=(CompressedCache&&) noexcept = default;
+
+void CompressedCache::set_policy(std::shared_ptr<const EvictionPolicy> policy) {
+  SKV_CHECK(policy != nullptr, "eviction policy is null");
+  impl_->policy = std::move(policy);
+}
+
+const CompressionParameters& CompressedCache::parameters() const { return impl_->params; }
+int64_t CompressedCache::batch_size() const { return impl_->batch; }
+
+int64_t CompressedCache::next_position(int64_t sequence) const {
+  SKV_CHECK(sequence >= 0 && sequence < impl_->batch, "sequence ", sequence, " outside [0, ",
+            impl_->batch, ")");
+  return impl_->next_positions[sequence];
+}
+
+int64_t CompressedCache::layer_budget(int64_t layer, int64_t tokens) const {
+  const Impl& I = *impl_;
+  const int64_t window = std::min(I.params.window, tokens);
+  const int64_t context = tokens - window;
+  if (I.params.reserve_ratio >= 1) return context;
+  const double rc = context_reserve_ratio(I.params.reserve_ratio, tokens, window);
+  std::vector<double> fractions;
+  switch (I.params.budget) {
+    case BudgetKind::kUniform:
+      fractions.assign(I.config.num_layers, rc);
+      break;
+    case BudgetKind::kPyramid:
+      fractions = pyramid_keep_fractions(rc, I.config.num_layers, I.params.pyramid_beta);
+      break;
+    case BudgetKind::kCalibrated:
+      fractions = I.artifact->calibrated.at(rc);
+      break;
+  }
+  return kept_context_tokens(fractions[layer], context);
+}
+
+void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor& keys_in,
+                              const at::Tensor& values_in, const at::Tensor& window_attention) {
+  Impl& I = *impl_;
+  with_context(
+      "prefill of sequence " + std::to_string(sequence) + " layer " + std::to_string(layer), [&] {
+        SequenceLayer& S = I.slot(sequence, layer);
+        SKV_CHECK(!S.filled, "the layer already holds tokens; prefill a fresh sequence");
+        const int64_t kv = I.config.num_kv_heads, heads = I.config.num_heads, d = I.config.head_dim;
+        SKV_CHECK(keys_in.dim() == 3 && keys_in.size(0) == kv && keys_in.size(2) == d,
+                  "keys must be [", kv, ", tokens, ", d, "], got ", keys_in.sizes());
+        SKV_CHECK(values_in.sizes() == keys_in.sizes(), "values ", values_in.sizes(),
+                  " differ from keys ", keys_in.sizes());
+        const int64_t T = keys_in.size(1);
+        SKV_CHECK_GT(T, 0, "no tokens to prefill");
+        for (const SequenceLayer& other : I.sequences[sequence]) {
+          SKV_CHECK(!other.filled || other.tokens_seen == T, "another layer of this sequence was ",
+                    "prefilled with ", other.tokens_seen, " tokens, this one has ", T);
+        }
+        const at::Tensor keys = keys_in.to(I.device, at::kFloat);
+        const at::Tensor values = values_in.to(I.device, at::kFloat);
+        const int64_t window = std::min(I.params.window, T);
+        const int64_t keep = layer_budget(layer, T);
+
+        at::Tensor kept;
+        if (keep >= T - window) {
+          kept = at::ones({heads, T}, at::TensorOptions().dtype(at::kBool).device(I.device));
+        } else {
+          SKV_CHECK(window_attention.defined() && window_attention.dim() == 3 &&
+                        window_attention.size(0) == heads && window_attention.size(2) == T &&
+                        window_attention.size(1) >= window,
+                    "window attention must be [", heads, ", >= ", window, ", ", T, "], got ",
+                    window_attention.defined() ? window_attention.sizes() : at::IntArrayRef{});
+          EvictionInput in;
+          in.layer = layer;
+          in.num_layers = I.config.num_layers;
+          in.num_kv_heads = kv;
+          in.tokens = T;
+          in.window = window;
+          in.keep_context = keep;
+          in.window_attention =
+              window_attention.narrow(1, window_attention.size(1) - window, window).to(I.device);
+          kept = I.policy->select(in).to(I.device, at::kBool);
+          SKV_CHECK(kept.dim() == 2 && kept.size(0) == heads && kept.size(1) == T, "policy '",
+                    I.policy->name(), "' returned ", kept.sizes(), ", expected [", heads, ", ", T,
+                    "]");
+        }
+        // Each KV head holds the union of its query heads' tokens, in position order.
+        const int64_t group = heads / kv;
+        at::Tensor kept3 = kept.view({kv, group, T});
+        at::Tensor uni = kept3.any(1);  // [kv, T]
+        const int64_t n = uni.sum(1).max().item<int64_t>();
+        at::Tensor pos = at::arange(T, keys.options().dtype(at::kLong)).expand({kv, T});
+        at::Tensor order = std::get<0>(at::where(uni, pos, pos + T).sort(1)).narrow(1, 0, n);
+        at::Tensor valid = order < T;
+        at::Tensor index = order.clamp_max(T - 1);
+        S.positions = at::where(valid, order, at::full_like(order, -1)).to(at::kInt);
+        at::Tensor member =
+            kept3.gather(2, index.unsqueeze(1).expand({kv, group, n})) & valid.unsqueeze(1);
+        if (!at::equal(member, valid.unsqueeze(1).expand({kv, group, n}))) {
+          S.member = member.reshape({heads, n});
+        }
+        at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
+        const bool build = I.coding == CodingMode::kJustInTime || I.coding == CodingMode::kHybrid;
+        S.keys = detail::empty_coded(kv, d, I.float_options());
+        S.values = detail::empty_coded(kv, d, I.float_options());
+        detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
+                             I.coding, build);
+        detail::append_coded(S.values, values.gather(1, gather_index), valid, I.value_tables[layer],
+                             I.coding, build);
+        S.tokens_seen = T;
+        S.filled = true;
+        I.next_positions[sequence] = T;
+      });
+}
+
+at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& queries,
+                                              const at::Tensor& keys_pre_rope,
+                                              const at::Tensor& values_in,
+                                              const at::Tensor& positions_in) {
+  Impl& I = *impl_;
+  const int64_t B = I.batch, kv = I.config.num_kv_heads, heads = I.config.num_heads;
+  const int64_t d = I.config.head_dim, group = heads / kv;
+  SKV_CHECK(queries.dim() == 4 && queries.size(0) == B && queries.size(1) == heads &&
+                queries.size(3) == d,
+            "queries must be [", B, ", ", heads, ", new, ", d, "], got ", queries.sizes());
+  const int64_t t = queries.size(2);
+  SKV_CHECK(keys_pre_rope.dim() == 4 && keys_pre_rope.size(0) == B && keys_pre_rope.size(1) == kv &&
+                keys_pre_rope.size(2) == t && keys_pre_rope.size(3) == d,
+            "keys must be [", B, ", ", kv, ", ", t, ", ", d, "], got ", keys_pre_rope.sizes());
+  SKV_CHECK(values_in.sizes() == keys_pre_rope.sizes(), "values differ from keys in shape");
+  SKV_CHECK(positions_in.dim() == 2 && positions_in.size(0) == B && positions_in.size(1) == t,
+            "positions must be [", B, ", ", t, "]");
+  const bool extend = I.params.extend_codebook_when_decoding &&
+                      (I.coding == CodingMode::kJustInTime || I.coding == CodingMode::kHybrid);
+  const at::Tensor positions = positions_in.to(I.device, at::kLong);
+  std::vector<at::Tensor> outputs;
+  for (int64_t b = 0; b < B; ++b) {
+    SequenceLayer& S = I.slot(b, layer);
+    if (!S.filled) {  // decoding from an empty cache
+      S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
+      S.keys = detail::empty_coded(kv, d, I.float_options());
+      S.values = detail::empty_coded(kv, d, I.float_options());
+      S.filled = true;
+    }
+    at::Tensor pos_b = positions[b];
+    S.positions = at::cat({S.positions, pos_b.to(at::kInt).unsqueeze(0).expand({kv, t})}, 1);
+    if (S.member.defined()) {
+      S.member = at::cat({S.member, at::ones({heads, t}, S.member.options())}, 1);
+    }
+    at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
+    detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
+                         I.coding, extend);
+    detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
+                         I.coding, extend);
+    S.tokens_seen += t;
+
+    at::Tensor K = I.rotate(detail::reconstruct(S.keys, I.key_tables[layer]), S.positions);
+    at::Tensor V = detail::reconstruct(S.values, I.value_tables[layer]);
+    const int64_t n = K.size(1);
+    at::Tensor q = queries[b].to(I.device, at::kFloat).reshape({kv, group * t, d});
+    at::Tensor scores = at::bmm(q, K.transpose(1, 2))
+                            .mul_(1.0 / std::sqrt(static_cast<double>(d)))
+                            .view({kv, group, t, n});
+    at::Tensor kpos = S.positions.to(at::kLong).view({kv, 1, 1, n});
+    at::Tensor qpos = pos_b.view({1, 1, t, 1});
+    at::Tensor visible = (kpos >= 0) & (kpos <= qpos);
+    if (I.config.sliding_window > 0) visible = visible & (kpos > qpos - I.config.sliding_window);
+    if (S.member.defined()) visible = visible & S.member.view({kv, group, 1, n});
+    scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
+    outputs.push_back(at::bmm(probs, V).view({heads, t, d}));
+  }
+  return at::stack(outputs, 0);
+}
+
+void CompressedCache::advance(int64_t tokens) {
+  for (int64_t& p : impl_->next_positions) p += tokens;
+}
+
+CompressedCache::Dense CompressedCache::reconstruct(int64_t sequence, int64_t layer) const {
+  Impl& I = *impl_;
+  SequenceLayer& S = I.slot(sequence, layer);
+  SKV_CHECK(S.filled, "sequence ", sequence, " layer ", layer, " holds nothing");
+  Dense out;
+  out.positions = S.positions.to(at::kLong);
+  out.keys = I.rotate(detail::reconstruct(S.keys, I.key_tables[layer]), S.positions);
+  out.values = detail::reconstruct(S.values, I.value_tables[layer]);
+  const int64_t kv = I.config.num_kv_heads, group = I.config.num_heads / kv;
+  const int64_t n = out.positions.size(1);
+  out.visible = S.member.defined()
+                    ? S.member.clone()
+                    : (out.positions >= 0).unsqueeze(1).expand({kv, group, n}).reshape({-1, n});
+  return out;
+}
+
+}  // namespace spindlekv

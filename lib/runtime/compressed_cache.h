@@ -1,0 +1,162 @@
+// A compressed KV cache (SpindleKV stages 1 and 2) for a batch of sequences:
+// prefill compresses each layer of each sequence, decoding appends new tokens
+// (joining a codebook entry when one is close enough) and attends over what
+// is held, re-applying RoPE to the reconstructed pre-RoPE keys.
+//
+// Shapes, float32 on the cache's device:
+//   keys, values      [kv_heads, tokens, head_dim] per sequence (pre-RoPE keys)
+//   window_attention  [heads, window_rows, tokens]
+//   queries           [batch, heads, new, head_dim] post-RoPE
+//   positions         [batch, new] int64
+//
+// Layout (per sequence and layer): every KV head holds the union of the
+// tokens its h_n query heads kept, once (so the paper's "repeat KV heads"
+// costs no duplicate vectors), plus a [heads, slots] membership mask when the
+// query heads of a group kept different tokens. Each K and V vector is an
+// int32 code and a float32 magnitude: a code names a calibrated entry (shared
+// by all requests), a just-in-time entry (this request's), or an exact row.
+#pragma once
+
+#include <ATen/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/model_config.h"
+#include "runtime/attention_cache.h"
+#include "runtime/eviction_policy.h"
+
+namespace spindlekv {
+
+struct Artifact;
+
+/// Where the stage-2 codebook entries come from.
+enum class CodebookMode {
+  kNone,        ///< no replacement: kept vectors stay exact (eviction only)
+  kCalibrated,  ///< the artifact's codebook; vectors with no entry above theta stay exact
+  kJustInTime,  ///< the paper: Algorithm 1 on each input at prefill, extended while decoding
+  kHybrid,      ///< calibrated first, just-in-time for the vectors it misses
+};
+
+/// How per-layer budgets are set from the reserve ratio.
+enum class BudgetKind {
+  kUniform,     ///< every layer keeps r_c of its context
+  kPyramid,     ///< the paper's linear pyramid (beta = pyramid_beta)
+  kCalibrated,  ///< the artifact's calibrated table
+};
+
+const char* to_string(CodebookMode mode);
+const char* to_string(BudgetKind kind);
+/// Parse "none|calibrated|jit|hybrid" and "uniform|pyramid|calibrated"; throw naming the allowed
+/// values.
+CodebookMode parse_codebook_mode(const std::string& name);
+BudgetKind parse_budget_kind(const std::string& name);
+
+struct CompressionParameters {
+  /// r: fraction of each sequence's prefill tokens kept, window included. 1 keeps all.
+  double reserve_ratio = 0.2;
+  BudgetKind budget = BudgetKind::kPyramid;
+  double pyramid_beta = 0.05;  ///< the paper's smallest per-layer ratio
+  /// l_w: the last tokens of the prefill that are always kept and whose
+  /// queries score importance.
+  int64_t window = 32;
+  GqaMode gqa = GqaMode::kRepeat;
+  CodebookMode codebook = CodebookMode::kCalibrated;
+  /// theta_K and theta_V (cosine); NaN takes the artifact's (0.98 / 0.95 without one).
+  double key_threshold = std::nan("");
+  double value_threshold = std::nan("");
+  /// Just-in-time and hybrid modes: a decoded vector with no entry above
+  /// theta becomes a new entry (the paper); otherwise it stays exact.
+  bool extend_codebook_when_decoding = true;
+};
+
+/// Bytes held by one layer, summed over the batch. "Held" counts what is in
+/// use (valid slots, entries, rows); tensors' padding is in allocated_bytes.
+struct LayerMemory {
+  int64_t tokens_seen = 0;       ///< tokens of all sequences (prefill + decoded)
+  int64_t slots = 0;             ///< (KV head, token) pairs held
+  int64_t kept_head_tokens = 0;  ///< (query head, token) pairs visible: the paper's kept vectors
+  int64_t calibrated_vectors = 0, jit_vectors = 0, exact_vectors = 0;  ///< K and V together
+  int64_t code_bytes = 0, magnitude_bytes = 0, exact_bytes = 0, jit_entry_bytes = 0;
+  int64_t position_bytes = 0, membership_bytes = 0;
+  int64_t distinct_entries = 0;  ///< codebook entries referenced + exact rows (K and V)
+  int64_t full_bytes = 0;        ///< a dense K/V cache of tokens_seen tokens, same dtype
+  int64_t allocated_bytes = 0;   ///< every tensor's storage, padding included
+  double paper_ratio = 0;        ///< the paper's per-layer formula (README, "Memory")
+  int64_t held_bytes() const {
+    return code_bytes + magnitude_bytes + exact_bytes + jit_entry_bytes + position_bytes +
+           membership_bytes;
+  }
+};
+
+struct MemoryReport {
+  std::vector<LayerMemory> layers;
+  int64_t held_bytes = 0;             ///< per-request bytes, all layers
+  int64_t full_bytes = 0;             ///< the dense cache's bytes
+  int64_t shared_codebook_bytes = 0;  ///< calibrated entries in use, counted once for all requests
+  double ratio = 0;                   ///< held / full
+  double paper_ratio = 0;             ///< mean over layers of LayerMemory::paper_ratio
+};
+
+class CompressedCache : public AttentionCache {
+ public:
+  /// A cache for `batch` sequences of a model with `config`. `artifact` is
+  /// required for the calibrated and hybrid modes and calibrated budgets; it
+  /// must match config's geometry. Throws kInvalidInput naming the problem.
+  CompressedCache(const ModelConfig& config, int64_t batch, CompressionParameters params,
+                  std::shared_ptr<const Artifact> artifact = nullptr,
+                  c10::Device device = c10::kCPU);
+  ~CompressedCache() override;
+  CompressedCache(CompressedCache&&) noexcept;
+  CompressedCache& operator=(CompressedCache&&) noexcept;
+
+  /// Replaces stage 1 (default: WindowAttentionPolicy with params.gqa).
+  void set_policy(std::shared_ptr<const EvictionPolicy> policy);
+  const CompressionParameters& parameters() const;
+
+  /// Compresses one layer of a freshly prefilled sequence (positions
+  /// 0..tokens-1). Every layer of a sequence must be prefilled with the same
+  /// token count before it decodes. `window_attention` may hold more rows
+  /// than the window; the last ones are used. Unneeded when reserve_ratio is 1.
+  void prefill(int64_t sequence, int64_t layer, const at::Tensor& keys_pre_rope,
+               const at::Tensor& values, const at::Tensor& window_attention);
+  /// Context tokens each query head of `layer` keeps for a prefill of `tokens`.
+  int64_t layer_budget(int64_t layer, int64_t tokens) const;
+
+  // AttentionCache
+  int64_t batch_size() const override;
+  int64_t next_position(int64_t sequence) const override;
+  at::Tensor append_and_attend(int64_t layer, const at::Tensor& queries,
+                               const at::Tensor& keys_pre_rope, const at::Tensor& values,
+                               const at::Tensor& positions) override;
+  void advance(int64_t tokens) override;
+
+  /// The dense cache this compressed one stands for, for tests and tools:
+  /// keys post-RoPE [kv_heads, slots, head_dim], values, positions [kv_heads,
+  /// slots] int64 (-1 for padding), visible [heads, slots] bool.
+  struct Dense {
+    at::Tensor keys, values, positions, visible;
+  };
+  Dense reconstruct(int64_t sequence, int64_t layer) const;
+
+  MemoryReport memory() const;
+
+  /// Saves every sequence's compressed layers (atomically, safetensors). The
+  /// calibrated codebook is not copied: the file records the artifact's
+  /// checksum, and load() needs the same artifact.
+  void save(const std::string& path) const;
+  static CompressedCache load(const std::string& path, const ModelConfig& config,
+                              std::shared_ptr<const Artifact> artifact = nullptr,
+                              c10::Device device = c10::kCPU);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace spindlekv

@@ -1,0 +1,194 @@
+// CompressedCache::save / load: a compressed context as a safetensors file.
+//
+// Tensors: s<b>.l<L>.{positions, member, keys.code, keys.magnitude,
+// keys.exact, keys.jit, values.*}. Metadata: format
+// "spindlekv-compressed-cache", format_version, geometry, parameters,
+// artifact_checksum ("none" without artifact), state (JSON: next positions,
+// tokens seen and just-in-time entry counts).
+#include <ATen/ATen.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <tuple>
+
+#include "common/error.h"
+#include "runtime/compressed_cache.h"
+#include "runtime/detail/compressed_cache_impl.h"
+#include "runtime/safetensors_reader.h"
+#include "runtime/safetensors_writer.h"
+
+namespace spindlekv {
+namespace {
+
+constexpr const char* kCacheFormat = "spindlekv-compressed-cache";
+constexpr int64_t kCacheFormatVersion = 1;
+
+std::string prefix(int64_t b, int64_t l) {
+  return "s" + std::to_string(b) + ".l" + std::to_string(l) + ".";
+}
+
+nlohmann::json parameters_json(const CompressionParameters& p) {
+  return {{"reserve_ratio", p.reserve_ratio},
+          {"budget", to_string(p.budget)},
+          {"pyramid_beta", p.pyramid_beta},
+          {"window", p.window},
+          {"gqa", p.gqa == GqaMode::kRepeat ? "repeat" : "average"},
+          {"codebook", to_string(p.codebook)},
+          {"key_threshold", p.key_threshold},
+          {"value_threshold", p.value_threshold},
+          {"extend_codebook_when_decoding", p.extend_codebook_when_decoding}};
+}
+
+CompressionParameters parameters_from_json(const nlohmann::json& j) {
+  CompressionParameters p;
+  p.reserve_ratio = j.at("reserve_ratio").get<double>();
+  p.budget = parse_budget_kind(j.at("budget").get<std::string>());
+  p.pyramid_beta = j.at("pyramid_beta").get<double>();
+  p.window = j.at("window").get<int64_t>();
+  const std::string gqa = j.at("gqa").get<std::string>();
+  SKV_CHECK(gqa == "repeat" || gqa == "average", "parameter gqa '", gqa, "'");
+  p.gqa = gqa == "repeat" ? GqaMode::kRepeat : GqaMode::kGroupAverage;
+  p.codebook = parse_codebook_mode(j.at("codebook").get<std::string>());
+  p.key_threshold = j.at("key_threshold").get<double>();
+  p.value_threshold = j.at("value_threshold").get<double>();
+  p.extend_codebook_when_decoding = j.at("extend_codebook_when_decoding").get<bool>();
+  return p;
+}
+
+}  // namespace
+
+void CompressedCache::save(const std::string& path) const {
+  const Impl& I = *impl_;
+  with_context("saving compressed cache '" + path + "'", [&] {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    nlohmann::json state = nlohmann::json::array();
+    for (int64_t b = 0; b < I.batch; ++b) {
+      nlohmann::json seq = {{"next_position", I.next_positions[b]},
+                            {"layers", nlohmann::json::array()}};
+      for (int64_t l = 0; l < I.config.num_layers; ++l) {
+        const detail::SequenceLayer& S = I.sequences[b][l];
+        seq["layers"].push_back({{"filled", S.filled},
+                                 {"tokens_seen", S.tokens_seen},
+                                 {"key_jit_count", S.keys.jit_count},
+                                 {"value_jit_count", S.values.jit_count}});
+        if (!S.filled) continue;
+        const std::string p = prefix(b, l);
+        tensors.emplace_back(p + "positions", S.positions);
+        if (S.member.defined()) tensors.emplace_back(p + "member", S.member);
+        for (const auto& [kind, c] :
+             {std::pair<const char*, const detail::CodedVectors*>{"keys", &S.keys},
+              {"values", &S.values}}) {
+          tensors.emplace_back(p + kind + ".code", c->code);
+          tensors.emplace_back(p + kind + ".magnitude", c->magnitude);
+          tensors.emplace_back(p + kind + ".exact", c->exact);
+          tensors.emplace_back(p + kind + ".jit", c->jit);
+        }
+      }
+      state.push_back(seq);
+    }
+    nlohmann::json geometry = {{"num_layers", I.config.num_layers},
+                               {"num_heads", I.config.num_heads},
+                               {"num_kv_heads", I.config.num_kv_heads},
+                               {"head_dim", I.config.head_dim},
+                               {"batch", I.batch}};
+    std::map<std::string, std::string> meta = {
+        {"format", kCacheFormat},
+        {"format_version", std::to_string(kCacheFormatVersion)},
+        {"geometry", geometry.dump()},
+        {"parameters", parameters_json(I.params).dump()},
+        {"artifact_checksum", I.artifact ? I.artifact->checksum : "none"},
+        {"state", state.dump()}};
+    write_safetensors(path, tensors, meta);
+  });
+}
+
+CompressedCache CompressedCache::load(const std::string& path, const ModelConfig& config,
+                                      std::shared_ptr<const Artifact> artifact,
+                                      c10::Device device) {
+  return with_context("loading compressed cache '" + path + "'", [&] {
+    SafetensorsReader reader(path);
+    const auto& m = reader.metadata();
+    auto get = [&](const std::string& k) -> const std::string& {
+      auto it = m.find(k);
+      SKV_CHECK(it != m.end(), "metadata key '", k, "' is missing");
+      return it->second;
+    };
+    SKV_CHECK(get("format") == kCacheFormat, "not a compressed cache: format '", get("format"),
+              "'");
+    SKV_CHECK(get("format_version") == std::to_string(kCacheFormatVersion),
+              "compressed cache format version '", get("format_version"), "' is not ",
+              kCacheFormatVersion);
+    const std::string wanted = get("artifact_checksum");
+    const std::string have = artifact ? artifact->checksum : "none";
+    SKV_CHECK(wanted == have, "the cache was compressed with artifact checksum ", wanted,
+              " but the artifact given has ", have);
+    try {
+      const auto geometry = nlohmann::json::parse(get("geometry"));
+      SKV_CHECK(geometry.at("num_layers").get<int64_t>() == config.num_layers &&
+                    geometry.at("num_heads").get<int64_t>() == config.num_heads &&
+                    geometry.at("num_kv_heads").get<int64_t>() == config.num_kv_heads &&
+                    geometry.at("head_dim").get<int64_t>() == config.head_dim,
+                "the cache's geometry ", geometry.dump(), " is not the model's");
+      CompressedCache cache(config, geometry.at("batch").get<int64_t>(),
+                            parameters_from_json(nlohmann::json::parse(get("parameters"))),
+                            artifact, device);
+      Impl& I = *cache.impl_;
+      const auto state = nlohmann::json::parse(get("state"));
+      SKV_CHECK_EQ(static_cast<int64_t>(state.size()), I.batch, "state entries");
+      const int64_t kv = config.num_kv_heads, d = config.head_dim;
+      for (int64_t b = 0; b < I.batch; ++b) {
+        I.next_positions[b] = state[b].at("next_position").get<int64_t>();
+        const auto& layers = state[b].at("layers");
+        SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), config.num_layers, "state layers");
+        for (int64_t l = 0; l < config.num_layers; ++l) {
+          detail::SequenceLayer& S = I.sequences[b][l];
+          if (!layers[l].at("filled").get<bool>()) continue;
+          const std::string p = prefix(b, l);
+          auto t = [&](const std::string& name) { return reader.tensor(p + name).to(device); };
+          S.positions = t("positions");
+          SKV_CHECK(S.positions.dim() == 2 && S.positions.size(0) == kv &&
+                        S.positions.scalar_type() == at::kInt,
+                    "tensor '", p, "positions' must be [", kv, ", slots] int32");
+          const int64_t n = S.positions.size(1);
+          if (reader.contains(p + "member")) {
+            S.member = t("member");
+            SKV_CHECK(S.member.dim() == 2 && S.member.size(0) == config.num_heads &&
+                          S.member.size(1) == n && S.member.scalar_type() == at::kBool,
+                      "tensor '", p, "member' has the wrong shape or dtype");
+          }
+          for (const auto& [kind, c, counts] :
+               {std::tuple<const char*, detail::CodedVectors*, const char*>{"keys", &S.keys,
+                                                                            "key_jit_count"},
+                {"values", &S.values, "value_jit_count"}}) {
+            const std::string k = kind;
+            c->code = t(k + ".code");
+            c->magnitude = t(k + ".magnitude");
+            c->exact = t(k + ".exact");
+            c->jit = t(k + ".jit");
+            c->jit_count = layers[l].at(counts).get<std::vector<int64_t>>();
+            SKV_CHECK(c->code.sizes() == S.positions.sizes() && c->code.scalar_type() == at::kInt &&
+                          c->magnitude.sizes() == S.positions.sizes() && c->exact.dim() == 2 &&
+                          c->exact.size(1) == d && c->jit.dim() == 3 && c->jit.size(0) == kv &&
+                          c->jit.size(2) == d && static_cast<int64_t>(c->jit_count.size()) == kv,
+                      "tensors '", p, k, ".*' have inconsistent shapes");
+            // Codes must point inside the tables, or reconstruction would read garbage.
+            const int64_t Kc =
+                (k == "keys" ? I.key_tables[l] : I.value_tables[l]).calibrated_capacity();
+            at::Tensor code = c->code.to(at::kLong);
+            at::Tensor bad = (code < -c->exact.size(0)) |
+                             ((code >= Kc + c->jit.size(1)) & (code != detail::kZeroCode));
+            SKV_CHECK(!bad.any().item<bool>(), "tensor '", p, k,
+                      ".code' points outside its tables");
+          }
+          S.tokens_seen = layers[l].at("tokens_seen").get<int64_t>();
+          S.filled = true;
+        }
+      }
+      return cache;
+    } catch (const nlohmann::json::exception& e) {
+      SKV_THROW(kInvalidInput, "metadata: ", e.what());
+    }
+  });
+}
+
+}  // namespace spindlekv

@@ -1,0 +1,37 @@
+// Internal: the state behind CompressedCache, shared by its .cpp files.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "runtime/artifact.h"
+#include "runtime/compressed_cache.h"
+#include "runtime/detail/compressed_storage.h"
+
+namespace spindlekv {
+
+struct CompressedCache::Impl {
+  ModelConfig config;
+  int64_t batch = 0;
+  CompressionParameters params;
+  std::shared_ptr<const Artifact> artifact;
+  c10::Device device = c10::kCPU;
+  std::shared_ptr<const EvictionPolicy> policy;
+  detail::CodingMode coding = detail::CodingMode::kExact;
+  std::vector<detail::CodebookTables> key_tables, value_tables;  ///< per layer
+  at::Tensor inv_freq;                                           ///< [head_dim / 2] float64
+  at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand
+  std::vector<std::vector<detail::SequenceLayer>> sequences;  ///< [batch][layer]
+  std::vector<int64_t> next_positions;                        ///< per sequence
+
+  Impl(const ModelConfig& config, int64_t batch, CompressionParameters params,
+       std::shared_ptr<const Artifact> artifact, c10::Device device);
+  at::TensorOptions float_options() const;
+  /// Rotates pre-RoPE keys [kv, n, d] at positions [kv, n] (negative: padding).
+  at::Tensor rotate(const at::Tensor& keys, const at::Tensor& positions);
+  detail::SequenceLayer& slot(int64_t sequence, int64_t layer);
+};
+
+}  // namespace spindlekv

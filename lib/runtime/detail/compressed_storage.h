@@ -1,0 +1,61 @@
+// Internal: how a compressed cache stores one layer of one sequence. Not
+// installed; include only from lib/runtime/*.cpp.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace spindlekv {
+namespace detail {
+
+/// Code of a slot whose vector is zero (padding, or a zero vector): it
+/// matches no table and reconstructs to zero.
+constexpr int32_t kZeroCode = std::numeric_limits<int32_t>::max();
+
+/// Per-KV-head codebook tables used to code one of keys or values.
+struct CodebookTables {
+  at::Tensor calibrated;  ///< [groups, Kc, d] (groups 1 or kv_heads); undefined if none
+  std::vector<int64_t> calibrated_sizes;  ///< entries in use per group
+  double threshold = 1.0;
+  bool shared() const { return calibrated.defined() && calibrated.size(0) == 1; }
+  int64_t calibrated_capacity() const { return calibrated.defined() ? calibrated.size(1) : 0; }
+};
+
+/// Keys or values of one (sequence, layer).
+/// code >= 0 and < Kc: calibrated entry; Kc <= code < Kc + jit capacity:
+/// just-in-time entry code - Kc of the slot's KV head; code < 0: exact row
+/// -code - 1; kZeroCode: zero.
+struct CodedVectors {
+  at::Tensor code;                 ///< [kv_heads, slots] int32
+  at::Tensor magnitude;            ///< [kv_heads, slots] float32 (1 for exact rows, 0 for zero)
+  at::Tensor exact;                ///< [exact_rows, d] float32
+  at::Tensor jit;                  ///< [kv_heads, capacity, d] float32 just-in-time entries
+  std::vector<int64_t> jit_count;  ///< entries in use per KV head
+};
+
+struct SequenceLayer {
+  bool filled = false;
+  at::Tensor positions;  ///< [kv_heads, slots] int32, -1 for padding
+  at::Tensor member;     ///< [heads, slots] bool; undefined: every head sees every valid slot
+  CodedVectors keys, values;
+  int64_t tokens_seen = 0;
+};
+
+enum class CodingMode { kExact, kCalibrated, kJustInTime, kHybrid };
+
+/// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
+/// and appends them as new slots of `out`.
+void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor& valid,
+                  const CodebookTables& tables, CodingMode mode, bool build_jit_from_misses);
+
+/// Dense vectors [kv_heads, slots, d] rebuilt from codes.
+at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);
+
+/// An empty CodedVectors for `kv_heads` heads of size `head_dim`.
+CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options);
+
+}  // namespace detail
+}  // namespace spindlekv

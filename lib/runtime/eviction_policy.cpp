@@ -1,0 +1,75 @@
+#include "runtime/eviction_policy.h"
+
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+
+namespace spindlekv {
+namespace {
+
+void check_input(const EvictionInput& in) {
+  SKV_CHECK(in.window_attention.defined() && in.window_attention.dim() == 3,
+            "window attention must be [heads, rows, tokens]");
+  SKV_CHECK_EQ(in.window_attention.size(2), in.tokens, "window attention covers other tokens");
+  SKV_CHECK(in.window >= 0 && in.keep_context >= 0, "window ", in.window, " and budget ",
+            in.keep_context, " must not be negative");
+  SKV_CHECK(in.num_kv_heads > 0 && in.window_attention.size(0) % in.num_kv_heads == 0,
+            in.window_attention.size(0), " heads are not a multiple of ", in.num_kv_heads,
+            " KV heads");
+}
+
+}  // namespace
+
+at::Tensor FullCachePolicy::select(const EvictionInput& in) const {
+  const int64_t heads = in.window_attention.defined() ? in.window_attention.size(0) : 1;
+  return at::ones({heads, in.tokens}, at::TensorOptions().dtype(at::kBool));
+}
+
+at::Tensor window_importance(const EvictionInput& in) {
+  check_input(in);
+  const int64_t context = std::max<int64_t>(in.tokens - in.window, 0);
+  at::Tensor att = in.window_attention.to(at::kFloat);
+  // Window rows that see each token: every one for context tokens.
+  return att.narrow(2, 0, context).sum(1) / static_cast<double>(att.size(1));
+}
+
+at::Tensor keep_top_scores(const at::Tensor& scores, int64_t keep, int64_t tokens) {
+  const int64_t heads = scores.size(0), context = scores.size(1);
+  at::Tensor kept = at::zeros({heads, tokens}, scores.options().dtype(at::kBool));
+  kept.narrow(1, context, tokens - context).fill_(true);
+  keep = std::min(keep, context);
+  if (keep <= 0) return kept;
+  // Stable descending sort: among equal scores the earlier token wins.
+  at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, -1, /*descending=*/true));
+  kept.narrow(1, 0, context).scatter_(1, order.narrow(1, 0, keep), true);
+  return kept;
+}
+
+WindowAttentionPolicy::WindowAttentionPolicy(GqaMode gqa, int64_t pooling_kernel)
+    : gqa_(gqa), pooling_kernel_(pooling_kernel) {
+  SKV_CHECK(pooling_kernel >= 1 && pooling_kernel % 2 == 1, "pooling kernel must be odd and ",
+            ">= 1, got ", pooling_kernel);
+}
+
+std::string WindowAttentionPolicy::name() const {
+  return std::string("window-attention(") + (gqa_ == GqaMode::kRepeat ? "repeat" : "average") +
+         ", pool " + std::to_string(pooling_kernel_) + ")";
+}
+
+at::Tensor WindowAttentionPolicy::select(const EvictionInput& in) const {
+  at::Tensor scores = window_importance(in);  // [heads, context]
+  if (pooling_kernel_ > 1 && scores.size(1) > 0) {
+    scores =
+        at::max_pool1d(scores.unsqueeze(0), pooling_kernel_, 1, pooling_kernel_ / 2).squeeze(0);
+  }
+  if (gqa_ == GqaMode::kGroupAverage) {
+    const int64_t heads = scores.size(0), group = heads / in.num_kv_heads;
+    scores = scores.view({in.num_kv_heads, group, -1})
+                 .mean(1, /*keepdim=*/true)
+                 .expand({in.num_kv_heads, group, scores.size(1)})
+                 .reshape({heads, -1});
+  }
+  return keep_top_scores(scores, in.keep_context, in.tokens);
+}
+
+}  // namespace spindlekv

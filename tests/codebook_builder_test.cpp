@@ -1,0 +1,92 @@
+#include "runtime/codebook_builder.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "test_util.h"
+
+namespace spindlekv {
+namespace {
+
+at::Tensor angles_deg(std::vector<double> degrees) {
+  at::Tensor out = at::zeros({static_cast<int64_t>(degrees.size()), 2});
+  for (size_t i = 0; i < degrees.size(); ++i) {
+    out[i][0] = std::cos(degrees[i] * M_PI / 180);
+    out[i][1] = std::sin(degrees[i] * M_PI / 180);
+  }
+  return out;
+}
+
+std::vector<int64_t> longs(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+TEST(JitCodebook, GreedyCoverMatchesTheHandComputedCodebook) {
+  // cos(15 deg) threshold: 0-10 and 10-20 are linked, 0-20 is not, 90 and
+  // 200 are alone. Vertex 1 (10 deg) has the most neighbours and covers 0-2;
+  // then 90 and 200 (ties broken by the lower index).
+  at::Tensor dirs = angles_deg({0, 10, 20, 90, 200});
+  const double threshold = std::cos(15 * M_PI / 180);
+  for (auto build : {build_jit_codebook, build_jit_codebook_naive}) {
+    JitCodebook cb = build(dirs, threshold);
+    ASSERT_EQ(cb.entries.size(0), 3);
+    EXPECT_TRUE(at::allclose(cb.entries, angles_deg({10, 90, 200})));
+    EXPECT_EQ(longs(cb.index), (std::vector<int64_t>{0, 0, 0, 1, 2}));
+  }
+}
+
+TEST(JitCodebook, RemovedNeighboursNoLongerCountTowardsDegrees) {
+  // A chain 0-8-16-24-32 deg at threshold cos(10): 8 and 16 and 24 have two
+  // neighbours; 8 wins (lowest index) taking 0 and 16. Then 24 has one
+  // remaining neighbour (32), so 24 is picked and covers 32.
+  at::Tensor dirs = angles_deg({0, 8, 16, 24, 32});
+  JitCodebook cb = build_jit_codebook(dirs, std::cos(10 * M_PI / 180));
+  EXPECT_TRUE(at::allclose(cb.entries, angles_deg({8, 24})));
+  EXPECT_EQ(longs(cb.index), (std::vector<int64_t>{0, 0, 0, 1, 1}));
+}
+
+TEST(JitCodebook, FastBuilderEqualsNaiveOnClusteredVectors) {
+  at::manual_seed(3);
+  at::Tensor centres = at::randn({12, 16});
+  at::Tensor x = centres.repeat({20, 1}) + 0.15 * at::randn({240, 16});
+  at::Tensor dirs = split_magnitude(x).first;
+  JitCodebook fast = build_jit_codebook(dirs, 0.95);
+  JitCodebook naive = build_jit_codebook_naive(dirs, 0.95);
+  EXPECT_TRUE(at::equal(fast.entries, naive.entries));
+  EXPECT_TRUE(at::equal(fast.index, naive.index));
+  // Every vector lies above the threshold from its entry.
+  at::Tensor sims = (dirs * fast.entries.index_select(0, fast.index)).sum(1);
+  EXPECT_GT(sims.min().item<double>(), 0.95 - 1e-6);
+}
+
+TEST(JitCodebook, ZeroVectorsGetNoEntry) {
+  at::Tensor x = at::tensor({1.0f, 0.0f, 0.0f, 0.0f, 2.0f, 0.0f}).view({3, 2});
+  auto [dirs, mags] = split_magnitude(x);
+  EXPECT_EQ(mags[1].item<float>(), 0.0f);
+  EXPECT_TRUE(at::equal(dirs[1], at::zeros({2})));
+  JitCodebook cb = build_jit_codebook(dirs, 0.9);
+  EXPECT_EQ(longs(cb.index), (std::vector<int64_t>{0, -1, 0}));
+  EXPECT_EQ(cb.entries.size(0), 1);
+}
+
+TEST(CodebookAssignment, PicksTheNearestEntryAboveTheThreshold) {
+  at::Tensor codebook = angles_deg({0, 40, 80});
+  at::Tensor dirs = angles_deg({35, 5, 78, 60, 130});
+  CodebookAssignment a = assign_to_codebook(dirs, codebook, std::cos(12 * M_PI / 180));
+  // 60 deg is 20 from both 40 and 80: nearest is 40 but below threshold.
+  EXPECT_EQ(longs(a.index), (std::vector<int64_t>{1, 0, 2, -1, -1}));
+  EXPECT_NEAR(a.similarity[0].item<double>(), std::cos(5 * M_PI / 180), 1e-6);
+  CodebookAssignment none = assign_to_codebook(dirs, at::zeros({0, 2}), 0.5);
+  EXPECT_EQ(longs(none.index), (std::vector<int64_t>(5, -1)));
+}
+
+TEST(CodebookAssignment, RejectsWrongShapes) {
+  EXPECT_SKV_ERROR(assign_to_codebook(at::zeros({3}), at::zeros({2, 2}), 0.5), "directions");
+  EXPECT_SKV_ERROR(assign_to_codebook(at::zeros({3, 2}), at::zeros({2, 3}), 0.5), "head_dim");
+}
+
+}  // namespace
+}  // namespace spindlekv

@@ -1,0 +1,409 @@
+#include "runtime/compressed_cache.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "model/compressed_prefill.h"
+#include "model/llama_model.h"
+#include "model/rope.h"
+#include "runtime/artifact.h"
+#include "test_util.h"
+
+namespace spindlekv {
+namespace {
+
+using testing::TempDir;
+
+std::vector<int64_t> text_tokens(const std::string& text) {
+  std::vector<int64_t> out;
+  for (unsigned char c : text) out.push_back(c);
+  return out;
+}
+
+const std::string kText =
+    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a "
+    "single step. The key is 48213. Remember it: 48213. ";
+
+// An artifact of random unit codebooks for `c` (16 entries per layer).
+std::shared_ptr<Artifact> random_artifact(const ModelConfig& c, uint64_t seed) {
+  auto a = std::make_shared<Artifact>();
+  a->num_layers = c.num_layers;
+  a->num_heads = c.num_heads;
+  a->num_kv_heads = c.num_kv_heads;
+  a->head_dim = c.head_dim;
+  at::manual_seed(seed);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    ArtifactLayer L;
+    L.key_codebook = at::randn({c.num_kv_heads, 16, c.head_dim});
+    L.key_codebook /= L.key_codebook.norm(2, -1, true);
+    L.value_codebook = at::randn({1, 16, c.head_dim});
+    L.value_codebook /= L.value_codebook.norm(2, -1, true);
+    L.key_sizes.assign(c.num_kv_heads, 16);
+    L.value_sizes = {16};
+    L.key_coverage.assign(c.num_kv_heads, 0.5);
+    L.value_coverage = {0.5};
+    a->layers.push_back(L);
+  }
+  a->pyramid.context_ratios = {0.0, 1.0};
+  a->pyramid.fractions = {std::vector<double>(c.num_layers, 0.0),
+                          std::vector<double>(c.num_layers, 1.0)};
+  a->calibrated = a->pyramid;
+  return a;
+}
+
+// Logits of greedy decoding with the model's own full cache: the prefill's
+// last logits, then one row per decoded token.
+std::vector<at::Tensor> full_cache_logits(const LlamaModel& m, const std::vector<int64_t>& prompt,
+                                          int64_t steps) {
+  KvCache kv;
+  std::vector<at::Tensor> out;
+  at::Tensor input = at::tensor(prompt, at::kLong).view({1, -1});
+  for (int64_t s = 0; s <= steps; ++s) {
+    at::Tensor logits = m.forward(input, &kv, nullptr, true).view({-1});
+    out.push_back(logits);
+    input = logits.argmax().view({1, 1});
+  }
+  return out;
+}
+
+std::vector<at::Tensor> compressed_logits(const LlamaModel& m, const std::vector<int64_t>& prompt,
+                                          int64_t steps, CompressedCache& cache) {
+  std::vector<at::Tensor> out{prefill_compressed(m, prompt, cache, 0)};
+  for (int64_t s = 0; s < steps; ++s) {
+    at::Tensor next = out.back().argmax().view({1, 1});
+    out.push_back(m.forward_with_cache(next, cache).view({-1}));
+  }
+  return out;
+}
+
+TEST(CompressedCache, ReproducesFullCacheLogitsAtThresholdOneAndFullBudget) {
+  const LlamaModel model =
+      LlamaModel::load(std::string(SPINDLEKV_SOURCE_DIR) + "/data/reference-model");
+  const std::vector<int64_t> prompt = text_tokens(kText + kText);
+  const auto reference = full_cache_logits(model, prompt, 6);
+  auto artifact = random_artifact(model.config(), 5);
+  for (CodebookMode mode : {CodebookMode::kNone, CodebookMode::kCalibrated,
+                            CodebookMode::kJustInTime, CodebookMode::kHybrid}) {
+    CompressionParameters p;
+    p.reserve_ratio = 1.0;
+    p.codebook = mode;
+    p.key_threshold = p.value_threshold = 1.0;
+    CompressedCache cache(model.config(), 1, p, artifact);
+    const auto got = compressed_logits(model, prompt, 6, cache);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(at::allclose(got[i], reference[i], 1e-4, 1e-4))
+          << to_string(mode) << " step " << i << " max diff "
+          << (got[i] - reference[i]).abs().max().item<double>();
+    }
+  }
+}
+
+// A tiny random model whose K/V vectors cluster (a few directions), so that
+// codebooks at realistic thresholds replace many of them.
+LlamaModel clustered_model(const ModelConfig& c) { return LlamaModel::random(c, 11, 0.3); }
+
+TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
+  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  for (CodebookMode mode : {CodebookMode::kJustInTime, CodebookMode::kCalibrated}) {
+    CompressionParameters p;
+    p.reserve_ratio = 0.5;
+    p.window = 4;
+    p.codebook = mode;
+    p.key_threshold = 0.5;  // lossy on purpose: most vectors become codes
+    p.value_threshold = 0.5;
+    CompressedCache cache(c, 1, p, random_artifact(c, 2));
+    at::manual_seed(4);
+    const int64_t T = 40;
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      at::Tensor att = at::softmax(at::randn({4, 4, T}), -1);
+      cache.prefill(0, l, at::randn({2, T, 8}), at::randn({2, T, 8}), att);
+    }
+    at::Tensor q = at::randn({1, 4, 2, 8}), k = at::randn({1, 2, 2, 8}),
+               v = at::randn({1, 2, 2, 8});
+    at::Tensor pos = at::tensor({T, T + 1}, at::kLong).view({1, 2});
+    at::Tensor out = cache.append_and_attend(0, q, k, v, pos)[0];  // [heads, 2, d]
+    CompressedCache::Dense dense = cache.reconstruct(0, 0);
+    for (int64_t h = 0; h < 4; ++h) {
+      const int64_t g = h / 2;
+      for (int64_t i = 0; i < 2; ++i) {
+        at::Tensor scores = at::mv(dense.keys[g], q[0][h][i]) / std::sqrt(8.0);
+        at::Tensor visible =
+            dense.visible[h] & (dense.positions[g] >= 0) & (dense.positions[g] <= T + i);
+        scores = scores.masked_fill(visible.logical_not(), -INFINITY);
+        at::Tensor expected = at::mv(dense.values[g].t(), at::softmax(scores, 0));
+        EXPECT_TRUE(at::allclose(out[h][i], expected, 1e-5, 1e-5)) << to_string(mode);
+      }
+    }
+    EXPECT_GT(cache.memory().layers[0].calibrated_vectors + cache.memory().layers[0].jit_vectors,
+              0);
+  }
+}
+
+TEST(CompressedCache, ReconstructedVectorsStayWithinTheThreshold) {
+  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  CompressionParameters p;
+  p.reserve_ratio = 1.0;
+  p.codebook = CodebookMode::kJustInTime;
+  p.key_threshold = 0.9;
+  p.value_threshold = 0.8;
+  CompressedCache cache(c, 1, p);
+  at::manual_seed(8);
+  at::Tensor centres = at::randn({2, 3, 8});
+  at::Tensor keys = centres.repeat({1, 10, 1}) + 0.1 * at::randn({2, 30, 8});
+  at::Tensor values = centres.repeat({1, 10, 1}) + 0.3 * at::randn({2, 30, 8});
+  cache.prefill(0, 0, keys, values, at::Tensor());
+  CompressedCache::Dense d = cache.reconstruct(0, 0);
+  RopeTables t = rope_tables(rope_inverse_frequencies(c.rope, 8), at::arange(30, at::kLong));
+  at::Tensor rotated = apply_rope(keys, t);
+  at::Tensor cos_k = (d.keys * rotated).sum(-1) / (d.keys.norm(2, -1) * rotated.norm(2, -1));
+  at::Tensor cos_v = (d.values * values).sum(-1) / (d.values.norm(2, -1) * values.norm(2, -1));
+  EXPECT_GT(cos_k.min().item<double>(), 0.9 - 1e-5);
+  EXPECT_GT(cos_v.min().item<double>(), 0.8 - 1e-5);
+  EXPECT_TRUE(at::allclose(d.keys.norm(2, -1), keys.norm(2, -1), 1e-5, 1e-5));  // magnitudes kept
+  const MemoryReport m = cache.memory();
+  EXPECT_LT(m.layers[0].exact_vectors, 2 * 60);  // codes replaced most vectors
+}
+
+TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  const LlamaModel model = clustered_model(c);
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;
+  p.window = 4;
+  p.codebook = CodebookMode::kJustInTime;
+  p.key_threshold = p.value_threshold = 0.9;
+  std::vector<std::vector<int64_t>> prompts(2);
+  for (int64_t i = 0; i < 30; ++i) prompts[0].push_back((i * 7) % 37);
+  for (int64_t i = 0; i < 45; ++i) prompts[1].push_back((i * 5 + 3) % 37);
+  CompressedCache batch(c, 2, p);
+  at::Tensor last = at::stack({prefill_compressed(model, prompts[0], batch, 0),
+                               prefill_compressed(model, prompts[1], batch, 1)});
+  EXPECT_EQ(batch.next_position(0), 30);
+  EXPECT_EQ(batch.next_position(1), 45);
+  std::vector<at::Tensor> alone_last;
+  std::vector<std::unique_ptr<CompressedCache>> alone;
+  for (int b = 0; b < 2; ++b) {
+    alone.push_back(std::make_unique<CompressedCache>(c, 1, p));
+    alone_last.push_back(prefill_compressed(model, prompts[b], *alone.back(), 0));
+  }
+  for (int step = 0; step < 5; ++step) {
+    at::Tensor next = last.argmax(-1);
+    at::Tensor logits = model.forward_with_cache(next.view({2, 1}), batch).view({2, -1});
+    for (int b = 0; b < 2; ++b) {
+      at::Tensor one = model.forward_with_cache(next[b].view({1, 1}), *alone[b]).view({-1});
+      EXPECT_TRUE(at::allclose(logits[b], one, 1e-5, 1e-5)) << "sequence " << b << " step " << step;
+    }
+    last = logits;
+  }
+  EXPECT_EQ(batch.next_position(1), 50);
+}
+
+TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
+  ModelConfig c = testing::tiny_config(2, 1, 4);
+  c.num_layers = 1;
+  auto a = std::make_shared<Artifact>();
+  a->num_layers = 1;
+  a->num_heads = 2;
+  a->num_kv_heads = 1;
+  a->head_dim = 4;
+  ArtifactLayer L;
+  L.key_codebook = at::tensor({1.0f, 0.0f, 0.0f, 0.0f}).view({1, 1, 4});
+  L.value_codebook = at::tensor({0.0f, 1.0f, 0.0f, 0.0f}).view({1, 1, 4});
+  L.key_sizes = L.value_sizes = {1};
+  L.key_coverage = L.value_coverage = {1.0};
+  a->layers = {L};
+  a->pyramid.context_ratios = {1.0};
+  a->pyramid.fractions = {{1.0}};
+  a->calibrated = a->pyramid;
+  CompressionParameters p;
+  p.reserve_ratio = 1.0;
+  p.codebook = CodebookMode::kCalibrated;
+  CompressedCache cache(c, 1, p, a);
+  // Keys: 3 along the key entry (scaled), 3 along e2. Values: 2 along the
+  // value entry, 4 along e3.
+  at::Tensor keys = at::zeros({1, 6, 4}), values = at::zeros({1, 6, 4});
+  for (int i = 0; i < 3; ++i) keys[0][i][0] = i + 1.0, keys[0][i + 3][2] = 2.0;
+  for (int i = 0; i < 6; ++i) values[0][i][i < 2 ? 1 : 3] = 0.5 + i;
+  cache.prefill(0, 0, keys, values, at::Tensor());
+  const LayerMemory m = cache.memory().layers[0];
+  EXPECT_EQ(m.slots, 6);
+  EXPECT_EQ(m.code_bytes, 2 * 6 * 4);
+  EXPECT_EQ(m.magnitude_bytes, 2 * 6 * 4);
+  EXPECT_EQ(m.position_bytes, 6 * 4);
+  EXPECT_EQ(m.exact_bytes, (3 + 4) * 4 * 4);
+  EXPECT_EQ(m.membership_bytes, 0);
+  EXPECT_EQ(m.jit_entry_bytes, 0);
+  EXPECT_EQ(m.held_bytes(), 48 + 48 + 24 + 112);
+  EXPECT_EQ(m.full_bytes, 2 * 6 * 1 * 4 * 4);
+  EXPECT_EQ(m.calibrated_vectors, 5);
+  EXPECT_EQ(m.exact_vectors, 7);
+  EXPECT_EQ(m.distinct_entries, (1 + 3) + (1 + 4));
+  EXPECT_EQ(cache.memory().shared_codebook_bytes, 2 * 4 * 4);
+  // Reconstruction is exact for on-codeword vectors.
+  CompressedCache::Dense d = cache.reconstruct(0, 0);
+  EXPECT_TRUE(at::allclose(d.values[0], values[0]));
+}
+
+// Keeps a fixed set of tokens per query head.
+class FixedPolicy : public EvictionPolicy {
+ public:
+  explicit FixedPolicy(at::Tensor kept) : kept_(std::move(kept)) {}
+  std::string name() const override { return "fixed"; }
+  at::Tensor select(const EvictionInput&) const override { return kept_; }
+
+ private:
+  at::Tensor kept_;
+};
+
+int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kept,
+                        LayerMemory* out = nullptr) {
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;
+  p.window = 2;
+  p.gqa = gqa;
+  p.codebook = CodebookMode::kNone;
+  CompressedCache cache(c, 1, p);
+  cache.set_policy(std::make_shared<FixedPolicy>(kept));
+  at::manual_seed(1);
+  const int64_t T = kept.size(1);
+  cache.prefill(0, 0, at::randn({c.num_kv_heads, T, c.head_dim}),
+                at::randn({c.num_kv_heads, T, c.head_dim}), at::zeros({c.num_heads, 2, T}));
+  if (out) *out = cache.memory().layers[0];
+  return cache.memory().layers[0].held_bytes();
+}
+
+TEST(CompressedCache, GqaRepeatCostsNoMoreThanGroupAveragingWithTheSameKeptSets) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  c.num_layers = 1;
+  // Heads 0,1 share KV head 0 and keep the same tokens; so do heads 2,3.
+  at::Tensor same = at::zeros({4, 10}, at::kBool);
+  for (int64_t h = 0; h < 4; ++h) {
+    same[h].narrow(0, 8, 2).fill_(true);
+    same[h][h < 2 ? 1 : 4] = true;
+    same[h][h < 2 ? 3 : 6] = true;
+  }
+  EXPECT_EQ(held_bytes_with(c, GqaMode::kRepeat, same),
+            held_bytes_with(c, GqaMode::kGroupAverage, same));
+  // Heads of a group choosing different tokens: the KV head stores the
+  // union once; only a membership mask is added, never a repeated vector.
+  at::Tensor differ = same.clone();
+  differ[1][3] = false;
+  differ[1][5] = true;
+  LayerMemory m;
+  held_bytes_with(c, GqaMode::kRepeat, differ, &m);
+  EXPECT_EQ(m.slots, 5 + 4);                // KV head 0: {1,3,5,8,9}; KV head 1: {4,6,8,9}
+  EXPECT_EQ(m.exact_vectors, 2 * (5 + 4));  // one K and one V per slot
+  EXPECT_EQ(m.kept_head_tokens, 4 * 4);     // every query head sees 4 tokens
+  EXPECT_EQ(m.membership_bytes, 4 * 5);     // [heads, slots] bool
+}
+
+TEST(CompressedCache, PyramidBudgetsShrinkWithDepth) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  c.num_layers = 4;
+  CompressionParameters p;
+  p.reserve_ratio = 0.3;
+  p.window = 8;
+  p.codebook = CodebookMode::kNone;
+  CompressedCache cache(c, 1, p);
+  std::vector<int64_t> budgets;
+  for (int64_t l = 0; l < 4; ++l) budgets.push_back(cache.layer_budget(l, 108));
+  // r_c = (0.3*108 - 8) / 100 = 0.244: layer 0 keeps 2 r_c - beta = 0.438, the last 0.05.
+  EXPECT_EQ(budgets.front(), 43);
+  EXPECT_EQ(budgets.back(), 5);
+  EXPECT_GT(budgets[1], budgets[2]);
+}
+
+TEST(CompressedCache, DecodedVectorsJoinOrExtendTheJitCodebook) {
+  ModelConfig c = testing::tiny_config(1, 1, 4);
+  c.num_layers = 1;
+  CompressionParameters p;
+  p.reserve_ratio = 1.0;
+  p.codebook = CodebookMode::kJustInTime;
+  p.key_threshold = p.value_threshold = 0.9;
+  CompressedCache cache(c, 1, p);
+  at::Tensor e0 = at::tensor({1.0f, 0.0f, 0.0f, 0.0f}), e1 = at::tensor({0.0f, 1.0f, 0.0f, 0.0f});
+  cache.prefill(0, 0, e0.repeat({1, 4, 1}) * 2, e0.repeat({1, 4, 1}), at::Tensor());
+  EXPECT_EQ(cache.memory().layers[0].jit_entry_bytes, 2 * 16);  // one key and one value entry
+  at::Tensor q = at::randn({1, 1, 1, 4});
+  auto append = [&](const at::Tensor& k, int64_t pos) {
+    cache.append_and_attend(0, q, k.view({1, 1, 1, 4}), e0.view({1, 1, 1, 4}),
+                            at::tensor({pos}, at::kLong).view({1, 1}));
+    cache.advance(1);
+  };
+  append(e0 * 5, 4);
+  EXPECT_EQ(cache.memory().layers[0].jit_entry_bytes, 2 * 16);  // joined
+  append(e1 * 3, 5);
+  EXPECT_EQ(cache.memory().layers[0].jit_entry_bytes, 3 * 16);  // a new key entry
+  EXPECT_EQ(cache.memory().layers[0].jit_vectors, 12);
+  EXPECT_EQ(cache.next_position(0), 6);
+}
+
+TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  const LlamaModel model = clustered_model(c);
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;
+  p.window = 4;
+  p.codebook = CodebookMode::kHybrid;
+  p.key_threshold = p.value_threshold = 0.8;
+  auto artifact = random_artifact(c, 3);
+  TempDir dir;
+  save_artifact(dir.file("a.safetensors"), *artifact);
+  CompressedCache cache(c, 2, p, artifact);
+  std::vector<int64_t> prompt;
+  for (int64_t i = 0; i < 40; ++i) prompt.push_back((i * 3) % 37);
+  prefill_compressed(model, prompt, cache, 0);
+  at::Tensor last = prefill_compressed(model, {prompt.begin(), prompt.begin() + 25}, cache, 1);
+  cache.save(dir.file("cache.safetensors"));
+  CompressedCache loaded = CompressedCache::load(dir.file("cache.safetensors"), c, artifact);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      auto x = cache.reconstruct(b, l), y = loaded.reconstruct(b, l);
+      EXPECT_TRUE(at::equal(x.keys, y.keys) && at::equal(x.values, y.values) &&
+                  at::equal(x.visible, y.visible));
+    }
+  }
+  EXPECT_EQ(loaded.memory().held_bytes, cache.memory().held_bytes);
+  at::Tensor next = at::tensor({1, 2}, at::kLong).view({2, 1});
+  EXPECT_TRUE(
+      at::equal(model.forward_with_cache(next, cache), model.forward_with_cache(next, loaded)));
+  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), c, nullptr),
+                   "artifact checksum");
+  ModelConfig other = c;
+  other.head_dim = 4;
+  other.hidden_size = 16;
+  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), other, nullptr),
+                   "artifact");
+}
+
+TEST(CompressedCache, BadInputIsRefusedWithTheShapeNamed) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  CompressionParameters p;
+  p.codebook = CodebookMode::kCalibrated;
+  EXPECT_SKV_ERROR(CompressedCache(c, 1, p), "needs an artifact");
+  p.codebook = CodebookMode::kNone;
+  p.reserve_ratio = 0;
+  EXPECT_SKV_ERROR(CompressedCache(c, 1, p), "reserve_ratio");
+  p.reserve_ratio = 0.5;
+  p.window = 2;
+  CompressedCache cache(c, 1, p);
+  EXPECT_SKV_ERROR(cache.prefill(0, 0, at::zeros({3, 10, 8}), at::zeros({3, 10, 8}), at::Tensor()),
+                   "keys must be [2, tokens, 8]");
+  EXPECT_SKV_ERROR(cache.prefill(0, 0, at::zeros({2, 10, 8}), at::zeros({2, 10, 8}), at::Tensor()),
+                   "window attention must be");
+  cache.prefill(0, 0, at::randn({2, 10, 8}), at::randn({2, 10, 8}), at::ones({4, 2, 10}));
+  EXPECT_SKV_ERROR(
+      cache.prefill(0, 0, at::randn({2, 10, 8}), at::randn({2, 10, 8}), at::ones({4, 2, 10})),
+      "already holds tokens");
+  EXPECT_SKV_ERROR(
+      cache.prefill(0, 1, at::randn({2, 12, 8}), at::randn({2, 12, 8}), at::ones({4, 2, 12})),
+      "prefilled with 10 tokens");
+  EXPECT_SKV_ERROR(cache.prefill(1, 0, at::randn({2, 10, 8}), at::randn({2, 10, 8}), at::Tensor()),
+                   "sequence 1 outside [0, 1)");
+  EXPECT_SKV_ERROR(parse_codebook_mode("cold"), "allowed: none, calibrated, jit, hybrid");
+}
+
+}  // namespace
+}  // namespace spindlekv

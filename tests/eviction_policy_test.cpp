@@ -1,0 +1,68 @@
+#include "runtime/eviction_policy.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace spindlekv {
+namespace {
+
+std::vector<int64_t> kept_tokens(const at::Tensor& row) {
+  at::Tensor idx = row.nonzero().view({-1}).contiguous();
+  return {idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel()};
+}
+
+// Two query heads over one KV head, 10 tokens, window 2: head 0 looks at
+// tokens 1 and 5, head 1 at 2 and 7, both a little at 3.
+EvictionInput two_head_pattern() {
+  EvictionInput in;
+  in.num_layers = 1;
+  in.num_kv_heads = 1;
+  in.tokens = 10;
+  in.window = 2;
+  in.keep_context = 2;
+  at::Tensor att = at::full({2, 2, 10}, 0.01);
+  for (int64_t r = 0; r < 2; ++r) {
+    att[0][r][1] = 0.4, att[0][r][5] = 0.3, att[0][r][3] = 0.2;
+    att[1][r][2] = 0.4, att[1][r][7] = 0.35, att[1][r][3] = 0.2;
+  }
+  in.window_attention = att;
+  return in;
+}
+
+TEST(WindowAttentionPolicy, RepeatKeepsEachHeadsOwnTopTokensAndTheWindow) {
+  at::Tensor kept = WindowAttentionPolicy(GqaMode::kRepeat).select(two_head_pattern());
+  EXPECT_EQ(kept_tokens(kept[0]), (std::vector<int64_t>{1, 5, 8, 9}));
+  EXPECT_EQ(kept_tokens(kept[1]), (std::vector<int64_t>{2, 7, 8, 9}));
+}
+
+TEST(WindowAttentionPolicy, GroupAverageKeepsOneSetForTheGroup) {
+  // Averaged: 1 -> 0.205, 2 -> 0.205, 3 -> 0.2, 5 -> 0.155, 7 -> 0.18.
+  at::Tensor kept = WindowAttentionPolicy(GqaMode::kGroupAverage).select(two_head_pattern());
+  EXPECT_EQ(kept_tokens(kept[0]), (std::vector<int64_t>{1, 2, 8, 9}));
+  EXPECT_TRUE(at::equal(kept[0], kept[1]));
+}
+
+TEST(WindowAttentionPolicy, PoolingSpreadsImportanceToNeighbours) {
+  EvictionInput in = two_head_pattern();
+  in.keep_context = 3;
+  at::Tensor kept = WindowAttentionPolicy(GqaMode::kRepeat, 3).select(in);
+  // Pooled scores of head 0: token 0,1,2 get 0.4; ties go to the earlier token.
+  EXPECT_EQ(kept_tokens(kept[0]), (std::vector<int64_t>{0, 1, 2, 8, 9}));
+  EXPECT_SKV_ERROR(WindowAttentionPolicy(GqaMode::kRepeat, 4), "odd");
+}
+
+TEST(WindowAttentionPolicy, ImportanceIsTheWindowMeanOfAttention) {
+  at::Tensor imp = window_importance(two_head_pattern());
+  EXPECT_EQ(imp.sizes(), (std::vector<int64_t>{2, 8}));
+  EXPECT_NEAR(imp[0][1].item<double>(), 0.4, 1e-6);
+  EXPECT_NEAR(imp[1][7].item<double>(), 0.35, 1e-6);
+}
+
+TEST(FullCachePolicy, KeepsEverything) {
+  EXPECT_TRUE(FullCachePolicy().select(two_head_pattern()).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace spindlekv
