@@ -26,3 +26,26 @@ for kind in ("key", "value"):
     assert all(0.0 <= c <= 1.0 for c in cov)
 print("reference pipeline: coverage falls with depth")
 PY
+
+# Export: one artifact with both budget allocations; inspect verifies it, and
+# refuses it once a byte is flipped or for another model.
+"$BIN" export --codebooks "$WORK/codebooks.h5" --capture "$WORK/capture.h5" \
+  --out "$WORK/artifact.safetensors" --model "$SRC/data/reference-model" | tee "$WORK/budgets.md"
+"$BIN" inspect "$WORK/artifact.safetensors" --model "$SRC/data/reference-model" | tee "$WORK/inspect.txt"
+grep -q "checksum .* (verified)" "$WORK/inspect.txt"
+/usr/bin/python3 - "$WORK/artifact.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+assert header["__metadata__"]["format"] == "spindlekv-artifact"
+assert header["layers.0.keys.codebook"]["dtype"] == "F32"
+assert header["budgets.calibrated"]["shape"][1] == 6
+PY
+cp "$WORK/artifact.safetensors" "$WORK/tampered.safetensors"
+printf '\x7f' | dd of="$WORK/tampered.safetensors" bs=1 seek=$(( $(stat -c %s "$WORK/tampered.safetensors") - 5 )) conv=notrunc status=none
+if "$BIN" inspect "$WORK/tampered.safetensors" 2> "$WORK/tampered.err"; then
+  echo "inspect accepted a tampered artifact"; exit 1
+fi
+grep -q "checksum mismatch" "$WORK/tampered.err"
+echo "reference pipeline: export and inspect verified"

@@ -14,5 +14,7 @@ void register_train_model_command(CLI::App& app);
 void register_model_report_command(CLI::App& app);
 void register_capture_command(CLI::App& app);
 void register_train_command(CLI::App& app);
+void register_export_command(CLI::App& app);
+void register_inspect_command(CLI::App& app);
 
 }  // namespace spindlekv::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   spindlekv::cli::register_train_model_command(app);
   spindlekv::cli::register_capture_command(app);
   spindlekv::cli::register_train_command(app);
+  spindlekv::cli::register_export_command(app);
+  spindlekv::cli::register_inspect_command(app);
   spindlekv::cli::register_model_report_command(app);
 
   try {

@@ -1,0 +1,111 @@
+#include "export/artifact_exporter.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "capture/capture_file.h"
+#include "common/error.h"
+#include "common/version.h"
+#include "model/model_fingerprint.h"
+#include "train/codebook_file.h"
+
+namespace spindlekv {
+namespace {
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+ArtifactLayer to_artifact_layer(const LayerCodebooks& L) {
+  ArtifactLayer out;
+  out.key_codebook = L.keys.codewords.to(at::kFloat).contiguous();
+  out.value_codebook = L.values.codewords.to(at::kFloat).contiguous();
+  out.key_sizes = L.keys.sizes;
+  out.value_sizes = L.values.sizes;
+  out.key_coverage = L.keys.heldout_coverage;
+  out.value_coverage = L.values.heldout_coverage;
+  return out;
+}
+
+}  // namespace
+
+ExportResult run_export(const ExportOptions& o) {
+  return with_context("export to '" + o.out + "'", [&] {
+    SKV_CHECK(!o.codebooks.empty() && !o.capture.empty() && !o.out.empty(),
+              "export needs --codebooks, --capture and --out");
+    if (!o.overwrite && std::filesystem::exists(o.out)) {
+      SKV_THROW(kIo, "output '", o.out, "' exists (pass --overwrite to replace it)");
+    }
+    SKV_CHECK(o.gqa_mode == "repeat" || o.gqa_mode == "average", "gqa mode '", o.gqa_mode,
+              "' (allowed: repeat, average)");
+    const CodebookFile books = read_codebook_file(o.codebooks);
+    CaptureReader capture(o.capture);
+    const CaptureMetadata& cm = capture.metadata();
+    SKV_CHECK(capture.finished(), "capture '", o.capture, "' is not finished (resume it first)");
+    SKV_CHECK(books.metadata.model_fingerprint == cm.model_fingerprint, "codebooks '", o.codebooks,
+              "' come from model ", books.metadata.model_fingerprint, " but capture '", o.capture,
+              "' from ", cm.model_fingerprint);
+    SKV_CHECK(books.metadata.calibration_hash == cm.calibration_hash, "codebooks '", o.codebooks,
+              "' were trained on other calibration text (hash ", books.metadata.calibration_hash,
+              ") than capture '", o.capture, "' (", cm.calibration_hash, ")");
+    if (!o.model_dir.empty()) {
+      const std::string fp = fingerprint_model(o.model_dir).to_string();
+      SKV_CHECK(fp == cm.model_fingerprint, "capture '", o.capture, "' was made with another ",
+                "model (fingerprint ", cm.model_fingerprint, ") than '", o.model_dir, "' (", fp,
+                ")");
+    }
+    SKV_CHECK_EQ(static_cast<int64_t>(cm.layers.size()), cm.num_layers,
+                 "the capture must hold every layer for an artifact (it has ", cm.layers.size(),
+                 " of ", cm.num_layers, "; capture with --layers all)");
+
+    Artifact a;
+    a.tool_version = version_string();
+    a.model_fingerprint = cm.model_fingerprint;
+    a.num_layers = cm.num_layers;
+    a.num_heads = cm.num_heads;
+    a.num_kv_heads = cm.num_kv_heads;
+    a.head_dim = cm.head_dim;
+    a.key_threshold = books.metadata.key_threshold;
+    a.value_threshold = books.metadata.value_threshold;
+    a.window = o.window > 0 ? o.window : cm.window;
+    a.gqa_mode = o.gqa_mode;
+    a.sharing = books.metadata.sharing;
+    a.pyramid_beta = o.budgets.pyramid_beta;
+    a.sources_json = nlohmann::json{{"codebooks", o.codebooks},
+                                    {"capture", o.capture},
+                                    {"calibration_hash", cm.calibration_hash}}
+                         .dump();
+    std::vector<LayerBudgetInput> inputs;
+    for (int64_t l = 0; l < cm.num_layers; ++l) {
+      with_context("layer " + std::to_string(l), [&] {
+        const LayerCodebooks& L = books.layer(l);
+        a.layers.push_back(to_artifact_layer(L));
+        // Retained mass averaged over sequences and query heads.
+        at::Tensor mass = capture.read_statistic(l, "retained_mass");  // [S, heads, F]
+        SKV_CHECK(mass.dim() == 3 && mass.size(0) > 0 &&
+                      mass.size(2) == static_cast<int64_t>(cm.keep_fractions.size()),
+                  "capture statistic retained_mass has shape ", mass.sizes());
+        at::Tensor curve = mass.mean(at::IntArrayRef{0, 1}).contiguous();
+        LayerBudgetInput in;
+        in.keep_fractions = cm.keep_fractions;
+        in.retained_mass.assign(curve.data_ptr<double>(), curve.data_ptr<double>() + curve.numel());
+        in.key_coverage = mean(L.keys.heldout_coverage);
+        in.value_coverage = mean(L.values.heldout_coverage);
+        inputs.push_back(std::move(in));
+      });
+    }
+    ExportResult result;
+    result.budgets = calibrate_budgets(inputs, a.head_dim, o.budgets);
+    a.pyramid = result.budgets.pyramid;
+    a.calibrated = result.budgets.calibrated;
+    save_artifact(o.out, a);
+    result.artifact = std::move(a);
+    return result;
+  });
+}
+
+}  // namespace spindlekv

@@ -1,0 +1,112 @@
+#include "export/artifact_exporter.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "capture/capture_runner.h"
+#include "model/compressed_prefill.h"
+#include "model/llama_model.h"
+#include "model/model_fingerprint.h"
+#include "runtime/compressed_cache.h"
+#include "test_util.h"
+#include "train/train_runner.h"
+
+namespace spindlekv {
+namespace {
+
+class ArtifactExporter : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    testing::write_byte_model(dir_->file("model"), 31);
+    testing::write_byte_model(dir_->file("other"), 32);
+    testing::write_sample_text(dir_->file("text.txt"), 60);
+    CaptureOptions c;
+    c.model_dir = dir_->file("model");
+    c.text_paths = {dir_->file("text.txt")};
+    c.out = dir_->file("cap.h5");
+    c.seq_len = 64;
+    c.window = 8;
+    c.max_sequences = 20;
+    run_capture(c);
+    TrainOptions t;
+    t.capture = c.out;
+    t.out = dir_->file("codebooks.h5");
+    t.max_codewords = 32;
+    t.trainer.kmeans_iterations = 5;
+    run_train(t);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  ExportOptions options(const std::string& out) const {
+    ExportOptions o;
+    o.codebooks = dir_->file("codebooks.h5");
+    o.capture = dir_->file("cap.h5");
+    o.out = dir_->file(out);
+    return o;
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* ArtifactExporter::dir_ = nullptr;
+
+TEST_F(ArtifactExporter, WritesAnArtifactTheRuntimeLoadsForItsModel) {
+  ExportOptions o = options("a.safetensors");
+  o.model_dir = dir_->file("model");
+  const ExportResult r = run_export(o);
+  const std::string fp = fingerprint_model(dir_->file("model")).to_string();
+  auto a = std::make_shared<Artifact>(load_artifact_for_model(o.out, fp));
+  EXPECT_EQ(a->num_layers, 2);
+  EXPECT_EQ(a->window, 8);  // the capture's
+  EXPECT_EQ(a->layers[1].key_codebook.size(0), 2);
+  EXPECT_EQ(a->calibrated.fractions, r.budgets.calibrated.fractions);
+  // The runtime uses it: calibrated codes and calibrated budgets.
+  const LlamaModel model = LlamaModel::load(dir_->file("model"));
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;
+  p.window = 8;
+  p.budget = BudgetKind::kCalibrated;
+  p.codebook = CodebookMode::kCalibrated;
+  CompressedCache cache(model.config(), 1, p, a);
+  std::vector<int64_t> prompt;
+  for (int i = 0; i < 48; ++i) prompt.push_back("The river bends and the road goes on. "[i % 38]);
+  prefill_compressed(model, prompt, cache, 0);
+  const MemoryReport m = cache.memory();
+  EXPECT_GT(m.layers[0].calibrated_vectors, 0);
+  EXPECT_LT(m.ratio, 1.0);
+  EXPECT_SKV_ERROR(
+      load_artifact_for_model(o.out, fingerprint_model(dir_->file("other")).to_string()),
+      "another model");
+}
+
+TEST_F(ArtifactExporter, RefusesAMismatchedModelAndExistingOutput) {
+  ExportOptions o = options("b.safetensors");
+  o.model_dir = dir_->file("other");
+  EXPECT_SKV_ERROR(run_export(o), "another model");
+  EXPECT_FALSE(std::filesystem::exists(o.out));
+  o.model_dir.clear();
+  run_export(o);
+  EXPECT_SKV_ERROR(run_export(o), "--overwrite");
+  o.gqa_mode = "mean";
+  o.overwrite = true;
+  EXPECT_SKV_ERROR(run_export(o), "allowed: repeat, average");
+}
+
+TEST_F(ArtifactExporter, RefusesCodebooksOfAnotherCapture) {
+  // A capture of other text: its calibration hash differs from the codebooks'.
+  testing::write_sample_text(dir_->file("text2.txt"), 61);
+  CaptureOptions c;
+  c.model_dir = dir_->file("model");
+  c.text_paths = {dir_->file("text2.txt")};
+  c.out = dir_->file("cap2.h5");
+  c.seq_len = 64;
+  c.window = 8;
+  c.max_sequences = 4;
+  run_capture(c);
+  ExportOptions o = options("c.safetensors");
+  o.capture = c.out;
+  EXPECT_SKV_ERROR(run_export(o), "other calibration text");
+}
+
+}  // namespace
+}  // namespace spindlekv
