@@ -28,7 +28,7 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
     out.distinct += std::get<0>(at::_unique(key.masked_select(cal))).numel();
   }
   for (int64_t j : c.jit_count) out.distinct += j;
-  out.distinct += c.exact.size(0);
+  for (int64_t e : c.exact_count) out.distinct += e;
   return out;
 }
 
@@ -58,7 +58,8 @@ MemoryReport CompressedCache::memory() const {
       m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
       m.position_bytes += slots * static_cast<int64_t>(sizeof(int32_t));
       m.membership_bytes += nbytes(S.member);
-      m.exact_bytes += (S.keys.exact.size(0) + S.values.exact.size(0)) * d * 4;
+      for (int64_t e : S.keys.exact_count) m.exact_bytes += e * d * 4;
+      for (int64_t e : S.values.exact_count) m.exact_bytes += e * d * 4;
       int64_t jit_entries = 0;
       for (int64_t j : S.keys.jit_count) jit_entries += j;
       for (int64_t j : S.values.jit_count) jit_entries += j;

@@ -117,8 +117,7 @@ at::TensorOptions CompressedCache::Impl::float_options() const {
   return at::TensorOptions().dtype(at::kFloat).device(device);
 }
 
-at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tensor& positions) {
-  const int64_t needed = positions.numel() > 0 ? positions.max().item<int64_t>() + 1 : 0;
+void CompressedCache::Impl::ensure_rope(int64_t needed) {
   if (!rope_cos.defined() || rope_cos.size(0) < needed) {
     const int64_t P = std::max<int64_t>(needed, rope_cos.defined() ? 2 * rope_cos.size(0) : 1024);
     RopeTables t =
@@ -126,6 +125,10 @@ at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tenso
     rope_cos = t.cos;
     rope_sin = t.sin;
   }
+}
+
+at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tensor& positions) {
+  ensure_rope(positions.numel() > 0 ? positions.max().item<int64_t>() + 1 : 0);
   at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
   const int64_t d = keys.size(-1);
   RopeTables t{rope_cos.index_select(0, idx).view({keys.size(0), keys.size(1), d}),
@@ -299,8 +302,9 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
                          I.coding, extend);
     S.tokens_seen += t;
 
-    at::Tensor K = I.rotate(detail::reconstruct(S.keys, I.key_tables[layer]), S.positions);
-    at::Tensor V = detail::reconstruct(S.values, I.value_tables[layer]);
+    I.ensure_rope(pos_b.max().item<int64_t>() + 1);
+    at::Tensor K = detail::reconstruct_rotated(S.keys, I.key_tables[layer], S.positions, I.rope_cos,
+                                               I.rope_sin);
     const int64_t n = K.size(1);
     at::Tensor q = queries[b].to(I.device, at::kFloat).reshape({kv, group * t, d});
     at::Tensor scores = at::bmm(q, K.transpose(1, 2))
@@ -313,7 +317,9 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     if (S.member.defined()) visible = visible & S.member.view({kv, group, 1, n});
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
-    outputs.push_back(at::bmm(probs, V).view({heads, t, d}));
+    // Values are never rebuilt: probabilities are summed per entry first.
+    outputs.push_back(
+        detail::weighted_sum(S.values, I.value_tables[layer], probs).view({heads, t, d}));
   }
   return at::stack(outputs, 0);
 }

@@ -70,7 +70,9 @@ void CompressedCache::save(const std::string& path) const {
         seq["layers"].push_back({{"filled", S.filled},
                                  {"tokens_seen", S.tokens_seen},
                                  {"key_jit_count", S.keys.jit_count},
-                                 {"value_jit_count", S.values.jit_count}});
+                                 {"value_jit_count", S.values.jit_count},
+                                 {"key_exact_count", S.keys.exact_count},
+                                 {"value_exact_count", S.values.exact_count}});
         if (!S.filled) continue;
         const std::string p = prefix(b, l);
         tensors.emplace_back(p + "positions", S.positions);
@@ -156,26 +158,34 @@ CompressedCache CompressedCache::load(const std::string& path, const ModelConfig
                           S.member.size(1) == n && S.member.scalar_type() == at::kBool,
                       "tensor '", p, "member' has the wrong shape or dtype");
           }
-          for (const auto& [kind, c, counts] :
-               {std::tuple<const char*, detail::CodedVectors*, const char*>{"keys", &S.keys,
-                                                                            "key_jit_count"},
-                {"values", &S.values, "value_jit_count"}}) {
+          for (const auto& [kind, c] :
+               {std::pair<std::string, detail::CodedVectors*>{"keys", &S.keys},
+                {"values", &S.values}}) {
             const std::string k = kind;
+            const std::string singular = k == "keys" ? "key" : "value";
             c->code = t(k + ".code");
             c->magnitude = t(k + ".magnitude");
             c->exact = t(k + ".exact");
             c->jit = t(k + ".jit");
-            c->jit_count = layers[l].at(counts).get<std::vector<int64_t>>();
+            c->jit_count = layers[l].at(singular + "_jit_count").get<std::vector<int64_t>>();
+            c->exact_count = layers[l].at(singular + "_exact_count").get<std::vector<int64_t>>();
             SKV_CHECK(c->code.sizes() == S.positions.sizes() && c->code.scalar_type() == at::kInt &&
-                          c->magnitude.sizes() == S.positions.sizes() && c->exact.dim() == 2 &&
-                          c->exact.size(1) == d && c->jit.dim() == 3 && c->jit.size(0) == kv &&
-                          c->jit.size(2) == d && static_cast<int64_t>(c->jit_count.size()) == kv,
+                          c->magnitude.sizes() == S.positions.sizes() && c->exact.dim() == 3 &&
+                          c->exact.size(0) == kv && c->exact.size(2) == d && c->jit.dim() == 3 &&
+                          c->jit.size(0) == kv && c->jit.size(2) == d &&
+                          static_cast<int64_t>(c->jit_count.size()) == kv &&
+                          static_cast<int64_t>(c->exact_count.size()) == kv,
                       "tensors '", p, k, ".*' have inconsistent shapes");
+            for (int64_t g = 0; g < kv; ++g) {
+              SKV_CHECK(c->jit_count[g] >= 0 && c->jit_count[g] <= c->jit.size(1) &&
+                            c->exact_count[g] >= 0 && c->exact_count[g] <= c->exact.size(1),
+                        "state of '", p, k, "': counts exceed the tables");
+            }
             // Codes must point inside the tables, or reconstruction would read garbage.
             const int64_t Kc =
                 (k == "keys" ? I.key_tables[l] : I.value_tables[l]).calibrated_capacity();
             at::Tensor code = c->code.to(at::kLong);
-            at::Tensor bad = (code < -c->exact.size(0)) |
+            at::Tensor bad = (code < -c->exact.size(1)) |
                              ((code >= Kc + c->jit.size(1)) & (code != detail::kZeroCode));
             SKV_CHECK(!bad.any().item<bool>(), "tensor '", p, k,
                       ".code' points outside its tables");

@@ -1,6 +1,7 @@
 #include "runtime/detail/compressed_storage.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 
@@ -27,7 +28,7 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   return {best, arg};
 }
 
-at::Tensor grow_jit(const at::Tensor& jit, int64_t needed) {
+at::Tensor grow_rows(const at::Tensor& jit, int64_t needed) {
   const int64_t cap = jit.size(1);
   if (needed <= cap) return jit;
   const int64_t new_cap = std::max(needed, 2 * cap);
@@ -41,7 +42,8 @@ CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOpt
   CodedVectors c;
   c.code = at::empty({kv_heads, 0}, options.dtype(at::kInt));
   c.magnitude = at::empty({kv_heads, 0}, options.dtype(at::kFloat));
-  c.exact = at::empty({0, head_dim}, options.dtype(at::kFloat));
+  c.exact = at::empty({kv_heads, 0, head_dim}, options.dtype(at::kFloat));
+  c.exact_count.assign(kv_heads, 0);
   c.jit = at::empty({kv_heads, 0, head_dim}, options.dtype(at::kFloat));
   c.jit_count.assign(kv_heads, 0);
   return c;
@@ -91,7 +93,7 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
       built[g] = build_jit_codebook(dirs[g].index_select(0, rows[g]), tables.threshold);
       needed[g] += built[g].entries.size(0);
     }
-    out.jit = grow_jit(out.jit, *std::max_element(needed.begin(), needed.end()));
+    out.jit = grow_rows(out.jit, *std::max_element(needed.begin(), needed.end()));
     for (int64_t g = 0; g < kv; ++g) {
       if (rows[g].numel() == 0) continue;
       const int64_t base = out.jit_count[g], J = built[g].entries.size(0);
@@ -101,22 +103,32 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     }
     open = at::zeros_like(open);
   }
-  if (open.any().item<bool>()) {
-    // No entry: the vector is kept exact, its code pointing at its row.
-    const int64_t base = out.exact.size(0);
-    at::Tensor flat = open.view({-1}).nonzero().view({-1});
-    const int64_t m = flat.size(0);
-    out.exact = at::cat({out.exact, vectors.reshape({kv * t, -1}).index_select(0, flat)}, 0);
-    at::Tensor exact_code = -(at::arange(base, base + m, flat.options())) - 1;
-    code = code.view({-1}).index_copy(0, flat, exact_code).view({kv, t});
-    mags = mags.view({-1}).index_fill(0, flat, 1.0).view({kv, t});
+  at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
+  if (misses.sum().item<int64_t>() > 0) {
+    // No entry: the vector is kept exact; the r-th miss of head g takes row
+    // exact_count[g] + r of that head's table, and its code points there.
+    std::vector<int64_t> needed(kv);
+    const int64_t* m = misses.data_ptr<int64_t>();
+    for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + m[g];
+    out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
+    const int64_t cap = out.exact.size(1);
+    at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
+    at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
+    at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
+    at::Tensor flat_open = open.reshape({-1});
+    at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
+    at::Tensor rows = vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
+    out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows);
+    code = at::where(open, -row - 1, code);
+    mags = at::where(open, at::ones_like(mags), mags);
+    out.exact_count = needed;
   }
   out.code = at::cat({out.code, code.to(at::kInt)}, 1);
   out.magnitude = at::cat({out.magnitude, mags}, 1);
 }
 
 at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
-  const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(1);
+  const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(2);
   at::Tensor flat = c.code.reshape({-1}).to(at::kLong);
   at::Tensor head = at::arange(kv, flat.options()).repeat_interleave(n);
   at::Tensor out = at::zeros({kv * n, d}, c.magnitude.options());
@@ -134,13 +146,100 @@ at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
     at::Tensor rows = c.jit.reshape({-1, d}).index_select(0, idx);
     out = at::where(is_jit.unsqueeze(1), rows, out);
   }
-  const int64_t E = c.exact.size(0);
+  const int64_t E = c.exact.size(1);
   if (E > 0) {
     at::Tensor is_exact = flat < 0;
-    at::Tensor idx = (-flat - 1).clamp(0, E - 1);
-    out = at::where(is_exact.unsqueeze(1), c.exact.index_select(0, idx), out);
+    at::Tensor idx = (-flat - 1).clamp(0, E - 1) + head * E;
+    out = at::where(is_exact.unsqueeze(1), c.exact.reshape({-1, d}).index_select(0, idx), out);
   }
   return (out * c.magnitude.reshape({-1, 1})).view({kv, n, d});
+}
+
+at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tables,
+                               const at::Tensor& positions, const at::Tensor& cos,
+                               const at::Tensor& sin) {
+  const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(2);
+  if (!c.code.is_cpu()) {
+    // Other devices: the same computation in ATen operations.
+    at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
+    const at::Tensor keys = reconstruct(c, tables);
+    return keys * cos.index_select(0, idx).view({kv, n, d}) +
+           at::cat({-keys.narrow(2, d / 2, d / 2), keys.narrow(2, 0, d / 2)}, 2) *
+               sin.index_select(0, idx).view({kv, n, d});
+  }
+  at::Tensor out = at::empty({kv, n, d}, c.magnitude.options());
+  const at::Tensor code = c.code.contiguous(), mag = c.magnitude.contiguous();
+  const at::Tensor pos = positions.contiguous();
+  const at::Tensor cal =
+      tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
+  const at::Tensor jit = c.jit.contiguous(), exact = c.exact.contiguous();
+  const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
+  const int32_t* code_p = code.data_ptr<int32_t>();
+  const int32_t* pos_p = pos.data_ptr<int32_t>();
+  const float* mag_p = mag.data_ptr<float>();
+  const float* cal_p = cal.defined() ? cal.data_ptr<float>() : nullptr;
+  const float* jit_p = jit.data_ptr<float>();
+  const float* exact_p = exact.data_ptr<float>();
+  const float* cos_p = cos_c.data_ptr<float>();
+  const float* sin_p = sin_c.data_ptr<float>();
+  float* out_p = out.data_ptr<float>();
+  const int64_t Kc = tables.calibrated_capacity(), cap = c.jit.size(1), half = d / 2;
+  const int64_t exact_cap = c.exact.size(1);
+  const bool shared = tables.shared();
+  at::parallel_for(0, kv * n, 512, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = i / n;
+      const int64_t cd = code_p[i];
+      float* o = out_p + i * d;
+      const float* src = nullptr;
+      if (cd >= 0 && cd < Kc) {
+        src = cal_p + ((shared ? 0 : g) * Kc + cd) * d;
+      } else if (cd >= Kc && cd < Kc + cap) {
+        src = jit_p + (g * cap + (cd - Kc)) * d;
+      } else if (cd < 0) {
+        src = exact_p + (g * exact_cap + (-cd - 1)) * d;
+      }
+      if (src == nullptr || pos_p[i] < 0) {
+        std::fill(o, o + d, 0.0f);
+        continue;
+      }
+      const float m = mag_p[i];
+      const float* cs = cos_p + static_cast<int64_t>(pos_p[i]) * d;
+      const float* sn = sin_p + static_cast<int64_t>(pos_p[i]) * d;
+      for (int64_t j = 0; j < half; ++j) {
+        const float x1 = src[j] * m, x2 = src[j + half] * m;
+        o[j] = x1 * cs[j] - x2 * sn[j];
+        o[j + half] = x2 * cs[j + half] + x1 * sn[j + half];
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
+                        const at::Tensor& weights) {
+  const int64_t kv = c.code.size(0), R = weights.size(1), d = c.exact.size(2);
+  at::Tensor code = c.code.to(at::kLong).unsqueeze(1).expand({kv, R, c.code.size(1)});
+  at::Tensor w = weights * c.magnitude.unsqueeze(1);  // [kv, R, n]
+  at::Tensor out = at::zeros({kv, R, d}, weights.options());
+  auto add_table = [&](const at::Tensor& in_range, const at::Tensor& index, int64_t size,
+                       const at::Tensor& table) {
+    at::Tensor per_entry = at::zeros({kv, R, size}, weights.options());
+    per_entry.scatter_add_(2, index.clamp(0, size - 1), w * in_range);
+    out.baddbmm_(per_entry, table);
+  };
+  const int64_t Kc = tables.calibrated_capacity();
+  if (Kc > 0) {
+    at::Tensor t = tables.shared() ? tables.calibrated.expand({kv, Kc, d}) : tables.calibrated;
+    add_table(((code >= 0) & (code < Kc)).to(w.scalar_type()), code, Kc, t);
+  }
+  const int64_t cap = c.jit.size(1);
+  if (cap > 0) {
+    add_table(((code >= Kc) & (code < Kc + cap)).to(w.scalar_type()), code - Kc, cap, c.jit);
+  }
+  const int64_t E = c.exact.size(1);
+  if (E > 0) add_table((code < 0).to(w.scalar_type()), -code - 1, E, c.exact);
+  return out;
 }
 
 }  // namespace detail

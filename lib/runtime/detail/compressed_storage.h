@@ -27,13 +27,15 @@ struct CodebookTables {
 /// Keys or values of one (sequence, layer).
 /// code >= 0 and < Kc: calibrated entry; Kc <= code < Kc + jit capacity:
 /// just-in-time entry code - Kc of the slot's KV head; code < 0: exact row
-/// -code - 1; kZeroCode: zero.
+/// -code - 1 of the slot's KV head; kZeroCode: zero. Both per-head tables are
+/// padded to a common capacity (grown by doubling) with counts in use.
 struct CodedVectors {
-  at::Tensor code;                 ///< [kv_heads, slots] int32
-  at::Tensor magnitude;            ///< [kv_heads, slots] float32 (1 for exact rows, 0 for zero)
-  at::Tensor exact;                ///< [exact_rows, d] float32
-  at::Tensor jit;                  ///< [kv_heads, capacity, d] float32 just-in-time entries
-  std::vector<int64_t> jit_count;  ///< entries in use per KV head
+  at::Tensor code;                   ///< [kv_heads, slots] int32
+  at::Tensor magnitude;              ///< [kv_heads, slots] float32 (1 for exact rows, 0 for zero)
+  at::Tensor exact;                  ///< [kv_heads, capacity, d] float32 exact rows
+  std::vector<int64_t> exact_count;  ///< rows in use per KV head
+  at::Tensor jit;                    ///< [kv_heads, capacity, d] float32 just-in-time entries
+  std::vector<int64_t> jit_count;    ///< entries in use per KV head
 };
 
 struct SequenceLayer {
@@ -53,6 +55,20 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor
 
 /// Dense vectors [kv_heads, slots, d] rebuilt from codes.
 at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);
+
+/// Keys rebuilt from codes and rotated by RoPE at `positions` [kv_heads,
+/// slots] int32 (padding < 0: row left zero), with `cos`/`sin` tables
+/// [P, d] indexed by position: [kv_heads, slots, d]. One fused pass on CPU.
+at::Tensor reconstruct_rotated(const CodedVectors& coded, const CodebookTables& tables,
+                               const at::Tensor& positions, const at::Tensor& cos,
+                               const at::Tensor& sin);
+
+/// sum_s weights[g, r, s] * vector[g, s] for every KV head g and row r,
+/// without rebuilding the vectors: weights times magnitudes are gathered per
+/// entry, then multiplied with the entry tables. weights [kv_heads, R, slots];
+/// returns [kv_heads, R, d].
+at::Tensor weighted_sum(const CodedVectors& coded, const CodebookTables& tables,
+                        const at::Tensor& weights);
 
 /// An empty CodedVectors for `kv_heads` heads of size `head_dim`.
 CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options);
