@@ -1,5 +1,7 @@
 #include "runtime/eviction_policy.h"
 
+#include "runtime/baseline_policies.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -27,7 +29,7 @@ EvictionInput two_head_pattern() {
     att[0][r][1] = 0.4, att[0][r][5] = 0.3, att[0][r][3] = 0.2;
     att[1][r][2] = 0.4, att[1][r][7] = 0.35, att[1][r][3] = 0.2;
   }
-  in.window_attention = att;
+  in.attention = att;
   return in;
 }
 
@@ -62,6 +64,46 @@ TEST(WindowAttentionPolicy, ImportanceIsTheWindowMeanOfAttention) {
 
 TEST(FullCachePolicy, KeepsEverything) {
   EXPECT_TRUE(FullCachePolicy().select(two_head_pattern()).all().item<bool>());
+}
+
+}  // namespace
+}  // namespace spindlekv
+
+namespace spindlekv {
+namespace {
+
+TEST(StreamingLlmPolicy, KeepsSinksAndTheMostRecentTokens) {
+  EvictionInput in = two_head_pattern();  // 10 tokens, window 2 (tokens 8, 9)
+  in.keep_context = 5;
+  at::Tensor kept = StreamingLlmPolicy(2).select(in);
+  EXPECT_EQ(kept_tokens(kept[0]), (std::vector<int64_t>{0, 1, 5, 6, 7, 8, 9}));
+  EXPECT_TRUE(at::equal(kept[0], kept[1]));
+  in.keep_context = 1;  // budget smaller than the sinks: the first token only
+  EXPECT_EQ(kept_tokens(StreamingLlmPolicy(4).select(in)[0]), (std::vector<int64_t>{0, 8, 9}));
+}
+
+TEST(H2oPolicy, SplitsTheBudgetBetweenRecentTokensAndHeavyHitters) {
+  // Every query row (not just the window) votes: token 2 is the heavy hitter
+  // of head 0 overall, token 4 of head 1.
+  EvictionInput in = two_head_pattern();
+  at::Tensor att = at::full({2, 10, 10}, 0.01);
+  for (int64_t r = 0; r < 10; ++r) att[0][r][2] = 0.5, att[1][r][4] = 0.5, att[0][r][3] = 0.2;
+  in.attention = att;
+  in.keep_context = 4;  // 2 recent (6, 7) + 2 heavy
+  H2oPolicy h2o;
+  EXPECT_EQ(h2o.attention_rows(10, 2), 10);
+  at::Tensor kept = h2o.select(in);
+  EXPECT_EQ(kept_tokens(kept[0]), (std::vector<int64_t>{2, 3, 6, 7, 8, 9}));
+  EXPECT_EQ(kept_tokens(kept[1]), (std::vector<int64_t>{0, 4, 6, 7, 8, 9}));  // tie: earliest
+}
+
+TEST(PyramidInferPolicy, IsGroupAveragedWindowAttention) {
+  // PyramidInfer = WindowAttentionPolicy(kGroupAverage): one set per group.
+  EvictionInput in = two_head_pattern();
+  in.num_kv_heads = 2;  // each head alone in its group: averaging changes nothing
+  at::Tensor per_group = WindowAttentionPolicy(GqaMode::kGroupAverage).select(in);
+  at::Tensor repeat = WindowAttentionPolicy(GqaMode::kRepeat).select(in);
+  EXPECT_TRUE(at::equal(per_group, repeat));
 }
 
 }  // namespace

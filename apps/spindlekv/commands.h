@@ -16,5 +16,6 @@ void register_capture_command(CLI::App& app);
 void register_train_command(CLI::App& app);
 void register_export_command(CLI::App& app);
 void register_inspect_command(CLI::App& app);
+void register_eval_command(CLI::App& app);
 
 }  // namespace spindlekv::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   spindlekv::cli::register_train_command(app);
   spindlekv::cli::register_export_command(app);
   spindlekv::cli::register_inspect_command(app);
+  spindlekv::cli::register_eval_command(app);
   spindlekv::cli::register_model_report_command(app);
 
   try {

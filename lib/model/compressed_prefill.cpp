@@ -14,8 +14,10 @@ at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t
   const int64_t T = static_cast<int64_t>(prompt.size());
   ForwardCapture capture;
   capture.pre_rope_kv = true;
-  capture.attention_rows =
-      cache.parameters().reserve_ratio >= 1 ? 0 : std::min<int64_t>(cache.parameters().window, T);
+  const int64_t window = std::min<int64_t>(cache.parameters().window, T);
+  capture.attention_rows = cache.parameters().reserve_ratio >= 1
+                               ? 0
+                               : std::min<int64_t>(T, cache.policy().attention_rows(T, window));
   at::Tensor tokens = at::tensor(prompt, at::kLong).view({1, T});
   at::Tensor logits = model.forward(tokens, nullptr, &capture, /*last_logits_only=*/true);
   for (int64_t l = 0; l < model.config().num_layers; ++l) {

@@ -53,10 +53,17 @@ MemoryReport CompressedCache::memory() const {
       m.tokens_seen += S.tokens_seen;
       m.slots += slots;
       m.kept_head_tokens += kept;
-      // Every valid slot carries a code and a magnitude for K and for V.
-      m.code_bytes += 2 * slots * static_cast<int64_t>(sizeof(int32_t));
-      m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
-      m.position_bytes += slots * static_cast<int64_t>(sizeof(int32_t));
+      // Every valid slot carries a code and a magnitude for K and for V,
+      // except without codebooks, where the code is the slot's own exact row
+      // and the magnitude 1: an eviction-only cache would not store them.
+      if (I.coding != detail::CodingMode::kExact) {
+        m.code_bytes += 2 * slots * static_cast<int64_t>(sizeof(int32_t));
+        m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
+      }
+      // Positions are implicit (0, 1, ...) while a layer has evicted nothing.
+      if (slots < kv * S.tokens_seen || S.member.defined()) {
+        m.position_bytes += slots * static_cast<int64_t>(sizeof(int32_t));
+      }
       m.membership_bytes += nbytes(S.member);
       for (int64_t e : S.keys.exact_count) m.exact_bytes += e * d * 4;
       for (int64_t e : S.values.exact_count) m.exact_bytes += e * d * 4;

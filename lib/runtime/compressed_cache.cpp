@@ -157,6 +157,7 @@ void CompressedCache::set_policy(std::shared_ptr<const EvictionPolicy> policy) {
 }
 
 const CompressionParameters& CompressedCache::parameters() const { return impl_->params; }
+const EvictionPolicy& CompressedCache::policy() const { return *impl_->policy; }
 int64_t CompressedCache::batch_size() const { return impl_->batch; }
 
 int64_t CompressedCache::next_position(int64_t sequence) const {
@@ -213,10 +214,12 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         if (keep >= T - window) {
           kept = at::ones({heads, T}, at::TensorOptions().dtype(at::kBool).device(I.device));
         } else {
+          const int64_t rows = std::min(T, I.policy->attention_rows(T, window));
           SKV_CHECK(window_attention.defined() && window_attention.dim() == 3 &&
                         window_attention.size(0) == heads && window_attention.size(2) == T &&
-                        window_attention.size(1) >= window,
-                    "window attention must be [", heads, ", >= ", window, ", ", T, "], got ",
+                        window_attention.size(1) >= rows,
+                    "attention must be [", heads, ", >= ", rows, ", ", T, "] for policy '",
+                    I.policy->name(), "', got ",
                     window_attention.defined() ? window_attention.sizes() : at::IntArrayRef{});
           EvictionInput in;
           in.layer = layer;
@@ -225,8 +228,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           in.tokens = T;
           in.window = window;
           in.keep_context = keep;
-          in.window_attention =
-              window_attention.narrow(1, window_attention.size(1) - window, window).to(I.device);
+          in.attention =
+              window_attention.narrow(1, window_attention.size(1) - rows, rows).to(I.device);
           kept = I.policy->select(in).to(I.device, at::kBool);
           SKV_CHECK(kept.dim() == 2 && kept.size(0) == heads && kept.size(1) == T, "policy '",
                     I.policy->name(), "' returned ", kept.sizes(), ", expected [", heads, ", ", T,

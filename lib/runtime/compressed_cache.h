@@ -74,8 +74,11 @@ struct CompressionParameters {
   bool extend_codebook_when_decoding = true;
 };
 
-/// Bytes held by one layer, summed over the batch. "Held" counts what is in
-/// use (valid slots, entries, rows); tensors' padding is in allocated_bytes.
+/// Bytes held by one layer, summed over the batch. "Held" counts what the
+/// representation needs: valid slots, entries and rows in use (tensors'
+/// padding is in allocated_bytes); no codes or magnitudes without a codebook
+/// (each slot is its own exact row, magnitude 1); no positions in a layer
+/// that evicted nothing (they are 0, 1, ...).
 struct LayerMemory {
   int64_t tokens_seen = 0;       ///< tokens of all sequences (prefill + decoded)
   int64_t slots = 0;             ///< (KV head, token) pairs held
@@ -117,11 +120,13 @@ class CompressedCache : public AttentionCache {
   /// Replaces stage 1 (default: WindowAttentionPolicy with params.gqa).
   void set_policy(std::shared_ptr<const EvictionPolicy> policy);
   const CompressionParameters& parameters() const;
+  const EvictionPolicy& policy() const;
 
   /// Compresses one layer of a freshly prefilled sequence (positions
   /// 0..tokens-1). Every layer of a sequence must be prefilled with the same
-  /// token count before it decodes. `window_attention` may hold more rows
-  /// than the window; the last ones are used. Unneeded when reserve_ratio is 1.
+  /// token count before it decodes. `window_attention` holds the attention of
+  /// the prefill's last queries, at least policy().attention_rows() of them
+  /// (the window for SpindleKV); unneeded when nothing is evicted.
   void prefill(int64_t sequence, int64_t layer, const at::Tensor& keys_pre_rope,
                const at::Tensor& values, const at::Tensor& window_attention);
   /// Context tokens each query head of `layer` keeps for a prefill of `tokens`.

@@ -8,29 +8,31 @@ namespace spindlekv {
 namespace {
 
 void check_input(const EvictionInput& in) {
-  SKV_CHECK(in.window_attention.defined() && in.window_attention.dim() == 3,
-            "window attention must be [heads, rows, tokens]");
-  SKV_CHECK_EQ(in.window_attention.size(2), in.tokens, "window attention covers other tokens");
+  SKV_CHECK(in.attention.defined() && in.attention.dim() == 3,
+            "attention must be [heads, rows, tokens]");
+  SKV_CHECK_EQ(in.attention.size(2), in.tokens, "attention covers other tokens");
+  SKV_CHECK(in.attention.size(1) >= std::min(in.window, in.tokens), "attention has ",
+            in.attention.size(1), " rows, the window needs ", in.window);
   SKV_CHECK(in.window >= 0 && in.keep_context >= 0, "window ", in.window, " and budget ",
             in.keep_context, " must not be negative");
-  SKV_CHECK(in.num_kv_heads > 0 && in.window_attention.size(0) % in.num_kv_heads == 0,
-            in.window_attention.size(0), " heads are not a multiple of ", in.num_kv_heads,
-            " KV heads");
+  SKV_CHECK(in.num_kv_heads > 0 && in.attention.size(0) % in.num_kv_heads == 0,
+            in.attention.size(0), " heads are not a multiple of ", in.num_kv_heads, " KV heads");
 }
 
 }  // namespace
 
 at::Tensor FullCachePolicy::select(const EvictionInput& in) const {
-  const int64_t heads = in.window_attention.defined() ? in.window_attention.size(0) : 1;
+  const int64_t heads = in.attention.defined() ? in.attention.size(0) : 1;
   return at::ones({heads, in.tokens}, at::TensorOptions().dtype(at::kBool));
 }
 
 at::Tensor window_importance(const EvictionInput& in) {
   check_input(in);
   const int64_t context = std::max<int64_t>(in.tokens - in.window, 0);
-  at::Tensor att = in.window_attention.to(at::kFloat);
+  const int64_t rows = std::min(in.window, in.attention.size(1));
+  at::Tensor att = in.attention.narrow(1, in.attention.size(1) - rows, rows).to(at::kFloat);
   // Window rows that see each token: every one for context tokens.
-  return att.narrow(2, 0, context).sum(1) / static_cast<double>(att.size(1));
+  return att.narrow(2, 0, context).sum(1) / static_cast<double>(std::max<int64_t>(rows, 1));
 }
 
 at::Tensor keep_top_scores(const at::Tensor& scores, int64_t keep, int64_t tokens) {

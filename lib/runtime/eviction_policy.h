@@ -2,8 +2,9 @@
 // tokens of a prefilled sequence each query head keeps in one layer.
 //
 // Shapes, float32 on any device:
-//   window_attention [heads, window_rows, tokens]: attention probabilities of
-//     the sequence's last window_rows queries over all its tokens
+//   attention [heads, rows, tokens]: attention probabilities of the
+//     sequence's last `rows` queries over all its tokens (rows >= window;
+//     a policy asks for more through attention_rows())
 //   kept [heads, tokens] bool: the policy's answer
 #pragma once
 
@@ -19,10 +20,10 @@ struct EvictionInput {
   int64_t layer = 0;
   int64_t num_layers = 0;
   int64_t num_kv_heads = 0;
-  int64_t tokens = 0;           ///< l
-  int64_t window = 0;           ///< l_w: the last l_w tokens are always kept
-  int64_t keep_context = 0;     ///< context tokens each query head may keep (the layer budget)
-  at::Tensor window_attention;  ///< [heads, window_rows, tokens]
+  int64_t tokens = 0;        ///< l
+  int64_t window = 0;        ///< l_w: the last l_w tokens are always kept
+  int64_t keep_context = 0;  ///< context tokens each query head may keep (the layer budget)
+  at::Tensor attention;      ///< [heads, rows, tokens], the last rows of the prefill
 };
 
 /// How the tokens of one KV head are chosen when h_n query heads share it.
@@ -35,6 +36,9 @@ class EvictionPolicy {
  public:
   virtual ~EvictionPolicy() = default;
   virtual std::string name() const = 0;
+  /// Query rows of prefill attention the policy needs (the last ones): the
+  /// window by default; H2O needs every row.
+  virtual int64_t attention_rows(int64_t tokens, int64_t window) const { return window; }
   /// kept [heads, tokens] bool. Must keep the last `window` tokens and at
   /// most keep_context others per query head.
   virtual at::Tensor select(const EvictionInput& input) const = 0;
@@ -66,7 +70,8 @@ class WindowAttentionPolicy : public EvictionPolicy {
   int64_t pooling_kernel_;
 };
 
-/// Importance [heads, context] of the context tokens (see WindowAttentionPolicy).
+/// Importance [heads, context] of the context tokens from the last `window`
+/// attention rows (see WindowAttentionPolicy).
 at::Tensor window_importance(const EvictionInput& input);
 
 /// kept [heads, tokens]: the top `keep` of `scores` [heads, context] per head

@@ -1,0 +1,128 @@
+// `spindlekv eval`: stage 5, SpindleKV beside the standard baselines at equal
+// measured memory, with JSON/CSV/Markdown results and gnuplot plots.
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/threads.h"
+#include "common/version.h"
+#include "eval/compression_eval.h"
+#include "eval/eval_report.h"
+#include "yaml_options.h"
+
+namespace spindlekv::cli {
+namespace {
+
+struct EvalCommandOptions {
+  std::string config_path;
+  EvalOptions eval;
+  bool overwrite = false;
+  int threads = 0;
+};
+
+void run(CLI::App& sub, EvalCommandOptions& o) {
+  apply_yaml_config(sub, o.config_path);
+  const int threads = configure_threads(o.threads);
+  const std::string results = (std::filesystem::path(o.eval.out_dir) / "results.json").string();
+  if (!o.overwrite && std::filesystem::exists(results)) {
+    SKV_THROW(kIo, "'", results, "' exists (pass --overwrite to replace it)");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool tty = ::isatty(STDERR_FILENO);
+  auto records = run_eval(o.eval, [&](const EvalProgress& p) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (p.method.empty()) {
+      std::fprintf(stderr, "%s%lld/%lld settings done in %.0f s\n", tty ? "\r" : "",
+                   static_cast<long long>(p.done), static_cast<long long>(p.total), s);
+      return;
+    }
+    const double eta = p.done > 0 ? s / p.done * (p.total - p.done) : 0;
+    std::fprintf(stderr, "%s[%lld/%lld] %-15s ratio %.2f  %.0f s  ETA %.0f s   %s", tty ? "\r" : "",
+                 static_cast<long long>(p.done + 1), static_cast<long long>(p.total),
+                 p.method.c_str(), p.target_ratio, s, eta, tty ? "" : "\n");
+    std::fflush(stderr);
+  });
+  nlohmann::ordered_json header = {
+      {"tool_version", version_string()},
+      {"model", o.eval.model_dir},
+      {"artifact", o.eval.artifact},
+      {"methods", o.eval.methods},
+      {"ratios", o.eval.ratios},
+      {"tasks", o.eval.tasks},
+      {"text", o.eval.text},
+      {"window", o.eval.window},
+      {"seed", o.eval.seed},
+      {"threads", threads},
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+  const auto pngs = write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
+  std::string tasks_seen;
+  for (const auto& r : records) {
+    const std::string key = r.task + "\t" + r.metric;
+    if (tasks_seen.find(key + "\n") != std::string::npos) continue;
+    tasks_seen += key + "\n";
+    std::printf("## %s: %s\n\n%s\n", r.task.c_str(), r.metric.c_str(),
+                summary_table(records, r.task, r.metric).c_str());
+  }
+  spdlog::info("wrote {} records, {} plots to {}", records.size(), pngs.size(), o.eval.out_dir);
+}
+
+}  // namespace
+
+void register_eval_command(CLI::App& app) {
+  auto o = std::make_shared<EvalCommandOptions>();
+  EvalOptions& e = o->eval;
+  CLI::App* sub = app.add_subcommand(
+      "eval", "Stage 5: compare SpindleKV with eviction baselines at equal measured memory");
+  add_config_option(*sub, o->config_path);
+  sub->add_option("--model", e.model_dir, "Model directory")->required();
+  sub->add_option("--artifact", e.artifact, "Artifact from `spindlekv export` (spindle methods)");
+  sub->add_option("--out", e.out_dir, "Output directory")->required();
+  sub->add_option("--methods", e.methods,
+                  "full,streaming,h2o,snapkv,pyramidkv,pyramidinfer,spindle-jit,spindle,"
+                  "spindle-hybrid")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--ratios", e.ratios, "Target memory ratios")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--tasks", e.tasks, "ppl, passkey, fidelity, jsonl:FILE")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--text", e.text, "Held-out text (ppl, fidelity, pass-key filler)")
+      ->capture_default_str();
+  sub->add_option("--ppl-samples", e.ppl_samples, "Contexts for ppl and fidelity")
+      ->capture_default_str();
+  sub->add_option("--ppl-context", e.ppl_context, "Tokens compressed per context")
+      ->capture_default_str();
+  sub->add_option("--ppl-continuation", e.ppl_continuation, "Tokens scored after it")
+      ->capture_default_str();
+  sub->add_option("--passkey-lengths", e.passkey_lengths, "Pass-key context lengths")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--passkey-depths", e.passkey_depths, "Pass-key insertion depths")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--passkey-trials", e.passkey_trials, "Trials per length x depth")
+      ->capture_default_str();
+  sub->add_option("--jsonl-max-new", e.jsonl_max_new, "Answer tokens generated (jsonl tasks)")
+      ->capture_default_str();
+  sub->add_option("--jsonl-limit", e.jsonl_limit, "Samples per JSONL file (0: all)")
+      ->capture_default_str();
+  sub->add_option("--window", e.window, "Observation window of every method")
+      ->capture_default_str();
+  sub->add_option("--ratio-tolerance", e.ratio_tolerance, "Allowed |measured - target| ratio")
+      ->capture_default_str();
+  sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
+  sub->add_flag("--overwrite", o->overwrite, "Replace existing results");
+  sub->add_option("--threads", o->threads, "Threads (0: every core)")->capture_default_str();
+  sub->callback([sub, o] { run(*sub, *o); });
+}
+
+}  // namespace spindlekv::cli

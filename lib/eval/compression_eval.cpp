@@ -1,0 +1,485 @@
+#include "eval/compression_eval.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "eval/eval_methods.h"
+#include "eval/metrics.h"
+#include "eval/retrieval_eval.h"
+#include "model/compressed_prefill.h"
+#include "model/llama_model.h"
+#include "model/model_fingerprint.h"
+#include "model/tokenizer.h"
+#include "runtime/artifact.h"
+
+namespace spindlekv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Setting {
+  double reserve = 1.0;
+  double key_threshold = std::nan("");
+  double value_threshold = std::nan("");
+};
+
+struct Context {
+  const EvalOptions& o;
+  LlamaModel model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<const Artifact> artifact;
+  std::string text;
+  std::vector<int64_t> bos;  ///< empty or {bos}
+};
+
+std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec& m,
+                                            const Setting& s, int64_t batch = 1) {
+  CompressionParameters p;
+  p.reserve_ratio = s.reserve;
+  p.budget = m.budget;
+  p.window = cx.o.window;
+  p.gqa = m.gqa;
+  p.codebook = m.codebook;
+  p.key_threshold = s.key_threshold;
+  p.value_threshold = s.value_threshold;
+  auto cache = std::make_unique<CompressedCache>(cx.model.config(), batch, p,
+                                                 m.needs_artifact() ? cx.artifact : nullptr);
+  cache->set_policy(m.make_policy());
+  return cache;
+}
+
+// A prefill's captured K/V and attention, to compress many times.
+struct Prefill {
+  ForwardCapture capture;
+  at::Tensor last_logits;  ///< [vocab]
+  int64_t tokens = 0;
+};
+
+Prefill run_prefill(const Context& cx, const std::vector<int64_t>& prompt, int64_t rows) {
+  Prefill p;
+  p.tokens = static_cast<int64_t>(prompt.size());
+  p.capture.attention_rows = std::min(rows, p.tokens);
+  at::Tensor t = at::tensor(prompt, at::kLong).view({1, -1});
+  p.last_logits = cx.model.forward(t, nullptr, &p.capture, true).view({-1});
+  return p;
+}
+
+// Compresses `p` into sequence 0 of `cache`; returns the seconds it took.
+double compress(const Prefill& p, CompressedCache& cache) {
+  const auto t0 = Clock::now();
+  for (size_t l = 0; l < p.capture.out.size(); ++l) {
+    const auto& L = p.capture.out[l];
+    cache.prefill(0, static_cast<int64_t>(l), L.keys_pre_rope[0], L.values[0],
+                  L.attention.defined() ? L.attention[0] : at::Tensor());
+  }
+  return since(t0);
+}
+
+int64_t rows_needed(const Context& cx, const MethodSpec& m, int64_t tokens) {
+  return m.make_policy()->attention_rows(tokens, std::min(cx.o.window, tokens));
+}
+
+double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s, const Prefill& probe) {
+  auto cache = make_cache(cx, m, s);
+  compress(probe, *cache);
+  return cache->memory().ratio;
+}
+
+// The knob setting whose measured ratio on the probe is closest to `target`.
+std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, double target,
+                                      const Prefill& probe) {
+  const double tol = cx.o.ratio_tolerance;
+  Setting s;
+  s.reserve = 1.0;
+  double r = probe_ratio(cx, m, s, probe);
+  if (r < target - tol && m.codebook != CodebookMode::kNone) {
+    // Everything kept is still too small: loosen the codebook instead, with
+    // both thresholds moved towards 1 by the same share t.
+    const double k0 = cx.artifact ? cx.artifact->key_threshold : 0.98;
+    const double v0 = cx.artifact ? cx.artifact->value_threshold : 0.95;
+    double lo = 0, hi = 1;
+    for (int it = 0; it < 14; ++it) {
+      const double t = (lo + hi) / 2;
+      s.key_threshold = k0 + t * (1 - k0);
+      s.value_threshold = v0 + t * (1 - v0);
+      r = probe_ratio(cx, m, s, probe);
+      if (std::abs(r - target) <= tol / 4) break;
+      (r < target ? lo : hi) = t;
+    }
+    return {s, std::abs(r - target) <= tol};
+  }
+  double lo = 0.0, hi = 1.0;
+  for (int it = 0; it < 20 && std::abs(r - target) > tol / 4; ++it) {
+    s.reserve = (lo + hi) / 2;
+    r = probe_ratio(cx, m, s, probe);
+    (r < target ? lo : hi) = s.reserve;
+  }
+  return {s, std::abs(r - target) <= tol};
+}
+
+// Attention outputs of the method next to the full cache for the same queries.
+class FidelityProbe : public AttentionCache {
+ public:
+  FidelityProbe(CompressedCache& full, CompressedCache& test, int64_t layers)
+      : full_(full), test_(test), error_(layers, 0.0), count_(layers, 0) {}
+  int64_t batch_size() const override { return full_.batch_size(); }
+  int64_t next_position(int64_t b) const override { return full_.next_position(b); }
+  at::Tensor append_and_attend(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, const at::Tensor& pos) override {
+    at::Tensor ref = full_.append_and_attend(layer, q, k, v, pos);
+    at::Tensor got = test_.append_and_attend(layer, q, k, v, pos);
+    error_[layer] += ((got - ref).norm() / ref.norm().clamp_min(1e-30)).item<double>();
+    ++count_[layer];
+    return ref;  // the full path drives the next layer: errors do not compound
+  }
+  void advance(int64_t t) override {
+    full_.advance(t);
+    test_.advance(t);
+  }
+  std::vector<double> errors() const {
+    std::vector<double> out;
+    for (size_t l = 0; l < error_.size(); ++l) out.push_back(count_[l] ? error_[l] / count_[l] : 0);
+    return out;
+  }
+
+ private:
+  CompressedCache& full_;
+  CompressedCache& test_;
+  std::vector<double> error_;
+  std::vector<int64_t> count_;
+};
+
+// Settings found per prompt length (in buckets of 64 tokens), each on the
+// first prompt of its bucket: a method's measured ratio depends on the
+// length (the window is always kept) and, for codebooks, on the data.
+class SettingSearch {
+ public:
+  SettingSearch(const Context& cx, const MethodSpec& m, double target, Setting fixed, bool search)
+      : cx_(cx), m_(m), target_(target), fixed_(fixed), search_(search) {}
+  Setting for_prompt(const std::vector<int64_t>& prompt) {
+    if (!search_) return fixed_;
+    const size_t bucket = prompt.size() / 64;
+    auto it = found_.find(bucket);
+    if (it != found_.end()) return it->second;
+    const Prefill probe = run_prefill(cx_, prompt, static_cast<int64_t>(prompt.size()));
+    return found_[bucket] = find_setting(cx_, m_, target_, probe).first;
+  }
+
+ private:
+  const Context& cx_;
+  const MethodSpec& m_;
+  double target_;
+  Setting fixed_;
+  bool search_;
+  std::map<size_t, Setting> found_;
+};
+
+struct TextSample {
+  std::vector<int64_t> context, continuation;
+  size_t continuation_bytes = 0;
+};
+
+std::vector<TextSample> text_samples(const Context& cx) {
+  const EvalOptions& o = cx.o;
+  SKV_CHECK_GT(o.ppl_samples, 0, "ppl samples");
+  const int64_t want = o.ppl_context + o.ppl_continuation;
+  SKV_CHECK_LE(want, cx.model.config().max_position_embeddings,
+               "ppl context + continuation exceed the model's max_position_embeddings");
+  // Byte windows generous enough for any tokenizer (a token is >= 1 byte).
+  const size_t span = static_cast<size_t>(want) * 8;
+  SKV_CHECK(cx.text.size() > span, "text '", o.text, "' has ", cx.text.size(),
+            " bytes, too few for ", want, "-token samples");
+  std::vector<TextSample> out;
+  for (int64_t i = 0; i < o.ppl_samples; ++i) {
+    size_t start =
+        (cx.text.size() - span) * static_cast<size_t>(i) / static_cast<size_t>(o.ppl_samples);
+    while (start > 0 && (static_cast<unsigned char>(cx.text[start]) & 0xC0) == 0x80) --start;
+    std::vector<int64_t> ids = cx.tokenizer->encode(cx.text.substr(start, span));
+    SKV_CHECK_GE(static_cast<int64_t>(ids.size() + cx.bos.size()), want, "sample ", i,
+                 " too short");
+    TextSample s;
+    s.context = cx.bos;
+    s.context.insert(s.context.end(), ids.begin(), ids.begin() + (o.ppl_context - cx.bos.size()));
+    const auto cont_begin = ids.begin() + (o.ppl_context - cx.bos.size());
+    s.continuation.assign(cont_begin, cont_begin + o.ppl_continuation);
+    s.continuation_bytes = cx.tokenizer->decode(s.continuation).size();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+EvalRecord base_record(const MethodSpec& m, double target, const Setting& s, bool matched,
+                       const std::string& task) {
+  EvalRecord r;
+  r.method = m.name;
+  r.task = task;
+  r.target_ratio = target;
+  r.ratio_matched = matched;
+  r.reserve_ratio = s.reserve;
+  r.key_threshold = s.key_threshold;
+  r.value_threshold = s.value_threshold;
+  return r;
+}
+
+struct MemoryMean {
+  double ratio = 0, paper = 0, compress = 0;
+  int64_t n = 0;
+  void add(const CompressedCache& c, double seconds) {
+    const MemoryReport m = c.memory();
+    ratio += m.ratio, paper += m.paper_ratio, compress += seconds, ++n;
+  }
+  void fill(EvalRecord& r, double tolerance) const {
+    r.measured_ratio = n ? ratio / n : 0;
+    r.ratio_matched = std::abs(r.measured_ratio - r.target_ratio) <= tolerance;
+    r.paper_ratio = n ? paper / n : 0;
+    r.compression_ms = n ? 1e3 * compress / n : 0;
+  }
+};
+
+std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpec& m,
+                                              const EvalRecord& base,
+                                              const std::vector<TextSample>& samples,
+                                              const Setting& s, bool ppl, bool fidelity) {
+  std::vector<EvalRecord> out;
+  MemoryMean mem;
+  double nats = 0, seconds_decode = 0;
+  size_t bytes = 0;
+  int64_t decoded = 0;
+  std::vector<double> layer_error(cx.model.config().num_layers, 0.0);
+  const MethodSpec full = method_spec("full");
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const TextSample& x = samples[i];
+    const Prefill p = run_prefill(cx, x.context, rows_needed(cx, m, x.context.size()));
+    at::Tensor cont = at::tensor(x.continuation, at::kLong).view({1, -1});
+    if (ppl) {
+      auto cache = make_cache(cx, m, s);
+      mem.add(*cache, compress(p, *cache));
+      at::Tensor logits = cx.model.forward_with_cache(cont, *cache, false)[0];  // [M, V]
+      at::Tensor prev =
+          at::cat({p.last_logits.unsqueeze(0), logits.narrow(0, 0, logits.size(0) - 1)});
+      at::Tensor logp = at::log_softmax(prev.to(at::kDouble), -1);
+      nats -= logp.gather(1, cont.view({-1, 1}).to(logp.device())).sum().item<double>();
+      bytes += x.continuation_bytes;
+      if (i == 0) {  // decoding speed: greedy steps after the continuation
+        const auto t0 = Clock::now();
+        decode_greedy(cx.model, *cache, logits.narrow(0, logits.size(0) - 1, 1), 16);
+        seconds_decode += since(t0);
+        decoded += 15;
+      }
+    }
+    if (fidelity) {
+      auto ref = make_cache(cx, full, Setting{});
+      auto test = make_cache(cx, m, s);
+      compress(p, *ref);
+      const double sec = compress(p, *test);
+      if (!ppl) mem.add(*test, sec);
+      FidelityProbe probe(*ref, *test, cx.model.config().num_layers);
+      cx.model.forward_with_cache(cont, probe, true);
+      const auto e = probe.errors();
+      for (size_t l = 0; l < e.size(); ++l) layer_error[l] += e[l] / samples.size();
+    }
+  }
+  if (ppl) {
+    EvalRecord r = base;
+    r.task = "ppl";
+    r.metric = "bits_per_byte";
+    r.value = bits_per_byte(nats, bytes);
+    mem.fill(r, cx.o.ratio_tolerance);
+    r.decode_tokens_per_second = seconds_decode > 0 ? decoded / seconds_decode : 0;
+    out.push_back(r);
+  }
+  if (fidelity) {
+    EvalRecord r = base;
+    r.task = "fidelity";
+    r.metric = "attention_relative_error";
+    double mean = 0;
+    for (double e : layer_error) mean += e / layer_error.size();
+    r.value = mean;
+    mem.fill(r, cx.o.ratio_tolerance);
+    if (ppl && !out.empty()) r.decode_tokens_per_second = out[0].decode_tokens_per_second;
+    r.detail_json = nlohmann::json{{"per_layer", layer_error}}.dump();
+    out.push_back(r);
+  }
+  return out;
+}
+
+EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord& base,
+                        SettingSearch& search) {
+  SKV_CHECK(
+      cx.tokenizer->name() == "byte" && !cx.bos.empty(),
+      "the passkey task needs a byte-level model with a BOS token; use jsonl: tasks otherwise");
+  RetrievalGrid grid;
+  grid.lengths = cx.o.passkey_lengths;
+  grid.depths = cx.o.passkey_depths;
+  grid.trials_per_cell = cx.o.passkey_trials;
+  grid.seed = cx.o.seed;
+  FillerText filler(cx.text);
+  MemoryMean mem;
+  double decode_seconds = 0;
+  int64_t decoded = 0;
+  auto generate = [&](const std::vector<int64_t>& prompt, int64_t n) {
+    const Setting s = search.for_prompt(prompt);
+    const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
+    auto cache = make_cache(cx, m, s);
+    mem.add(*cache, compress(p, *cache));
+    const auto t0 = Clock::now();
+    auto out = decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), n)[0];
+    decode_seconds += since(t0);
+    decoded += n - 1;
+    return out;
+  };
+  const RetrievalResult res =
+      evaluate_retrieval(RetrievalTask::kPasskey, filler, grid, cx.bos[0], generate);
+  EvalRecord r = base;
+  r.task = "passkey";
+  r.metric = "accuracy";
+  r.value = res.accuracy();
+  mem.fill(r, cx.o.ratio_tolerance);
+  r.decode_tokens_per_second = decode_seconds > 0 ? decoded / decode_seconds : 0;
+  nlohmann::json cells = nlohmann::json::array();
+  for (const auto& c : res.cells) {
+    cells.push_back(
+        {{"length", c.length}, {"depth", c.depth}, {"trials", c.trials}, {"correct", c.correct}});
+  }
+  r.detail_json = nlohmann::json{{"cells", cells}}.dump();
+  return r;
+}
+
+std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const EvalRecord& base,
+                                   SettingSearch& search, const std::string& path) {
+  std::ifstream in(path);
+  SKV_CHECK(in.good(), "cannot open JSONL task file '", path, "'");
+  std::string line;
+  int64_t n = 0, lineno = 0;
+  double em = 0, f1 = 0, rouge = 0;
+  MemoryMean mem;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (cx.o.jsonl_limit > 0 && n >= cx.o.jsonl_limit) break;
+    std::string context, input;
+    std::vector<std::string> answers;
+    try {
+      const auto j = nlohmann::json::parse(line);
+      context = j.at("context").get<std::string>();
+      input = j.value("input", std::string());
+      answers = j.at("answers").get<std::vector<std::string>>();
+    } catch (const nlohmann::json::exception& e) {
+      SKV_THROW(kInvalidInput, "'", path, "' line ", lineno, ": ", e.what());
+    }
+    std::vector<int64_t> prompt = cx.bos;
+    const auto ids = cx.tokenizer->encode(context + input);
+    prompt.insert(prompt.end(), ids.begin(), ids.end());
+    const int64_t max_new = cx.o.jsonl_max_new;
+    SKV_CHECK_LE(static_cast<int64_t>(prompt.size()) + max_new,
+                 cx.model.config().max_position_embeddings, "'", path, "' line ", lineno,
+                 ": prompt too long for the model");
+    const Setting s = search.for_prompt(prompt);
+    const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
+    auto cache = make_cache(cx, m, s);
+    mem.add(*cache, compress(p, *cache));
+    std::string text = cx.tokenizer->decode(
+        decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), max_new)[0]);
+    text = text.substr(0, text.find('\n'));
+    em += best_over_answers(exact_match, text, answers);
+    f1 += best_over_answers(token_f1, text, answers);
+    rouge += best_over_answers(rouge_l, text, answers);
+    ++n;
+  }
+  SKV_CHECK_GT(n, 0, "'", path, "' holds no samples");
+  std::vector<EvalRecord> out;
+  for (const auto& [metric, sum] :
+       {std::pair<const char*, double>{"exact_match", em}, {"f1", f1}, {"rouge_l", rouge}}) {
+    EvalRecord r = base;
+    r.task = "jsonl:" + path;
+    r.metric = metric;
+    r.value = sum / n;
+    mem.fill(r, cx.o.ratio_tolerance);
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<EvalRecord> run_eval(const EvalOptions& o,
+                                 const std::function<void(const EvalProgress&)>& progress) {
+  return with_context("eval", [&] {
+    SKV_CHECK(!o.methods.empty() && !o.tasks.empty(), "nothing to evaluate: no methods or tasks");
+    std::vector<MethodSpec> methods;
+    bool needs_artifact = false;
+    for (const auto& name : o.methods) {
+      methods.push_back(method_spec(name));
+      needs_artifact |= methods.back().needs_artifact();
+    }
+    for (double r : o.ratios) SKV_CHECK(r > 0 && r <= 1, "ratio ", r, " outside (0, 1]");
+    for (const auto& t : o.tasks) {
+      SKV_CHECK(t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
+                "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE)");
+    }
+    at::manual_seed(static_cast<int64_t>(o.seed));
+    Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}};
+    if (needs_artifact) {
+      SKV_CHECK(!o.artifact.empty(), "methods spindle and spindle-hybrid need --artifact");
+      cx.artifact = std::make_shared<Artifact>(
+          load_artifact_for_model(o.artifact, fingerprint_model(o.model_dir).to_string()));
+      cx.artifact->check_model_config(cx.model.config());
+    }
+    {
+      std::ifstream in(o.text, std::ios::binary);
+      SKV_CHECK(in.good(), "cannot open text '", o.text, "'");
+      cx.text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    if (cx.model.config().bos_token_id) cx.bos = {*cx.model.config().bos_token_id};
+    const std::vector<TextSample> samples = text_samples(cx);
+    // The probe for the ratio search: the first sample's context, with every
+    // attention row (H2O needs them all).
+    const Prefill probe = run_prefill(cx, samples[0].context, samples[0].context.size());
+    auto has = [&](const std::string& t) {
+      return std::find(o.tasks.begin(), o.tasks.end(), t) != o.tasks.end();
+    };
+
+    std::vector<EvalRecord> records;
+    int64_t total = 0, done = 0;
+    for (const auto& m : methods) total += m.full_cache ? 1 : static_cast<int64_t>(o.ratios.size());
+    for (const auto& m : methods) {
+      const std::vector<double> targets = m.full_cache ? std::vector<double>{1.0} : o.ratios;
+      for (double target : targets) {
+        auto [setting, matched] = m.full_cache ? std::pair<Setting, bool>{Setting{}, true}
+                                               : find_setting(cx, m, target, probe);
+        if (progress) progress({m.name, "", target, done, total});
+        const EvalRecord base = base_record(m, target, setting, matched, "");
+        if (has("ppl") || has("fidelity")) {
+          for (auto& r :
+               task_ppl_and_fidelity(cx, m, base, samples, setting, has("ppl"), has("fidelity"))) {
+            records.push_back(r);
+          }
+        }
+        if (has("passkey")) {
+          SettingSearch search(cx, m, target, setting, !m.full_cache);
+          records.push_back(task_passkey(cx, m, base, search));
+        }
+        for (const auto& t : o.tasks) {
+          if (t.rfind("jsonl:", 0) != 0) continue;
+          SettingSearch search(cx, m, target, setting, !m.full_cache);
+          for (auto& r : task_jsonl(cx, m, base, search, t.substr(6))) records.push_back(r);
+        }
+        ++done;
+      }
+    }
+    if (progress) progress({"", "", 0, done, total});
+    return records;
+  });
+}
+
+}  // namespace spindlekv

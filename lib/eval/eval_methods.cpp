@@ -1,0 +1,55 @@
+#include "eval/eval_methods.h"
+
+#include "common/error.h"
+#include "runtime/baseline_policies.h"
+
+namespace spindlekv {
+
+std::vector<std::string> known_methods() {
+  return {"full",         "streaming",   "h2o",     "snapkv",        "pyramidkv",
+          "pyramidinfer", "spindle-jit", "spindle", "spindle-hybrid"};
+}
+
+MethodSpec method_spec(const std::string& name) {
+  MethodSpec m;
+  m.name = name;
+  auto window = [](GqaMode g, int64_t pool) {
+    return [g, pool] { return std::make_shared<WindowAttentionPolicy>(g, pool); };
+  };
+  if (name == "full") {
+    m.full_cache = true;
+    m.make_policy = [] { return std::make_shared<FullCachePolicy>(); };
+  } else if (name == "streaming") {
+    m.make_policy = [] { return std::make_shared<StreamingLlmPolicy>(4); };
+  } else if (name == "h2o") {
+    m.make_policy = [] { return std::make_shared<H2oPolicy>(0.5); };
+  } else if (name == "snapkv") {
+    m.make_policy = window(GqaMode::kRepeat, 7);
+  } else if (name == "pyramidkv") {
+    m.budget = BudgetKind::kPyramid;
+    m.make_policy = window(GqaMode::kRepeat, 7);
+  } else if (name == "pyramidinfer") {
+    m.budget = BudgetKind::kPyramid;
+    m.gqa = GqaMode::kGroupAverage;
+    m.make_policy = window(GqaMode::kGroupAverage, 1);
+  } else if (name == "spindle-jit") {  // the paper: pyramid, repeat, Algorithm 1
+    m.budget = BudgetKind::kPyramid;
+    m.codebook = CodebookMode::kJustInTime;
+    m.make_policy = window(GqaMode::kRepeat, 1);
+  } else if (name == "spindle") {  // ours: calibrated budgets and codebooks
+    m.budget = BudgetKind::kCalibrated;
+    m.codebook = CodebookMode::kCalibrated;
+    m.make_policy = window(GqaMode::kRepeat, 1);
+  } else if (name == "spindle-hybrid") {
+    m.budget = BudgetKind::kCalibrated;
+    m.codebook = CodebookMode::kHybrid;
+    m.make_policy = window(GqaMode::kRepeat, 1);
+  } else {
+    std::string all;
+    for (const auto& k : known_methods()) all += (all.empty() ? "" : ", ") + k;
+    SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all, ")");
+  }
+  return m;
+}
+
+}  // namespace spindlekv

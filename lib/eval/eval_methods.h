@@ -1,0 +1,35 @@
+// The methods `spindlekv eval` compares, as configurations of the runtime's
+// compressed cache: an eviction policy, a budget allocation and a codebook
+// mode. Every method is a CompressedCache, so all are measured by the same
+// byte accounting.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/compressed_cache.h"
+
+namespace spindlekv {
+
+struct MethodSpec {
+  std::string name;
+  BudgetKind budget = BudgetKind::kUniform;
+  CodebookMode codebook = CodebookMode::kNone;
+  GqaMode gqa = GqaMode::kRepeat;
+  std::function<std::shared_ptr<EvictionPolicy>()> make_policy;
+  bool full_cache = false;  ///< keeps everything: evaluated once, at ratio 1
+  /// Needs an artifact (calibrated codebooks or budgets).
+  bool needs_artifact() const {
+    return budget == BudgetKind::kCalibrated || codebook == CodebookMode::kCalibrated ||
+           codebook == CodebookMode::kHybrid;
+  }
+};
+
+/// Every method name `spindlekv eval` knows, in its default order.
+std::vector<std::string> known_methods();
+/// The spec of `name`; throws naming the known methods if unknown.
+MethodSpec method_spec(const std::string& name);
+
+}  // namespace spindlekv

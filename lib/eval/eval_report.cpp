@@ -1,0 +1,244 @@
+#include "eval/eval_report.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+
+namespace spindlekv {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string file_stem(const std::string& task, const std::string& metric) {
+  std::string s = task + "_" + metric;
+  for (char& c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
+  }
+  return s;
+}
+
+std::vector<std::pair<std::string, std::string>> task_metrics(const std::vector<EvalRecord>& rs) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& r : rs) {
+    const auto key = std::make_pair(r.task, r.metric);
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
+  }
+  return out;
+}
+
+std::vector<std::string> methods_of(const std::vector<EvalRecord>& rs) {
+  std::vector<std::string> out;
+  for (const auto& r : rs) {
+    if (std::find(out.begin(), out.end(), r.method) == out.end()) out.push_back(r.method);
+  }
+  return out;
+}
+
+bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+// Runs `script` (which writes `png`.tmp) and renames the PNG into place.
+bool run_gnuplot(const std::string& script, const std::string& png) {
+  const std::string cmd = "gnuplot '" + script + "' 2>'" + script + ".log'";
+  if (std::system(cmd.c_str()) != 0 || !fs::exists(png + ".tmp")) {
+    spdlog::warn("gnuplot failed on {} (see {}.log)", script, script);
+    return false;
+  }
+  fs::rename(png + ".tmp", png);
+  std::error_code ec;
+  if (fs::file_size(script + ".log", ec) == 0) fs::remove(script + ".log", ec);
+  return true;
+}
+
+}  // namespace
+
+std::string summary_table(const std::vector<EvalRecord>& records, const std::string& task,
+                          const std::string& metric) {
+  std::set<double> targets;
+  for (const auto& r : records) {
+    if (r.task == task && r.metric == metric && r.method != "full") targets.insert(r.target_ratio);
+  }
+  std::ostringstream s;
+  s << "| method |";
+  for (double t : targets) s << " ratio " << fmt("%.2f", t) << " |";
+  s << "\n|---|";
+  for (size_t i = 0; i < targets.size(); ++i) s << "---|";
+  s << "\n";
+  for (const auto& m : methods_of(records)) {
+    std::map<double, const EvalRecord*> by_target;
+    for (const auto& r : records) {
+      if (r.task == task && r.metric == metric && r.method == m) by_target[r.target_ratio] = &r;
+    }
+    if (by_target.empty()) continue;
+    s << "| " << m << " |";
+    if (m == "full") {
+      const EvalRecord& r = *by_target.begin()->second;
+      for (size_t i = 0; i < targets.size(); ++i) s << " " << fmt("%.3f", r.value) << " |";
+    } else {
+      for (double t : targets) {
+        auto it = by_target.find(t);
+        if (it == by_target.end()) {
+          s << " |";
+          continue;
+        }
+        const EvalRecord& r = *it->second;
+        s << " " << fmt("%.3f", r.value) << " (" << fmt("%.3f", r.measured_ratio)
+          << (r.ratio_matched ? "" : "*") << ") |";
+      }
+    }
+    s << "\n";
+  }
+  return s.str();
+}
+
+std::vector<std::string> write_eval_report(const std::string& out_dir, const EvalOptions& o,
+                                           const std::vector<EvalRecord>& records,
+                                           const std::string& header_json) {
+  return with_context("writing eval results to '" + out_dir + "'", [&] {
+    fs::create_directories(fs::path(out_dir) / "plots");
+    nlohmann::ordered_json js = nlohmann::ordered_json::parse(header_json);
+    js["records"] = nlohmann::ordered_json::array();
+    std::ostringstream csv;
+    csv << "method,task,metric,value,target_ratio,measured_ratio,paper_ratio,ratio_matched,"
+           "reserve_ratio,key_threshold,value_threshold,compression_ms,decode_tokens_per_second\n";
+    for (const auto& r : records) {
+      js["records"].push_back(
+          {{"method", r.method},
+           {"task", r.task},
+           {"metric", r.metric},
+           {"value", r.value},
+           {"target_ratio", r.target_ratio},
+           {"measured_ratio", r.measured_ratio},
+           {"paper_ratio", r.paper_ratio},
+           {"ratio_matched", r.ratio_matched},
+           {"reserve_ratio", r.reserve_ratio},
+           {"key_threshold", std::isnan(r.key_threshold) ? nlohmann::ordered_json()
+                                                         : nlohmann::ordered_json(r.key_threshold)},
+           {"value_threshold", std::isnan(r.value_threshold)
+                                   ? nlohmann::ordered_json()
+                                   : nlohmann::ordered_json(r.value_threshold)},
+           {"compression_ms", r.compression_ms},
+           {"decode_tokens_per_second", r.decode_tokens_per_second},
+           {"detail", nlohmann::ordered_json::parse(r.detail_json)}});
+      csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << ","
+          << r.target_ratio << "," << r.measured_ratio << "," << r.paper_ratio << ","
+          << (r.ratio_matched ? 1 : 0) << "," << r.reserve_ratio << "," << r.key_threshold << ","
+          << r.value_threshold << "," << r.compression_ms << "," << r.decode_tokens_per_second
+          << "\n";
+    }
+    write_file_atomically((fs::path(out_dir) / "results.json").string(), js.dump(2) + "\n");
+    write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());
+
+    std::ostringstream md;
+    md << "# spindlekv eval\n\nModel `" << o.model_dir << "`; cells are the score and, in "
+       << "parentheses, the measured memory ratio (bytes held / dense bytes; * = the search "
+       << "could not land within " << o.ratio_tolerance << " of the target).\n";
+    for (const auto& [task, metric] : task_metrics(records)) {
+      md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
+    }
+    md << "\nPlots: `plots/`.\n";
+    write_file_atomically((fs::path(out_dir) / "summary.md").string(), md.str());
+
+    // Plots: data and scripts always; PNGs when gnuplot is there.
+    std::vector<std::string> pngs;
+    const bool gp = have_gnuplot();
+    if (!gp) spdlog::warn("gnuplot not found: plot scripts written, PNGs not made");
+    const fs::path plots = fs::path(out_dir) / "plots";
+    for (const auto& [task, metric] : task_metrics(records)) {
+      const std::string stem = file_stem(task, metric);
+      std::ostringstream dat, gpl;
+      gpl << "set terminal pngcairo size 900,600\nset output '"
+          << (plots / (stem + ".png")).string() << ".tmp'\nset title '" << task << ": " << metric
+          << " against memory ratio'\n"
+          << "set xlabel 'measured memory ratio'\nset ylabel '" << metric << "'\nset key outside\n"
+          << "set grid\nplot ";
+      int index = 0;
+      for (const auto& m : methods_of(records)) {
+        std::vector<const EvalRecord*> rs;
+        for (const auto& r : records) {
+          if (r.task == task && r.metric == metric && r.method == m) rs.push_back(&r);
+        }
+        if (rs.empty()) continue;
+        dat << "# " << m << "\n";
+        for (const auto* r : rs) dat << r->measured_ratio << " " << r->value << "\n";
+        dat << "\n\n";
+        gpl << (index ? ", " : "") << "'" << (plots / (stem + ".dat")).string() << "' index "
+            << index << (m == "full" ? " with points pt 7 ps 2" : " with linespoints") << " title '"
+            << m << "'";
+        ++index;
+      }
+      gpl << "\n";
+      write_file_atomically((plots / (stem + ".dat")).string(), dat.str());
+      write_file_atomically((plots / (stem + ".gp")).string(), gpl.str());
+      if (gp &&
+          run_gnuplot((plots / (stem + ".gp")).string(), (plots / (stem + ".png")).string())) {
+        pngs.push_back((plots / (stem + ".png")).string());
+      }
+    }
+    // Pass-key heatmaps: per method, at the smallest target ratio (and full).
+    double smallest = 1;
+    for (const auto& r : records)
+      if (r.task == "passkey") smallest = std::min(smallest, r.target_ratio);
+    for (const auto& r : records) {
+      if (r.task != "passkey" || (r.method != "full" && r.target_ratio != smallest)) continue;
+      const auto cells = nlohmann::json::parse(r.detail_json).at("cells");
+      const std::string stem = "passkey_heatmap_" + r.method;
+      std::vector<double> depths;
+      std::vector<int64_t> lengths;
+      for (const auto& c : cells) {
+        const double d = c.at("depth").get<double>();
+        const int64_t l = c.at("length").get<int64_t>();
+        if (std::find(depths.begin(), depths.end(), d) == depths.end()) depths.push_back(d);
+        if (std::find(lengths.begin(), lengths.end(), l) == lengths.end()) lengths.push_back(l);
+      }
+      std::ostringstream dat, gpl;
+      for (const auto& c : cells) {
+        const auto x =
+            std::find(depths.begin(), depths.end(), c.at("depth").get<double>()) - depths.begin();
+        const auto y = std::find(lengths.begin(), lengths.end(), c.at("length").get<int64_t>()) -
+                       lengths.begin();
+        dat << x << " " << y << " "
+            << static_cast<double>(c.at("correct").get<int64_t>()) / c.at("trials").get<int64_t>()
+            << "\n";
+      }
+      gpl << "set terminal pngcairo size 700,500\nset output '"
+          << (plots / (stem + ".png")).string() << ".tmp'\nset title 'pass-key accuracy, "
+          << r.method << " at memory ratio " << fmt("%.3f", r.measured_ratio)
+          << "'\nset xlabel 'insertion depth'\nset ylabel "
+          << "'context length (tokens)'\nset cbrange [0:1]\nset palette defined (0 'red', 0.5 "
+          << "'yellow', 1 'green')\nset xrange [-0.5:" << depths.size() - 0.5
+          << "]\nset yrange [-0.5:" << lengths.size() - 0.5 << "]\nset xtics (";
+      for (size_t i = 0; i < depths.size(); ++i)
+        gpl << (i ? ", " : "") << "'" << depths[i] << "' " << i;
+      gpl << ")\nset ytics (";
+      for (size_t i = 0; i < lengths.size(); ++i)
+        gpl << (i ? ", " : "") << "'" << lengths[i] << "' " << i;
+      gpl << ")\nplot '" << (plots / (stem + ".dat")).string()
+          << "' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%.2f', $3)) with labels "
+             "notitle\n";
+      write_file_atomically((plots / (stem + ".dat")).string(), dat.str());
+      write_file_atomically((plots / (stem + ".gp")).string(), gpl.str());
+      if (gp &&
+          run_gnuplot((plots / (stem + ".gp")).string(), (plots / (stem + ".png")).string())) {
+        pngs.push_back((plots / (stem + ".png")).string());
+      }
+    }
+    return pngs;
+  });
+}
+
+}  // namespace spindlekv

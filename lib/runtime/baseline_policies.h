@@ -1,0 +1,44 @@
+// Eviction baselines as EvictionPolicy plug-ins, each following its paper's
+// defaults. Budgets (uniform or pyramid) are set by CompressionParameters;
+// a policy only decides which tokens fill a budget. With GQA, every baseline
+// except PyramidInfer chooses per query head (the cache stores the union per
+// KV head); PyramidInfer averages over the group, as its paper does.
+//
+//   StreamingLLM (Xiao et al. 2023): the first `sink_tokens` tokens (4) plus
+//     the most recent ones.
+//   H2O (Zhang et al. 2023): half the budget for the most recent tokens, half
+//     for the heavy hitters by attention accumulated over every query of the
+//     prefill.
+//   SnapKV (Li et al. 2024) and PyramidKV (Cai et al. 2024): window-query
+//     importance max-pooled over 7 neighbours (WindowAttentionPolicy).
+//   PyramidInfer (Yang et al. 2024): window-query importance averaged over
+//     each GQA group, no pooling.
+#pragma once
+
+#include "runtime/eviction_policy.h"
+
+namespace spindlekv {
+
+class StreamingLlmPolicy : public EvictionPolicy {
+ public:
+  explicit StreamingLlmPolicy(int64_t sink_tokens = 4);
+  std::string name() const override { return "streaming"; }
+  at::Tensor select(const EvictionInput& input) const override;
+
+ private:
+  int64_t sink_tokens_;
+};
+
+class H2oPolicy : public EvictionPolicy {
+ public:
+  /// `recent_share` of the budget goes to the most recent context tokens.
+  explicit H2oPolicy(double recent_share = 0.5);
+  std::string name() const override { return "h2o"; }
+  int64_t attention_rows(int64_t tokens, int64_t window) const override { return tokens; }
+  at::Tensor select(const EvictionInput& input) const override;
+
+ private:
+  double recent_share_;
+};
+
+}  // namespace spindlekv
