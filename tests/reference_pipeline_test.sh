@@ -49,3 +49,26 @@ if "$BIN" inspect "$WORK/tampered.safetensors" 2> "$WORK/tampered.err"; then
 fi
 grep -q "checksum mismatch" "$WORK/tampered.err"
 echo "reference pipeline: export and inspect verified"
+
+# Eval: every method at one ratio on small tasks; results, summary and plots.
+/usr/bin/python3 "$SRC/scripts/make_qa_jsonl.py" "$SRC/calibration/heldout.txt" "$WORK/qa.jsonl" --samples 2
+"$BIN" eval --model "$SRC/data/reference-model" --artifact "$WORK/artifact.safetensors" \
+  --out "$WORK/eval" --ratios 0.3 --tasks ppl,fidelity,passkey,jsonl:"$WORK/qa.jsonl" \
+  --ppl-samples 2 --ppl-context 256 --ppl-continuation 32 --passkey-lengths 256 \
+  --passkey-depths 0.5 --passkey-trials 2 --text "$SRC/calibration/heldout.txt" > "$WORK/eval.md"
+/usr/bin/python3 - "$WORK/eval" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+r = json.load(open(os.path.join(d, "results.json")))
+methods = {x["method"] for x in r["records"]}
+assert methods == {"full", "streaming", "h2o", "snapkv", "pyramidkv", "pyramidinfer",
+                   "spindle-jit", "spindle", "spindle-hybrid"}, methods
+for x in r["records"]:
+    if x["method"] != "full":
+        assert abs(x["measured_ratio"] - 0.3) <= 0.011, x
+assert os.path.exists(os.path.join(d, "results.csv"))
+assert os.path.exists(os.path.join(d, "summary.md"))
+if os.system("command -v gnuplot >/dev/null") == 0:
+    assert os.path.getsize(os.path.join(d, "plots", "ppl_bits_per_byte.png")) > 1000
+print("reference pipeline: eval wrote", len(r["records"]), "records")
+PY

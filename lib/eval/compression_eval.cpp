@@ -89,19 +89,25 @@ int64_t rows_needed(const Context& cx, const MethodSpec& m, int64_t tokens) {
   return m.make_policy()->attention_rows(tokens, std::min(cx.o.window, tokens));
 }
 
-double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s, const Prefill& probe) {
-  auto cache = make_cache(cx, m, s);
-  compress(probe, *cache);
-  return cache->memory().ratio;
+// Mean measured ratio of `m` with setting `s` over the probes.
+double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s,
+                   const std::vector<const Prefill*>& probes) {
+  double sum = 0;
+  for (const Prefill* p : probes) {
+    auto cache = make_cache(cx, m, s);
+    compress(*p, *cache);
+    sum += cache->memory().ratio;
+  }
+  return sum / static_cast<double>(probes.size());
 }
 
-// The knob setting whose measured ratio on the probe is closest to `target`.
+// The knob setting whose mean measured ratio on the probes is closest to `target`.
 std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, double target,
-                                      const Prefill& probe) {
+                                      const std::vector<const Prefill*>& probes) {
   const double tol = cx.o.ratio_tolerance;
   Setting s;
   s.reserve = 1.0;
-  double r = probe_ratio(cx, m, s, probe);
+  double r = probe_ratio(cx, m, s, probes);
   if (r < target - tol && m.codebook != CodebookMode::kNone) {
     // Everything kept is still too small: loosen the codebook instead, with
     // both thresholds moved towards 1 by the same share t.
@@ -112,7 +118,7 @@ std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, do
       const double t = (lo + hi) / 2;
       s.key_threshold = k0 + t * (1 - k0);
       s.value_threshold = v0 + t * (1 - v0);
-      r = probe_ratio(cx, m, s, probe);
+      r = probe_ratio(cx, m, s, probes);
       if (std::abs(r - target) <= tol / 4) break;
       (r < target ? lo : hi) = t;
     }
@@ -121,7 +127,7 @@ std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, do
   double lo = 0.0, hi = 1.0;
   for (int it = 0; it < 20 && std::abs(r - target) > tol / 4; ++it) {
     s.reserve = (lo + hi) / 2;
-    r = probe_ratio(cx, m, s, probe);
+    r = probe_ratio(cx, m, s, probes);
     (r < target ? lo : hi) = s.reserve;
   }
   return {s, std::abs(r - target) <= tol};
@@ -159,29 +165,22 @@ class FidelityProbe : public AttentionCache {
   std::vector<int64_t> count_;
 };
 
-// Settings found per prompt length (in buckets of 64 tokens), each on the
-// first prompt of its bucket: a method's measured ratio depends on the
-// length (the window is always kept) and, for codebooks, on the data.
+// Every prompt gets its own setting, searched on its own prefill: a method's
+// measured ratio depends on the prompt's length (the window is always kept)
+// and, through GQA unions and codebooks, on its content.
 class SettingSearch {
  public:
-  SettingSearch(const Context& cx, const MethodSpec& m, double target, Setting fixed, bool search)
-      : cx_(cx), m_(m), target_(target), fixed_(fixed), search_(search) {}
-  Setting for_prompt(const std::vector<int64_t>& prompt) {
-    if (!search_) return fixed_;
-    const size_t bucket = prompt.size() / 64;
-    auto it = found_.find(bucket);
-    if (it != found_.end()) return it->second;
-    const Prefill probe = run_prefill(cx_, prompt, static_cast<int64_t>(prompt.size()));
-    return found_[bucket] = find_setting(cx_, m_, target_, probe).first;
+  SettingSearch(const Context& cx, const MethodSpec& m, double target)
+      : cx_(cx), m_(m), target_(target) {}
+  Setting for_prefill(const Prefill& p) const {
+    if (m_.full_cache) return Setting{};
+    return find_setting(cx_, m_, target_, {&p}).first;
   }
 
  private:
   const Context& cx_;
   const MethodSpec& m_;
   double target_;
-  Setting fixed_;
-  bool search_;
-  std::map<size_t, Setting> found_;
 };
 
 struct TextSample {
@@ -249,7 +248,9 @@ struct MemoryMean {
 std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpec& m,
                                               const EvalRecord& base,
                                               const std::vector<TextSample>& samples,
-                                              const Setting& s, bool ppl, bool fidelity) {
+                                              const std::vector<Prefill>& prefills,
+                                              const SettingSearch& search, bool ppl,
+                                              bool fidelity) {
   std::vector<EvalRecord> out;
   MemoryMean mem;
   double nats = 0, seconds_decode = 0;
@@ -259,7 +260,8 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
   const MethodSpec full = method_spec("full");
   for (size_t i = 0; i < samples.size(); ++i) {
     const TextSample& x = samples[i];
-    const Prefill p = run_prefill(cx, x.context, rows_needed(cx, m, x.context.size()));
+    const Prefill& p = prefills[i];
+    const Setting s = search.for_prefill(p);
     at::Tensor cont = at::tensor(x.continuation, at::kLong).view({1, -1});
     if (ppl) {
       auto cache = make_cache(cx, m, s);
@@ -314,7 +316,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
 }
 
 EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord& base,
-                        SettingSearch& search) {
+                        const SettingSearch& search) {
   SKV_CHECK(
       cx.tokenizer->name() == "byte" && !cx.bos.empty(),
       "the passkey task needs a byte-level model with a BOS token; use jsonl: tasks otherwise");
@@ -328,9 +330,8 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
   double decode_seconds = 0;
   int64_t decoded = 0;
   auto generate = [&](const std::vector<int64_t>& prompt, int64_t n) {
-    const Setting s = search.for_prompt(prompt);
     const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
-    auto cache = make_cache(cx, m, s);
+    auto cache = make_cache(cx, m, search.for_prefill(p));
     mem.add(*cache, compress(p, *cache));
     const auto t0 = Clock::now();
     auto out = decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), n)[0];
@@ -356,7 +357,7 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
 }
 
 std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const EvalRecord& base,
-                                   SettingSearch& search, const std::string& path) {
+                                   const SettingSearch& search, const std::string& path) {
   std::ifstream in(path);
   SKV_CHECK(in.good(), "cannot open JSONL task file '", path, "'");
   std::string line;
@@ -384,9 +385,8 @@ std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const
     SKV_CHECK_LE(static_cast<int64_t>(prompt.size()) + max_new,
                  cx.model.config().max_position_embeddings, "'", path, "' line ", lineno,
                  ": prompt too long for the model");
-    const Setting s = search.for_prompt(prompt);
     const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
-    auto cache = make_cache(cx, m, s);
+    auto cache = make_cache(cx, m, search.for_prefill(p));
     mem.add(*cache, compress(p, *cache));
     std::string text = cx.tokenizer->decode(
         decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), max_new)[0]);
@@ -442,36 +442,38 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     }
     if (cx.model.config().bos_token_id) cx.bos = {*cx.model.config().bos_token_id};
     const std::vector<TextSample> samples = text_samples(cx);
-    // The probe for the ratio search: the first sample's context, with every
-    // attention row (H2O needs them all).
-    const Prefill probe = run_prefill(cx, samples[0].context, samples[0].context.size());
     auto has = [&](const std::string& t) {
       return std::find(o.tasks.begin(), o.tasks.end(), t) != o.tasks.end();
     };
-
     std::vector<EvalRecord> records;
     int64_t total = 0, done = 0;
     for (const auto& m : methods) total += m.full_cache ? 1 : static_cast<int64_t>(o.ratios.size());
     for (const auto& m : methods) {
+      // The held-out contexts, prefilled once per method (with the attention
+      // rows its policy needs): the probes of the ratio search and the inputs
+      // of the ppl and fidelity tasks.
+      std::vector<Prefill> prefills;
+      for (const auto& x : samples) {
+        prefills.push_back(run_prefill(cx, x.context, rows_needed(cx, m, x.context.size())));
+      }
+      const std::vector<const Prefill*> probes = {&prefills[0]};
       const std::vector<double> targets = m.full_cache ? std::vector<double>{1.0} : o.ratios;
       for (double target : targets) {
+        // The setting of the first context is recorded; each prompt searches its own.
         auto [setting, matched] = m.full_cache ? std::pair<Setting, bool>{Setting{}, true}
-                                               : find_setting(cx, m, target, probe);
+                                               : find_setting(cx, m, target, {probes[0]});
         if (progress) progress({m.name, "", target, done, total});
         const EvalRecord base = base_record(m, target, setting, matched, "");
+        const SettingSearch search(cx, m, target);
         if (has("ppl") || has("fidelity")) {
-          for (auto& r :
-               task_ppl_and_fidelity(cx, m, base, samples, setting, has("ppl"), has("fidelity"))) {
+          for (auto& r : task_ppl_and_fidelity(cx, m, base, samples, prefills, search, has("ppl"),
+                                               has("fidelity"))) {
             records.push_back(r);
           }
         }
-        if (has("passkey")) {
-          SettingSearch search(cx, m, target, setting, !m.full_cache);
-          records.push_back(task_passkey(cx, m, base, search));
-        }
+        if (has("passkey")) records.push_back(task_passkey(cx, m, base, search));
         for (const auto& t : o.tasks) {
           if (t.rfind("jsonl:", 0) != 0) continue;
-          SettingSearch search(cx, m, target, setting, !m.full_cache);
           for (auto& r : task_jsonl(cx, m, base, search, t.substr(6))) records.push_back(r);
         }
         ++done;

@@ -1,8 +1,8 @@
 // `spindlekv eval`: every method on the same inputs, at the same measured
 // memory ratio. For each method and target ratio, the method's knobs are
-// searched on a probe prompt (per prompt length) until its measured memory
-// ratio (bytes held / dense bytes, the runtime's exact accounting) lands
-// within a tolerance of the target: the reserve ratio first, then, for codebook methods whose cache
+// searched on each prompt's own prefill until its measured memory ratio
+// (bytes held / dense bytes, the runtime's exact accounting) lands within a
+// tolerance of the target: the reserve ratio first, then, for codebook methods whose cache
 // at reserve 1 is already smaller than the target, the thresholds towards 1.
 // Then the tasks run with that setting:
 //   ppl       bits per byte of a held-out continuation after the context was
@@ -53,8 +53,8 @@ struct EvalRecord {
   double measured_ratio = 1;  ///< bytes held / dense bytes over the task's prefills
   double paper_ratio = 1;     ///< the paper's formula, same prefills
   bool ratio_matched = true;  ///< |measured_ratio - target| <= tolerance
-  /// The setting found for the task's first prompt length (passkey and jsonl
-  /// search again per length bucket of 64 tokens).
+  /// The setting found on the first held-out context (every prompt of every
+  /// task gets its own, searched on its own prefill).
   double reserve_ratio = 1, key_threshold = 0, value_threshold = 0;
   double compression_ms = 0;            ///< mean time to compress one prefill (all layers)
   double decode_tokens_per_second = 0;  ///< greedy decoding over the compressed cache

@@ -1,0 +1,125 @@
+#include "eval/compression_eval.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "eval/eval_methods.h"
+#include "eval/eval_report.h"
+#include "model/synthetic_tasks.h"
+#include "test_util.h"
+
+namespace spindlekv {
+namespace {
+
+const std::string kSource = SPINDLEKV_SOURCE_DIR;
+
+EvalOptions reference_options(const std::string& out) {
+  EvalOptions o;
+  o.model_dir = kSource + "/data/reference-model";
+  o.text = kSource + "/calibration/heldout.txt";
+  o.out_dir = out;
+  return o;
+}
+
+TEST(CompressionEval, FullCacheReproducesTheModelCardPasskeyAccuracy) {
+  // The model card's grid: lengths 256-1024 x 5 depths x 10 trials, seed 7,
+  // filler from the held-out split: 0.985 (197 of 200) with the full cache.
+  testing::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"full"};
+  o.tasks = {"passkey"};
+  o.passkey_lengths = {256, 512, 768, 1024};
+  o.passkey_trials = 10;
+  o.ppl_samples = 1;
+  const auto records = run_eval(o);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].method, "full");
+  EXPECT_NEAR(records[0].value, 0.985, 1e-9);
+  EXPECT_NEAR(records[0].measured_ratio, 1.0, 1e-9);
+}
+
+TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
+  testing::TempDir dir;
+  // A LongBench-format file of pass-key questions for the byte-level model.
+  FillerText filler(std::string(4000, ' ') + "");
+  {
+    std::ifstream in(kSource + "/calibration/heldout.txt");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    filler = FillerText(text);
+  }
+  std::mt19937_64 rng(3);
+  std::ofstream jsonl(dir.file("qa.jsonl"));
+  for (int i = 0; i < 3; ++i) {
+    RetrievalSample s = make_passkey_sample(filler, rng, 400, 0.5);
+    const size_t q = s.prompt.rfind("\nWhat is the pass key?");
+    jsonl << nlohmann::json{{"context", s.prompt.substr(0, q)},
+                            {"input", s.prompt.substr(q)},
+                            {"answers", {s.answer}}}
+                 .dump()
+          << "\n";
+  }
+  jsonl.close();
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"full", "snapkv", "spindle-jit"};
+  o.ratios = {0.3};
+  o.tasks = {"ppl", "fidelity", "jsonl:" + dir.file("qa.jsonl")};
+  o.ppl_samples = 2;
+  o.ppl_context = 256;
+  o.ppl_continuation = 32;
+  o.jsonl_max_new = 6;
+  const auto records = run_eval(o);
+  // full: ppl, fidelity, 3 jsonl metrics; the others the same at one ratio.
+  ASSERT_EQ(records.size(), 15u);
+  for (const auto& r : records) {
+    if (r.method == "full") {
+      if (r.task == "fidelity") EXPECT_EQ(r.value, 0.0);
+      continue;
+    }
+    EXPECT_NEAR(r.measured_ratio, 0.3, o.ratio_tolerance) << r.method << " " << r.task;
+    EXPECT_TRUE(r.ratio_matched);
+    if (r.task == "fidelity") EXPECT_GT(r.value, 0.0);  // something was evicted
+    if (r.task == "ppl") EXPECT_GT(r.value, 0.5);
+  }
+  const auto pngs = write_eval_report(dir.file("out"), o, records, "{}");
+  std::ifstream results(dir.file("out/results.json"));
+  const auto j = nlohmann::json::parse(results);
+  EXPECT_EQ(j.at("records").size(), records.size());
+  std::ifstream csv(dir.file("out/results.csv"));
+  std::string line;
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 16);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("out/summary.md")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("out/plots/ppl_bits_per_byte.gp")));
+}
+
+TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {
+  testing::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"snapkv", "quest"};
+  EXPECT_SKV_ERROR(run_eval(o), "method 'quest' is unknown");
+  o.methods = {"spindle"};
+  EXPECT_SKV_ERROR(run_eval(o), "need --artifact");
+  o.methods = {"full"};
+  o.tasks = {"bleu"};
+  EXPECT_SKV_ERROR(run_eval(o), "allowed: ppl, passkey, fidelity, jsonl:FILE");
+}
+
+TEST(EvalMethods, EveryKnownMethodHasASpec) {
+  for (const auto& name : known_methods()) {
+    const MethodSpec m = method_spec(name);
+    EXPECT_EQ(m.name, name);
+    EXPECT_TRUE(m.make_policy() != nullptr);
+  }
+  EXPECT_EQ(method_spec("pyramidinfer").gqa, GqaMode::kGroupAverage);
+  EXPECT_EQ(method_spec("pyramidkv").budget, BudgetKind::kPyramid);
+  EXPECT_EQ(method_spec("spindle").budget, BudgetKind::kCalibrated);
+  EXPECT_TRUE(method_spec("spindle-hybrid").needs_artifact());
+  EXPECT_FALSE(method_spec("spindle-jit").needs_artifact());
+}
+
+}  // namespace
+}  // namespace spindlekv
