@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   spindlekv::cli::register_export_command(app);
   spindlekv::cli::register_inspect_command(app);
   spindlekv::cli::register_eval_command(app);
+  spindlekv::cli::register_calibrate_command(app);
   spindlekv::cli::register_model_report_command(app);
 
   try {
