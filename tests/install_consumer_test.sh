@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `cmake --install` the build into a temporary prefix, then build and run a
+# separate project that finds it with find_package(SpindleKV) and links the
+# runtime alone (examples/consumer).
+# Usage: install_consumer_test.sh BUILD_DIR SOURCE_DIR WORK_DIR
+set -euo pipefail
+BUILD=$1
+SRC=$2
+WORK=$3
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cmake --install "$BUILD" --prefix "$WORK/prefix" > "$WORK/install.log"
+test -x "$WORK/prefix/bin/spindlekv"
+test -f "$WORK/prefix/include/spindlekv/runtime/compressed_cache.h"
+test ! -e "$WORK/prefix/include/spindlekv/runtime/detail"
+# The runtime's public headers name no FAISS, HDF5 or YAML type.
+if grep -rlE "faiss|hdf5|H5[A-Z]|YAML" "$WORK/prefix/include/spindlekv/runtime"; then
+  echo "runtime headers mention FAISS, HDF5 or YAML"; exit 1
+fi
+LAUNCHER=()
+if command -v ccache > /dev/null; then LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S "$SRC/examples/consumer" -B "$WORK/consumer" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$WORK/prefix" "${LAUNCHER[@]}" > "$WORK/configure.log"
+cmake --build "$WORK/consumer" > "$WORK/build.log"
+"$WORK/consumer/consumer"
