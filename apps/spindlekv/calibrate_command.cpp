@@ -21,6 +21,7 @@
 #include <yaml-cpp/yaml.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -81,6 +82,7 @@ void run_stage(const std::string& stage, const std::vector<std::string>& args) {
   register_train_command(app);
   register_export_command(app);
   register_eval_command(app);
+  register_inspect_command(app);
   std::vector<const char*> argv{"spindlekv"};
   for (const auto& a : args) argv.push_back(a.c_str());
   try {
@@ -227,6 +229,16 @@ void run(const CalibrateOptions& o) {
             {"--model", model, "--artifact", artifact, "--out", (dir / "eval").string(),
              "--overwrite", "--threads", threads},
             (dir / "eval" / "results.json").string(), "");
+    }
+    // The summary: codebook coverage and budgets from the artifact, quality
+    // and memory from the evaluation (whether or not the stages ran now).
+    std::printf("\n# calibrate summary: %s\n\n", out.c_str());
+    std::fflush(stdout);
+    run_stage("inspect", {"inspect", artifact, "--ratios", "0.1,0.2,0.3"});
+    const fs::path summary = dir / "eval" / "summary.md";
+    if (root["eval"] && fs::exists(summary)) {
+      std::ifstream in(summary);
+      std::printf("\n%s", std::string((std::istreambuf_iterator<char>(in)), {}).c_str());
     }
     spdlog::info("calibrate: done, artifact {}", artifact);
   });
