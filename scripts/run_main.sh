@@ -10,7 +10,7 @@ bash scripts/setup.sh
 BUILD_DIR="${BUILD_DIR:-build}"
 OUT_DIR="${OUT_DIR:-out/reference}"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target spindlekv spindlekv_sentencepiece
 BIN="$BUILD_DIR/spindlekv"
 mkdir -p "$OUT_DIR"
 "$BIN" info data/reference-model

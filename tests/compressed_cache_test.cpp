@@ -231,11 +231,11 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   EXPECT_EQ(m.slots, 6);
   EXPECT_EQ(m.code_bytes, 2 * 6 * 4);
   EXPECT_EQ(m.magnitude_bytes, 2 * 6 * 4);
-  EXPECT_EQ(m.position_bytes, 6 * 4);
+  EXPECT_EQ(m.position_bytes, 0);  // nothing evicted: positions are 0..5, implicit
   EXPECT_EQ(m.exact_bytes, (3 + 4) * 4 * 4);
   EXPECT_EQ(m.membership_bytes, 0);
   EXPECT_EQ(m.jit_entry_bytes, 0);
-  EXPECT_EQ(m.held_bytes(), 48 + 48 + 24 + 112);
+  EXPECT_EQ(m.held_bytes(), 48 + 48 + 112);
   EXPECT_EQ(m.full_bytes, 2 * 6 * 1 * 4 * 4);
   EXPECT_EQ(m.calibrated_vectors, 5);
   EXPECT_EQ(m.exact_vectors, 7);
