@@ -11,6 +11,7 @@
 
 #include "capture/capture_file.h"
 #include "capture/text_source.h"
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/version.h"
 #include "model/llama_model.h"
@@ -163,7 +164,8 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
   if (!stopped) {
     writer->finish();
     writer.reset();
-    if (fs::exists(o.out)) fs::remove(o.out);
+    // rename replaces an old output atomically: never a moment without one.
+    test_hook_before_commit(o.out);
     fs::rename(partial, o.out);
     summary.finished = true;
   }

@@ -1,5 +1,9 @@
 #include "common/atomic_file.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -39,8 +43,17 @@ TempFileGuard::~TempFileGuard() {
   }
 }
 
+void test_hook_before_commit(const std::string& final_path) {
+  const char* ms = std::getenv("SPINDLEKV_TEST_COMMIT_DELAY_MS");
+  if (ms == nullptr) return;
+  std::fprintf(stderr, "spindlekv: test hook: committing '%s'\n", final_path.c_str());
+  std::fflush(stderr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::atol(ms)));
+}
+
 void TempFileGuard::commit() {
   SKV_ASSERT(!committed_, "commit called twice for ", final_path_);
+  test_hook_before_commit(final_path_);
   int fd = ::open(temp_path_.c_str(), O_RDONLY);
   if (fd < 0) {
     SKV_THROW(kIo, "cannot open temporary file '", temp_path_, "': ", std::strerror(errno));

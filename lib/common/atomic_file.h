@@ -32,6 +32,12 @@ class TempFileGuard {
   bool committed_ = false;
 };
 
+/// Test hook for crash-consistency tests: when SPINDLEKV_TEST_COMMIT_DELAY_MS
+/// is set, says "committing '<final_path>'" on stderr and sleeps that long
+/// just before a finished output is renamed into place, so that a test can
+/// kill the process while the complete temporary file exists.
+void test_hook_before_commit(const std::string& final_path);
+
 /// A binary file written through a TempFileGuard.
 class AtomicFileWriter {
  public:

@@ -218,7 +218,7 @@ CodebookFile run_train(const TrainOptions& o,
       file.layers.push_back(std::move(L));
     });
   }
-  if (fs::exists(o.out)) fs::remove(o.out);
+  // Replaced by rename: a crash before it leaves the previous file intact.
   write_codebook_file(o.out, file);
   return file;
 }

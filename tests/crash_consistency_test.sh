@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Crash consistency: capture, train and export are killed with SIGKILL (a
+# real signal to a real child process). Afterwards no output file exists, or
+# the previous one is intact byte for byte, and an interrupted capture
+# resumes to a complete file.
+# Usage: crash_consistency_test.sh SPINDLEKV_BINARY SOURCE_DIR WORK_DIR
+set -euo pipefail
+BIN=$1
+SRC=$2
+WORK=$3
+MODEL="$SRC/data/reference-model"
+TEXT="$SRC/calibration/calibration.txt"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+wait_for() {  # $1: condition (bash expression), $2: seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do
+    if eval "$1"; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for: $1"; exit 1
+}
+
+# 1. Capture killed mid-run: no output, a .partial that --resume completes.
+# 40 sequences of 1024 tokens take far longer than the second we wait.
+CAP=(capture --model "$MODEL" --text "$TEXT" --out "$WORK/cap.h5" --seq-len 1024
+     --max-sequences 40 --flush-every 1 --quiet --threads 1)
+"$BIN" "${CAP[@]}" 2> "$WORK/cap1.err" &
+PID=$!
+wait_for "[ -f '$WORK/cap.h5.partial' ]" 60
+sleep 1
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+test ! -e "$WORK/cap.h5" || { echo "killed capture left an output"; exit 1; }
+test -f "$WORK/cap.h5.partial"
+"$BIN" "${CAP[@]}" --resume 2> "$WORK/cap2.err"
+test -f "$WORK/cap.h5"
+test ! -e "$WORK/cap.h5.partial"
+/usr/bin/python3 - "$WORK/cap.h5" <<'PY'
+import h5py, sys
+f = h5py.File(sys.argv[1], "r")
+assert int(f.attrs["finished"]) == 1, dict(f.attrs)
+seqs = set(f["layers/0/sequence_ids"][:].tolist())
+assert seqs == set(range(40)), sorted(seqs)
+print("capture resumed to", len(seqs), "sequences")
+PY
+
+# 2. Train: a first output, then a rerun killed just before its rename.
+TRAIN=(train --capture "$WORK/cap.h5" --out "$WORK/books.h5" --max-codewords 32
+       --sample-size 2000 --heldout-size 500 --heldout-every 4 --threads 1)
+"$BIN" "${TRAIN[@]}" > /dev/null
+before=$(md5sum < "$WORK/books.h5")
+SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${TRAIN[@]}" --overwrite --seed 9 \
+  > /dev/null 2> "$WORK/train.err" &
+PID=$!
+wait_for "grep -q 'committing' '$WORK/train.err'" 120
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+test "$(md5sum < "$WORK/books.h5")" = "$before" || { echo "previous codebooks changed"; exit 1; }
+
+# 3. Export killed before its rename: no artifact; with a previous one, intact.
+EXPORT=(export --codebooks "$WORK/books.h5" --capture "$WORK/cap.h5" --out "$WORK/a.safetensors")
+SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${EXPORT[@]}" > /dev/null 2> "$WORK/export1.err" &
+PID=$!
+wait_for "grep -q 'committing' '$WORK/export1.err'" 60
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+test ! -e "$WORK/a.safetensors" || { echo "killed export left an artifact"; exit 1; }
+"$BIN" "${EXPORT[@]}" > /dev/null
+before=$(md5sum < "$WORK/a.safetensors")
+SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${EXPORT[@]}" --overwrite --beta 0.1 \
+  > /dev/null 2> "$WORK/export2.err" &
+PID=$!
+wait_for "grep -q 'committing' '$WORK/export2.err'" 60
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+test "$(md5sum < "$WORK/a.safetensors")" = "$before" || { echo "previous artifact changed"; exit 1; }
+"$BIN" inspect "$WORK/a.safetensors" > /dev/null
+
+# 4. A capture with --overwrite killed at its final rename keeps the old file.
+before=$(md5sum < "$WORK/cap.h5")
+SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" capture --model "$MODEL" --text "$TEXT" \
+  --out "$WORK/cap.h5" --seq-len 256 --max-sequences 2 --quiet --overwrite 2> "$WORK/cap3.err" &
+PID=$!
+wait_for "grep -q 'committing' '$WORK/cap3.err'" 60
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+test "$(md5sum < "$WORK/cap.h5")" = "$before" || { echo "previous capture changed"; exit 1; }
+echo "crash consistency: outputs absent or intact after SIGKILL; capture resumed"
