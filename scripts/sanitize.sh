@@ -4,6 +4,9 @@
 # every parser (safetensors, config.json, tokenizers, HDF5 captures and
 # codebooks, artifacts, compressed-cache files) and the runtime compression
 # paths. Leak detection is off: LibTorch's static registries are never freed.
+# SentencePiece tests are left out: its plugin must be dlopen'ed with
+# RTLD_DEEPBIND (lib/model/sentencepiece_plugin.h), which the sanitizer
+# runtime refuses (google/sanitizers#611).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${ASAN_BUILD_DIR:-build-asan}"
@@ -11,10 +14,10 @@ TESTS=(error_test safetensors_reader_test model_config_test tokenizer_test npy_w
        atomic_file_test capture_test codebook_trainer_test layer_budgets_test
        codebook_builder_test artifact_test eviction_policy_test compressed_cache_test
        budget_calibrator_test metrics_test)
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPINDLEKV_SANITIZE=ON \
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPINDLEKV_SANITIZE=ON \
   -DSPINDLEKV_BUILD_BENCH=OFF
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${TESTS[@]}"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 cd "$BUILD_DIR"
-ctest --output-on-failure -j "${JOBS:-2}" --timeout 900 -L "^($(IFS='|'; echo "${TESTS[*]}"))\$"
+ctest --output-on-failure -j "${JOBS:-2}" --timeout 900 -E SentencePiece -L "^($(IFS='|'; echo "${TESTS[*]}"))\$"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (Debian packages), builds SpindleKV and runs the
-# test suite with ctest. This is the README's test command and what CI runs.
+# test suite with ctest, then the parser and runtime tests in a sanitizer
+# build (scripts/sanitize.sh). This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,5 +9,6 @@ BUILD_DIR="${BUILD_DIR:-build}"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 # Two parallel compile jobs: LibTorch translation units take ~1.5 GB each.
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
-cd "$BUILD_DIR"
-ctest --output-on-failure -j "${JOBS:-2}" --timeout 900
+(cd "$BUILD_DIR" && ctest --output-on-failure -j "${JOBS:-2}" --timeout 900)
+# Then the parsers and the runtime again under ASan + UBSan (a second build).
+bash scripts/sanitize.sh
