@@ -43,6 +43,13 @@ for s in capture train export; do grep -q "$s: inputs unchanged" "$WORK/run3.log
 grep -q "eval: running" "$WORK/run3.log"
 grep -q '"target_ratio": 0.4' "$WORK/out/eval/results.json"
 
+# A value out of range is refused naming it (earlier stages are unchanged).
+write_config 1.5
+if "$BIN" calibrate --config "$WORK/config.yaml" 2> "$WORK/run4.log" > /dev/null; then
+  echo "accepted ratio 1.5"; exit 1
+fi
+grep -q "ratio 1.5 outside (0, 1\]" "$WORK/run4.log"
+
 expect_refused() {  # $1: config text, $2: expected message
   printf '%s\n' "$1" > "$WORK/bad.yaml"
   if "$BIN" calibrate --config "$WORK/bad.yaml" 2> "$WORK/bad.err" > /dev/null; then

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan + fuzzer
+# instrumentation) in build-fuzz/ and runs each for SECONDS (default 60) from
+# seed corpora made of the project's own valid files (the artifact seed is
+# made with the regular build's CLI, build/spindlekv).
+# Usage: scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET="${1:-60}"
+BUILD_DIR="${FUZZ_BUILD_DIR:-build-fuzz}"
+CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DSPINDLEKV_FUZZ=ON -DSPINDLEKV_BUILD_TESTS=OFF -DSPINDLEKV_BUILD_BENCH=OFF
+TARGETS=(safetensors_fuzz model_config_fuzz artifact_fuzz tokenizer_fuzz yaml_config_fuzz)
+cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${TARGETS[@]}"
+
+# Seeds: small valid files of each kind.
+SEEDS="$BUILD_DIR/seeds"
+rm -rf "$SEEDS"
+mkdir -p "$SEEDS"/{safetensors,model_config,artifact,tokenizer,yaml_config}
+cp data/reference-model/config.json "$SEEDS/model_config/reference.json"
+cp configs/*.yaml "$SEEDS/yaml_config/"
+cp data/reference-model/tokenizer.json "$SEEDS/tokenizer/byte_marker.json"
+/usr/bin/python3 - "$SEEDS" <<'PY'
+import json, struct, sys
+seeds = sys.argv[1]
+def safetensors(path, tensors, meta=None):
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    if meta: header["__metadata__"] = meta
+    h = json.dumps(header).encode()
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+safetensors(f"{seeds}/safetensors/small.safetensors",
+            {"a": ("F32", [2, 2], struct.pack("<4f", 1, 2, 3, 4)),
+             "b": ("I64", [3], struct.pack("<3q", 7, 8, 9)),
+             "c": ("BF16", [2], b"\x80\x3f\x00\x40")}, {"format": "pt"})
+vocab = {bytes([b]).decode("latin-1"): b for b in range(256)}
+json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": []},
+           "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}},
+          open(f"{seeds}/tokenizer/bpe.json", "w"))
+PY
+# An artifact of a tiny model, through the real pipeline.
+BIN="${SPINDLEKV_BIN:-build/spindlekv}"  # the regular build's CLI
+W="$BUILD_DIR/seedwork"
+rm -rf "$W"; mkdir -p "$W"
+"$BIN" capture --model data/reference-model --text calibration/calibration.txt --out "$W/cap.h5" \
+  --seq-len 128 --max-sequences 8 --quiet
+"$BIN" train --capture "$W/cap.h5" --out "$W/books.h5" --max-codewords 4 --sample-size 500 \
+  --heldout-size 100 --heldout-every 4 > /dev/null
+"$BIN" export --codebooks "$W/books.h5" --capture "$W/cap.h5" --out "$SEEDS/artifact/tiny.safetensors" \
+  --ratios 0.5,1 > /dev/null
+cp "$SEEDS/artifact/tiny.safetensors" "$SEEDS/safetensors/"
+
+export ASAN_OPTIONS="detect_leaks=0"
+for t in "${TARGETS[@]}"; do
+  corpus="$BUILD_DIR/corpus/${t%_fuzz}"
+  mkdir -p "$corpus"
+  echo "== $t: ${SECONDS_PER_TARGET}s"
+  "$BUILD_DIR/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=20 -rss_limit_mb=4096 \
+    -artifact_prefix="$BUILD_DIR/crash-$t-" "$corpus" "$SEEDS/${t%_fuzz}" 2>&1 | tail -3
+done
