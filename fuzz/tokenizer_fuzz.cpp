@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   nlohmann::json root = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return 0;
   try {
-    auto bpe = spindlekv::make_bpe_tokenizer(root, "fuzz");
+    auto bpe = spindlekv::detail::make_bpe_tokenizer(root, "fuzz");
     bpe->decode(bpe->encode("Hello, world! 123 ünïcode"));
     bpe->decode(bpe->encode(text));
   } catch (const spindlekv::Error&) {

@@ -2,7 +2,8 @@
 # Crash consistency: capture, train and export are killed with SIGKILL (a
 # real signal to a real child process). Afterwards no output file exists, or
 # the previous one is intact byte for byte, and an interrupted capture
-# resumes to a complete file.
+# resumes to a complete file. A full disk and an impossible output path give
+# a clear I/O error and no output.
 # Usage: crash_consistency_test.sh SPINDLEKV_BINARY SOURCE_DIR WORK_DIR
 set -euo pipefail
 BIN=$1
@@ -81,4 +82,33 @@ PID=$!
 wait_for "grep -q 'committing' '$WORK/cap3.err'" 60
 kill -9 "$PID"; wait "$PID" 2>/dev/null || true
 test "$(md5sum < "$WORK/cap.h5")" = "$before" || { echo "previous capture changed"; exit 1; }
-echo "crash consistency: outputs absent or intact after SIGKILL; capture resumed"
+# 5. A full disk, simulated by a file-size limit (with SIGXFSZ ignored, a
+#    write past it fails with EFBIG like ENOSPC): every writer exits with the
+#    I/O code 3 naming the file, and leaves no output.
+full_disk() {  # $1: output file, $2...: command
+  local out=$1; shift
+  set +e
+  (trap '' XFSZ; ulimit -f 40; "$BIN" "$@" > /dev/null 2> "$WORK/full.err")
+  local rc=$?
+  set -e
+  test "$rc" -eq 3 || { echo "exit $rc (expected 3) for: $*"; cat "$WORK/full.err"; exit 1; }
+  grep -q "$(basename "$out")" "$WORK/full.err"
+  grep -q "File too large" "$WORK/full.err"
+  test ! -e "$out" || { echo "a partial $out was left"; exit 1; }
+}
+full_disk "$WORK/cap_full.h5" capture --model "$MODEL" --text "$TEXT" --out "$WORK/cap_full.h5" \
+  --seq-len 256 --max-sequences 20 --quiet
+full_disk "$WORK/books_full.h5" "${TRAIN[@]/$WORK\/books.h5/$WORK/books_full.h5}"
+full_disk "$WORK/a_full.safetensors" export --codebooks "$WORK/books.h5" --capture "$WORK/cap.h5" \
+  --out "$WORK/a_full.safetensors"
+
+# 6. An output directory that cannot exist (its parent is a file): a clear error.
+touch "$WORK/not_a_dir"
+set +e
+"$BIN" export --codebooks "$WORK/books.h5" --capture "$WORK/cap.h5" \
+  --out "$WORK/not_a_dir/a.safetensors" > /dev/null 2> "$WORK/nodir.err"
+rc=$?
+set -e
+test "$rc" -eq 3 || { echo "exit $rc for an impossible output directory"; cat "$WORK/nodir.err"; exit 1; }
+grep -q "not_a_dir/a.safetensors" "$WORK/nodir.err"
+echo "crash consistency: outputs absent or intact after SIGKILL; capture resumed; full disk refused"

@@ -7,6 +7,15 @@
 namespace spindlekv::h5 {
 namespace {
 
+// HDF5 closes every open file again in an atexit handler. After a failed
+// write (disk full, file-size limit) that second close crashes inside HDF5
+// 1.10 and turns a clean error exit into a segfault. Our handles close
+// their files themselves, so the handler is switched off before any use.
+const bool kNoHdf5Atexit = [] {
+  H5dont_atexit();
+  return true;
+}();
+
 hid_t check(hid_t id, const std::string& what) {
   if (id < 0) SKV_THROW(kIo, "HDF5: ", what, " failed");
   return id;

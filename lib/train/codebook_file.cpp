@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/hdf5_util.h"
@@ -112,7 +115,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
         write_set(g, "value", L.values);
       }
       h5::write_attr(file, "layers", layer_ids);
-      if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed");
+      if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
     }
     guard.commit();
   });
