@@ -2,14 +2,15 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan + fuzzer
 # instrumentation) in build-fuzz/ and runs each for SECONDS (default 60) from
 # seed corpora made of the project's own valid files (the artifact seed is
-# made with the regular build's CLI, build/spindlekv).
+# made with the regular build's CLI, build/spindlekv), through ctest.
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-60}"
 BUILD_DIR="${FUZZ_BUILD_DIR:-build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DSPINDLEKV_FUZZ=ON -DSPINDLEKV_BUILD_TESTS=OFF -DSPINDLEKV_BUILD_BENCH=OFF
+  -DSPINDLEKV_FUZZ=ON -DSPINDLEKV_BUILD_TESTS=OFF -DSPINDLEKV_BUILD_BENCH=OFF \
+  -DSPINDLEKV_FUZZ_SECONDS="$SECONDS_PER_TARGET"
 TARGETS=(safetensors_fuzz model_config_fuzz artifact_fuzz tokenizer_fuzz yaml_config_fuzz)
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${TARGETS[@]}"
 
@@ -52,11 +53,7 @@ rm -rf "$W"; mkdir -p "$W"
   --ratios 0.5,1 > /dev/null
 cp "$SEEDS/artifact/tiny.safetensors" "$SEEDS/safetensors/"
 
-export ASAN_OPTIONS="detect_leaks=0"
-for t in "${TARGETS[@]}"; do
-  corpus="$BUILD_DIR/corpus/${t%_fuzz}"
-  mkdir -p "$corpus"
-  echo "== $t: ${SECONDS_PER_TARGET}s"
-  "$BUILD_DIR/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=20 -rss_limit_mb=4096 \
-    -artifact_prefix="$BUILD_DIR/crash-$t-" "$corpus" "$SEEDS/${t%_fuzz}" 2>&1 | tail -3
-done
+# Each target runs as a ctest test (fuzz/CMakeLists.txt): any crash or
+# sanitizer report fails it.
+cd "$BUILD_DIR"
+ctest --output-on-failure -j "${JOBS:-2}"

@@ -25,6 +25,8 @@ PACKAGES=(
   # `spindlekv eval` draws its plots with gnuplot (PNG through cairo).
   gnuplot-nox
   clang-format
+  # libFuzzer targets (scripts/fuzz.sh): clang and its fuzzer/sanitizer runtimes.
+  clang-14 libclang-rt-14-dev
 )
 
 SUDO=""

@@ -10,5 +10,7 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
 # Two parallel compile jobs: LibTorch translation units take ~1.5 GB each.
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}"
 (cd "$BUILD_DIR" && ctest --output-on-failure -j "${JOBS:-2}" --timeout 900)
-# Then the parsers and the runtime again under ASan + UBSan (a second build).
+# Then the parsers and the runtime again under ASan + UBSan (a second build),
+# and 60 seconds of libFuzzer on each parser (a clang build).
 bash scripts/sanitize.sh
+SPINDLEKV_BIN="$BUILD_DIR/spindlekv" bash scripts/fuzz.sh 60
