@@ -3,18 +3,23 @@
 # instrumentation) in build-fuzz/ and runs each for SECONDS (default 60) from
 # seed corpora made of the project's own valid files (the artifact seed is
 # made with the regular build's CLI, build/spindlekv), through ctest.
-# Usage: scripts/fuzz.sh [SECONDS]
+# With RUNS, each target tries exactly that many inputs from seed 1 (no
+# time limit), so the run is the same on every machine: CI uses 100000.
+# Usage: scripts/fuzz.sh [SECONDS [RUNS]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-60}"
+RUNS="${2:-0}"
 BUILD_DIR="${FUZZ_BUILD_DIR:-build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSPINDLEKV_FUZZ=ON -DSPINDLEKV_BUILD_TESTS=OFF -DSPINDLEKV_BUILD_BENCH=OFF \
-  -DSPINDLEKV_FUZZ_SECONDS="$SECONDS_PER_TARGET"
+  -DSPINDLEKV_FUZZ_SECONDS="$SECONDS_PER_TARGET" -DSPINDLEKV_FUZZ_RUNS="$RUNS"
 TARGETS=(safetensors_fuzz model_config_fuzz artifact_fuzz tokenizer_fuzz yaml_config_fuzz)
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${TARGETS[@]}"
 
-# Seeds: small valid files of each kind.
+# Seeds: small valid files of each kind; the corpora start from them alone.
+rm -rf "$BUILD_DIR/corpus"
+mkdir -p "$BUILD_DIR"/corpus/{safetensors,model_config,artifact,tokenizer,yaml_config}
 SEEDS="$BUILD_DIR/seeds"
 rm -rf "$SEEDS"
 mkdir -p "$SEEDS"/{safetensors,model_config,artifact,tokenizer,yaml_config}

@@ -4,7 +4,9 @@
 // id = byte value, a handful of merges, three added tokens), so every expected
 // id below can be worked out on paper.
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include "test_util.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -480,6 +482,20 @@ TEST(Tokenizer, LoadThrowsNamingDirectoryWhenNothingUsable) {
   missing_key.write("tokenizer.json", j.dump());
   expect_error([&] { load_tokenizer(missing_key.str()); }, ErrorKind::kInvalidInput,
                {missing_key.file("tokenizer.json"), "model.merges"});
+}
+
+}  // namespace
+}  // namespace spindlekv
+
+namespace spindlekv {
+namespace {
+
+// Found by tokenizer_fuzz: a vocabulary id of 1,055,555,550 made the id
+// table allocate 33 GB. Such ids are now refused with the key named.
+TEST(FuzzRegression, BpeRefusesAnIdFarBeyondTheVocabulary) {
+  const std::string path =
+      std::string(SPINDLEKV_SOURCE_DIR) + "/tests/fuzz_regressions/tokenizer_sparse_id.json";
+  EXPECT_SKV_ERROR(load_bpe_tokenizer(path), "has id 1055555550 outside [0, ");
 }
 
 }  // namespace

@@ -261,6 +261,13 @@ class BpeTokenizer : public Tokenizer {
       SKV_THROW(kUnsupported, path,
                 ": BPE without a ByteLevel pre_tokenizer or decoder is not supported");
     }
+    // Real vocabularies number their tokens densely; a far larger id would
+    // make the id table huge (the fuzzer found 10^9 -> a 33 GB allocation).
+    const auto vocab_it = model.find("vocab");
+    const auto added_it = root.find("added_tokens");
+    const size_t entries = (vocab_it != model.end() ? vocab_it->size() : 0) +
+                           (added_it != root.end() ? added_it->size() : 0);
+    id_limit_ = static_cast<int64_t>(2 * entries + 1024);
     parse_vocab(model);
     parse_added_tokens(root);
     parse_merges(model);
@@ -312,8 +319,10 @@ class BpeTokenizer : public Tokenizer {
 
   // Records id -> decoded bytes, growing the tables to cover `id`.
   void set_id(int64_t id, std::string bytes, IdKind kind, const std::string& key) {
-    if (id < 0 || id > INT32_MAX) {
-      SKV_THROW(kInvalidInput, path_, ": key \"", key, "\" has id ", id, " outside [0, 2^31)");
+    if (id < 0 || id >= id_limit_) {
+      SKV_THROW(kInvalidInput, path_, ": key \"", key, "\" has id ", id, " outside [0, ", id_limit_,
+                ") (ids must be about as dense as the vocabulary's ", (id_limit_ - 1024) / 2,
+                " entries)");
     }
     if (id >= vocab_size()) {
       id_bytes_.resize(id + 1);
@@ -576,6 +585,7 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<std::string, int64_t> vocab_;  // byte-level spelling -> id
   std::unordered_map<uint64_t, Merge> merges_;      // (left id, right id) -> merge
   std::array<int64_t, 256> byte_ids_{};             // id of each single byte
+  int64_t id_limit_ = 0;                            // ids must lie below this
   std::vector<std::string> id_bytes_;               // id -> bytes it decodes to
   std::vector<uint8_t> id_kind_;                    // id -> IdKind
   std::unordered_map<std::string, int64_t> added_;  // added token content -> id
