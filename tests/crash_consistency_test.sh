@@ -22,6 +22,14 @@ wait_for() {  # $1: condition (bash expression), $2: seconds
   echo "timed out waiting for: $1"; exit 1
 }
 
+kill_at_commit() {  # $1: stderr log, $2...: spindlekv arguments
+  local log=$1; shift
+  SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "$@" > /dev/null 2> "$log" &
+  local pid=$!
+  wait_for "grep -q 'committing' '$log'" 120
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 # 1. Capture killed mid-run: no output, a .partial that --resume completes.
 # 40 sequences of 1024 tokens take far longer than the second we wait.
 CAP=(capture --model "$MODEL" --text "$TEXT" --out "$WORK/cap.h5" --seq-len 1024
@@ -50,38 +58,25 @@ TRAIN=(train --capture "$WORK/cap.h5" --out "$WORK/books.h5" --max-codewords 32
        --sample-size 2000 --heldout-size 500 --heldout-every 4 --threads 1)
 "$BIN" "${TRAIN[@]}" > /dev/null
 before=$(md5sum < "$WORK/books.h5")
-SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${TRAIN[@]}" --overwrite --seed 9 \
-  > /dev/null 2> "$WORK/train.err" &
-PID=$!
-wait_for "grep -q 'committing' '$WORK/train.err'" 120
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+kill_at_commit "$WORK/train.err" "${TRAIN[@]}" --overwrite --seed 9
 test "$(md5sum < "$WORK/books.h5")" = "$before" || { echo "previous codebooks changed"; exit 1; }
 
 # 3. Export killed before its rename: no artifact; with a previous one, intact.
 EXPORT=(export --codebooks "$WORK/books.h5" --capture "$WORK/cap.h5" --out "$WORK/a.safetensors")
-SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${EXPORT[@]}" > /dev/null 2> "$WORK/export1.err" &
-PID=$!
-wait_for "grep -q 'committing' '$WORK/export1.err'" 60
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+kill_at_commit "$WORK/export1.err" "${EXPORT[@]}"
 test ! -e "$WORK/a.safetensors" || { echo "killed export left an artifact"; exit 1; }
 "$BIN" "${EXPORT[@]}" > /dev/null
 before=$(md5sum < "$WORK/a.safetensors")
-SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" "${EXPORT[@]}" --overwrite --beta 0.1 \
-  > /dev/null 2> "$WORK/export2.err" &
-PID=$!
-wait_for "grep -q 'committing' '$WORK/export2.err'" 60
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+kill_at_commit "$WORK/export2.err" "${EXPORT[@]}" --overwrite --beta 0.1
 test "$(md5sum < "$WORK/a.safetensors")" = "$before" || { echo "previous artifact changed"; exit 1; }
 "$BIN" inspect "$WORK/a.safetensors" > /dev/null
 
 # 4. A capture with --overwrite killed at its final rename keeps the old file.
 before=$(md5sum < "$WORK/cap.h5")
-SPINDLEKV_TEST_COMMIT_DELAY_MS=20000 "$BIN" capture --model "$MODEL" --text "$TEXT" \
-  --out "$WORK/cap.h5" --seq-len 256 --max-sequences 2 --quiet --overwrite 2> "$WORK/cap3.err" &
-PID=$!
-wait_for "grep -q 'committing' '$WORK/cap3.err'" 60
-kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+kill_at_commit "$WORK/cap3.err" capture --model "$MODEL" --text "$TEXT" --out "$WORK/cap.h5" \
+  --seq-len 256 --max-sequences 2 --quiet --overwrite
 test "$(md5sum < "$WORK/cap.h5")" = "$before" || { echo "previous capture changed"; exit 1; }
+
 # 5. A full disk, simulated by a file-size limit (with SIGXFSZ ignored, a
 #    write past it fails with EFBIG like ENOSPC): every writer exits with the
 #    I/O code 3 naming the file, and leaves no output.

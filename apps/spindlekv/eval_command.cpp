@@ -62,13 +62,9 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
       {"threads", threads},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
   const auto pngs = write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
-  std::string tasks_seen;
-  for (const auto& r : records) {
-    const std::string key = r.task + "\t" + r.metric;
-    if (tasks_seen.find(key + "\n") != std::string::npos) continue;
-    tasks_seen += key + "\n";
-    std::printf("## %s: %s\n\n%s\n", r.task.c_str(), r.metric.c_str(),
-                summary_table(records, r.task, r.metric).c_str());
+  for (const auto& [task, metric] : eval_task_metrics(records)) {
+    std::printf("## %s: %s\n\n%s\n", task.c_str(), metric.c_str(),
+                summary_table(records, task, metric).c_str());
   }
   spdlog::info("wrote {} records, {} plots to {}", records.size(), pngs.size(), o.eval.out_dir);
 }

@@ -59,29 +59,16 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
 }
 
 // A prefill's captured K/V and attention, to compress many times.
-struct Prefill {
-  ForwardCapture capture;
-  at::Tensor last_logits;  ///< [vocab]
-  int64_t tokens = 0;
-};
+using Prefill = PrefillCapture;
 
 Prefill run_prefill(const Context& cx, const std::vector<int64_t>& prompt, int64_t rows) {
-  Prefill p;
-  p.tokens = static_cast<int64_t>(prompt.size());
-  p.capture.attention_rows = std::min(rows, p.tokens);
-  at::Tensor t = at::tensor(prompt, at::kLong).view({1, -1});
-  p.last_logits = cx.model.forward(t, nullptr, &p.capture, true).view({-1});
-  return p;
+  return capture_prefill(cx.model, prompt, rows);
 }
 
 // Compresses `p` into sequence 0 of `cache`; returns the seconds it took.
 double compress(const Prefill& p, CompressedCache& cache) {
   const auto t0 = Clock::now();
-  for (size_t l = 0; l < p.capture.out.size(); ++l) {
-    const auto& L = p.capture.out[l];
-    cache.prefill(0, static_cast<int64_t>(l), L.keys_pre_rope[0], L.values[0],
-                  L.attention.defined() ? L.attention[0] : at::Tensor());
-  }
+  compress_prefill(p.capture, cache, 0);
   return since(t0);
 }
 
@@ -89,25 +76,19 @@ int64_t rows_needed(const Context& cx, const MethodSpec& m, int64_t tokens) {
   return m.make_policy()->attention_rows(tokens, std::min(cx.o.window, tokens));
 }
 
-// Mean measured ratio of `m` with setting `s` over the probes.
-double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s,
-                   const std::vector<const Prefill*>& probes) {
-  double sum = 0;
-  for (const Prefill* p : probes) {
-    auto cache = make_cache(cx, m, s);
-    compress(*p, *cache);
-    sum += cache->memory().ratio;
-  }
-  return sum / static_cast<double>(probes.size());
+// Measured ratio of `m` with setting `s` on the probe prefill.
+double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s, const Prefill& probe) {
+  auto cache = make_cache(cx, m, s);
+  compress(probe, *cache);
+  return cache->memory().ratio;
 }
 
-// The knob setting whose mean measured ratio on the probes is closest to `target`.
-std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, double target,
-                                      const std::vector<const Prefill*>& probes) {
+// The knob setting whose measured ratio on the probe is closest to `target`.
+Setting find_setting(const Context& cx, const MethodSpec& m, double target, const Prefill& probe) {
   const double tol = cx.o.ratio_tolerance;
   Setting s;
   s.reserve = 1.0;
-  double r = probe_ratio(cx, m, s, probes);
+  double r = probe_ratio(cx, m, s, probe);
   if (r < target - tol && m.codebook != CodebookMode::kNone) {
     // Everything kept is still too small: loosen the codebook instead, with
     // both thresholds moved towards 1 by the same share t.
@@ -118,19 +99,19 @@ std::pair<Setting, bool> find_setting(const Context& cx, const MethodSpec& m, do
       const double t = (lo + hi) / 2;
       s.key_threshold = k0 + t * (1 - k0);
       s.value_threshold = v0 + t * (1 - v0);
-      r = probe_ratio(cx, m, s, probes);
+      r = probe_ratio(cx, m, s, probe);
       if (std::abs(r - target) <= tol / 4) break;
       (r < target ? lo : hi) = t;
     }
-    return {s, std::abs(r - target) <= tol};
+    return s;
   }
   double lo = 0.0, hi = 1.0;
   for (int it = 0; it < 20 && std::abs(r - target) > tol / 4; ++it) {
     s.reserve = (lo + hi) / 2;
-    r = probe_ratio(cx, m, s, probes);
+    r = probe_ratio(cx, m, s, probe);
     (r < target ? lo : hi) = s.reserve;
   }
-  return {s, std::abs(r - target) <= tol};
+  return s;
 }
 
 // Attention outputs of the method next to the full cache for the same queries.
@@ -174,7 +155,7 @@ class SettingSearch {
       : cx_(cx), m_(m), target_(target) {}
   Setting for_prefill(const Prefill& p) const {
     if (m_.full_cache) return Setting{};
-    return find_setting(cx_, m_, target_, {&p}).first;
+    return find_setting(cx_, m_, target_, p);
   }
 
  private:
@@ -217,13 +198,10 @@ std::vector<TextSample> text_samples(const Context& cx) {
   return out;
 }
 
-EvalRecord base_record(const MethodSpec& m, double target, const Setting& s, bool matched,
-                       const std::string& task) {
+EvalRecord base_record(const MethodSpec& m, double target, const Setting& s) {
   EvalRecord r;
   r.method = m.name;
-  r.task = task;
   r.target_ratio = target;
-  r.ratio_matched = matched;
   r.reserve_ratio = s.reserve;
   r.key_threshold = s.key_threshold;
   r.value_threshold = s.value_threshold;
@@ -249,7 +227,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
                                               const EvalRecord& base,
                                               const std::vector<TextSample>& samples,
                                               const std::vector<Prefill>& prefills,
-                                              const SettingSearch& search, bool ppl,
+                                              const std::vector<Setting>& settings, bool ppl,
                                               bool fidelity) {
   std::vector<EvalRecord> out;
   MemoryMean mem;
@@ -261,7 +239,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
   for (size_t i = 0; i < samples.size(); ++i) {
     const TextSample& x = samples[i];
     const Prefill& p = prefills[i];
-    const Setting s = search.for_prefill(p);
+    const Setting& s = settings[i];
     at::Tensor cont = at::tensor(x.continuation, at::kLong).view({1, -1});
     if (ppl) {
       auto cache = make_cache(cx, m, s);
@@ -456,17 +434,16 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       for (const auto& x : samples) {
         prefills.push_back(run_prefill(cx, x.context, rows_needed(cx, m, x.context.size())));
       }
-      const std::vector<const Prefill*> probes = {&prefills[0]};
       const std::vector<double> targets = m.full_cache ? std::vector<double>{1.0} : o.ratios;
       for (double target : targets) {
-        // The setting of the first context is recorded; each prompt searches its own.
-        auto [setting, matched] = m.full_cache ? std::pair<Setting, bool>{Setting{}, true}
-                                               : find_setting(cx, m, target, {probes[0]});
         if (progress) progress({m.name, "", target, done, total});
-        const EvalRecord base = base_record(m, target, setting, matched, "");
         const SettingSearch search(cx, m, target);
+        // Each held-out context gets its own setting; the first one's is recorded.
+        std::vector<Setting> settings;
+        for (const Prefill& p : prefills) settings.push_back(search.for_prefill(p));
+        const EvalRecord base = base_record(m, target, settings[0]);
         if (has("ppl") || has("fidelity")) {
-          for (auto& r : task_ppl_and_fidelity(cx, m, base, samples, prefills, search, has("ppl"),
+          for (auto& r : task_ppl_and_fidelity(cx, m, base, samples, prefills, settings, has("ppl"),
                                                has("fidelity"))) {
             records.push_back(r);
           }

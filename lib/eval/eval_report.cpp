@@ -32,15 +32,6 @@ std::string file_stem(const std::string& task, const std::string& metric) {
   return s;
 }
 
-std::vector<std::pair<std::string, std::string>> task_metrics(const std::vector<EvalRecord>& rs) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& r : rs) {
-    const auto key = std::make_pair(r.task, r.metric);
-    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
-  }
-  return out;
-}
-
 std::vector<std::string> methods_of(const std::vector<EvalRecord>& rs) {
   std::vector<std::string> out;
   for (const auto& r : rs) {
@@ -65,6 +56,16 @@ bool run_gnuplot(const std::string& script, const std::string& png) {
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> eval_task_metrics(
+    const std::vector<EvalRecord>& records) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& r : records) {
+    const auto key = std::make_pair(r.task, r.metric);
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
+  }
+  return out;
+}
 
 std::string summary_table(const std::vector<EvalRecord>& records, const std::string& task,
                           const std::string& metric) {
@@ -147,7 +148,7 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
     md << "# spindlekv eval\n\nModel `" << o.model_dir << "`; cells are the score and, in "
        << "parentheses, the measured memory ratio (bytes held / dense bytes; * = the search "
        << "could not land within " << o.ratio_tolerance << " of the target).\n";
-    for (const auto& [task, metric] : task_metrics(records)) {
+    for (const auto& [task, metric] : eval_task_metrics(records)) {
       md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
     }
     md << "\nPlots: `plots/`.\n";
@@ -158,7 +159,7 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
     const bool gp = have_gnuplot();
     if (!gp) spdlog::warn("gnuplot not found: plot scripts written, PNGs not made");
     const fs::path plots = fs::path(out_dir) / "plots";
-    for (const auto& [task, metric] : task_metrics(records)) {
+    for (const auto& [task, metric] : eval_task_metrics(records)) {
       const std::string stem = file_stem(task, metric);
       std::ostringstream dat, gpl;
       gpl << "set terminal pngcairo size 900,600\nset output '"

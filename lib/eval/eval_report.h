@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "eval/compression_eval.h"
@@ -17,6 +18,10 @@ namespace spindlekv {
 std::vector<std::string> write_eval_report(const std::string& out_dir, const EvalOptions& options,
                                            const std::vector<EvalRecord>& records,
                                            const std::string& header_json);
+
+/// The (task, metric) pairs of `records`, in order of first appearance.
+std::vector<std::pair<std::string, std::string>> eval_task_metrics(
+    const std::vector<EvalRecord>& records);
 
 /// The summary table of one task and metric, methods x target ratios (Markdown).
 std::string summary_table(const std::vector<EvalRecord>& records, const std::string& task,

@@ -8,24 +8,35 @@
 
 namespace spindlekv {
 
-at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t>& prompt,
-                              CompressedCache& cache, int64_t sequence) {
+PrefillCapture capture_prefill(const LlamaModel& model, const std::vector<int64_t>& prompt,
+                               int64_t attention_rows) {
   SKV_CHECK(!prompt.empty(), "empty prompt");
   const int64_t T = static_cast<int64_t>(prompt.size());
-  ForwardCapture capture;
-  capture.pre_rope_kv = true;
-  const int64_t window = std::min<int64_t>(cache.parameters().window, T);
-  capture.attention_rows = cache.parameters().reserve_ratio >= 1
-                               ? 0
-                               : std::min<int64_t>(T, cache.policy().attention_rows(T, window));
+  PrefillCapture p;
+  p.capture.pre_rope_kv = true;
+  p.capture.attention_rows = std::min(attention_rows, T);
   at::Tensor tokens = at::tensor(prompt, at::kLong).view({1, T});
-  at::Tensor logits = model.forward(tokens, nullptr, &capture, /*last_logits_only=*/true);
-  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+  p.last_logits = model.forward(tokens, nullptr, &p.capture, /*last_logits_only=*/true).view({-1});
+  return p;
+}
+
+void compress_prefill(const ForwardCapture& capture, CompressedCache& cache, int64_t sequence) {
+  for (size_t l = 0; l < capture.out.size(); ++l) {
     const ForwardCapture::Layer& out = capture.out[l];
-    cache.prefill(sequence, l, out.keys_pre_rope[0], out.values[0],
+    cache.prefill(sequence, static_cast<int64_t>(l), out.keys_pre_rope[0], out.values[0],
                   out.attention.defined() ? out.attention[0] : at::Tensor());
   }
-  return logits.view({-1});
+}
+
+at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t>& prompt,
+                              CompressedCache& cache, int64_t sequence) {
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  const int64_t window = std::min<int64_t>(cache.parameters().window, T);
+  const int64_t rows =
+      cache.parameters().reserve_ratio >= 1 ? 0 : cache.policy().attention_rows(T, window);
+  PrefillCapture p = capture_prefill(model, prompt, rows);
+  compress_prefill(p.capture, cache, sequence);
+  return p.last_logits;
 }
 
 std::vector<std::vector<int64_t>> decode_greedy(const LlamaModel& model, CompressedCache& cache,

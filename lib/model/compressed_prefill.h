@@ -13,8 +13,22 @@
 
 namespace spindlekv {
 
-/// Prefills sequence `sequence` of `cache` with `prompt`; returns the logits
-/// of the prompt's last token [vocab] float32.
+/// A prompt's full-cache forward pass: every layer's pre-RoPE keys and
+/// values, the attention of its last `attention_rows` queries, and the
+/// logits of its last token [vocab].
+struct PrefillCapture {
+  ForwardCapture capture;
+  at::Tensor last_logits;
+};
+PrefillCapture capture_prefill(const LlamaModel& model, const std::vector<int64_t>& prompt,
+                               int64_t attention_rows);
+
+/// Compresses a captured prefill into sequence `sequence` of `cache`.
+void compress_prefill(const ForwardCapture& capture, CompressedCache& cache, int64_t sequence);
+
+/// capture_prefill with the rows `cache`'s policy needs, then
+/// compress_prefill: prefills sequence `sequence` of `cache` with `prompt`;
+/// returns the logits of the prompt's last token [vocab] float32.
 at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t>& prompt,
                               CompressedCache& cache, int64_t sequence);
 
