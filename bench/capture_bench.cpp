@@ -14,10 +14,12 @@
 
 #include "capture/capture_runner.h"
 #include "common/atomic_file.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "model/llama_model.h"
 
 int main(int argc, char** argv) {
+  spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
   int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6, compression = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
     }
   }
   const int threads = spindlekv::configure_threads(0);
+  std::printf("machine          %s\n", spindlekv::compute_environment().c_str());
   namespace fs = std::filesystem;
   const fs::path dir =
       fs::temp_directory_path() / ("spindlekv-capture-bench-" + std::to_string(::getpid()));

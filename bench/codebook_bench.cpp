@@ -12,10 +12,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "train/codebook_trainer.h"
 
 int main(int argc, char** argv) {
+  spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
   int64_t n = 50000, dim = 128, K = 1024, iterations = 10, clusters = 2000;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
     }
   }
   const int threads = spindlekv::configure_threads(0);
+  std::printf("machine          %s\n", spindlekv::compute_environment().c_str());
   // Vectors around `clusters` directions, like keys of a shallow layer.
   at::Generator gen = at::detail::createCPUGenerator(1);
   at::Tensor centres = spindlekv::unit_directions(at::normal(0.0, 1.0, {clusters, dim}, gen));

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "model/attention.h"
 #include "model/rope.h"
@@ -56,6 +57,7 @@ at::Tensor clustered(const at::Tensor& centres, int64_t T, double noise) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
   int64_t T = 8192, heads = 32, kv = 8, d = 128, K = 1024, naive_n = 1536, steps = 32;
   double reserve = 0.2;
   int threads = 0;
@@ -86,6 +88,7 @@ int main(int argc, char** argv) {
     }
   }
   const int used = configure_threads(threads);
+  std::printf("machine          %s\n", spindlekv::compute_environment().c_str());
   c10::InferenceMode guard;
   at::manual_seed(0);
   ModelConfig c;

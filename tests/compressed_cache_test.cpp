@@ -162,8 +162,12 @@ TEST(CompressedCache, ReconstructedVectorsStayWithinTheThreshold) {
   EXPECT_GT(cos_k.min().item<double>(), 0.9 - 1e-5);
   EXPECT_GT(cos_v.min().item<double>(), 0.8 - 1e-5);
   EXPECT_TRUE(at::allclose(d.keys.norm(2, -1), keys.norm(2, -1), 1e-5, 1e-5));  // magnitudes kept
+  // Just in time, every vector is coded: 2 x 30 keys and values per KV head,
+  // far fewer entries than vectors (3 clusters per head).
   const MemoryReport m = cache.memory();
-  EXPECT_LT(m.layers[0].exact_vectors, 2 * 60);  // codes replaced most vectors
+  EXPECT_EQ(m.layers[0].jit_vectors, 2 * 60);
+  EXPECT_EQ(m.layers[0].exact_vectors, 0);
+  EXPECT_LT(m.layers[0].distinct_entries, 60 / 2);
 }
 
 TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
@@ -240,7 +244,16 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   EXPECT_EQ(m.calibrated_vectors, 5);
   EXPECT_EQ(m.exact_vectors, 7);
   EXPECT_EQ(m.distinct_entries, (1 + 3) + (1 + 4));
-  EXPECT_EQ(cache.memory().shared_codebook_bytes, 2 * 4 * 4);
+  // The calibrated entries (one key, one value entry of 4 floats) are shared
+  // by all requests, and this request references both: it is charged for them.
+  const MemoryReport r = cache.memory();
+  EXPECT_EQ(m.shared_entry_bytes, 2 * 4 * 4);
+  EXPECT_EQ(r.shared_bytes_total, 2 * 4 * 4);
+  EXPECT_EQ(r.shared_bytes_charged, 2 * 4 * 4);
+  EXPECT_DOUBLE_EQ(r.ratio_excluding_shared, 208.0 / 192.0);
+  EXPECT_DOUBLE_EQ(r.ratio, (208.0 + 32.0) / 192.0);
+  // Amortised over 4 requests, each carries a quarter of the table.
+  EXPECT_DOUBLE_EQ(r.ratio_shared_by(4), (208.0 + 8.0) / 192.0);
   // Reconstruction is exact for on-codeword vectors.
   CompressedCache::Dense d = cache.reconstruct(0, 0);
   EXPECT_TRUE(at::allclose(d.values[0], values[0]));
@@ -274,21 +287,18 @@ int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kep
   return cache.memory().layers[0].held_bytes();
 }
 
-TEST(CompressedCache, GqaRepeatCostsNoMoreThanGroupAveragingWithTheSameKeptSets) {
+TEST(CompressedCache, GqaUnionStoresEachKeptTokenOnceWithAMembershipMask) {
   ModelConfig c = testing::tiny_config(4, 2, 8);
   c.num_layers = 1;
-  // Heads 0,1 share KV head 0 and keep the same tokens; so do heads 2,3.
-  at::Tensor same = at::zeros({4, 10}, at::kBool);
+  // Heads 0,1 share KV head 0; heads 2,3 share KV head 1. Within a group the
+  // heads choose different tokens: the KV head stores the union once, and
+  // only a membership mask is added, never a repeated vector.
+  at::Tensor differ = at::zeros({4, 10}, at::kBool);
   for (int64_t h = 0; h < 4; ++h) {
-    same[h].narrow(0, 8, 2).fill_(true);
-    same[h][h < 2 ? 1 : 4] = true;
-    same[h][h < 2 ? 3 : 6] = true;
+    differ[h].narrow(0, 8, 2).fill_(true);
+    differ[h][h < 2 ? 1 : 4] = true;
+    differ[h][h < 2 ? 3 : 6] = true;
   }
-  EXPECT_EQ(held_bytes_with(c, GqaMode::kRepeat, same),
-            held_bytes_with(c, GqaMode::kGroupAverage, same));
-  // Heads of a group choosing different tokens: the KV head stores the
-  // union once; only a membership mask is added, never a repeated vector.
-  at::Tensor differ = same.clone();
   differ[1][3] = false;
   differ[1][5] = true;
   LayerMemory m;
@@ -297,6 +307,35 @@ TEST(CompressedCache, GqaRepeatCostsNoMoreThanGroupAveragingWithTheSameKeptSets)
   EXPECT_EQ(m.exact_vectors, 2 * (5 + 4));  // one K and one V per slot
   EXPECT_EQ(m.kept_head_tokens, 4 * 4);     // every query head sees 4 tokens
   EXPECT_EQ(m.membership_bytes, 4 * 5);     // [heads, slots] bool
+}
+
+TEST(CompressedCache, GroupMeanAndUnionDifferWhenAGroupsHeadsDisagree) {
+  ModelConfig c = testing::tiny_config(4, 2, 8);
+  c.num_layers = 1;
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;  // 10 tokens: 3 context tokens per head + window 2
+  p.window = 2;
+  p.budget = BudgetKind::kUniform;
+  p.codebook = CodebookMode::kNone;
+  // Within each group, head A looks at tokens 0-2 and head B at tokens 3-5.
+  at::Tensor att = at::full({4, 2, 10}, 0.001);
+  for (int64_t h = 0; h < 4; ++h) {
+    for (int64_t t = 0; t < 3; ++t) att[h].select(1, (h % 2 == 0 ? 0 : 3) + t).fill_(0.3 - 0.05 * t);
+  }
+  at::manual_seed(3);
+  at::Tensor keys = at::randn({2, 10, 8}), values = at::randn({2, 10, 8});
+  LayerMemory union_memory, mean_memory;
+  for (GqaMode gqa : {GqaMode::kRepeat, GqaMode::kGroupAverage}) {
+    p.gqa = gqa;
+    CompressedCache cache(c, 1, p);  // the default policy: window attention with p.gqa
+    cache.prefill(0, 0, keys, values, att);
+    (gqa == GqaMode::kRepeat ? union_memory : mean_memory) = cache.memory().layers[0];
+  }
+  EXPECT_EQ(union_memory.slots, 2 * (6 + 2));  // both heads' choices, per KV head
+  EXPECT_GT(union_memory.membership_bytes, 0);
+  EXPECT_EQ(mean_memory.slots, 2 * (3 + 2));  // one choice per KV head
+  EXPECT_EQ(mean_memory.membership_bytes, 0);
+  EXPECT_EQ(mean_memory.kept_head_tokens, union_memory.kept_head_tokens);  // 5 per head
 }
 
 TEST(CompressedCache, PyramidBudgetsShrinkWithDepth) {

@@ -71,17 +71,40 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   o.ppl_continuation = 32;
   o.jsonl_max_new = 6;
   const auto records = run_eval(o);
-  // full: ppl, fidelity, 3 jsonl metrics; the others the same at one ratio.
-  ASSERT_EQ(records.size(), 15u);
+  // full: ppl, fidelity, 4 jsonl metrics; the others the same at one ratio.
+  ASSERT_EQ(records.size(), 18u);
+  double full_ppl = 0;
   for (const auto& r : records) {
+    if (r.method == "full" && r.task == "ppl") full_ppl = r.value;
+  }
+  for (const auto& r : records) {
+    const std::string what = r.method + " " + r.task + " " + r.metric;
+    if (r.task == "ppl" || r.task == "fidelity") EXPECT_EQ(r.n, 2) << what;
+    if (r.task.rfind("jsonl:", 0) == 0) EXPECT_EQ(r.n, 3) << what;
+    if (r.metric == "contains" || r.metric == "exact_match") {
+      // Accuracies carry their per-prompt outcomes and a Wilson interval.
+      ASSERT_EQ(r.outcomes.size(), 3u) << what;
+      EXPECT_LE(r.ci_low, r.value) << what;
+      EXPECT_GE(r.ci_high, r.value) << what;
+    }
+    // Neither method holds a calibrated codebook: nothing shared to charge.
+    EXPECT_EQ(r.memory.shared_bytes_charged, 0.0) << what;
+    EXPECT_DOUBLE_EQ(r.memory.ratio, r.measured_ratio) << what;
+    EXPECT_DOUBLE_EQ(r.memory.ratio_excluding_shared, r.memory.ratio) << what;
+    ASSERT_EQ(r.settings.kept_fraction.size(), 6u) << what;  // the reference model's layers
     if (r.method == "full") {
       if (r.task == "fidelity") EXPECT_EQ(r.value, 0.0);
+      if (r.metric == "contains") EXPECT_GE(r.value, 2.0 / 3.0);  // the full cache retrieves
+      EXPECT_DOUBLE_EQ(r.settings.kept_fraction[0], 1.0);
       continue;
     }
-    EXPECT_NEAR(r.measured_ratio, 0.3, o.ratio_tolerance) << r.method << " " << r.task;
+    EXPECT_NEAR(r.measured_ratio, 0.3, o.ratio_tolerance) << what;
     EXPECT_TRUE(r.ratio_matched);
+    EXPECT_EQ(r.settings.reserve_ratio.n, r.n) << what;  // a setting per prompt
+    EXPECT_LT(r.settings.reserve_ratio.max, 1.0) << what;
     if (r.task == "fidelity") EXPECT_GT(r.value, 0.0);  // something was evicted
-    if (r.task == "ppl") EXPECT_GT(r.value, 0.5);
+    // Compression never predicts held-out text much better than the full cache.
+    if (r.task == "ppl") EXPECT_GT(r.value, full_ppl - 0.05) << what;
   }
   const auto pngs = write_eval_report(dir.file("out"), o, records, "{}");
   std::ifstream results(dir.file("out/results.json"));
@@ -91,7 +114,12 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   std::string line;
   int lines = 0;
   while (std::getline(csv, line)) ++lines;
-  EXPECT_EQ(lines, 16);
+  EXPECT_EQ(lines, 19);
+  const auto& first = j.at("records").at(0);
+  for (const char* key : {"held_bytes", "shared_bytes_total", "shared_bytes_charged", "full_bytes",
+                          "ratio", "ratio_excluding_shared", "kv_dtype", "shared_requests"}) {
+    EXPECT_TRUE(first.at("memory").contains(key)) << key;
+  }
   EXPECT_TRUE(std::filesystem::exists(dir.file("out/summary.md")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("out/plots/ppl_bits_per_byte.gp")));
 }
@@ -115,6 +143,12 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
     EXPECT_TRUE(m.make_policy() != nullptr);
   }
   EXPECT_EQ(method_spec("pyramidinfer").gqa, GqaMode::kGroupAverage);
+  for (const char* mean : {"snapkv-mean", "pyramidkv-mean", "h2o-mean"}) {
+    EXPECT_EQ(method_spec(mean).gqa, GqaMode::kGroupAverage) << mean;
+    EXPECT_FALSE(method_spec(mean).is_spindle());
+  }
+  EXPECT_EQ(method_spec("snapkv").gqa, GqaMode::kRepeat);
+  EXPECT_TRUE(method_spec("spindle-jit").is_spindle());
   EXPECT_EQ(method_spec("pyramidkv").budget, BudgetKind::kPyramid);
   EXPECT_EQ(method_spec("spindle").budget, BudgetKind::kCalibrated);
   EXPECT_TRUE(method_spec("spindle-hybrid").needs_artifact());

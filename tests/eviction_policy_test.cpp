@@ -97,13 +97,39 @@ TEST(H2oPolicy, SplitsTheBudgetBetweenRecentTokensAndHeavyHitters) {
   EXPECT_EQ(kept_tokens(kept[1]), (std::vector<int64_t>{0, 4, 6, 7, 8, 9}));  // tie: earliest
 }
 
-TEST(PyramidInferPolicy, IsGroupAveragedWindowAttention) {
-  // PyramidInfer = WindowAttentionPolicy(kGroupAverage): one set per group.
+TEST(WindowAttentionPolicy, GroupAverageDiffersFromRepeatWhenAGroupsHeadsDisagree) {
+  // One KV head shared by both query heads (a group of 2): per head, head 0
+  // keeps token 1 and head 1 token 3; averaged, token 1 (0.6) beats 3 (0.35).
   EvictionInput in = two_head_pattern();
-  in.num_kv_heads = 2;  // each head alone in its group: averaging changes nothing
-  at::Tensor per_group = WindowAttentionPolicy(GqaMode::kGroupAverage).select(in);
+  in.keep_context = 1;
+  at::Tensor att = at::full({2, 2, 10}, 0.0);
+  for (int64_t r = 0; r < 2; ++r) {
+    att[0][r][1] = 0.9, att[0][r][3] = 0.1;
+    att[1][r][1] = 0.3, att[1][r][3] = 0.6;
+  }
+  in.attention = att;
   at::Tensor repeat = WindowAttentionPolicy(GqaMode::kRepeat).select(in);
-  EXPECT_TRUE(at::equal(per_group, repeat));
+  at::Tensor mean = WindowAttentionPolicy(GqaMode::kGroupAverage).select(in);
+  EXPECT_EQ(kept_tokens(repeat[0]), (std::vector<int64_t>{1, 8, 9}));
+  EXPECT_EQ(kept_tokens(repeat[1]), (std::vector<int64_t>{3, 8, 9}));
+  EXPECT_EQ(kept_tokens(mean[0]), (std::vector<int64_t>{1, 8, 9}));
+  EXPECT_EQ(kept_tokens(mean[1]), (std::vector<int64_t>{1, 8, 9}));
+}
+
+TEST(H2oPolicy, GroupAverageChoosesOneSetPerKvHead) {
+  // Head 0's heavy hitter is token 2 (0.5), head 1's token 4 (0.3); averaged
+  // over the group, token 2 (0.25 + 0.005) wins for both.
+  EvictionInput in = two_head_pattern();
+  at::Tensor att = at::full({2, 10, 10}, 0.01);
+  for (int64_t r = 0; r < 10; ++r) att[0][r][2] = 0.5, att[1][r][4] = 0.3;
+  in.attention = att;
+  in.keep_context = 2;  // 1 recent (7) + 1 heavy
+  at::Tensor repeat = H2oPolicy(0.5, GqaMode::kRepeat).select(in);
+  at::Tensor mean = H2oPolicy(0.5, GqaMode::kGroupAverage).select(in);
+  EXPECT_EQ(kept_tokens(repeat[1]), (std::vector<int64_t>{4, 7, 8, 9}));
+  EXPECT_EQ(kept_tokens(mean[0]), (std::vector<int64_t>{2, 7, 8, 9}));
+  EXPECT_EQ(kept_tokens(mean[1]), (std::vector<int64_t>{2, 7, 8, 9}));
+  EXPECT_EQ(H2oPolicy(0.5, GqaMode::kGroupAverage).name(), "h2o-mean");
 }
 
 }  // namespace

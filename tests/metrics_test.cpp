@@ -15,6 +15,14 @@ TEST(Metrics, NormalisationDropsCasePunctuationAndArticles) {
   EXPECT_EQ(exact_match("Paris, France", "paris"), 0.0);
 }
 
+TEST(Metrics, ContainsAnswerMatchesWholeNormalisedTokens) {
+  EXPECT_EQ(contains_answer("71432. Remember it", "71432"), 1.0);  // exact match would say 0
+  EXPECT_EQ(exact_match("71432. Remember it", "71432"), 0.0);
+  EXPECT_EQ(contains_answer("The answer is Paris, France", "paris france"), 1.0);
+  EXPECT_EQ(contains_answer("714320", "71432"), 0.0);  // not a whole token
+  EXPECT_EQ(contains_answer("anything", ""), 0.0);
+}
+
 TEST(Metrics, TokenF1CountsSharedTokensOnce) {
   // prediction: cat sat mat (3), reference: cat sat on mat mat (5): common 3.
   const double p = 3.0 / 3, r = 3.0 / 5;

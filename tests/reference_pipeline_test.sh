@@ -61,11 +61,24 @@ import json, os, sys
 d = sys.argv[1]
 r = json.load(open(os.path.join(d, "results.json")))
 methods = {x["method"] for x in r["records"]}
-assert methods == {"full", "streaming", "h2o", "snapkv", "pyramidkv", "pyramidinfer",
-                   "spindle-jit", "spindle", "spindle-hybrid"}, methods
+assert methods == {"full", "streaming", "h2o", "h2o-mean", "snapkv", "snapkv-mean", "pyramidkv",
+                   "pyramidkv-mean", "pyramidinfer", "spindle-jit", "spindle",
+                   "spindle-hybrid"}, methods
 for x in r["records"]:
+    m = x["memory"]
+    assert x["measured_ratio"] == m["ratio"], x
     if x["method"] != "full":
         assert abs(x["measured_ratio"] - 0.3) <= 0.011, x
+    # The calibrated codebook is charged to the requests that reference it.
+    if x["method"] in ("spindle", "spindle-hybrid"):
+        assert m["shared_bytes_charged"] > 0, x
+        assert m["ratio"] > m["ratio_excluding_shared"], x
+    else:
+        assert m["shared_bytes_charged"] == 0, x
+    if x["task"] == "passkey":
+        assert x["n"] == 2 and len(x["outcomes"]) == 2 and len(x["ci95"]) == 2, x
+summary = open(os.path.join(d, "summary.md")).read()
+assert "McNemar" in summary and "What the ratio search chose" in summary, summary
 assert os.path.exists(os.path.join(d, "results.csv"))
 assert os.path.exists(os.path.join(d, "summary.md"))
 if os.system("command -v gnuplot >/dev/null") == 0:

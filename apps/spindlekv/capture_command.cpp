@@ -9,6 +9,7 @@
 
 #include "capture/capture_runner.h"
 #include "commands.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "yaml_options.h"
 
@@ -41,6 +42,7 @@ void draw_progress(const CaptureProgress& p) {
 void run(CLI::App& sub, CaptureCommandOptions& o) {
   apply_yaml_config(sub, o.config_path);
   configure_threads(o.threads);
+  spdlog::info("compute: {}", compute_environment());
   g_stop = false;
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);

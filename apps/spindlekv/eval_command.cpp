@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "common/version.h"
 #include "eval/compression_eval.h"
@@ -30,6 +31,7 @@ struct EvalCommandOptions {
 void run(CLI::App& sub, EvalCommandOptions& o) {
   apply_yaml_config(sub, o.config_path);
   const int threads = configure_threads(o.threads);
+  spdlog::info("compute: {}", compute_environment());
   const std::string results = (std::filesystem::path(o.eval.out_dir) / "results.json").string();
   if (!o.overwrite && std::filesystem::exists(results)) {
     SKV_THROW(kIo, "'", results, "' exists (pass --overwrite to replace it)");
@@ -58,13 +60,17 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
       {"tasks", o.eval.tasks},
       {"text", o.eval.text},
       {"window", o.eval.window},
+      {"ratio_tolerance", o.eval.ratio_tolerance},
+      {"shared_requests", o.eval.shared_requests},
+      {"kv_dtype", "float32"},
       {"seed", o.eval.seed},
       {"threads", threads},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
   const auto pngs = write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
   for (const auto& [task, metric] : eval_task_metrics(records)) {
-    std::printf("## %s: %s\n\n%s\n", task.c_str(), metric.c_str(),
-                summary_table(records, task, metric).c_str());
+    std::printf("## %s: %s\n\n%s\n%s\n", task.c_str(), metric.c_str(),
+                summary_table(records, task, metric).c_str(),
+                paired_comparison(records, task, metric).c_str());
   }
   spdlog::info("wrote {} records, {} plots to {}", records.size(), pngs.size(), o.eval.out_dir);
 }
@@ -80,9 +86,9 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--model", e.model_dir, "Model directory")->required();
   sub->add_option("--artifact", e.artifact, "Artifact from `spindlekv export` (spindle methods)");
   sub->add_option("--out", e.out_dir, "Output directory")->required();
-  sub->add_option("--methods", e.methods,
-                  "full,streaming,h2o,snapkv,pyramidkv,pyramidinfer,spindle-jit,spindle,"
-                  "spindle-hybrid")
+  std::string all_methods;
+  for (const auto& m : known_methods()) all_methods += (all_methods.empty() ? "" : ",") + m;
+  sub->add_option("--methods", e.methods, "Methods to compare, of: " + all_methods)
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--ratios", e.ratios, "Target memory ratios")
@@ -114,6 +120,10 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--window", e.window, "Observation window of every method")
       ->capture_default_str();
   sub->add_option("--ratio-tolerance", e.ratio_tolerance, "Allowed |measured - target| ratio")
+      ->capture_default_str();
+  sub->add_option("--shared-requests", e.shared_requests,
+                  "Concurrent requests sharing the calibrated codebook; each is charged "
+                  "min(entries it references, all entries / N)")
       ->capture_default_str();
   sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
   sub->add_flag("--overwrite", o->overwrite, "Replace existing results");

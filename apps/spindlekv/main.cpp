@@ -7,10 +7,14 @@
 #include <iostream>
 
 #include "commands.h"
+#include "common/blas_kernels.h"
 #include "common/error.h"
 #include "common/version.h"
 
 int main(int argc, char** argv) {
+  // Before anything computes: OpenBLAS may have picked kernels far below the
+  // CPU's (common/blas_kernels.h); this re-executes once with better ones.
+  spindlekv::fix_blas_kernels(argc, argv);
   // Logs go to stderr so that stdout carries only results.
   spdlog::set_default_logger(spdlog::stderr_color_mt("spindlekv"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
@@ -20,6 +24,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  app.add_flag("--no-blas-fix",
+               "Keep the kernels OpenBLAS picked, even when they are below what the CPU runs "
+               "(also SPINDLEKV_NO_BLAS_FIX=1)");
+  app.fallthrough();  // the global flags are accepted after the subcommand too
   spindlekv::cli::register_info_command(app);
   spindlekv::cli::register_run_command(app);
   spindlekv::cli::register_train_model_command(app);

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "eval/retrieval_eval.h"
 #include "model/llama_model.h"
@@ -47,6 +48,7 @@ std::string fmt(const char* f, double v) {
 void run(CLI::App& sub, ModelReportOptions& o) {
   apply_yaml_config(sub, o.config_path);
   configure_threads(o.threads);
+  spdlog::info("compute: {}", compute_environment());
   c10::InferenceMode guard;
   LlamaModel model = LlamaModel::load(o.model_dir);
   const ModelConfig& c = model.config();

@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "common/error.h"
 #include "common/npy_writer.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "model/llama_model.h"
 #include "model/tokenizer.h"
@@ -48,6 +49,7 @@ std::vector<int64_t> parse_token_list(const std::string& text) {
 
 void run(const RunOptions& opt) {
   configure_threads(opt.threads);
+  spdlog::info("compute: {}", compute_environment());
   c10::InferenceMode inference;
   LlamaModel model = LlamaModel::load(opt.model_dir, c10::Device(opt.device));
   std::unique_ptr<Tokenizer> tokenizer;

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "train/train_runner.h"
 #include "yaml_options.h"
@@ -22,6 +23,7 @@ struct TrainCommandOptions {
 void run(CLI::App& sub, TrainCommandOptions& o) {
   apply_yaml_config(sub, o.config_path);
   configure_threads(o.threads);
+  spdlog::info("compute: {}", compute_environment());
   const bool bar = ::isatty(STDERR_FILENO);
   CodebookFile f = run_train(o.train, [&](const TrainProgress& p) {
     if (!bar) return;

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "common/version.h"
 #include "model/lm_trainer.h"
@@ -78,6 +79,7 @@ void save(const LlamaModel& model, const TrainModelOptions& o, const nlohmann::j
 void run(CLI::App& sub, TrainModelOptions& o) {
   apply_yaml_config(sub, o.config_path);
   const int threads = configure_threads(o.threads);
+  spdlog::info("compute: {}", compute_environment());
   const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
   FillerText corpus(text);
   LlamaModel model =

@@ -7,12 +7,14 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "eval/eval_methods.h"
 #include "eval/metrics.h"
 #include "eval/retrieval_eval.h"
+#include "eval/statistics.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
 #include "model/model_fingerprint.h"
@@ -20,6 +22,15 @@
 #include "runtime/artifact.h"
 
 namespace spindlekv {
+
+void RangeStat::add(double v) {
+  if (std::isnan(v)) return;
+  mean = n == 0 ? v : (mean * n + v) / (n + 1);
+  min = n == 0 ? v : std::min(min, v);
+  max = n == 0 ? v : std::max(max, v);
+  ++n;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -80,7 +91,7 @@ int64_t rows_needed(const Context& cx, const MethodSpec& m, int64_t tokens) {
 double probe_ratio(const Context& cx, const MethodSpec& m, const Setting& s, const Prefill& probe) {
   auto cache = make_cache(cx, m, s);
   compress(probe, *cache);
-  return cache->memory().ratio;
+  return cache->memory().ratio_shared_by(cx.o.shared_requests);
 }
 
 // The knob setting whose measured ratio on the probe is closest to `target`.
@@ -198,29 +209,68 @@ std::vector<TextSample> text_samples(const Context& cx) {
   return out;
 }
 
-EvalRecord base_record(const MethodSpec& m, double target, const Setting& s) {
+EvalRecord base_record(const MethodSpec& m, double target) {
   EvalRecord r;
   r.method = m.name;
   r.target_ratio = target;
-  r.reserve_ratio = s.reserve;
-  r.key_threshold = s.key_threshold;
-  r.value_threshold = s.value_threshold;
   return r;
 }
 
-struct MemoryMean {
-  double ratio = 0, paper = 0, compress = 0;
-  int64_t n = 0;
-  void add(const CompressedCache& c, double seconds) {
+// A proportion's n, Wilson interval and per-prompt outcomes.
+void set_outcomes(EvalRecord& r, std::vector<int> outcomes) {
+  int64_t correct = 0;
+  for (int o : outcomes) correct += o != 0;
+  r.n = static_cast<int64_t>(outcomes.size());
+  std::tie(r.ci_low, r.ci_high) = wilson_interval(correct, r.n);
+  r.outcomes = std::move(outcomes);
+}
+
+// Per-prompt memory and settings of one method x ratio x task, averaged.
+class PromptStats {
+ public:
+  explicit PromptStats(const Context& cx) : cx_(cx) {}
+  void add(const CompressedCache& c, double seconds, const Setting& s) {
     const MemoryReport m = c.memory();
-    ratio += m.ratio, paper += m.paper_ratio, compress += seconds, ++n;
+    const int64_t N = cx_.o.shared_requests;
+    held_ += m.held_bytes, full_ += m.full_bytes, total_ += m.shared_bytes_total;
+    charged_ += std::min(static_cast<double>(m.shared_bytes_charged),
+                         static_cast<double>(m.shared_bytes_total) / std::max<int64_t>(N, 1));
+    ratio_ += m.ratio_shared_by(N), excluding_ += m.ratio_excluding_shared;
+    paper_ += m.paper_ratio, compress_ += seconds;
+    const double heads = static_cast<double>(cx_.model.config().num_heads);
+    kept_.resize(m.layers.size(), 0.0);
+    for (size_t l = 0; l < m.layers.size(); ++l) {
+      const LayerMemory& L = m.layers[l];
+      if (L.tokens_seen > 0) kept_[l] += L.kept_head_tokens / (heads * L.tokens_seen);
+    }
+    settings_.reserve_ratio.add(s.reserve);
+    settings_.key_threshold.add(s.key_threshold);
+    settings_.value_threshold.add(s.value_threshold);
+    ++n_;
   }
-  void fill(EvalRecord& r, double tolerance) const {
-    r.measured_ratio = n ? ratio / n : 0;
-    r.ratio_matched = std::abs(r.measured_ratio - r.target_ratio) <= tolerance;
-    r.paper_ratio = n ? paper / n : 0;
-    r.compression_ms = n ? 1e3 * compress / n : 0;
+  void fill(EvalRecord& r) const {
+    const double n = std::max<int64_t>(n_, 1);
+    EvalMemory& m = r.memory;
+    m.held_bytes = held_ / n, m.full_bytes = full_ / n;
+    m.shared_bytes_total = total_ / n, m.shared_bytes_charged = charged_ / n;
+    m.ratio = ratio_ / n, m.ratio_excluding_shared = excluding_ / n;
+    m.shared_requests = cx_.o.shared_requests;
+    r.measured_ratio = m.ratio;
+    r.ratio_matched = std::abs(r.measured_ratio - r.target_ratio) <= cx_.o.ratio_tolerance;
+    r.paper_ratio = paper_ / n;
+    r.compression_ms = 1e3 * compress_ / n;
+    r.settings = settings_;
+    r.settings.kept_fraction.clear();
+    for (double k : kept_) r.settings.kept_fraction.push_back(k / n);
   }
+
+ private:
+  const Context& cx_;
+  int64_t n_ = 0;
+  double held_ = 0, full_ = 0, total_ = 0, charged_ = 0, ratio_ = 0, excluding_ = 0, paper_ = 0,
+         compress_ = 0;
+  std::vector<double> kept_;
+  EvalSettings settings_;
 };
 
 std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpec& m,
@@ -230,7 +280,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
                                               const std::vector<Setting>& settings, bool ppl,
                                               bool fidelity) {
   std::vector<EvalRecord> out;
-  MemoryMean mem;
+  PromptStats mem(cx);
   double nats = 0, seconds_decode = 0;
   size_t bytes = 0;
   int64_t decoded = 0;
@@ -243,7 +293,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
     at::Tensor cont = at::tensor(x.continuation, at::kLong).view({1, -1});
     if (ppl) {
       auto cache = make_cache(cx, m, s);
-      mem.add(*cache, compress(p, *cache));
+      mem.add(*cache, compress(p, *cache), s);
       at::Tensor logits = cx.model.forward_with_cache(cont, *cache, false)[0];  // [M, V]
       at::Tensor prev =
           at::cat({p.last_logits.unsqueeze(0), logits.narrow(0, 0, logits.size(0) - 1)});
@@ -262,7 +312,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
       auto test = make_cache(cx, m, s);
       compress(p, *ref);
       const double sec = compress(p, *test);
-      if (!ppl) mem.add(*test, sec);
+      if (!ppl) mem.add(*test, sec, s);
       FidelityProbe probe(*ref, *test, cx.model.config().num_layers);
       cx.model.forward_with_cache(cont, probe, true);
       const auto e = probe.errors();
@@ -274,7 +324,8 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
     r.task = "ppl";
     r.metric = "bits_per_byte";
     r.value = bits_per_byte(nats, bytes);
-    mem.fill(r, cx.o.ratio_tolerance);
+    r.n = static_cast<int64_t>(samples.size());
+    mem.fill(r);
     r.decode_tokens_per_second = seconds_decode > 0 ? decoded / seconds_decode : 0;
     out.push_back(r);
   }
@@ -285,7 +336,8 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
     double mean = 0;
     for (double e : layer_error) mean += e / layer_error.size();
     r.value = mean;
-    mem.fill(r, cx.o.ratio_tolerance);
+    r.n = static_cast<int64_t>(samples.size());
+    mem.fill(r);
     if (ppl && !out.empty()) r.decode_tokens_per_second = out[0].decode_tokens_per_second;
     r.detail_json = nlohmann::json{{"per_layer", layer_error}}.dump();
     out.push_back(r);
@@ -304,13 +356,14 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
   grid.trials_per_cell = cx.o.passkey_trials;
   grid.seed = cx.o.seed;
   FillerText filler(cx.text);
-  MemoryMean mem;
+  PromptStats mem(cx);
   double decode_seconds = 0;
   int64_t decoded = 0;
   auto generate = [&](const std::vector<int64_t>& prompt, int64_t n) {
     const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
-    auto cache = make_cache(cx, m, search.for_prefill(p));
-    mem.add(*cache, compress(p, *cache));
+    const Setting s = search.for_prefill(p);
+    auto cache = make_cache(cx, m, s);
+    mem.add(*cache, compress(p, *cache), s);
     const auto t0 = Clock::now();
     auto out = decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), n)[0];
     decode_seconds += since(t0);
@@ -323,7 +376,8 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
   r.task = "passkey";
   r.metric = "accuracy";
   r.value = res.accuracy();
-  mem.fill(r, cx.o.ratio_tolerance);
+  set_outcomes(r, res.outcomes);
+  mem.fill(r);
   r.decode_tokens_per_second = decode_seconds > 0 ? decoded / decode_seconds : 0;
   nlohmann::json cells = nlohmann::json::array();
   for (const auto& c : res.cells) {
@@ -340,8 +394,9 @@ std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const
   SKV_CHECK(in.good(), "cannot open JSONL task file '", path, "'");
   std::string line;
   int64_t n = 0, lineno = 0;
-  double em = 0, f1 = 0, rouge = 0;
-  MemoryMean mem;
+  double f1 = 0, rouge = 0;
+  std::vector<int> contained, exact;
+  PromptStats mem(cx);
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -364,27 +419,40 @@ std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const
                  cx.model.config().max_position_embeddings, "'", path, "' line ", lineno,
                  ": prompt too long for the model");
     const Prefill p = run_prefill(cx, prompt, rows_needed(cx, m, prompt.size()));
-    auto cache = make_cache(cx, m, search.for_prefill(p));
-    mem.add(*cache, compress(p, *cache));
+    const Setting s = search.for_prefill(p);
+    auto cache = make_cache(cx, m, s);
+    mem.add(*cache, compress(p, *cache), s);
     std::string text = cx.tokenizer->decode(
         decode_greedy(cx.model, *cache, p.last_logits.view({1, -1}), max_new)[0]);
     text = text.substr(0, text.find('\n'));
-    em += best_over_answers(exact_match, text, answers);
+    contained.push_back(best_over_answers(contains_answer, text, answers) > 0 ? 1 : 0);
+    exact.push_back(best_over_answers(exact_match, text, answers) > 0 ? 1 : 0);
     f1 += best_over_answers(token_f1, text, answers);
     rouge += best_over_answers(rouge_l, text, answers);
     ++n;
   }
   SKV_CHECK_GT(n, 0, "'", path, "' holds no samples");
   std::vector<EvalRecord> out;
-  for (const auto& [metric, sum] :
-       {std::pair<const char*, double>{"exact_match", em}, {"f1", f1}, {"rouge_l", rouge}}) {
+  auto record = [&](const char* metric, double value) {
     EvalRecord r = base;
     r.task = "jsonl:" + path;
     r.metric = metric;
-    r.value = sum / n;
-    mem.fill(r, cx.o.ratio_tolerance);
+    r.value = value;
+    r.n = n;
+    mem.fill(r);
+    return r;
+  };
+  for (const auto& [metric, outcomes] :
+       {std::pair<const char*, const std::vector<int>*>{"contains", &contained},
+        {"exact_match", &exact}}) {
+    int64_t hits = 0;
+    for (int o : *outcomes) hits += o;
+    EvalRecord r = record(metric, static_cast<double>(hits) / n);
+    set_outcomes(r, *outcomes);
     out.push_back(r);
   }
+  out.push_back(record("f1", f1 / n));
+  out.push_back(record("rouge_l", rouge / n));
   return out;
 }
 
@@ -401,6 +469,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       needs_artifact |= methods.back().needs_artifact();
     }
     for (double r : o.ratios) SKV_CHECK(r > 0 && r <= 1, "ratio ", r, " outside (0, 1]");
+    SKV_CHECK_GE(o.shared_requests, 1, "--shared-requests");
     for (const auto& t : o.tasks) {
       SKV_CHECK(t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
                 "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE)");
@@ -438,10 +507,10 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       for (double target : targets) {
         if (progress) progress({m.name, "", target, done, total});
         const SettingSearch search(cx, m, target);
-        // Each held-out context gets its own setting; the first one's is recorded.
+        // Each held-out context gets its own setting; records keep their range.
         std::vector<Setting> settings;
         for (const Prefill& p : prefills) settings.push_back(search.for_prefill(p));
-        const EvalRecord base = base_record(m, target, settings[0]);
+        const EvalRecord base = base_record(m, target);
         if (has("ppl") || has("fidelity")) {
           for (auto& r : task_ppl_and_fidelity(cx, m, base, samples, prefills, settings, has("ppl"),
                                                has("fidelity"))) {

@@ -4,6 +4,8 @@
 // (bytes held / dense bytes, the runtime's exact accounting) lands within a
 // tolerance of the target: the reserve ratio first, then, for codebook methods whose cache
 // at reserve 1 is already smaller than the target, the thresholds towards 1.
+// The memory ratio charges the calibrated codebook entries a prompt references
+// (shared by `shared_requests` concurrent requests), so no table is free.
 // Then the tasks run with that setting:
 //   ppl       bits per byte of a held-out continuation after the context was
 //             compressed (teacher-forced through the compressed cache)
@@ -11,15 +13,20 @@
 //             the compressed cache (byte-level models)
 //   jsonl:F   LongBench-format JSONL (context, input, answers): prompt =
 //             context + input, greedy answer up to the first newline, scored
-//             by exact match, token F1 and ROUGE-L (best over answers)
+//             by containment (a normalised answer inside the normalised
+//             generation, as RULER scores), exact match, token F1 and ROUGE-L
+//             (best over answers)
 //   fidelity  per layer, relative error of attention outputs over the
 //             compressed cache against the full cache, same queries
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "eval/eval_methods.h"
 
 namespace spindlekv {
 
@@ -27,9 +34,7 @@ struct EvalOptions {
   std::string model_dir;
   std::string artifact;  ///< needed by spindle and spindle-hybrid
   std::string out_dir;
-  std::vector<std::string> methods = {"full",        "streaming", "h2o",
-                                      "snapkv",      "pyramidkv", "pyramidinfer",
-                                      "spindle-jit", "spindle",   "spindle-hybrid"};
+  std::vector<std::string> methods = known_methods();
   std::vector<double> ratios = {0.1, 0.15, 0.2, 0.3, 0.4};
   std::vector<std::string> tasks = {"ppl", "passkey", "fidelity"};
   std::string text = "calibration/heldout.txt";  ///< held-out text and pass-key filler
@@ -43,19 +48,51 @@ struct EvalOptions {
   int64_t jsonl_limit = 0;        ///< samples read per file (0: all)
   int64_t window = 32;            ///< observation window l_w of every method
   double ratio_tolerance = 0.01;  ///< |measured - target| allowed (absolute)
+  /// Concurrent requests of the same length that share the calibrated
+  /// codebook; each is charged min(entries it references, all / N).
+  int64_t shared_requests = 1;
   uint64_t seed = 7;
+};
+
+/// mean, min and max over the prompts of a record (NaN when never set).
+struct RangeStat {
+  double mean = std::nan(""), min = std::nan(""), max = std::nan("");
+  int64_t n = 0;
+  void add(double v);
+};
+
+/// What the method's caches cost, means over the prompts (MemoryReport).
+struct EvalMemory {
+  double held_bytes = 0;            ///< per-request bytes
+  double shared_bytes_total = 0;    ///< every calibrated entry
+  double shared_bytes_charged = 0;  ///< what each request was charged for them
+  double full_bytes = 0;            ///< the dense cache
+  double ratio = 0;                   ///< (held + charged) / full: what the matching uses
+  double ratio_excluding_shared = 0;  ///< held / full
+  std::string kv_dtype = "float32";   ///< dtype of the dense cache in the denominator
+  int64_t shared_requests = 1;
+};
+
+/// The knob settings the ratio search gave each prompt, and what they kept.
+struct EvalSettings {
+  RangeStat reserve_ratio, key_threshold, value_threshold;
+  std::vector<double> kept_fraction;  ///< per layer: (query head, token) pairs kept / all, mean
 };
 
 struct EvalRecord {
   std::string method, task, metric;
   double value = 0;
   double target_ratio = 1;    ///< asked for
-  double measured_ratio = 1;  ///< bytes held / dense bytes over the task's prefills
+  double measured_ratio = 1;  ///< memory.ratio: charged bytes / dense bytes over the prompts
   double paper_ratio = 1;     ///< the paper's formula, same prefills
   bool ratio_matched = true;  ///< |measured_ratio - target| <= tolerance
-  /// The setting found on the first held-out context (every prompt of every
-  /// task gets its own, searched on its own prefill).
-  double reserve_ratio = 1, key_threshold = 0, value_threshold = 0;
+  int64_t n = 0;              ///< prompts scored
+  /// For accuracies: the 95% Wilson interval, and each prompt's 0/1 outcome in
+  /// a fixed order (the same prompts for every method), for paired tests.
+  double ci_low = std::nan(""), ci_high = std::nan("");
+  std::vector<int> outcomes;
+  EvalMemory memory;
+  EvalSettings settings;
   double compression_ms = 0;            ///< mean time to compress one prefill (all layers)
   double decode_tokens_per_second = 0;  ///< greedy decoding over the compressed cache
   std::string detail_json = "{}";       ///< per-task detail (pass-key cells, per-layer errors)

@@ -6,8 +6,9 @@
 namespace spindlekv {
 
 std::vector<std::string> known_methods() {
-  return {"full",         "streaming",   "h2o",     "snapkv",        "pyramidkv",
-          "pyramidinfer", "spindle-jit", "spindle", "spindle-hybrid"};
+  return {"full",           "streaming",    "h2o",         "h2o-mean", "snapkv",
+          "snapkv-mean",    "pyramidkv",    "pyramidkv-mean", "pyramidinfer", "spindle-jit",
+          "spindle",        "spindle-hybrid"};
 }
 
 MethodSpec method_spec(const std::string& name) {
@@ -22,12 +23,22 @@ MethodSpec method_spec(const std::string& name) {
   } else if (name == "streaming") {
     m.make_policy = [] { return std::make_shared<StreamingLlmPolicy>(4); };
   } else if (name == "h2o") {
-    m.make_policy = [] { return std::make_shared<H2oPolicy>(0.5); };
+    m.make_policy = [] { return std::make_shared<H2oPolicy>(0.5, GqaMode::kRepeat); };
+  } else if (name == "h2o-mean") {  // heavy hitters chosen once per KV head
+    m.gqa = GqaMode::kGroupAverage;
+    m.make_policy = [] { return std::make_shared<H2oPolicy>(0.5, GqaMode::kGroupAverage); };
   } else if (name == "snapkv") {
     m.make_policy = window(GqaMode::kRepeat, 7);
+  } else if (name == "snapkv-mean") {  // scores averaged over the group (AdaKV, KVCache-Factory)
+    m.gqa = GqaMode::kGroupAverage;
+    m.make_policy = window(GqaMode::kGroupAverage, 7);
   } else if (name == "pyramidkv") {
     m.budget = BudgetKind::kPyramid;
     m.make_policy = window(GqaMode::kRepeat, 7);
+  } else if (name == "pyramidkv-mean") {
+    m.budget = BudgetKind::kPyramid;
+    m.gqa = GqaMode::kGroupAverage;
+    m.make_policy = window(GqaMode::kGroupAverage, 7);
   } else if (name == "pyramidinfer") {
     m.budget = BudgetKind::kPyramid;
     m.gqa = GqaMode::kGroupAverage;

@@ -20,6 +20,8 @@ struct MethodSpec {
   GqaMode gqa = GqaMode::kRepeat;
   std::function<std::shared_ptr<EvictionPolicy>()> make_policy;
   bool full_cache = false;  ///< keeps everything: evaluated once, at ratio 1
+  /// A SpindleKV variant (codebooks), compared against the best baseline.
+  bool is_spindle() const { return codebook != CodebookMode::kNone; }
   /// Needs an artifact (calibrated codebooks or budgets).
   bool needs_artifact() const {
     return budget == BudgetKind::kCalibrated || codebook == CodebookMode::kCalibrated ||

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,8 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "eval/eval_methods.h"
+#include "eval/statistics.h"
 
 namespace spindlekv {
 namespace {
@@ -36,6 +39,30 @@ std::vector<std::string> methods_of(const std::vector<EvalRecord>& rs) {
   std::vector<std::string> out;
   for (const auto& r : rs) {
     if (std::find(out.begin(), out.end(), r.method) == out.end()) out.push_back(r.method);
+  }
+  return out;
+}
+
+nlohmann::ordered_json or_null(double v) {
+  return std::isnan(v) ? nlohmann::ordered_json() : nlohmann::ordered_json(v);
+}
+
+nlohmann::ordered_json range_json(const RangeStat& r) {
+  if (r.n == 0) return nullptr;
+  return {{"mean", r.mean}, {"min", r.min}, {"max", r.max}};
+}
+
+std::string range_text(const RangeStat& r, const char* f = "%.3f") {
+  if (r.n == 0) return "-";
+  if (r.min == r.max) return fmt(f, r.mean);
+  return fmt(f, r.mean) + " [" + fmt(f, r.min) + ", " + fmt(f, r.max) + "]";
+}
+
+std::vector<const EvalRecord*> select(const std::vector<EvalRecord>& records,
+                                      const std::string& task, const std::string& metric) {
+  std::vector<const EvalRecord*> out;
+  for (const auto& r : records) {
+    if (r.task == task && r.metric == metric) out.push_back(&r);
   }
   return out;
 }
@@ -97,11 +124,77 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
           continue;
         }
         const EvalRecord& r = *it->second;
-        s << " " << fmt("%.3f", r.value) << " (" << fmt("%.3f", r.measured_ratio)
-          << (r.ratio_matched ? "" : "*") << ") |";
+        s << " " << fmt("%.3f", r.value);
+        if (!std::isnan(r.ci_low)) {
+          s << " [" << fmt("%.2f", r.ci_low) << ", " << fmt("%.2f", r.ci_high) << "]";
+        }
+        s << " (" << fmt("%.3f", r.measured_ratio) << (r.ratio_matched ? "" : "*") << ") |";
       }
     }
     s << "\n";
+  }
+  return s.str();
+}
+
+std::string paired_comparison(const std::vector<EvalRecord>& records, const std::string& task,
+                              const std::string& metric) {
+  const auto rs = select(records, task, metric);
+  std::set<double> targets;
+  for (const auto* r : rs) {
+    if (r->method != "full" && !r->outcomes.empty()) targets.insert(r->target_ratio);
+  }
+  std::ostringstream s;
+  for (double t : targets) {
+    const EvalRecord* best = nullptr;
+    std::vector<const EvalRecord*> spindle;
+    for (const auto* r : rs) {
+      if (r->target_ratio != t || r->method == "full" || r->outcomes.empty()) continue;
+      if (method_spec(r->method).is_spindle()) {
+        spindle.push_back(r);
+      } else if (best == nullptr || r->value > best->value) {
+        best = r;
+      }
+    }
+    if (best == nullptr) continue;
+    if (s.tellp() == 0) {
+      s << "| ratio | method | score | best baseline | its score | difference | McNemar p | n |\n"
+        << "|---|---|---|---|---|---|---|---|\n";
+    }
+    if (spindle.empty()) {
+      s << "| " << fmt("%.2f", t) << " | - | - | " << best->method << " | "
+        << fmt("%.3f", best->value) << " | - | - | " << best->n << " |\n";
+    }
+    for (const auto* r : spindle) {
+      const bool paired = r->outcomes.size() == best->outcomes.size();
+      s << "| " << fmt("%.2f", t) << " | " << r->method << " | " << fmt("%.3f", r->value) << " | "
+        << best->method << " | " << fmt("%.3f", best->value) << " | "
+        << fmt("%+.3f", r->value - best->value) << " | "
+        << (paired ? fmt("%.2g", mcnemar_exact_p(r->outcomes, best->outcomes)) : "unpaired")
+        << " | " << r->n << " |\n";
+    }
+  }
+  return s.str();
+}
+
+std::string settings_table(const std::vector<EvalRecord>& records, const std::string& task,
+                           const std::string& metric) {
+  std::ostringstream s;
+  s << "| method | target | reserve | key theta | value theta | kept fraction by layer | ratio "
+       "| excl. shared | shared charged (KiB) | N for shared < 1% |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto* r : select(records, task, metric)) {
+    std::string kept;
+    for (double k : r->settings.kept_fraction) kept += (kept.empty() ? "" : " ") + fmt("%.2f", k);
+    const EvalMemory& m = r->memory;
+    std::string n_shared = "-";
+    if (m.shared_bytes_total > 0 && m.full_bytes > 0) {
+      n_shared = fmt("%.0f", std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes)));
+    }
+    s << "| " << r->method << " | " << fmt("%.2f", r->target_ratio) << " | "
+      << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)
+      << " | " << range_text(r->settings.value_threshold) << " | " << kept << " | "
+      << fmt("%.3f", m.ratio) << " | " << fmt("%.3f", m.ratio_excluding_shared) << " | "
+      << fmt("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared << " |\n";
   }
   return s.str();
 }
@@ -114,42 +207,75 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
     nlohmann::ordered_json js = nlohmann::ordered_json::parse(header_json);
     js["records"] = nlohmann::ordered_json::array();
     std::ostringstream csv;
-    csv << "method,task,metric,value,target_ratio,measured_ratio,paper_ratio,ratio_matched,"
-           "reserve_ratio,key_threshold,value_threshold,compression_ms,decode_tokens_per_second\n";
+    csv << "method,task,metric,value,n,ci_low,ci_high,target_ratio,measured_ratio,"
+           "ratio_excluding_shared,shared_bytes_charged,shared_requests,paper_ratio,ratio_matched,"
+           "reserve_mean,reserve_min,reserve_max,key_threshold_mean,value_threshold_mean,"
+           "compression_ms,decode_tokens_per_second\n";
     for (const auto& r : records) {
-      js["records"].push_back(
-          {{"method", r.method},
-           {"task", r.task},
-           {"metric", r.metric},
-           {"value", r.value},
-           {"target_ratio", r.target_ratio},
-           {"measured_ratio", r.measured_ratio},
-           {"paper_ratio", r.paper_ratio},
-           {"ratio_matched", r.ratio_matched},
-           {"reserve_ratio", r.reserve_ratio},
-           {"key_threshold", std::isnan(r.key_threshold) ? nlohmann::ordered_json()
-                                                         : nlohmann::ordered_json(r.key_threshold)},
-           {"value_threshold", std::isnan(r.value_threshold)
-                                   ? nlohmann::ordered_json()
-                                   : nlohmann::ordered_json(r.value_threshold)},
-           {"compression_ms", r.compression_ms},
-           {"decode_tokens_per_second", r.decode_tokens_per_second},
-           {"detail", nlohmann::ordered_json::parse(r.detail_json)}});
-      csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << ","
-          << r.target_ratio << "," << r.measured_ratio << "," << r.paper_ratio << ","
-          << (r.ratio_matched ? 1 : 0) << "," << r.reserve_ratio << "," << r.key_threshold << ","
-          << r.value_threshold << "," << r.compression_ms << "," << r.decode_tokens_per_second
-          << "\n";
+      const EvalMemory& m = r.memory;
+      const EvalSettings& st = r.settings;
+      nlohmann::ordered_json rec = {
+          {"method", r.method},
+          {"task", r.task},
+          {"metric", r.metric},
+          {"value", r.value},
+          {"n", r.n},
+          {"ci95", std::isnan(r.ci_low) ? nlohmann::ordered_json()
+                                        : nlohmann::ordered_json({r.ci_low, r.ci_high})},
+          {"target_ratio", r.target_ratio},
+          {"measured_ratio", r.measured_ratio},
+          {"ratio_matched", r.ratio_matched},
+          {"paper_ratio", r.paper_ratio},
+          {"memory",
+           {{"held_bytes", m.held_bytes},
+            {"shared_bytes_total", m.shared_bytes_total},
+            {"shared_bytes_charged", m.shared_bytes_charged},
+            {"full_bytes", m.full_bytes},
+            {"ratio", m.ratio},
+            {"ratio_excluding_shared", m.ratio_excluding_shared},
+            {"kv_dtype", m.kv_dtype},
+            {"shared_requests", m.shared_requests}}},
+          {"settings",
+           {{"reserve_ratio", range_json(st.reserve_ratio)},
+            {"key_threshold", range_json(st.key_threshold)},
+            {"value_threshold", range_json(st.value_threshold)},
+            {"kept_fraction_per_layer", st.kept_fraction}}},
+          {"compression_ms", r.compression_ms},
+          {"decode_tokens_per_second", r.decode_tokens_per_second}};
+      if (!r.outcomes.empty()) rec["outcomes"] = r.outcomes;
+      rec["detail"] = nlohmann::ordered_json::parse(r.detail_json);
+      js["records"].push_back(std::move(rec));
+      csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << "," << r.n << ","
+          << r.ci_low << "," << r.ci_high << "," << r.target_ratio << "," << r.measured_ratio << ","
+          << m.ratio_excluding_shared << "," << m.shared_bytes_charged << ","
+          << m.shared_requests << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
+          << st.reserve_ratio.mean << "," << st.reserve_ratio.min << "," << st.reserve_ratio.max
+          << "," << st.key_threshold.mean << "," << st.value_threshold.mean << ","
+          << r.compression_ms << "," << r.decode_tokens_per_second << "\n";
     }
     write_file_atomically((fs::path(out_dir) / "results.json").string(), js.dump(2) + "\n");
     write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());
 
     std::ostringstream md;
-    md << "# spindlekv eval\n\nModel `" << o.model_dir << "`; cells are the score and, in "
-       << "parentheses, the measured memory ratio (bytes held / dense bytes; * = the search "
-       << "could not land within " << o.ratio_tolerance << " of the target).\n";
+    md << "# spindlekv eval\n\nModel `" << o.model_dir << "`; cells are the score, its 95% "
+       << "Wilson interval for accuracies, and, in parentheses, the measured memory ratio: "
+       << "(bytes held + the calibrated codebook entries the prompt references, shared by "
+       << o.shared_requests << " concurrent request(s)) / dense float32 K/V bytes; * = the search "
+       << "could not land within " << o.ratio_tolerance << " of the target.\n";
     for (const auto& [task, metric] : eval_task_metrics(records)) {
       md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
+      const std::string paired = paired_comparison(records, task, metric);
+      if (!paired.empty()) {
+        md << "\nAgainst the best baseline at each ratio, same prompts (exact McNemar test):\n\n"
+           << paired;
+      }
+    }
+    // Settings: once per task (its first metric).
+    std::set<std::string> seen;
+    for (const auto& [task, metric] : eval_task_metrics(records)) {
+      if (!seen.insert(task).second) continue;
+      md << "\n## What the ratio search chose: " << task << "\n\n"
+         << settings_table(records, task, metric);
     }
     md << "\nPlots: `plots/`.\n";
     write_file_atomically((fs::path(out_dir) / "summary.md").string(), md.str());
@@ -175,10 +301,17 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
         }
         if (rs.empty()) continue;
         dat << "# " << m << "\n";
-        for (const auto* r : rs) dat << r->measured_ratio << " " << r->value << "\n";
+        for (const auto* r : rs) {
+          dat << r->measured_ratio << " " << r->value << " "
+              << (std::isnan(r->ci_low) ? r->value : r->ci_low) << " "
+              << (std::isnan(r->ci_high) ? r->value : r->ci_high) << "\n";
+        }
         dat << "\n\n";
         gpl << (index ? ", " : "") << "'" << (plots / (stem + ".dat")).string() << "' index "
-            << index << (m == "full" ? " with points pt 7 ps 2" : " with linespoints") << " title '"
+            << index
+            << (m == "full" ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
+                            : " using 1:2:3:4 with yerrorlines")
+            << " title '"
             << m << "'";
         ++index;
       }

@@ -23,8 +23,24 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
 std::vector<std::pair<std::string, std::string>> eval_task_metrics(
     const std::vector<EvalRecord>& records);
 
-/// The summary table of one task and metric, methods x target ratios (Markdown).
+/// The summary table of one task and metric, methods x target ratios
+/// (Markdown): score, its 95% interval where it is an accuracy, and the
+/// measured (charged) memory ratio.
 std::string summary_table(const std::vector<EvalRecord>& records, const std::string& task,
                           const std::string& metric);
+
+/// For an accuracy: per target ratio, the best baseline (no codebook, not the
+/// full cache) and each SpindleKV variant against it, with the paired exact
+/// McNemar p-value over the same prompts (Markdown); empty when the records
+/// carry no per-prompt outcomes.
+std::string paired_comparison(const std::vector<EvalRecord>& records, const std::string& task,
+                              const std::string& metric);
+
+/// What each method x ratio got from the ratio search over the task's
+/// prompts: reserve and thresholds (mean [min, max]), kept fraction per
+/// layer, the ratio with and without the shared codebook charged, and the
+/// number of concurrent requests at which the shared part falls under 1%.
+std::string settings_table(const std::vector<EvalRecord>& records, const std::string& task,
+                           const std::string& metric);
 
 }  // namespace spindlekv

@@ -38,6 +38,13 @@ double exact_match(const std::string& prediction, const std::string& reference) 
   return normalize_answer(prediction) == normalize_answer(reference) ? 1.0 : 0.0;
 }
 
+double contains_answer(const std::string& prediction, const std::string& reference) {
+  const std::string ref = normalize_answer(reference);
+  if (ref.empty()) return 0.0;
+  const std::string pred = " " + normalize_answer(prediction) + " ";
+  return pred.find(" " + ref + " ") != std::string::npos ? 1.0 : 0.0;
+}
+
 double token_f1(const std::string& prediction, const std::string& reference) {
   const auto p = answer_tokens(prediction), r = answer_tokens(reference);
   if (p.empty() || r.empty()) return 0.0;

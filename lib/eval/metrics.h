@@ -16,6 +16,10 @@ std::vector<std::string> answer_tokens(const std::string& text);
 
 /// 1 when the normalised texts are equal, else 0.
 double exact_match(const std::string& prediction, const std::string& reference);
+/// 1 when the normalised reference occurs in the normalised prediction as
+/// whole tokens ("71432 remember it" contains "71432"), else 0; RULER's
+/// string match. An empty reference is never contained.
+double contains_answer(const std::string& prediction, const std::string& reference);
 /// Token-level F1 of the normalised texts (0 when either is empty).
 double token_f1(const std::string& prediction, const std::string& reference);
 /// ROUGE-L F1: longest common subsequence of normalised tokens.

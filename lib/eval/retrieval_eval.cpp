@@ -50,7 +50,9 @@ RetrievalResult evaluate_retrieval(RetrievalTask task, const FillerText& filler,
         std::string text;
         for (int64_t id : out) text.push_back(id >= 0 && id < 256 ? static_cast<char>(id) : '\0');
         ++cell.trials;
-        if (text == s.answer) ++cell.correct;
+        const bool correct = text == s.answer;
+        cell.correct += correct;
+        result.outcomes.push_back(correct ? 1 : 0);
       }
       result.cells.push_back(cell);
     }

@@ -35,6 +35,7 @@ struct RetrievalCell {
 
 struct RetrievalResult {
   std::vector<RetrievalCell> cells;
+  std::vector<int> outcomes;  ///< 1/0 per trial, in the grid's (deterministic) order
   int64_t trials() const;
   int64_t correct() const;
   double accuracy() const;

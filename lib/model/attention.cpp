@@ -11,12 +11,18 @@
 namespace spindlekv {
 namespace {
 
-// [n, k_tokens] additive mask: 0 where the query may see the key, -inf elsewhere.
-at::Tensor visibility_bias(const at::Tensor& q_pos, const at::Tensor& k_pos, int64_t window) {
+// [n, k_tokens] true where the query may not see the key.
+at::Tensor hidden_keys(const at::Tensor& q_pos, const at::Tensor& k_pos, int64_t window) {
   at::Tensor qp = q_pos.unsqueeze(1);
   at::Tensor kp = k_pos.unsqueeze(0);
   at::Tensor hidden = kp > qp;
   if (window > 0) hidden = hidden.logical_or(kp <= qp - window);
+  return hidden;
+}
+
+// [n, k_tokens] additive mask: 0 where the query may see the key, -inf elsewhere.
+at::Tensor visibility_bias(const at::Tensor& q_pos, const at::Tensor& k_pos, int64_t window) {
+  at::Tensor hidden = hidden_keys(q_pos, k_pos, window);
   return at::zeros(hidden.sizes(), at::TensorOptions().dtype(at::kFloat).device(q_pos.device()))
       .masked_fill_(hidden, -std::numeric_limits<float>::infinity());
 }
@@ -59,18 +65,61 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
   at::Tensor qg = q.view({B, hkv, g, Tq, d});
   at::Tensor kt = k.reshape({B * hkv, Tk, d}).transpose(1, 2);  // [B*hkv, d, Tk]
   at::Tensor v3 = v.reshape({B * hkv, Tk, d});
+
+  // Positions on the host (one small copy): they decide which key columns a
+  // block of queries can see at all.
+  at::Tensor qp_cpu = q_positions.to(at::kCPU, at::kLong).contiguous();
+  at::Tensor kp_cpu = k_positions.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* qp = qp_cpu.data_ptr<int64_t>();
+  const int64_t* kp = kp_cpu.data_ptr<int64_t>();
+  const bool keys_sorted = std::is_sorted(kp, kp + Tk);
+
+  // Query blocks small enough for the scores to stay in cache, and never
+  // above max_score_bytes.
   const int64_t row_bytes = std::max<int64_t>(1, B * h * Tk * 4);
-  const int64_t block =
-      std::clamp<int64_t>(max_score_bytes / row_bytes, 1, std::max<int64_t>(Tq, 1));
+  const int64_t block = std::clamp<int64_t>(std::min<int64_t>(max_score_bytes / row_bytes, 128), 1,
+                                            std::max<int64_t>(Tq, 1));
+  at::Tensor qs = qg.mul(scale);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
 
   std::vector<at::Tensor> outs;
   for (int64_t start = 0; start < Tq; start += block) {
     const int64_t n = std::min(block, Tq - start);
-    at::Tensor p =
-        block_probabilities(qg, kt, q_positions, k_positions, sliding_window, start, n, scale);
-    // [B*hkv, g*n, Tk] x [B*hkv, Tk, d]
-    at::Tensor o = at::bmm(p, v3).view({B, hkv, g, n, d});
-    outs.push_back(o);
+    const auto [qmin_it, qmax_it] = std::minmax_element(qp + start, qp + start + n);
+    const int64_t qmin = *qmin_it, qmax = *qmax_it;
+    // Key columns [lo, hi) hold every key any query of the block sees; with
+    // sorted key positions the causally masked blocks are skipped entirely.
+    int64_t lo = 0, hi = Tk;
+    if (keys_sorted) {
+      hi = std::upper_bound(kp, kp + Tk, qmax) - kp;
+      if (sliding_window > 0) lo = std::lower_bound(kp, kp + Tk, qmin - sliding_window + 1) - kp;
+      hi = std::max(hi, lo);
+    }
+    const int64_t m = hi - lo;
+    at::Tensor qc = qs.narrow(3, start, n).reshape({B * hkv, g * n, d});
+    at::Tensor scores = at::bmm(qc, kt.narrow(2, lo, m));  // [B*hkv, g*n, m]
+    // Only the columns some query of the block cannot see get a mask: the
+    // diagonal band (keys after qmin) and, with a window, the band before it.
+    int64_t c0 = lo, c1 = hi;
+    if (keys_sorted) {
+      c0 = std::upper_bound(kp + lo, kp + hi, qmin) - kp;
+      c1 = sliding_window > 0 ? std::upper_bound(kp + lo, kp + hi, qmax - sliding_window) - kp : lo;
+    }
+    at::Tensor s4 = scores.view({B * hkv, g, n, m});
+    auto mask_columns = [&](int64_t from, int64_t to) {
+      if (to <= from) return;
+      at::Tensor hidden = hidden_keys(q_positions.narrow(0, start, n),
+                                      k_positions.narrow(0, from, to - from), sliding_window);
+      s4.narrow(3, from - lo, to - from).masked_fill_(hidden.view({1, 1, n, to - from}), neg_inf);
+    };
+    if (keys_sorted) {
+      mask_columns(c0, hi);
+      mask_columns(lo, std::min(c1, c0));
+    } else {
+      mask_columns(lo, hi);
+    }
+    at::Tensor p = at::softmax(scores, -1);
+    outs.push_back(at::bmm(p, v3.narrow(1, lo, m)).view({B, hkv, g, n, d}));
   }
   AttentionResult result;
   result.output = (outs.size() == 1 ? outs[0] : at::cat(outs, 3)).reshape({B, h, Tq, d});

@@ -23,8 +23,10 @@ struct AttentionResult {
 /// Softmax(q k^T / sqrt(d)) v where key j is visible to query i iff
 /// k_positions[j] <= q_positions[i] and, with a sliding window w > 0,
 /// k_positions[j] > q_positions[i] - w. Each KV head serves heads / kv_heads
-/// consecutive query heads. Queries are processed in blocks so that the score
-/// matrix never exceeds about `max_score_bytes` at once.
+/// consecutive query heads. Queries are processed in blocks of at most 128
+/// rows (fewer when their scores would exceed `max_score_bytes`); when
+/// k_positions is sorted, each block multiplies only the keys some of its
+/// queries can see, so a causal prefill skips the masked half of the scores.
 AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& q_positions,
                                         const at::Tensor& k_positions, int64_t sliding_window = 0,

@@ -25,7 +25,7 @@ at::Tensor StreamingLlmPolicy::select(const EvictionInput& in) const {
   return kept;
 }
 
-H2oPolicy::H2oPolicy(double recent_share) : recent_share_(recent_share) {
+H2oPolicy::H2oPolicy(double recent_share, GqaMode gqa) : recent_share_(recent_share), gqa_(gqa) {
   SKV_CHECK(recent_share >= 0 && recent_share <= 1, "H2O recent share must lie in [0, 1], got ",
             recent_share);
 }
@@ -40,6 +40,7 @@ at::Tensor H2oPolicy::select(const EvictionInput& in) const {
   const int64_t heavy = keep - recent;
   // Accumulated attention over every query row given (all of the prefill).
   at::Tensor score = in.attention.to(at::kFloat).sum(1).narrow(1, 0, context).clone();  // [h, ctx]
+  if (gqa_ == GqaMode::kGroupAverage) score = group_mean_scores(score, in.num_kv_heads).clone();
   at::Tensor kept = at::zeros({heads, in.tokens}, score.options().dtype(at::kBool));
   kept.narrow(1, context, in.tokens - context).fill_(true);
   if (recent > 0) {

@@ -1,8 +1,10 @@
 // Eviction baselines as EvictionPolicy plug-ins, each following its paper's
 // defaults. Budgets (uniform or pyramid) are set by CompressionParameters;
-// a policy only decides which tokens fill a budget. With GQA, every baseline
-// except PyramidInfer chooses per query head (the cache stores the union per
-// KV head); PyramidInfer averages over the group, as its paper does.
+// a policy only decides which tokens fill a budget. With GQA, a window or
+// heavy-hitter policy either chooses per query head (GqaMode::kRepeat: the
+// cache stores the union per KV head plus a membership mask) or averages the
+// scores over each group and chooses once per KV head (kGroupAverage, as
+// PyramidInfer, AdaKV and KVCache-Factory do); `spindlekv eval` runs both.
 //
 //   StreamingLLM (Xiao et al. 2023): the first `sink_tokens` tokens (4) plus
 //     the most recent ones.
@@ -31,14 +33,16 @@ class StreamingLlmPolicy : public EvictionPolicy {
 
 class H2oPolicy : public EvictionPolicy {
  public:
-  /// `recent_share` of the budget goes to the most recent context tokens.
-  explicit H2oPolicy(double recent_share = 0.5);
-  std::string name() const override { return "h2o"; }
+  /// `recent_share` of the budget goes to the most recent context tokens;
+  /// `gqa` says whether heavy hitters are chosen per query head or per group.
+  explicit H2oPolicy(double recent_share = 0.5, GqaMode gqa = GqaMode::kRepeat);
+  std::string name() const override { return gqa_ == GqaMode::kRepeat ? "h2o" : "h2o-mean"; }
   int64_t attention_rows(int64_t tokens, int64_t window) const override { return tokens; }
   at::Tensor select(const EvictionInput& input) const override;
 
  private:
   double recent_share_;
+  GqaMode gqa_;
 };
 
 }  // namespace spindlekv

@@ -1,6 +1,8 @@
 // CompressedCache::memory(): exact byte accounting of what the cache holds.
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/compressed_cache_impl.h"
 
@@ -11,6 +13,7 @@ int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element
 
 struct CodeCounts {
   int64_t calibrated = 0, jit = 0, exact = 0, distinct = 0;
+  int64_t calibrated_distinct = 0;  ///< calibrated entries referenced
 };
 
 CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTables& tables) {
@@ -25,7 +28,8 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
     // Distinct calibrated entries referenced: per KV head, or across heads when shared.
     at::Tensor head = at::arange(code.size(0), code.options()).unsqueeze(1).expand_as(code);
     at::Tensor key = tables.shared() ? code : head * Kc + code;
-    out.distinct += std::get<0>(at::_unique(key.masked_select(cal))).numel();
+    out.calibrated_distinct = std::get<0>(at::_unique(key.masked_select(cal))).numel();
+    out.distinct += out.calibrated_distinct;
   }
   for (int64_t j : c.jit_count) out.distinct += j;
   for (int64_t e : c.exact_count) out.distinct += e;
@@ -77,6 +81,7 @@ MemoryReport CompressedCache::memory() const {
       m.jit_vectors += kc.jit + vc.jit;
       m.exact_vectors += kc.exact + vc.exact;
       m.distinct_entries += kc.distinct + vc.distinct;
+      m.shared_entry_bytes += (kc.calibrated_distinct + vc.calibrated_distinct) * d * 4;
       m.full_bytes += 2 * S.tokens_seen * kv * d * 4;
       for (const at::Tensor& t :
            {S.positions, S.member, S.keys.code, S.keys.magnitude, S.keys.exact, S.keys.jit,
@@ -99,18 +104,29 @@ MemoryReport CompressedCache::memory() const {
     }
     m.paper_ratio = paper_terms > 0 ? paper_sum / paper_terms : 0.0;
     report.held_bytes += m.held_bytes();
+    report.shared_bytes_charged += m.shared_entry_bytes;
     report.full_bytes += m.full_bytes;
     report.paper_ratio += m.paper_ratio / static_cast<double>(L);
   }
   for (int64_t l = 0; l < L; ++l) {
     for (const detail::CodebookTables* t : {&I.key_tables[l], &I.value_tables[l]}) {
-      for (int64_t s : t->calibrated_sizes) report.shared_codebook_bytes += s * d * 4;
+      for (int64_t s : t->calibrated_sizes) report.shared_bytes_total += s * d * 4;
     }
   }
-  report.ratio = report.full_bytes > 0 ? static_cast<double>(report.held_bytes) /
-                                             static_cast<double>(report.full_bytes)
-                                       : 0.0;
+  report.ratio = report.ratio_shared_by(1);
+  report.ratio_excluding_shared =
+      report.full_bytes > 0
+          ? static_cast<double>(report.held_bytes) / static_cast<double>(report.full_bytes)
+          : 0.0;
   return report;
+}
+
+double MemoryReport::ratio_shared_by(int64_t requests) const {
+  if (full_bytes <= 0) return 0.0;
+  const double per_request =
+      std::min(static_cast<double>(shared_bytes_charged),
+               static_cast<double>(shared_bytes_total) / static_cast<double>(std::max<int64_t>(requests, 1)));
+  return (static_cast<double>(held_bytes) + per_request) / static_cast<double>(full_bytes);
 }
 
 }  // namespace spindlekv

@@ -87,6 +87,7 @@ struct LayerMemory {
   int64_t code_bytes = 0, magnitude_bytes = 0, exact_bytes = 0, jit_entry_bytes = 0;
   int64_t position_bytes = 0, membership_bytes = 0;
   int64_t distinct_entries = 0;  ///< codebook entries referenced + exact rows (K and V)
+  int64_t shared_entry_bytes = 0;  ///< calibrated entries referenced (K and V), not in held_bytes
   int64_t full_bytes = 0;        ///< a dense K/V cache of tokens_seen tokens, same dtype
   int64_t allocated_bytes = 0;   ///< every tensor's storage, padding included
   double paper_ratio = 0;        ///< the paper's per-layer formula (README, "Memory")
@@ -96,13 +97,22 @@ struct LayerMemory {
   }
 };
 
+/// What one request's cache costs. Shared tables (the calibrated codebook)
+/// serve every request, so a request is charged for the entries it
+/// references; without that charge a calibrated codebook would look free.
 struct MemoryReport {
   std::vector<LayerMemory> layers;
-  int64_t held_bytes = 0;             ///< per-request bytes, all layers
-  int64_t full_bytes = 0;             ///< the dense cache's bytes
-  int64_t shared_codebook_bytes = 0;  ///< calibrated entries in use, counted once for all requests
-  double ratio = 0;                   ///< held / full
+  int64_t held_bytes = 0;            ///< per-request bytes, all layers
+  int64_t full_bytes = 0;            ///< the dense cache's bytes (float32)
+  int64_t shared_bytes_total = 0;    ///< every calibrated entry, counted once for all requests
+  int64_t shared_bytes_charged = 0;  ///< the calibrated entries this cache references
+  double ratio = 0;                  ///< (held + shared charged) / full: what a request costs
+  double ratio_excluding_shared = 0;  ///< held / full: the shared tables taken as free
   double paper_ratio = 0;             ///< mean over layers of LayerMemory::paper_ratio
+  /// The ratio when `requests` concurrent requests of this size share the
+  /// tables: each is charged min(shared_bytes_charged, shared_bytes_total /
+  /// requests), an upper bound on its share of the union they reference.
+  double ratio_shared_by(int64_t requests) const;
 };
 
 class CompressedCache : public AttentionCache {

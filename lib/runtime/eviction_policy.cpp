@@ -35,6 +35,14 @@ at::Tensor window_importance(const EvictionInput& in) {
   return att.narrow(2, 0, context).sum(1) / static_cast<double>(std::max<int64_t>(rows, 1));
 }
 
+at::Tensor group_mean_scores(const at::Tensor& scores, int64_t kv_heads) {
+  const int64_t heads = scores.size(0), group = heads / kv_heads;
+  return scores.reshape({kv_heads, group, -1})
+      .mean(1, /*keepdim=*/true)
+      .expand({kv_heads, group, scores.size(1)})
+      .reshape({heads, -1});
+}
+
 at::Tensor keep_top_scores(const at::Tensor& scores, int64_t keep, int64_t tokens) {
   const int64_t heads = scores.size(0), context = scores.size(1);
   at::Tensor kept = at::zeros({heads, tokens}, scores.options().dtype(at::kBool));
@@ -64,13 +72,7 @@ at::Tensor WindowAttentionPolicy::select(const EvictionInput& in) const {
     scores =
         at::max_pool1d(scores.unsqueeze(0), pooling_kernel_, 1, pooling_kernel_ / 2).squeeze(0);
   }
-  if (gqa_ == GqaMode::kGroupAverage) {
-    const int64_t heads = scores.size(0), group = heads / in.num_kv_heads;
-    scores = scores.view({in.num_kv_heads, group, -1})
-                 .mean(1, /*keepdim=*/true)
-                 .expand({in.num_kv_heads, group, scores.size(1)})
-                 .reshape({heads, -1});
-  }
+  if (gqa_ == GqaMode::kGroupAverage) scores = group_mean_scores(scores, in.num_kv_heads);
   return keep_top_scores(scores, in.keep_context, in.tokens);
 }
 

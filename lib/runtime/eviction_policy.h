@@ -74,6 +74,10 @@ class WindowAttentionPolicy : public EvictionPolicy {
 /// attention rows (see WindowAttentionPolicy).
 at::Tensor window_importance(const EvictionInput& input);
 
+/// GqaMode::kGroupAverage's scoring: each query head's scores [heads, n]
+/// replaced by the mean over its group of heads / kv_heads query heads.
+at::Tensor group_mean_scores(const at::Tensor& scores, int64_t kv_heads);
+
 /// kept [heads, tokens]: the top `keep` of `scores` [heads, context] per head
 /// (ties: lower position first), plus every token at or after `context`.
 at::Tensor keep_top_scores(const at::Tensor& scores, int64_t keep, int64_t tokens);
