@@ -446,3 +446,90 @@ TEST(CompressedCache, BadInputIsRefusedWithTheShapeNamed) {
 
 }  // namespace
 }  // namespace spindlekv
+
+namespace spindlekv {
+namespace {
+
+std::vector<int64_t> token_prompt(int64_t n, int64_t vocab) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back((i * 7 + 3) % vocab);
+  return ids;
+}
+
+TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
+  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const LlamaModel model = clustered_model(c);
+  const std::vector<int64_t> prompt = token_prompt(30, c.vocab_size);
+  const PrefillCapture p = capture_prefill(model, prompt, 4);
+  const auto [keys_by_token, values_by_token] = model.token_kv_table(0);
+  ASSERT_EQ(keys_by_token.sizes(), (std::vector<int64_t>{c.vocab_size, 2, 8}));
+  // The table's rows are the forward pass's layer-0 K/V up to float32
+  // rounding (the GEMM differs only in its batch size: vocab rows, not 30).
+  at::Tensor ids = at::tensor(prompt, at::kLong);
+  const at::Tensor k_rows = keys_by_token.index_select(0, ids).transpose(0, 1);
+  const at::Tensor v_rows = values_by_token.index_select(0, ids).transpose(0, 1);
+  const at::Tensor& k_fwd = p.capture.out[0].keys_pre_rope[0];
+  const at::Tensor& v_fwd = p.capture.out[0].values[0];
+  std::printf("largest difference: keys %.3g, values %.3g (largest entry %.3g)\n",
+              (k_rows - k_fwd).abs().max().item<double>(),
+              (v_rows - v_fwd).abs().max().item<double>(), k_fwd.abs().max().item<double>());
+  EXPECT_TRUE(at::allclose(k_rows, k_fwd, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(v_rows, v_fwd, 1e-6, 1e-6));
+
+  CompressionParameters params;
+  params.reserve_ratio = 1.0;
+  params.codebook = CodebookMode::kNone;
+  CompressedCache full(c, 1, params), ids_cache(c, 1, params);
+  ids_cache.hold_as_token_ids(0, keys_by_token, values_by_token);
+  compress_prefill(p, full, 0);
+  compress_prefill(p, ids_cache, 0);
+  // The cache rebuilds layer 0 from the table's rows, bitwise.
+  const CompressedCache::Dense a = full.reconstruct(0, 0), b = ids_cache.reconstruct(0, 0);
+  EXPECT_TRUE(at::equal(b.values, v_rows));
+  EXPECT_TRUE(at::allclose(a.values, b.values, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(a.keys, b.keys, 1e-6, 1e-6));
+  // Decoding through both caches gives the same logits (new tokens as ids too).
+  at::Tensor next = p.last_logits.argmax().view({1, 1});
+  for (int step = 0; step < 4; ++step) {
+    at::Tensor la = model.forward_with_cache(next, full).view({-1});
+    at::Tensor lb = model.forward_with_cache(next, ids_cache).view({-1});
+    EXPECT_TRUE(at::allclose(la, lb, 1e-5, 1e-5)) << "step " << step;
+    next = la.argmax().view({1, 1});
+  }
+  // Bytes: one 2-byte id per token, no codes or vectors; the rows the
+  // prompt references are charged as shared (K and V, both KV heads).
+  const MemoryReport m = ids_cache.memory();
+  const int64_t tokens = 30 + 4;
+  EXPECT_EQ(m.layers[0].token_id_bytes, tokens * 2);
+  EXPECT_EQ(m.layers[0].held_bytes(), tokens * 2);
+  const int64_t distinct = std::get<0>(at::_unique(ids)).numel();  // the prompt's ids
+  EXPECT_GE(m.layers[0].shared_entry_bytes, distinct * 2 * 8 * 4 * 2);
+  EXPECT_EQ(m.shared_bytes_total, c.vocab_size * 2 * 8 * 4 * 2);
+  EXPECT_EQ(m.layers[1].token_id_bytes, 0);
+  EXPECT_LT(m.held_bytes, full.memory().held_bytes);
+  EXPECT_SKV_ERROR(ids_cache.save(testing::TempDir().file("c.safetensors")), "token ids");
+}
+
+TEST(CompressedCache, TokenIdLayerIsRefusedWhereKvDependOnContext) {
+  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const LlamaModel model = clustered_model(c);
+  EXPECT_SKV_ERROR(model.token_kv_table(1), "depend on the tokens before it");
+  const PrefillCapture p = capture_prefill(model, token_prompt(20, c.vocab_size), 4);
+  const auto [keys_by_token, values_by_token] = model.token_kv_table(0);
+  CompressionParameters params;
+  params.reserve_ratio = 1.0;
+  params.codebook = CodebookMode::kNone;
+  CompressedCache cache(c, 1, params);
+  cache.hold_as_token_ids(1, keys_by_token, values_by_token);  // layer 1 is not token-determined
+  EXPECT_SKV_ERROR(compress_prefill(p, cache, 0), "layer 1 cannot be held as token ids");
+  CompressedCache no_ids(c, 1, params);
+  no_ids.hold_as_token_ids(0, keys_by_token, values_by_token);
+  EXPECT_SKV_ERROR(no_ids.prefill(0, 0, p.capture.out[0].keys_pre_rope[0],
+                                  p.capture.out[0].values[0], at::Tensor()),
+                   "needs the prompt's token ids");
+  EXPECT_SKV_ERROR(no_ids.hold_as_token_ids(0, keys_by_token.narrow(1, 0, 1), values_by_token),
+                   "keys_by_token must be");
+}
+
+}  // namespace
+}  // namespace spindlekv

@@ -63,7 +63,7 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   }
   jsonl.close();
   EvalOptions o = reference_options(dir.path());
-  o.methods = {"full", "snapkv", "spindle-jit"};
+  o.methods = {"full", "snapkv", "snapkv+l0", "spindle-jit"};
   o.ratios = {0.3};
   o.tasks = {"ppl", "fidelity", "jsonl:" + dir.file("qa.jsonl")};
   o.ppl_samples = 2;
@@ -72,7 +72,7 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   o.jsonl_max_new = 6;
   const auto records = run_eval(o);
   // full: ppl, fidelity, 4 jsonl metrics; the others the same at one ratio.
-  ASSERT_EQ(records.size(), 18u);
+  ASSERT_EQ(records.size(), 24u);
   double full_ppl = 0;
   for (const auto& r : records) {
     if (r.method == "full" && r.task == "ppl") full_ppl = r.value;
@@ -87,11 +87,18 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
       EXPECT_LE(r.ci_low, r.value) << what;
       EXPECT_GE(r.ci_high, r.value) << what;
     }
-    // Neither method holds a calibrated codebook: nothing shared to charge.
-    EXPECT_EQ(r.memory.shared_bytes_charged, 0.0) << what;
     EXPECT_DOUBLE_EQ(r.memory.ratio, r.measured_ratio) << what;
-    EXPECT_DOUBLE_EQ(r.memory.ratio_excluding_shared, r.memory.ratio) << what;
     ASSERT_EQ(r.settings.kept_fraction.size(), 6u) << what;  // the reference model's layers
+    if (r.method == "snapkv+l0") {
+      // Layer 0 as token ids: all of it kept, its table rows charged as shared.
+      EXPECT_GT(r.memory.shared_bytes_charged, 0.0) << what;
+      EXPECT_GT(r.memory.ratio, r.memory.ratio_excluding_shared) << what;
+      EXPECT_DOUBLE_EQ(r.settings.kept_fraction[0], 1.0) << what;
+    } else {
+      // No calibrated codebook and no token table: nothing shared to charge.
+      EXPECT_EQ(r.memory.shared_bytes_charged, 0.0) << what;
+      EXPECT_DOUBLE_EQ(r.memory.ratio_excluding_shared, r.memory.ratio) << what;
+    }
     if (r.method == "full") {
       if (r.task == "fidelity") EXPECT_EQ(r.value, 0.0);
       if (r.metric == "contains") EXPECT_GE(r.value, 2.0 / 3.0);  // the full cache retrieves
@@ -114,7 +121,7 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   std::string line;
   int lines = 0;
   while (std::getline(csv, line)) ++lines;
-  EXPECT_EQ(lines, 19);
+  EXPECT_EQ(lines, 25);
   const auto& first = j.at("records").at(0);
   for (const char* key : {"held_bytes", "shared_bytes_total", "shared_bytes_charged", "full_bytes",
                           "ratio", "ratio_excluding_shared", "kv_dtype", "shared_requests"}) {
@@ -148,6 +155,13 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
     EXPECT_FALSE(method_spec(mean).is_spindle());
   }
   EXPECT_EQ(method_spec("snapkv").gqa, GqaMode::kRepeat);
+  const MethodSpec l0 = method_spec("snapkv-mean+l0");
+  EXPECT_EQ(l0.name, "snapkv-mean+l0");
+  EXPECT_TRUE(l0.token_id_layer0);
+  EXPECT_EQ(l0.gqa, GqaMode::kGroupAverage);
+  EXPECT_FALSE(method_spec("snapkv").token_id_layer0);
+  EXPECT_SKV_ERROR(method_spec("full+l0"), "keeps layer 0 already");
+  EXPECT_SKV_ERROR(method_spec("quest+l0"), "method 'quest' is unknown");
   EXPECT_TRUE(method_spec("spindle-jit").is_spindle());
   EXPECT_EQ(method_spec("pyramidkv").budget, BudgetKind::kPyramid);
   EXPECT_EQ(method_spec("spindle").budget, BudgetKind::kCalibrated);

@@ -51,6 +51,7 @@ struct Context {
   std::shared_ptr<const Artifact> artifact;
   std::string text;
   std::vector<int64_t> bos;  ///< empty or {bos}
+  std::pair<at::Tensor, at::Tensor> layer0_by_token;  ///< for "+l0" methods
 };
 
 std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec& m,
@@ -66,6 +67,9 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   auto cache = std::make_unique<CompressedCache>(cx.model.config(), batch, p,
                                                  m.needs_artifact() ? cx.artifact : nullptr);
   cache->set_policy(m.make_policy());
+  if (m.token_id_layer0) {
+    cache->hold_as_token_ids(0, cx.layer0_by_token.first, cx.layer0_by_token.second);
+  }
   return cache;
 }
 
@@ -79,7 +83,7 @@ Prefill run_prefill(const Context& cx, const std::vector<int64_t>& prompt, int64
 // Compresses `p` into sequence 0 of `cache`; returns the seconds it took.
 double compress(const Prefill& p, CompressedCache& cache) {
   const auto t0 = Clock::now();
-  compress_prefill(p.capture, cache, 0);
+  compress_prefill(p, cache, 0);
   return since(t0);
 }
 
@@ -143,6 +147,10 @@ class FidelityProbe : public AttentionCache {
   void advance(int64_t t) override {
     full_.advance(t);
     test_.advance(t);
+  }
+  void observe_tokens(const at::Tensor& tokens) override {
+    full_.observe_tokens(tokens);
+    test_.observe_tokens(tokens);
   }
   std::vector<double> errors() const {
     std::vector<double> out;
@@ -475,7 +483,12 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
                 "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE)");
     }
     at::manual_seed(static_cast<int64_t>(o.seed));
-    Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}};
+    Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}, {}};
+    for (const auto& m : methods) {
+      if (m.token_id_layer0 && !cx.layer0_by_token.first.defined()) {
+        cx.layer0_by_token = cx.model.token_kv_table(0);
+      }
+    }
     if (needs_artifact) {
       SKV_CHECK(!o.artifact.empty(), "methods spindle and spindle-hybrid need --artifact");
       cx.artifact = std::make_shared<Artifact>(

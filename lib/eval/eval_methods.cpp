@@ -12,6 +12,14 @@ std::vector<std::string> known_methods() {
 }
 
 MethodSpec method_spec(const std::string& name) {
+  const std::string suffix = "+l0";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    MethodSpec m = method_spec(name.substr(0, name.size() - suffix.size()));
+    SKV_CHECK(!m.full_cache, "method '", name, "': the full cache keeps layer 0 already");
+    m.name = name;
+    m.token_id_layer0 = true;
+    return m;
+  }
   MethodSpec m;
   m.name = name;
   auto window = [](GqaMode g, int64_t pool) {
@@ -58,7 +66,8 @@ MethodSpec method_spec(const std::string& name) {
   } else {
     std::string all;
     for (const auto& k : known_methods()) all += (all.empty() ? "" : ", ") + k;
-    SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all, ")");
+    SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all,
+              ", each also with +l0)");
   }
   return m;
 }

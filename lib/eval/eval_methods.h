@@ -20,6 +20,9 @@ struct MethodSpec {
   GqaMode gqa = GqaMode::kRepeat;
   std::function<std::shared_ptr<EvictionPolicy>()> make_policy;
   bool full_cache = false;  ///< keeps everything: evaluated once, at ratio 1
+  /// "+l0": layer 0 held as token ids (CompressedCache::hold_as_token_ids),
+  /// every token kept, the table charged like the calibrated codebook.
+  bool token_id_layer0 = false;
   /// A SpindleKV variant (codebooks), compared against the best baseline.
   bool is_spindle() const { return codebook != CodebookMode::kNone; }
   /// Needs an artifact (calibrated codebooks or budgets).
@@ -31,7 +34,8 @@ struct MethodSpec {
 
 /// Every method name `spindlekv eval` knows, in its default order.
 std::vector<std::string> known_methods();
-/// The spec of `name`; throws naming the known methods if unknown.
+/// The spec of `name`, or of a known method with the suffix "+l0" (layer 0
+/// held as token ids); throws naming the known methods if unknown.
 MethodSpec method_spec(const std::string& name);
 
 }  // namespace spindlekv

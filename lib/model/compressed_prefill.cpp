@@ -16,15 +16,17 @@ PrefillCapture capture_prefill(const LlamaModel& model, const std::vector<int64_
   p.capture.pre_rope_kv = true;
   p.capture.attention_rows = std::min(attention_rows, T);
   at::Tensor tokens = at::tensor(prompt, at::kLong).view({1, T});
+  p.tokens = tokens.view({-1});
   p.last_logits = model.forward(tokens, nullptr, &p.capture, /*last_logits_only=*/true).view({-1});
   return p;
 }
 
-void compress_prefill(const ForwardCapture& capture, CompressedCache& cache, int64_t sequence) {
+void compress_prefill(const PrefillCapture& prefill, CompressedCache& cache, int64_t sequence) {
+  const ForwardCapture& capture = prefill.capture;
   for (size_t l = 0; l < capture.out.size(); ++l) {
     const ForwardCapture::Layer& out = capture.out[l];
     cache.prefill(sequence, static_cast<int64_t>(l), out.keys_pre_rope[0], out.values[0],
-                  out.attention.defined() ? out.attention[0] : at::Tensor());
+                  out.attention.defined() ? out.attention[0] : at::Tensor(), prefill.tokens);
   }
 }
 
@@ -35,7 +37,7 @@ at::Tensor prefill_compressed(const LlamaModel& model, const std::vector<int64_t
   const int64_t rows =
       cache.parameters().reserve_ratio >= 1 ? 0 : cache.policy().attention_rows(T, window);
   PrefillCapture p = capture_prefill(model, prompt, rows);
-  compress_prefill(p.capture, cache, sequence);
+  compress_prefill(p, cache, sequence);
   return p.last_logits;
 }
 

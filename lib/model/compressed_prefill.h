@@ -18,13 +18,14 @@ namespace spindlekv {
 /// logits of its last token [vocab].
 struct PrefillCapture {
   ForwardCapture capture;
+  at::Tensor tokens;  ///< the prompt [tokens] int64
   at::Tensor last_logits;
 };
 PrefillCapture capture_prefill(const LlamaModel& model, const std::vector<int64_t>& prompt,
                                int64_t attention_rows);
 
 /// Compresses a captured prefill into sequence `sequence` of `cache`.
-void compress_prefill(const ForwardCapture& capture, CompressedCache& cache, int64_t sequence);
+void compress_prefill(const PrefillCapture& prefill, CompressedCache& cache, int64_t sequence);
 
 /// capture_prefill with the rows `cache`'s policy needs, then
 /// compress_prefill: prefills sequence `sequence` of `cache` with `prompt`;

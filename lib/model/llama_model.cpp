@@ -271,6 +271,7 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
   RopeTables flat = rope_tables(inv_freq_.to(dev), positions.reshape({-1}));
   const RopeTables tables{flat.cos.view({B, 1, T, c.head_dim}),
                           flat.sin.view({B, 1, T, c.head_dim})};
+  cache.observe_tokens(tokens);
   at::Tensor x = at::embedding(weights_.embed_tokens, tokens);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const LayerWeights& L = weights_.layers[i];
@@ -288,6 +289,20 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
   if (last_logits_only) x = x.narrow(1, T - 1, 1);
   x = rms_norm(x, weights_.final_norm, c.rms_norm_eps);
   return at::linear(x, weights_.lm_head);
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaModel::token_kv_table(int64_t layer) const {
+  SKV_CHECK(layer == 0, "layer ", layer, "'s keys and values depend on the tokens before it; ",
+            "only layer 0 has a table by token id");
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[0];
+  // As in the forward pass: the same operations on a [1, vocab, hidden] batch.
+  at::Tensor ids = at::arange(c.vocab_size, at::TensorOptions().dtype(at::kLong).device(device()));
+  at::Tensor x = at::embedding(weights_.embed_tokens, ids.view({1, -1}));
+  at::Tensor h = rms_norm(x, L.input_norm, c.rms_norm_eps);
+  at::Tensor k = project(h, L.k_proj, L.k_bias).view({c.vocab_size, c.num_kv_heads, c.head_dim});
+  at::Tensor v = project(h, L.v_proj, L.v_bias).view({c.vocab_size, c.num_kv_heads, c.head_dim});
+  return {k, v};
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache, ForwardCapture* capture,

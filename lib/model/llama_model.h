@@ -124,6 +124,12 @@ class LlamaModel {
   at::Tensor forward_with_cache(const at::Tensor& tokens, AttentionCache& cache,
                                 bool last_logits_only = true) const;
 
+  /// Layer `layer`'s pre-RoPE keys and values for every token id, [vocab,
+  /// kv_heads, head_dim] each, computed as the forward pass does: for
+  /// CompressedCache::hold_as_token_ids. Only layer 0 (whose input is the
+  /// token's embedding alone) has such a table; others are refused.
+  std::pair<at::Tensor, at::Tensor> token_kv_table(int64_t layer) const;
+
   /// Greedy continuation of `prompt` by `max_new` tokens (stops at eos_id if
   /// given). Uses an incremental KV cache.
   std::vector<int64_t> generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new,

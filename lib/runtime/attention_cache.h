@@ -25,6 +25,9 @@ class AttentionCache {
   virtual at::Tensor append_and_attend(int64_t layer, const at::Tensor& queries,
                                        const at::Tensor& keys_pre_rope, const at::Tensor& values,
                                        const at::Tensor& positions) = 0;
+  /// The new tokens' ids [batch, new] int64, given before the first layer
+  /// appends them; a cache that holds layers as token ids needs them.
+  virtual void observe_tokens(const at::Tensor& tokens) {}
   /// Called once every layer has appended `tokens` new tokens per sequence.
   virtual void advance(int64_t tokens) = 0;
 };

@@ -60,7 +60,10 @@ MemoryReport CompressedCache::memory() const {
       // Every valid slot carries a code and a magnitude for K and for V,
       // except without codebooks, where the code is the slot's own exact row
       // and the magnitude 1: an eviction-only cache would not store them.
-      if (I.coding != detail::CodingMode::kExact) {
+      if (I.token_id_layer[l]) {
+        // One id per token serves K and V of every KV head.
+        m.token_id_bytes += S.tokens_seen * (I.token_vocab <= 65536 ? 2 : 4);
+      } else if (I.coding != detail::CodingMode::kExact) {
         m.code_bytes += 2 * slots * static_cast<int64_t>(sizeof(int32_t));
         m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
       }

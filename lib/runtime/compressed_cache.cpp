@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "common/error.h"
 #include "model/rope.h"
@@ -111,6 +112,71 @@ CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParamete
   inv_freq = rope_inverse_frequencies(config.rope, config.head_dim).to(device);
   sequences.assign(batch, std::vector<SequenceLayer>(config.num_layers));
   next_positions.assign(batch, 0);
+  token_id_layer.assign(config.num_layers, false);
+}
+
+void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, const at::Tensor& ids,
+                                             const at::Tensor& keys, const at::Tensor& values) {
+  const int64_t kv = config.num_kv_heads, t = ids.numel();
+  SKV_CHECK(ids.dim() == 1 && keys.size(1) == t, "layer ", layer, " is held as token ids and needs ",
+            keys.size(1), " token ids, got ", ids.sizes());
+  at::Tensor id = ids.to(device, at::kLong);
+  if (t > 0) {
+    const int64_t lo = id.min().item<int64_t>(), hi = id.max().item<int64_t>();
+    SKV_CHECK(lo >= 0 && hi < token_vocab, "token ids must lie in [0, ", token_vocab, "), got [",
+              lo, ", ", hi, "]");
+  }
+  // Only a layer whose K/V are a function of the token id may be held so.
+  for (const auto& [given, table, what] :
+       {std::tuple<const at::Tensor&, const detail::CodebookTables&, const char*>{
+            keys, key_tables[layer], "keys"},
+        {values, value_tables[layer], "values"}}) {
+    at::Tensor rows = table.calibrated.index_select(1, id);  // [kv, t, d]
+    const double diff = t > 0 ? (given.to(at::kFloat) - rows).abs().max().item<double>() : 0.0;
+    const double scale = t > 0 ? std::max(1.0, rows.abs().max().item<double>()) : 1.0;
+    SKV_CHECK(diff <= 1e-5 * scale, "layer ", layer, " cannot be held as token ids: its ", what,
+              " differ from the token table's rows by up to ", diff,
+              " (only a layer whose K/V depend on the token id alone can, such as layer 0 of a "
+              "Llama-family model)");
+  }
+  at::Tensor code = id.to(at::kInt).unsqueeze(0).expand({kv, t});
+  at::Tensor ones = at::ones({kv, t}, float_options());
+  for (detail::CodedVectors* c : {&S.keys, &S.values}) {
+    c->code = at::cat({c->code, code}, 1);
+    c->magnitude = at::cat({c->magnitude, ones}, 1);
+  }
+}
+
+void CompressedCache::hold_as_token_ids(int64_t layer, const at::Tensor& keys_by_token,
+                                        const at::Tensor& values_by_token) {
+  Impl& I = *impl_;
+  with_context("holding layer " + std::to_string(layer) + " as token ids", [&] {
+    const int64_t kv = I.config.num_kv_heads, d = I.config.head_dim;
+    SKV_CHECK(layer >= 0 && layer < I.config.num_layers, "layer ", layer, " outside [0, ",
+              I.config.num_layers, ")");
+    SKV_CHECK(keys_by_token.dim() == 3 && keys_by_token.size(1) == kv &&
+                  keys_by_token.size(2) == d && keys_by_token.size(0) > 0,
+              "keys_by_token must be [vocab, ", kv, ", ", d, "], got ", keys_by_token.sizes());
+    SKV_CHECK(values_by_token.sizes() == keys_by_token.sizes(), "values_by_token ",
+              values_by_token.sizes(), " differ from keys_by_token ", keys_by_token.sizes());
+    const int64_t V = keys_by_token.size(0);
+    SKV_CHECK(I.token_vocab == 0 || I.token_vocab == V, "token tables of ", V,
+              " rows, another layer's have ", I.token_vocab);
+    for (const auto& seq : I.sequences) {
+      SKV_CHECK(!seq[layer].filled, "the layer already holds tokens");
+    }
+    I.token_vocab = V;
+    I.token_id_layer[layer] = true;
+    I.key_tables[layer].calibrated = keys_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
+    I.key_tables[layer].calibrated_sizes.assign(kv, V);
+    I.value_tables[layer].calibrated =
+        values_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
+    I.value_tables[layer].calibrated_sizes.assign(kv, V);
+  });
+}
+
+void CompressedCache::observe_tokens(const at::Tensor& tokens) {
+  impl_->pending_tokens = tokens.to(impl_->device, at::kLong);
 }
 
 at::TensorOptions CompressedCache::Impl::float_options() const {
@@ -188,7 +254,8 @@ int64_t CompressedCache::layer_budget(int64_t layer, int64_t tokens) const {
 }
 
 void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor& keys_in,
-                              const at::Tensor& values_in, const at::Tensor& window_attention) {
+                              const at::Tensor& values_in, const at::Tensor& window_attention,
+                              const at::Tensor& token_ids) {
   Impl& I = *impl_;
   with_context(
       "prefill of sequence " + std::to_string(sequence) + " layer " + std::to_string(layer), [&] {
@@ -207,6 +274,18 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         }
         const at::Tensor keys = keys_in.to(I.device, at::kFloat);
         const at::Tensor values = values_in.to(I.device, at::kFloat);
+        if (I.token_id_layer[layer]) {  // every token, as its id
+          SKV_CHECK(token_ids.defined(), "layer ", layer,
+                    " is held as token ids: prefill needs the prompt's token ids");
+          S.positions = at::arange(T, keys.options().dtype(at::kInt)).unsqueeze(0).expand({kv, T});
+          S.keys = detail::empty_coded(kv, d, I.float_options());
+          S.values = detail::empty_coded(kv, d, I.float_options());
+          I.append_token_ids(layer, S, token_ids.reshape({-1}), keys, values);
+          S.tokens_seen = T;
+          S.filled = true;
+          I.next_positions[sequence] = T;
+          return;
+        }
         const int64_t window = std::min(I.params.window, T);
         const int64_t keep = layer_budget(layer, T);
 
@@ -298,11 +377,20 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     if (S.member.defined()) {
       S.member = at::cat({S.member, at::ones({heads, t}, S.member.options())}, 1);
     }
-    at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
-    detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
-                         I.coding, extend);
-    detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
-                         I.coding, extend);
+    if (I.token_id_layer[layer]) {
+      SKV_CHECK(I.pending_tokens.defined() && I.pending_tokens.dim() == 2 &&
+                    I.pending_tokens.size(0) == B && I.pending_tokens.size(1) == t,
+                "layer ", layer, " is held as token ids: call observe_tokens([", B, ", ", t,
+                "] ids) before append_and_attend");
+      I.append_token_ids(layer, S, I.pending_tokens[b], keys_pre_rope[b].to(I.device),
+                         values_in[b].to(I.device));
+    } else {
+      at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
+      detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
+                           I.coding, extend);
+      detail::append_coded(S.values, values_in[b].to(I.device), all_valid,
+                           I.value_tables[layer], I.coding, extend);
+    }
     S.tokens_seen += t;
 
     I.ensure_rope(pos_b.max().item<int64_t>() + 1);
@@ -329,6 +417,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
 
 void CompressedCache::advance(int64_t tokens) {
   for (int64_t& p : impl_->next_positions) p += tokens;
+  impl_->pending_tokens = at::Tensor();
 }
 
 CompressedCache::Dense CompressedCache::reconstruct(int64_t sequence, int64_t layer) const {

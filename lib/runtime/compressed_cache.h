@@ -15,6 +15,9 @@
 // query heads of a group kept different tokens. Each K and V vector is an
 // int32 code and a float32 magnitude: a code names a calibrated entry (shared
 // by all requests), a just-in-time entry (this request's), or an exact row.
+// A layer whose K/V depend on the token id alone (layer 0 of a Llama-family
+// model) can instead be held as token ids into a per-model table
+// (hold_as_token_ids): every token is kept, at 2 or 4 bytes each.
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -86,6 +89,7 @@ struct LayerMemory {
   int64_t calibrated_vectors = 0, jit_vectors = 0, exact_vectors = 0;  ///< K and V together
   int64_t code_bytes = 0, magnitude_bytes = 0, exact_bytes = 0, jit_entry_bytes = 0;
   int64_t position_bytes = 0, membership_bytes = 0;
+  int64_t token_id_bytes = 0;  ///< a token-id layer: one id per token (2 B, 4 B past 65536 ids)
   int64_t distinct_entries = 0;  ///< codebook entries referenced + exact rows (K and V)
   int64_t shared_entry_bytes = 0;  ///< calibrated entries referenced (K and V), not in held_bytes
   int64_t full_bytes = 0;        ///< a dense K/V cache of tokens_seen tokens, same dtype
@@ -93,7 +97,7 @@ struct LayerMemory {
   double paper_ratio = 0;        ///< the paper's per-layer formula (README, "Memory")
   int64_t held_bytes() const {
     return code_bytes + magnitude_bytes + exact_bytes + jit_entry_bytes + position_bytes +
-           membership_bytes;
+           membership_bytes + token_id_bytes;
   }
 };
 
@@ -132,13 +136,27 @@ class CompressedCache : public AttentionCache {
   const CompressionParameters& parameters() const;
   const EvictionPolicy& policy() const;
 
+  /// Holds `layer` as token ids: keys_by_token and values_by_token [vocab,
+  /// kv_heads, head_dim] (pre-RoPE keys) are what the layer computes for each
+  /// token id. Every token of the layer is kept (no eviction, no codebook)
+  /// and costs one id; the table is shared by all requests, so each is
+  /// charged the rows it references, like the calibrated codebook. Prefill
+  /// and decoding then need the token ids (prefill's token_ids,
+  /// observe_tokens) and refuse K/V that differ from the table's rows: a
+  /// layer whose K/V depend on more than the token id cannot be held so.
+  /// Call before the layer is prefilled.
+  void hold_as_token_ids(int64_t layer, const at::Tensor& keys_by_token,
+                         const at::Tensor& values_by_token);
+
   /// Compresses one layer of a freshly prefilled sequence (positions
   /// 0..tokens-1). Every layer of a sequence must be prefilled with the same
   /// token count before it decodes. `window_attention` holds the attention of
   /// the prefill's last queries, at least policy().attention_rows() of them
   /// (the window for SpindleKV); unneeded when nothing is evicted.
+  /// `token_ids` [tokens] int64 is needed by a layer held as token ids.
   void prefill(int64_t sequence, int64_t layer, const at::Tensor& keys_pre_rope,
-               const at::Tensor& values, const at::Tensor& window_attention);
+               const at::Tensor& values, const at::Tensor& window_attention,
+               const at::Tensor& token_ids = at::Tensor());
   /// Context tokens each query head of `layer` keeps for a prefill of `tokens`.
   int64_t layer_budget(int64_t layer, int64_t tokens) const;
 
@@ -149,6 +167,7 @@ class CompressedCache : public AttentionCache {
                                const at::Tensor& keys_pre_rope, const at::Tensor& values,
                                const at::Tensor& positions) override;
   void advance(int64_t tokens) override;
+  void observe_tokens(const at::Tensor& tokens) override;
 
   /// The dense cache this compressed one stands for, for tests and tools:
   /// keys post-RoPE [kv_heads, slots, head_dim], values, positions [kv_heads,

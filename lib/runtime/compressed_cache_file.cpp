@@ -60,6 +60,12 @@ CompressionParameters parameters_from_json(const nlohmann::json& j) {
 void CompressedCache::save(const std::string& path) const {
   const Impl& I = *impl_;
   with_context("saving compressed cache '" + path + "'", [&] {
+    for (size_t l = 0; l < I.token_id_layer.size(); ++l) {
+      if (I.token_id_layer[l]) {
+        SKV_THROW(kUnsupported, "layer ", l, " is held as token ids; saving such a cache is not ",
+                  "supported yet");
+      }
+    }
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     nlohmann::json state = nlohmann::json::array();
     for (int64_t b = 0; b < I.batch; ++b) {

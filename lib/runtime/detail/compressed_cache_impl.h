@@ -25,6 +25,14 @@ struct CompressedCache::Impl {
   at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand
   std::vector<std::vector<detail::SequenceLayer>> sequences;  ///< [batch][layer]
   std::vector<int64_t> next_positions;                        ///< per sequence
+  std::vector<bool> token_id_layer;  ///< per layer: held as token ids (hold_as_token_ids)
+  int64_t token_vocab = 0;           ///< rows of the token tables
+  at::Tensor pending_tokens;         ///< [batch, new] int64 from observe_tokens
+
+  /// Appends token ids [t] as codes (magnitude 1) of a token-id layer after
+  /// checking that keys/values [kv_heads, t, d] are the table's rows.
+  void append_token_ids(int64_t layer, detail::SequenceLayer& S, const at::Tensor& ids,
+                        const at::Tensor& keys, const at::Tensor& values);
 
   Impl(const ModelConfig& config, int64_t batch, CompressionParameters params,
        std::shared_ptr<const Artifact> artifact, c10::Device device);
