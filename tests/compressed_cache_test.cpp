@@ -320,7 +320,8 @@ TEST(CompressedCache, GroupMeanAndUnionDifferWhenAGroupsHeadsDisagree) {
   // Within each group, head A looks at tokens 0-2 and head B at tokens 3-5.
   at::Tensor att = at::full({4, 2, 10}, 0.001);
   for (int64_t h = 0; h < 4; ++h) {
-    for (int64_t t = 0; t < 3; ++t) att[h].select(1, (h % 2 == 0 ? 0 : 3) + t).fill_(0.3 - 0.05 * t);
+    for (int64_t t = 0; t < 3; ++t)
+      att[h].select(1, (h % 2 == 0 ? 0 : 3) + t).fill_(0.3 - 0.05 * t);
   }
   at::manual_seed(3);
   at::Tensor keys = at::randn({2, 10, 8}), values = at::randn({2, 10, 8});

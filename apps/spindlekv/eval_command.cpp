@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "common/error.h"
 #include "common/blas_kernels.h"
+#include "common/error.h"
 #include "common/threads.h"
 #include "common/version.h"
 #include "eval/compression_eval.h"
@@ -88,7 +88,9 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--out", e.out_dir, "Output directory")->required();
   std::string all_methods;
   for (const auto& m : known_methods()) all_methods += (all_methods.empty() ? "" : ",") + m;
-  sub->add_option("--methods", e.methods, "Methods to compare, of: " + all_methods)
+  sub->add_option("--methods", e.methods,
+                  "Methods to compare, of: " + all_methods +
+                      "; each but full also with +l0 (layer 0 held as token ids)")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--ratios", e.ratios, "Target memory ratios")

@@ -10,9 +10,9 @@
 #include <sstream>
 
 #include "commands.h"
+#include "common/blas_kernels.h"
 #include "common/error.h"
 #include "common/npy_writer.h"
-#include "common/blas_kernels.h"
 #include "common/threads.h"
 #include "model/llama_model.h"
 #include "model/tokenizer.h"

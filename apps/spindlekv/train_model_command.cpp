@@ -9,8 +9,8 @@
 
 #include "commands.h"
 #include "common/atomic_file.h"
-#include "common/error.h"
 #include "common/blas_kernels.h"
+#include "common/error.h"
 #include "common/threads.h"
 #include "common/version.h"
 #include "model/lm_trainer.h"

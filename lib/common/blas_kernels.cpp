@@ -19,15 +19,19 @@ enum Level { kSse = 0, kAvx = 1, kAvx2 = 2, kAvx512 = 3 };
 
 const std::map<std::string, int>& core_levels() {
   static const std::map<std::string, int> levels = {
-      {"Katmai", kSse},         {"Coppermine", kSse},  {"Northwood", kSse},
-      {"Prescott", kSse},       {"Banias", kSse},      {"Atom", kSse},
-      {"Core2", kSse},          {"Penryn", kSse},      {"Dunnington", kSse},
-      {"Nehalem", kSse},        {"Athlon", kSse},      {"Opteron", kSse},
-      {"Opteron_SSE3", kSse},   {"Barcelona", kSse},   {"Nano", kSse},
-      {"Bobcat", kSse},         {"Sandybridge", kAvx}, {"Bulldozer", kAvx},
-      {"Piledriver", kAvx},     {"Steamroller", kAvx}, {"Excavator", kAvx2},
-      {"Haswell", kAvx2},       {"Zen", kAvx2},        {"SkylakeX", kAvx512},
-      {"Cooperlake", kAvx512},  {"SapphireRapids", kAvx512},
+      {"Katmai", kSse},        {"Coppermine", kSse},
+      {"Northwood", kSse},     {"Prescott", kSse},
+      {"Banias", kSse},        {"Atom", kSse},
+      {"Core2", kSse},         {"Penryn", kSse},
+      {"Dunnington", kSse},    {"Nehalem", kSse},
+      {"Athlon", kSse},        {"Opteron", kSse},
+      {"Opteron_SSE3", kSse},  {"Barcelona", kSse},
+      {"Nano", kSse},          {"Bobcat", kSse},
+      {"Sandybridge", kAvx},   {"Bulldozer", kAvx},
+      {"Piledriver", kAvx},    {"Steamroller", kAvx},
+      {"Excavator", kAvx2},    {"Haswell", kAvx2},
+      {"Zen", kAvx2},          {"SkylakeX", kAvx512},
+      {"Cooperlake", kAvx512}, {"SapphireRapids", kAvx512},
   };
   return levels;
 }

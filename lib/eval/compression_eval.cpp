@@ -7,8 +7,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "common/error.h"
 #include "eval/eval_methods.h"
@@ -50,7 +50,7 @@ struct Context {
   std::unique_ptr<Tokenizer> tokenizer;
   std::shared_ptr<const Artifact> artifact;
   std::string text;
-  std::vector<int64_t> bos;  ///< empty or {bos}
+  std::vector<int64_t> bos;                           ///< empty or {bos}
   std::pair<at::Tensor, at::Tensor> layer0_by_token;  ///< for "+l0" methods
 };
 

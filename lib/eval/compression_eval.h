@@ -63,10 +63,10 @@ struct RangeStat {
 
 /// What the method's caches cost, means over the prompts (MemoryReport).
 struct EvalMemory {
-  double held_bytes = 0;            ///< per-request bytes
-  double shared_bytes_total = 0;    ///< every calibrated entry
-  double shared_bytes_charged = 0;  ///< what each request was charged for them
-  double full_bytes = 0;            ///< the dense cache
+  double held_bytes = 0;              ///< per-request bytes
+  double shared_bytes_total = 0;      ///< every calibrated entry
+  double shared_bytes_charged = 0;    ///< what each request was charged for them
+  double full_bytes = 0;              ///< the dense cache
   double ratio = 0;                   ///< (held + charged) / full: what the matching uses
   double ratio_excluding_shared = 0;  ///< held / full
   std::string kv_dtype = "float32";   ///< dtype of the dense cache in the denominator

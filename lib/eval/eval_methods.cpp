@@ -6,14 +6,15 @@
 namespace spindlekv {
 
 std::vector<std::string> known_methods() {
-  return {"full",           "streaming",    "h2o",         "h2o-mean", "snapkv",
-          "snapkv-mean",    "pyramidkv",    "pyramidkv-mean", "pyramidinfer", "spindle-jit",
-          "spindle",        "spindle-hybrid"};
+  return {"full",         "streaming",   "h2o",       "h2o-mean",
+          "snapkv",       "snapkv-mean", "pyramidkv", "pyramidkv-mean",
+          "pyramidinfer", "spindle-jit", "spindle",   "spindle-hybrid"};
 }
 
 MethodSpec method_spec(const std::string& name) {
   const std::string suffix = "+l0";
-  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
     MethodSpec m = method_spec(name.substr(0, name.size() - suffix.size()));
     SKV_CHECK(!m.full_cache, "method '", name, "': the full cache keeps layer 0 already");
     m.name = name;

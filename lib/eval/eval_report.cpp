@@ -180,21 +180,26 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
                            const std::string& metric) {
   std::ostringstream s;
   s << "| method | target | reserve | key theta | value theta | kept fraction by layer | ratio "
-       "| excl. shared | shared charged (KiB) | N for shared < 1% |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|\n";
+       "| excl. shared | shared charged (KiB) | N for shared < 1% | ratio at that N |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto* r : select(records, task, metric)) {
     std::string kept;
     for (double k : r->settings.kept_fraction) kept += (kept.empty() ? "" : " ") + fmt("%.2f", k);
     const EvalMemory& m = r->memory;
-    std::string n_shared = "-";
+    std::string n_shared = "-", ratio_n = "-";
     if (m.shared_bytes_total > 0 && m.full_bytes > 0) {
-      n_shared = fmt("%.0f", std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes)));
+      const double n = std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes));
+      n_shared = fmt("%.0f", n);
+      ratio_n =
+          fmt("%.3f", (m.held_bytes + std::min(m.shared_bytes_charged, m.shared_bytes_total / n)) /
+                          m.full_bytes);
     }
     s << "| " << r->method << " | " << fmt("%.2f", r->target_ratio) << " | "
       << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)
       << " | " << range_text(r->settings.value_threshold) << " | " << kept << " | "
       << fmt("%.3f", m.ratio) << " | " << fmt("%.3f", m.ratio_excluding_shared) << " | "
-      << fmt("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared << " |\n";
+      << fmt("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared << " | " << ratio_n
+      << " |\n";
   }
   return s.str();
 }
@@ -247,8 +252,8 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
       js["records"].push_back(std::move(rec));
       csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << "," << r.n << ","
           << r.ci_low << "," << r.ci_high << "," << r.target_ratio << "," << r.measured_ratio << ","
-          << m.ratio_excluding_shared << "," << m.shared_bytes_charged << ","
-          << m.shared_requests << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
+          << m.ratio_excluding_shared << "," << m.shared_bytes_charged << "," << m.shared_requests
+          << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
           << st.reserve_ratio.mean << "," << st.reserve_ratio.min << "," << st.reserve_ratio.max
           << "," << st.key_threshold.mean << "," << st.value_threshold.mean << ","
           << r.compression_ms << "," << r.decode_tokens_per_second << "\n";
@@ -311,8 +316,7 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
             << index
             << (m == "full" ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
                             : " using 1:2:3:4 with yerrorlines")
-            << " title '"
-            << m << "'";
+            << " title '" << m << "'";
         ++index;
       }
       gpl << "\n";

@@ -38,8 +38,9 @@ std::string paired_comparison(const std::vector<EvalRecord>& records, const std:
 
 /// What each method x ratio got from the ratio search over the task's
 /// prompts: reserve and thresholds (mean [min, max]), kept fraction per
-/// layer, the ratio with and without the shared codebook charged, and the
-/// number of concurrent requests at which the shared part falls under 1%.
+/// layer, the ratio with and without the shared codebook charged, the number
+/// N of concurrent requests at which the shared part falls under 1% of a
+/// request's dense bytes, and the ratio at that N.
 std::string settings_table(const std::vector<EvalRecord>& records, const std::string& task,
                            const std::string& metric);
 

@@ -117,18 +117,17 @@ MemoryReport CompressedCache::memory() const {
     }
   }
   report.ratio = report.ratio_shared_by(1);
-  report.ratio_excluding_shared =
-      report.full_bytes > 0
-          ? static_cast<double>(report.held_bytes) / static_cast<double>(report.full_bytes)
-          : 0.0;
+  report.ratio_excluding_shared = report.full_bytes > 0 ? static_cast<double>(report.held_bytes) /
+                                                              static_cast<double>(report.full_bytes)
+                                                        : 0.0;
   return report;
 }
 
 double MemoryReport::ratio_shared_by(int64_t requests) const {
   if (full_bytes <= 0) return 0.0;
-  const double per_request =
-      std::min(static_cast<double>(shared_bytes_charged),
-               static_cast<double>(shared_bytes_total) / static_cast<double>(std::max<int64_t>(requests, 1)));
+  const double per_request = std::min(static_cast<double>(shared_bytes_charged),
+                                      static_cast<double>(shared_bytes_total) /
+                                          static_cast<double>(std::max<int64_t>(requests, 1)));
   return (static_cast<double>(held_bytes) + per_request) / static_cast<double>(full_bytes);
 }
 

@@ -118,8 +118,8 @@ CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParamete
 void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, const at::Tensor& ids,
                                              const at::Tensor& keys, const at::Tensor& values) {
   const int64_t kv = config.num_kv_heads, t = ids.numel();
-  SKV_CHECK(ids.dim() == 1 && keys.size(1) == t, "layer ", layer, " is held as token ids and needs ",
-            keys.size(1), " token ids, got ", ids.sizes());
+  SKV_CHECK(ids.dim() == 1 && keys.size(1) == t, "layer ", layer,
+            " is held as token ids and needs ", keys.size(1), " token ids, got ", ids.sizes());
   at::Tensor id = ids.to(device, at::kLong);
   if (t > 0) {
     const int64_t lo = id.min().item<int64_t>(), hi = id.max().item<int64_t>();
@@ -167,7 +167,8 @@ void CompressedCache::hold_as_token_ids(int64_t layer, const at::Tensor& keys_by
     }
     I.token_vocab = V;
     I.token_id_layer[layer] = true;
-    I.key_tables[layer].calibrated = keys_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
+    I.key_tables[layer].calibrated =
+        keys_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
     I.key_tables[layer].calibrated_sizes.assign(kv, V);
     I.value_tables[layer].calibrated =
         values_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
@@ -388,8 +389,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
       at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
       detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
                            I.coding, extend);
-      detail::append_coded(S.values, values_in[b].to(I.device), all_valid,
-                           I.value_tables[layer], I.coding, extend);
+      detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
+                           I.coding, extend);
     }
     S.tokens_seen += t;
 

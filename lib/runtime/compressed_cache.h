@@ -89,12 +89,12 @@ struct LayerMemory {
   int64_t calibrated_vectors = 0, jit_vectors = 0, exact_vectors = 0;  ///< K and V together
   int64_t code_bytes = 0, magnitude_bytes = 0, exact_bytes = 0, jit_entry_bytes = 0;
   int64_t position_bytes = 0, membership_bytes = 0;
-  int64_t token_id_bytes = 0;  ///< a token-id layer: one id per token (2 B, 4 B past 65536 ids)
-  int64_t distinct_entries = 0;  ///< codebook entries referenced + exact rows (K and V)
+  int64_t token_id_bytes = 0;      ///< a token-id layer: one id per token (2 B, 4 B past 65536 ids)
+  int64_t distinct_entries = 0;    ///< codebook entries referenced + exact rows (K and V)
   int64_t shared_entry_bytes = 0;  ///< calibrated entries referenced (K and V), not in held_bytes
-  int64_t full_bytes = 0;        ///< a dense K/V cache of tokens_seen tokens, same dtype
-  int64_t allocated_bytes = 0;   ///< every tensor's storage, padding included
-  double paper_ratio = 0;        ///< the paper's per-layer formula (README, "Memory")
+  int64_t full_bytes = 0;          ///< a dense K/V cache of tokens_seen tokens, same dtype
+  int64_t allocated_bytes = 0;     ///< every tensor's storage, padding included
+  double paper_ratio = 0;          ///< the paper's per-layer formula (README, "Memory")
   int64_t held_bytes() const {
     return code_bytes + magnitude_bytes + exact_bytes + jit_entry_bytes + position_bytes +
            membership_bytes + token_id_bytes;
@@ -108,8 +108,8 @@ struct MemoryReport {
   std::vector<LayerMemory> layers;
   int64_t held_bytes = 0;            ///< per-request bytes, all layers
   int64_t full_bytes = 0;            ///< the dense cache's bytes (float32)
-  int64_t shared_bytes_total = 0;    ///< every calibrated entry, counted once for all requests
-  int64_t shared_bytes_charged = 0;  ///< the calibrated entries this cache references
+  int64_t shared_bytes_total = 0;    ///< calibrated entries and token tables, once for all requests
+  int64_t shared_bytes_charged = 0;  ///< the shared entries and rows this cache references
   double ratio = 0;                  ///< (held + shared charged) / full: what a request costs
   double ratio_excluding_shared = 0;  ///< held / full: the shared tables taken as free
   double paper_ratio = 0;             ///< mean over layers of LayerMemory::paper_ratio
