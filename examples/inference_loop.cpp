@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   auto artifact = std::make_shared<Artifact>(
       load_artifact_for_model(argv[2], fingerprint_model(argv[1]).to_string()));
   CompressionParameters params;  // paper defaults: repeat GQA, theta 0.98 / 0.95
-  params.reserve_ratio = 0.7;    // tokens kept before codebooks (memory ratio ~0.16)
+  params.reserve_ratio = 0.7;    // tokens kept before codebooks
   params.budget = BudgetKind::kCalibrated;
   params.codebook = CodebookMode::kCalibrated;  // or kJustInTime, kHybrid, kNone
   CompressedCache cache(model.config(), /*batch=*/1, params, artifact);
