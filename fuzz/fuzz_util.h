@@ -12,8 +12,7 @@ namespace spindlekv::fuzz {
 
 /// Writes the input to a per-process temporary file and returns its path.
 inline std::string write_input(const uint8_t* data, size_t size, const char* suffix) {
-  const std::string path =
-      "/tmp/spindlekv-fuzz-" + std::to_string(::getpid()) + suffix;
+  const std::string path = "/tmp/spindlekv-fuzz-" + std::to_string(::getpid()) + suffix;
   if (FILE* f = std::fopen(path.c_str(), "wb")) {
     std::fwrite(data, 1, size, f);
     std::fclose(f);

@@ -251,13 +251,15 @@ void CaptureWriter::append_sequence(int64_t sequence_id,
 void CaptureWriter::flush() {
   with_context("flushing capture '" + impl_->path + "'", [&] {
     // Data first, then the counters that declare it complete, then the counters.
-    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
+    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0)
+      SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
     for (auto& L : impl_->layers) {
       h5::write_attr(L.group, "committed_vectors", L.rows);
       h5::write_attr(L.group, "committed_sequences", L.sequences);
     }
     h5::write_attr(impl_->file, "complete_sequences", impl_->appended);
-    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
+    if (H5Fflush(impl_->file, H5F_SCOPE_GLOBAL) < 0)
+      SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
     impl_->complete = impl_->appended;
   });
 }

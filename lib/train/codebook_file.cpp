@@ -115,7 +115,8 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
         write_set(g, "value", L.values);
       }
       h5::write_attr(file, "layers", layer_ids);
-      if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
+      if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0)
+        SKV_THROW(kIo, "HDF5 flush failed (last system error: ", std::strerror(errno), ")");
     }
     guard.commit();
   });
