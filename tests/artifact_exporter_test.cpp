@@ -86,7 +86,13 @@ TEST_F(ArtifactExporter, RefusesAMismatchedModelAndExistingOutput) {
   EXPECT_FALSE(std::filesystem::exists(o.out));
   o.model_dir.clear();
   run_export(o);
-  EXPECT_SKV_ERROR(run_export(o), "--overwrite");
+  EXPECT_SKV_ERROR(run_export(o), "exists (use --overwrite");
+  // An existing output is bad input (exit 2), as in capture and train.
+  try {
+    run_export(o);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
+  }
   o.gqa_mode = "mean";
   o.overwrite = true;
   EXPECT_SKV_ERROR(run_export(o), "allowed: repeat, average");

@@ -29,6 +29,7 @@
 #include "commands.h"
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/version.h"
 #include "model/model_config.h"
 #include "model/model_fingerprint.h"
 
@@ -181,7 +182,8 @@ void run(const CalibrateOptions& o) {
     }
     spdlog::info("fingerprinting {}", model);
     const std::string fingerprint = fingerprint_model(model).to_string();
-    std::string previous = fingerprint;
+    // The tool version too: a newer trainer or exporter must not reuse old outputs.
+    std::string previous = fingerprint + '\x1f' + version_string();
     auto stage = [&](const std::string& name, std::vector<std::string> fixed,
                      const std::string& output, const std::string& extra_inputs) {
       std::vector<std::string> args = {name};

@@ -34,7 +34,7 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
   spdlog::info("compute: {}", compute_environment());
   const std::string results = (std::filesystem::path(o.eval.out_dir) / "results.json").string();
   if (!o.overwrite && std::filesystem::exists(results)) {
-    SKV_THROW(kIo, "'", results, "' exists (pass --overwrite to replace it)");
+    SKV_THROW(kInvalidInput, "output '", results, "' exists (use --overwrite to replace it)");
   }
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = ::isatty(STDERR_FILENO);

@@ -2,6 +2,7 @@
 
 namespace spindlekv {
 
-const char* version_string() { return "0.1.0"; }
+// SPINDLEKV_VERSION is the CMake project's VERSION (CMakeLists.txt).
+const char* version_string() { return SPINDLEKV_VERSION; }
 
 }  // namespace spindlekv

@@ -38,7 +38,7 @@ ExportResult run_export(const ExportOptions& o) {
     SKV_CHECK(!o.codebooks.empty() && !o.capture.empty() && !o.out.empty(),
               "export needs --codebooks, --capture and --out");
     if (!o.overwrite && std::filesystem::exists(o.out)) {
-      SKV_THROW(kIo, "output '", o.out, "' exists (pass --overwrite to replace it)");
+      SKV_THROW(kInvalidInput, "output '", o.out, "' exists (use --overwrite to replace it)");
     }
     SKV_CHECK(o.gqa_mode == "repeat" || o.gqa_mode == "average", "gqa mode '", o.gqa_mode,
               "' (allowed: repeat, average)");
