@@ -242,6 +242,48 @@ TEST(LlamaModel, BlockedAttentionEqualsUnblocked) {
   EXPECT_TRUE(at::allclose(whole.output, tiny.output, 1e-6, 1e-7));
 }
 
+// softmax(q k^T / sqrt(d)) v over the keys each query may see, one query
+// and head at a time: the reference for grouped_query_attention.
+at::Tensor naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& qpos, const at::Tensor& kpos, int64_t window) {
+  const int64_t h = q.size(1), Tq = q.size(2), d = q.size(3), group = h / k.size(1);
+  at::Tensor out = at::zeros_like(q);
+  for (int64_t head = 0; head < h; ++head) {
+    for (int64_t i = 0; i < Tq; ++i) {
+      at::Tensor visible = kpos <= qpos[i];
+      if (window > 0) visible = visible & (kpos > qpos[i] - window);
+      at::Tensor s = at::mv(k[0][head / group], q[0][head][i]) / std::sqrt(static_cast<double>(d));
+      s = s.masked_fill(visible.logical_not(), -INFINITY);
+      out[0][head][i] = at::mv(v[0][head / group].t(), at::softmax(s, 0));
+    }
+  }
+  return out;
+}
+
+TEST(Attention, SkippingMaskedBlocksMatchesNaiveOverManyBlocks) {
+  // 300 queries: three blocks of at most 128 rows, so whole key blocks are
+  // skipped and the diagonal and window bands cross block boundaries.
+  at::manual_seed(21);
+  const int64_t T = 300;
+  at::Tensor q = at::randn({1, 4, T, 8}), k = at::randn({1, 2, T, 8}), v = at::randn({1, 2, T, 8});
+  at::Tensor pos = at::arange(T, at::kLong);
+  for (int64_t window : {0, 50, 200}) {
+    at::Tensor got = grouped_query_attention(q, k, v, pos, pos, window).output;
+    EXPECT_TRUE(at::allclose(got, naive_attention(q, k, v, pos, pos, window), 1e-5, 1e-6))
+        << "window " << window;
+  }
+  // Queries continuing a cache (positions 250-299 over keys 0-299), and keys
+  // in shuffled order (no block can be skipped then).
+  at::Tensor tail = q.narrow(2, 250, 50);
+  at::Tensor qpos = pos.narrow(0, 250, 50);
+  EXPECT_TRUE(at::allclose(grouped_query_attention(tail, k, v, qpos, pos, 30).output,
+                           naive_attention(tail, k, v, qpos, pos, 30), 1e-5, 1e-6));
+  at::Tensor perm = at::randperm(T, at::kLong);
+  at::Tensor ks = k.index_select(2, perm), vs = v.index_select(2, perm);
+  EXPECT_TRUE(at::allclose(grouped_query_attention(q, ks, vs, pos, perm).output,
+                           naive_attention(q, ks, vs, pos, perm, 0), 1e-5, 1e-6));
+}
+
 // ---- RoPE variants --------------------------------------------------------
 
 TEST(Rope, LinearScalingEqualsPlainRopeAtDividedPositions) {
