@@ -19,6 +19,7 @@
 #include "eval/retrieval_eval.h"
 #include "model/llama_model.h"
 #include "model/lm_trainer.h"
+#include "runtime/paper_defaults.h"
 #include "yaml_options.h"
 
 namespace spindlekv::cli {
@@ -32,7 +33,7 @@ struct ModelReportOptions {
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials_per_cell = 10;
   int64_t multikey_pairs = 4;
-  int64_t window = 32;  ///< observation window (last queries) for attention statistics
+  int64_t window = paper::kWindow;  ///< observation window (last queries) for attention statistics
   int64_t attention_sequences = 4;
   uint64_t seed = 7;
   std::string out;  ///< JSON report (optional)
@@ -121,7 +122,8 @@ void run(CLI::App& sub, ModelReportOptions& o) {
             << " tokens, last " << o.window << " queries; mean over heads)\n"
             << "| layer | mass on first " << sp.sink_tokens
             << " tokens | tokens for 90% of a row's mass | mass kept at 20% (SnapKV selection) | "
-               "key pairs > 0.98 | value pairs > 0.95 |\n|---|---|---|---|---|---|\n";
+            << "key pairs > " << sp.key_threshold << " | value pairs > " << sp.value_threshold
+            << " |\n|---|---|---|---|---|---|\n";
   nlohmann::ordered_json layers_json = nlohmann::ordered_json::array();
   for (int64_t l = 0; l < c.num_layers; ++l) {
     double sink = 0, f90 = 0, kept = 0, kp = 0, vp = 0, n = 0, nk = 0;
@@ -147,8 +149,8 @@ void run(CLI::App& sub, ModelReportOptions& o) {
                            {"fraction_for_90_percent", f90},
                            {"tokens_for_90_percent", f90 * ctx},
                            {"retained_mass_at_20_percent", kept},
-                           {"key_pairs_above_0.98", kp},
-                           {"value_pairs_above_0.95", vp}});
+                           {"key_pairs_above_" + fmt("%.2f", sp.key_threshold), kp},
+                           {"value_pairs_above_" + fmt("%.2f", sp.value_threshold), vp}});
   }
   report["attention"] = layers_json;
   if (!o.out.empty()) write_file_atomically(o.out, report.dump(2) + "\n");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/llama_model.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -19,9 +20,10 @@ struct AttentionStatisticsParameters {
   /// Kept fractions of the context at which the retained-mass curve is read.
   std::vector<double> keep_fractions = {0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3,
                                         0.4,  0.5,  0.6,  0.7, 0.8,  0.9, 1.0};
-  int64_t sink_tokens = 4;        ///< "first tokens" whose attention mass is reported
-  double key_threshold = 0.98;    ///< cosine threshold of key pairs (paper: theta_K)
-  double value_threshold = 0.95;  ///< cosine threshold of value pairs (paper: theta_V)
+  int64_t sink_tokens = 4;                      ///< "first tokens" whose attention mass is reported
+  double key_threshold = paper::kKeyThreshold;  ///< cosine threshold of key pairs (paper: theta_K)
+  double value_threshold =
+      paper::kValueThreshold;  ///< cosine threshold of value pairs (paper: theta_V)
   /// Pair similarities use at most this many tokens (evenly strided) per
   /// sequence: the pair count grows quadratically.
   int64_t max_pair_tokens = 512;

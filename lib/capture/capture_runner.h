@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "capture/attention_statistics.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -26,7 +27,7 @@ struct CaptureOptions {
   int64_t seq_len = 1024;               ///< tokens per sequence (BOS included)
   int64_t max_sequences = 0;            ///< 0: until the text runs out
   int64_t max_tokens = 0;               ///< 0: no cap; else stop after this many tokens
-  int64_t window = 32;                  ///< observation window (last queries) for statistics
+  int64_t window = paper::kWindow;      ///< observation window (last queries) for statistics
   int64_t positions_per_sequence = 0;   ///< vectors sampled per sequence and layer (0: all)
   uint64_t seed = 0;                    ///< of position sampling
   int64_t flush_every = 1;              ///< sequences between flushes (durability points)

@@ -20,6 +20,7 @@
 #include "model/model_fingerprint.h"
 #include "model/tokenizer.h"
 #include "runtime/artifact.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -107,8 +108,8 @@ Setting find_setting(const Context& cx, const MethodSpec& m, double target, cons
   if (r < target - tol && m.codebook != CodebookMode::kNone) {
     // Everything kept is still too small: loosen the codebook instead, with
     // both thresholds moved towards 1 by the same share t.
-    const double k0 = cx.artifact ? cx.artifact->key_threshold : 0.98;
-    const double v0 = cx.artifact ? cx.artifact->value_threshold : 0.95;
+    const double k0 = cx.artifact ? cx.artifact->key_threshold : paper::kKeyThreshold;
+    const double v0 = cx.artifact ? cx.artifact->value_threshold : paper::kValueThreshold;
     double lo = 0, hi = 1;
     for (int it = 0; it < 14; ++it) {
       const double t = (lo + hi) / 2;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "eval/eval_methods.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -43,11 +44,11 @@ struct EvalOptions {
   int64_t ppl_continuation = 128;                ///< tokens scored after the context
   std::vector<int64_t> passkey_lengths = {256, 512, 1024};
   std::vector<double> passkey_depths = {0.0, 0.25, 0.5, 0.75, 1.0};
-  int64_t passkey_trials = 4;     ///< per length x depth
-  int64_t jsonl_max_new = 16;     ///< answer tokens generated
-  int64_t jsonl_limit = 0;        ///< samples read per file (0: all)
-  int64_t window = 32;            ///< observation window l_w of every method
-  double ratio_tolerance = 0.01;  ///< |measured - target| allowed (absolute)
+  int64_t passkey_trials = 4;       ///< per length x depth
+  int64_t jsonl_max_new = 16;       ///< answer tokens generated
+  int64_t jsonl_limit = 0;          ///< samples read per file (0: all)
+  int64_t window = paper::kWindow;  ///< observation window l_w of every method
+  double ratio_tolerance = 0.01;    ///< |measured - target| allowed (absolute)
   /// Concurrent requests of the same length that share the calibrated
   /// codebook; each is charged min(entries it references, all / N).
   int64_t shared_requests = 1;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/layer_budgets.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -22,7 +23,8 @@ struct BudgetCalibrationParameters {
   /// Context ratios tabulated in the artifact; the runtime interpolates.
   std::vector<double> context_ratios = {0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3,
                                         0.4,  0.5,  0.6, 0.7,  0.8, 0.9,  1.0};
-  double pyramid_beta = 0.05;  ///< also every layer's smallest fraction (or r_c if smaller)
+  double pyramid_beta =
+      paper::kPyramidBeta;  ///< also every layer's smallest fraction (or r_c if smaller)
   /// Bytes the runtime spends per kept (KV head, token): code and magnitude
   /// for K and V, and the position.
   int64_t slot_overhead_bytes = 2 * (4 + 4) + 4;

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/layer_budgets.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -49,12 +50,12 @@ struct Artifact {
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
-  double key_threshold = 0.98;       ///< theta_K used in training and at runtime
-  double value_threshold = 0.95;     ///< theta_V
-  int64_t window = 32;               ///< observation window the budgets were calibrated for
+  double key_threshold = paper::kKeyThreshold;      ///< theta_K used in training and at runtime
+  double value_threshold = paper::kValueThreshold;  ///< theta_V
+  int64_t window = paper::kWindow;   ///< observation window the budgets were calibrated for
   std::string gqa_mode = "repeat";   ///< "repeat" (the paper) or "average"
   std::string sharing = "per-head";  ///< "per-head" or "shared"
-  double pyramid_beta = 0.05;
+  double pyramid_beta = paper::kPyramidBeta;
   std::string sources_json = "{}";  ///< the codebook and capture files it came from
   std::string checksum;             ///< set by load_artifact and save_artifact
   std::vector<ArtifactLayer> layers;

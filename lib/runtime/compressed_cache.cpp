@@ -10,6 +10,7 @@
 #include "model/rope.h"
 #include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/layer_budgets.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -73,9 +74,9 @@ CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParamete
   SKV_CHECK(!needs_artifact || artifact != nullptr, "codebook mode '", to_string(params.codebook),
             "' with budget '", to_string(params.budget), "' needs an artifact");
   if (std::isnan(params.key_threshold))
-    params.key_threshold = artifact ? artifact->key_threshold : 0.98;
+    params.key_threshold = artifact ? artifact->key_threshold : paper::kKeyThreshold;
   if (std::isnan(params.value_threshold)) {
-    params.value_threshold = artifact ? artifact->value_threshold : 0.95;
+    params.value_threshold = artifact ? artifact->value_threshold : paper::kValueThreshold;
   }
   SKV_CHECK(params.key_threshold > -1 && params.key_threshold <= 1, "key threshold ",
             params.key_threshold, " outside (-1, 1]");

@@ -32,6 +32,7 @@
 #include "model/model_config.h"
 #include "runtime/attention_cache.h"
 #include "runtime/eviction_policy.h"
+#include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
@@ -63,10 +64,10 @@ struct CompressionParameters {
   /// r: fraction of each sequence's prefill tokens kept, window included. 1 keeps all.
   double reserve_ratio = 0.2;
   BudgetKind budget = BudgetKind::kPyramid;
-  double pyramid_beta = 0.05;  ///< the paper's smallest per-layer ratio
+  double pyramid_beta = paper::kPyramidBeta;  ///< the paper's smallest per-layer ratio
   /// l_w: the last tokens of the prefill that are always kept and whose
   /// queries score importance.
-  int64_t window = 32;
+  int64_t window = paper::kWindow;
   GqaMode gqa = GqaMode::kRepeat;
   CodebookMode codebook = CodebookMode::kCalibrated;
   /// theta_K and theta_V (cosine); NaN takes the artifact's (0.98 / 0.95 without one).

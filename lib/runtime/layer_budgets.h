@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/paper_defaults.h"
+
 namespace spindlekv {
 
 /// r_c = (r * tokens - window) / (tokens - window), clamped to [0, 1]; 1 when
@@ -22,7 +24,7 @@ double context_reserve_ratio(double reserve_ratio, int64_t tokens, int64_t windo
 /// r_c > alpha; every layer keeps r_c when r_c <= beta (no room for a slope).
 /// Layers in between are interpolated linearly; the mean is r_c.
 std::vector<double> pyramid_keep_fractions(double context_ratio, int64_t num_layers,
-                                           double beta = 0.05);
+                                           double beta = paper::kPyramidBeta);
 
 /// Per-layer keep fractions tabulated over context ratios (the artifact's form
 /// of a calibrated allocation).

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/paper_defaults.h"
+
 namespace spindlekv {
 
 constexpr const char* kCodebookFormat = "spindlekv-codebooks";
@@ -26,8 +28,8 @@ struct CodebookFileMetadata {
   std::string calibration_hash;   ///< from the capture
   std::string config_json;        ///< the training options
   std::string sharing;            ///< "per-head" or "shared"
-  double key_threshold = 0.98;
-  double value_threshold = 0.95;
+  double key_threshold = paper::kKeyThreshold;
+  double value_threshold = paper::kValueThreshold;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
   std::vector<int64_t> curve_sizes;  ///< x axis of the coverage curves

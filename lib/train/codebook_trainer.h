@@ -26,11 +26,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/paper_defaults.h"
+
 namespace spindlekv {
 
 struct CodebookTrainingParameters {
-  double threshold = 0.98;       ///< cosine above which a codeword covers a vector
-  int64_t max_codewords = 1024;  ///< upper bound on the codebook size
+  double threshold = paper::kKeyThreshold;  ///< cosine above which a codeword covers a vector
+  int64_t max_codewords = 1024;             ///< upper bound on the codebook size
   /// Spherical k-means centroids proposed as candidates (0: max_codewords).
   int64_t kmeans_centroids = 0;
   int64_t kmeans_iterations = 20;

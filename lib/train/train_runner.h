@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/paper_defaults.h"
 #include "train/codebook_file.h"
 #include "train/codebook_trainer.h"
 
@@ -22,8 +23,8 @@ struct TrainOptions {
   std::string layers = "all";        ///< "all", "0-7", "0,3"
   std::string model_dir;             ///< optional: refuse a capture of another model
   std::string sharing = "per-head";  ///< "per-head" or "shared" across a layer's KV heads
-  double key_threshold = 0.98;
-  double value_threshold = 0.95;
+  double key_threshold = paper::kKeyThreshold;
+  double value_threshold = paper::kValueThreshold;
   int64_t max_codewords = 1024;
   /// Smallest size whose held-out coverage reaches this (0: keep max size).
   double target_coverage = 0.0;
