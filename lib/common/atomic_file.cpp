@@ -69,6 +69,19 @@ void TempFileGuard::commit() {
               "': ", std::strerror(errno));
   }
   committed_ = true;
+  // The rename itself must reach the disk too: sync the directory entry.
+  // File systems that cannot sync a directory (EINVAL, EROFS) are left as is.
+  const fs::path parent = fs::path(final_path_).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir_fd < 0) return;
+  const bool dir_synced = ::fsync(dir_fd) == 0;
+  const int dir_errno = errno;
+  ::close(dir_fd);
+  if (!dir_synced && dir_errno != EINVAL && dir_errno != EROFS) {
+    SKV_THROW(kIo, "cannot sync directory '", dir, "' after renaming '", final_path_,
+              "' into it: ", std::strerror(dir_errno));
+  }
 }
 
 AtomicFileWriter::AtomicFileWriter(const std::string& final_path) : guard_(final_path) {
