@@ -225,11 +225,12 @@ EvalRecord base_record(const MethodSpec& m, double target) {
   return r;
 }
 
-// A proportion's n, Wilson interval and per-prompt outcomes.
+// A proportion from per-prompt outcomes: its value, n and Wilson interval.
 void set_outcomes(EvalRecord& r, std::vector<int> outcomes) {
   int64_t correct = 0;
   for (int o : outcomes) correct += o != 0;
   r.n = static_cast<int64_t>(outcomes.size());
+  r.value = r.n > 0 ? static_cast<double>(correct) / static_cast<double>(r.n) : 0.0;
   std::tie(r.ci_low, r.ci_high) = wilson_interval(correct, r.n);
   r.outcomes = std::move(outcomes);
 }
@@ -242,8 +243,9 @@ class PromptStats {
     const MemoryReport m = c.memory();
     const int64_t N = cx_.o.shared_requests;
     held_ += m.held_bytes, full_ += m.full_bytes, total_ += m.shared_bytes_total;
-    charged_ += std::min(static_cast<double>(m.shared_bytes_charged),
-                         static_cast<double>(m.shared_bytes_total) / std::max<int64_t>(N, 1));
+    charged_ +=
+        shared_bytes_per_request(static_cast<double>(m.shared_bytes_charged),
+                                 static_cast<double>(m.shared_bytes_total), static_cast<double>(N));
     ratio_ += m.ratio_shared_by(N), excluding_ += m.ratio_excluding_shared;
     paper_ += m.paper_ratio, compress_ += seconds;
     const double heads = static_cast<double>(cx_.model.config().num_heads);
@@ -384,7 +386,6 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
   EvalRecord r = base;
   r.task = "passkey";
   r.metric = "accuracy";
-  r.value = res.accuracy();
   set_outcomes(r, res.outcomes);
   mem.fill(r);
   r.decode_tokens_per_second = decode_seconds > 0 ? decoded / decode_seconds : 0;
@@ -454,9 +455,7 @@ std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const
   for (const auto& [metric, outcomes] :
        {std::pair<const char*, const std::vector<int>*>{"contains", &contained},
         {"exact_match", &exact}}) {
-    int64_t hits = 0;
-    for (int o : *outcomes) hits += o;
-    EvalRecord r = record(metric, static_cast<double>(hits) / n);
+    EvalRecord r = record(metric, 0.0);
     set_outcomes(r, *outcomes);
     out.push_back(r);
   }
@@ -472,10 +471,11 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
   return with_context("eval", [&] {
     SKV_CHECK(!o.methods.empty() && !o.tasks.empty(), "nothing to evaluate: no methods or tasks");
     std::vector<MethodSpec> methods;
-    bool needs_artifact = false;
+    bool needs_artifact = false, needs_token_table = false;
     for (const auto& name : o.methods) {
       methods.push_back(method_spec(name));
       needs_artifact |= methods.back().needs_artifact();
+      needs_token_table |= methods.back().token_id_layer0;
     }
     for (double r : o.ratios) SKV_CHECK(r > 0 && r <= 1, "ratio ", r, " outside (0, 1]");
     SKV_CHECK_GE(o.shared_requests, 1, "--shared-requests");
@@ -485,11 +485,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     }
     at::manual_seed(static_cast<int64_t>(o.seed));
     Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}, {}};
-    for (const auto& m : methods) {
-      if (m.token_id_layer0 && !cx.layer0_by_token.first.defined()) {
-        cx.layer0_by_token = cx.model.token_kv_table(0);
-      }
-    }
+    if (needs_token_table) cx.layer0_by_token = cx.model.token_kv_table(0);
     if (needs_artifact) {
       SKV_CHECK(!o.artifact.empty(), "methods spindle and spindle-hybrid need --artifact");
       cx.artifact = std::make_shared<Artifact>(

@@ -43,10 +43,6 @@ std::vector<std::string> methods_of(const std::vector<EvalRecord>& rs) {
   return out;
 }
 
-nlohmann::ordered_json or_null(double v) {
-  return std::isnan(v) ? nlohmann::ordered_json() : nlohmann::ordered_json(v);
-}
-
 nlohmann::ordered_json range_json(const RangeStat& r) {
   if (r.n == 0) return nullptr;
   return {{"mean", r.mean}, {"min", r.min}, {"max", r.max}};
@@ -190,9 +186,9 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
     if (m.shared_bytes_total > 0 && m.full_bytes > 0) {
       const double n = std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes));
       n_shared = fmt("%.0f", n);
-      ratio_n =
-          fmt("%.3f", (m.held_bytes + std::min(m.shared_bytes_charged, m.shared_bytes_total / n)) /
-                          m.full_bytes);
+      ratio_n = fmt("%.3f", (m.held_bytes + shared_bytes_per_request(m.shared_bytes_charged,
+                                                                     m.shared_bytes_total, n)) /
+                                m.full_bytes);
     }
     s << "| " << r->method << " | " << fmt("%.2f", r->target_ratio) << " | "
       << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)

@@ -98,13 +98,6 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
     const int64_t m = hi - lo;
     at::Tensor qc = qs.narrow(3, start, n).reshape({B * hkv, g * n, d});
     at::Tensor scores = at::bmm(qc, kt.narrow(2, lo, m));  // [B*hkv, g*n, m]
-    // Only the columns some query of the block cannot see get a mask: the
-    // diagonal band (keys after qmin) and, with a window, the band before it.
-    int64_t c0 = lo, c1 = hi;
-    if (keys_sorted) {
-      c0 = std::upper_bound(kp + lo, kp + hi, qmin) - kp;
-      c1 = sliding_window > 0 ? std::upper_bound(kp + lo, kp + hi, qmax - sliding_window) - kp : lo;
-    }
     at::Tensor s4 = scores.view({B * hkv, g, n, m});
     auto mask_columns = [&](int64_t from, int64_t to) {
       if (to <= from) return;
@@ -113,6 +106,11 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
       s4.narrow(3, from - lo, to - from).masked_fill_(hidden.view({1, 1, n, to - from}), neg_inf);
     };
     if (keys_sorted) {
+      // Only the columns some query of the block cannot see get a mask: the
+      // diagonal band (keys after qmin) and, with a window, the band before it.
+      const int64_t c0 = std::upper_bound(kp + lo, kp + hi, qmin) - kp;
+      const int64_t c1 =
+          sliding_window > 0 ? std::upper_bound(kp + lo, kp + hi, qmax - sliding_window) - kp : lo;
       mask_columns(c0, hi);
       mask_columns(lo, std::min(c1, c0));
     } else {

@@ -123,11 +123,15 @@ MemoryReport CompressedCache::memory() const {
   return report;
 }
 
+double shared_bytes_per_request(double referenced, double total, double requests) {
+  return std::min(referenced, total / std::max(requests, 1.0));
+}
+
 double MemoryReport::ratio_shared_by(int64_t requests) const {
   if (full_bytes <= 0) return 0.0;
-  const double per_request = std::min(static_cast<double>(shared_bytes_charged),
-                                      static_cast<double>(shared_bytes_total) /
-                                          static_cast<double>(std::max<int64_t>(requests, 1)));
+  const double per_request = shared_bytes_per_request(static_cast<double>(shared_bytes_charged),
+                                                      static_cast<double>(shared_bytes_total),
+                                                      static_cast<double>(requests));
   return (static_cast<double>(held_bytes) + per_request) / static_cast<double>(full_bytes);
 }
 

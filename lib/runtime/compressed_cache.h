@@ -105,6 +105,12 @@ struct LayerMemory {
 /// What one request's cache costs. Shared tables (the calibrated codebook)
 /// serve every request, so a request is charged for the entries it
 /// references; without that charge a calibrated codebook would look free.
+/// What one of `requests` concurrent requests is charged for shared tables
+/// of `total` bytes when it references `referenced` bytes of them:
+/// min(referenced, total / requests), an upper bound on its share of the
+/// union they reference.
+double shared_bytes_per_request(double referenced, double total, double requests);
+
 struct MemoryReport {
   std::vector<LayerMemory> layers;
   int64_t held_bytes = 0;            ///< per-request bytes, all layers
@@ -115,8 +121,7 @@ struct MemoryReport {
   double ratio_excluding_shared = 0;  ///< held / full: the shared tables taken as free
   double paper_ratio = 0;             ///< mean over layers of LayerMemory::paper_ratio
   /// The ratio when `requests` concurrent requests of this size share the
-  /// tables: each is charged min(shared_bytes_charged, shared_bytes_total /
-  /// requests), an upper bound on its share of the union they reference.
+  /// tables (each charged shared_bytes_per_request).
   double ratio_shared_by(int64_t requests) const;
 };
 
