@@ -13,9 +13,9 @@
 #include <string>
 
 #include "capture/capture_runner.h"
-#include "common/atomic_file.h"
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/atomic_file.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "model/llama_model.h"
 
 int main(int argc, char** argv) {

@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "train/codebook_trainer.h"
 
 int main(int argc, char** argv) {

@@ -15,8 +15,8 @@
 #include <functional>
 #include <string>
 
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "model/llama_model.h"
 
 namespace {

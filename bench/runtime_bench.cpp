@@ -23,12 +23,13 @@
 #include <memory>
 #include <string>
 
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "model/attention.h"
-#include "model/rope.h"
+#include "core/rope.h"
 #include "runtime/artifact.h"
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/jit_reference.h"
 #include "runtime/compressed_cache.h"
 
 using namespace spindlekv;
@@ -145,7 +146,7 @@ int main(int argc, char** argv) {
     p.budget = BudgetKind::kUniform;
     p.window = window;
     p.codebook = mode;
-    return std::make_unique<CompressedCache>(c, 1, p, artifact);
+    return std::make_unique<CompressedCache>(c.geometry(), 1, p, artifact);
   };
   std::unique_ptr<CompressedCache> calibrated;
   for (CodebookMode mode :

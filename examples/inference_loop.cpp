@@ -6,7 +6,7 @@
 #include <string>
 
 #include "model/compressed_prefill.h"
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 #include "runtime/artifact.h"
 
 int main(int argc, char** argv) {
@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   params.reserve_ratio = 0.7;    // tokens kept before codebooks
   params.budget = BudgetKind::kCalibrated;
   params.codebook = CodebookMode::kCalibrated;  // or kJustInTime, kHybrid, kNone
-  CompressedCache cache(model.config(), /*batch=*/1, params, artifact);
+  CompressedCache cache(model.config().geometry(), /*batch=*/1, params, artifact);
   std::vector<int64_t> prompt{*model.config().bos_token_id};
   for (unsigned char c : std::string(argv[3])) prompt.push_back(c);  // byte-level model
   at::Tensor logits = prefill_compressed(model, prompt, cache, /*sequence=*/0);

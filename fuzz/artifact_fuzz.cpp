@@ -1,7 +1,7 @@
 // Fuzzes the artifact loader: metadata, checksum, version, shapes. Seeds
 // are valid artifacts; most mutations must fail the checksum, the rest must
 // be refused by validation or load cleanly.
-#include "common/error.h"
+#include "core/error.h"
 #include "fuzz_util.h"
 #include "runtime/artifact.h"
 

@@ -1,8 +1,8 @@
 // Fuzzes config.json parsing and validation.
 #include <string>
 
-#include "common/error.h"
-#include "model/model_config.h"
+#include "core/error.h"
+#include "core/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

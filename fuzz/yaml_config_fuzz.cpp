@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "../apps/spindlekv/yaml_options.h"
-#include "common/error.h"
+#include "core/error.h"
 #include "fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -8,7 +8,7 @@
 #include "capture/capture_runner.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 #include "runtime/compressed_cache.h"
 #include "test_util.h"
 #include "train/train_runner.h"
@@ -19,10 +19,10 @@ namespace {
 class ArtifactExporter : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    testing::write_byte_model(dir_->file("model"), 31);
-    testing::write_byte_model(dir_->file("other"), 32);
-    testing::write_sample_text(dir_->file("text.txt"), 60);
+    dir_ = new testutil::TempDir();
+    testutil::write_byte_model(dir_->file("model"), 31);
+    testutil::write_byte_model(dir_->file("other"), 32);
+    testutil::write_sample_text(dir_->file("text.txt"), 60);
     CaptureOptions c;
     c.model_dir = dir_->file("model");
     c.text_paths = {dir_->file("text.txt")};
@@ -46,9 +46,9 @@ class ArtifactExporter : public ::testing::Test {
     o.out = dir_->file(out);
     return o;
   }
-  static testing::TempDir* dir_;
+  static testutil::TempDir* dir_;
 };
-testing::TempDir* ArtifactExporter::dir_ = nullptr;
+testutil::TempDir* ArtifactExporter::dir_ = nullptr;
 
 TEST_F(ArtifactExporter, WritesAnArtifactTheRuntimeLoadsForItsModel) {
   ExportOptions o = options("a.safetensors");
@@ -67,7 +67,7 @@ TEST_F(ArtifactExporter, WritesAnArtifactTheRuntimeLoadsForItsModel) {
   p.window = 8;
   p.budget = BudgetKind::kCalibrated;
   p.codebook = CodebookMode::kCalibrated;
-  CompressedCache cache(model.config(), 1, p, a);
+  CompressedCache cache(model.config().geometry(), 1, p, a);
   std::vector<int64_t> prompt;
   for (int i = 0; i < 48; ++i) prompt.push_back("The river bends and the road goes on. "[i % 38]);
   prefill_compressed(model, prompt, cache, 0);
@@ -100,7 +100,7 @@ TEST_F(ArtifactExporter, RefusesAMismatchedModelAndExistingOutput) {
 
 TEST_F(ArtifactExporter, RefusesCodebooksOfAnotherCapture) {
   // A capture of other text: its calibration hash differs from the codebooks'.
-  testing::write_sample_text(dir_->file("text2.txt"), 61);
+  testutil::write_sample_text(dir_->file("text2.txt"), 61);
   CaptureOptions c;
   c.model_dir = dir_->file("model");
   c.text_paths = {dir_->file("text2.txt")};

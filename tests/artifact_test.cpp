@@ -3,17 +3,19 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <set>
 
-#include "runtime/safetensors_reader.h"
-#include "runtime/safetensors_writer.h"
+#include "core/safetensors_reader.h"
+#include "core/safetensors_writer.h"
 #include "test_util.h"
 
 namespace spindlekv {
 namespace {
 
-using testing::TempDir;
+using testutil::TempDir;
 
 const std::string kFingerprint =
     std::string(32, 'a') + ":" + std::string(32, 'b') + ":" + std::string(32, 'c');
@@ -77,7 +79,7 @@ TEST(Artifact, TamperedBytesFailTheChecksum) {
   save_artifact(dir.file("a.safetensors"), a);
   std::string bytes = read_all(dir.file("a.safetensors"));
   bytes[bytes.size() - 3] ^= 0x40;  // inside the last tensor's data
-  testing::write_bytes(dir.file("t.safetensors"), bytes);
+  testutil::write_bytes(dir.file("t.safetensors"), bytes);
   EXPECT_SKV_ERROR(load_artifact(dir.file("t.safetensors")), "checksum mismatch");
 }
 
@@ -114,8 +116,8 @@ TEST(Artifact, AnotherModelIsRefusedSayingWhichPartDiffers) {
   const std::string other_arch = std::string(32, 'e') + kFingerprint.substr(32);
   EXPECT_SKV_ERROR(load_artifact_for_model(dir.file("a.safetensors"), other_arch),
                    "differ in architecture");
-  ModelConfig c = testing::tiny_config(4, 2, 8);
-  EXPECT_SKV_ERROR(a.check_model_config(c), "head_dim");
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
+  EXPECT_SKV_ERROR(a.check_geometry(c.geometry()), "head_dim");
 }
 
 TEST(Artifact, InvalidContentsAreRefusedBeforeWriting) {
@@ -132,11 +134,56 @@ TEST(Artifact, InvalidContentsAreRefusedBeforeWriting) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("a.safetensors")));
 }
 
+TEST(Artifact, SavedFileHoldsExactlyTheLayoutsTensorsAndKeys) {
+  TempDir dir;
+  Artifact a = small_artifact();
+  save_artifact(dir.file("a.safetensors"), a);
+  SafetensorsReader r(dir.file("a.safetensors"));
+  std::vector<std::string> want = artifact_tensor_names(a.num_layers), have = r.tensor_names();
+  std::sort(want.begin(), want.end());
+  std::sort(have.begin(), have.end());
+  EXPECT_EQ(have, want);
+  std::set<std::string> keys;
+  for (const auto& [k, v] : r.metadata()) keys.insert(k);
+  std::set<std::string> want_keys;
+  for (const auto& e : kArtifactMetadata) want_keys.insert(e.name);
+  EXPECT_EQ(keys, want_keys);
+}
+
+// docs/artifact_format.md documents the layout table: the backticked names in
+// the first column of its Tensors and Metadata tables are exactly the table's.
+TEST(Artifact, FormatDocumentListsExactlyTheLayoutTable) {
+  std::ifstream in(std::string(SPINDLEKV_SOURCE_DIR) + "/docs/artifact_format.md");
+  ASSERT_TRUE(in.good());
+  std::set<std::string> tensors, metadata, *section = nullptr;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("## ", 0) == 0) {
+      section = line.find("Tensors") != std::string::npos    ? &tensors
+                : line.find("Metadata") != std::string::npos ? &metadata
+                                                             : nullptr;
+      continue;
+    }
+    if (section == nullptr || line.rfind("| `", 0) != 0) continue;
+    const std::string first = line.substr(1, line.find('|', 1) - 1);
+    for (size_t at = first.find('`'); at != std::string::npos;) {
+      const size_t end = first.find('`', at + 1);
+      section->insert(first.substr(at + 1, end - at - 1));
+      at = first.find('`', end + 1);
+    }
+  }
+  std::set<std::string> want_tensors, want_metadata;
+  for (const auto& e : kArtifactTensors) want_tensors.insert(e.name);
+  for (const auto& e : kArtifactMetadata) want_metadata.insert(e.name);
+  EXPECT_EQ(tensors, want_tensors);
+  EXPECT_EQ(metadata, want_metadata);
+}
+
 TEST(Artifact, ANonArtifactFileIsNamedAsSuch) {
   TempDir dir;
   write_safetensors(dir.file("x.safetensors"), {{"w", at::zeros({2})}}, {{"format", "pt"}});
   EXPECT_SKV_ERROR(load_artifact(dir.file("x.safetensors")), "not a SpindleKV artifact");
-  testing::write_bytes(dir.file("trunc.safetensors"), "\x10\x00\x00");
+  testutil::write_bytes(dir.file("trunc.safetensors"), "\x10\x00\x00");
   EXPECT_SKV_ERROR(load_artifact(dir.file("trunc.safetensors")), "trunc.safetensors");
 }
 

@@ -1,4 +1,4 @@
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 
 #include <gtest/gtest.h>
 
@@ -11,14 +11,14 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(AtomicFile, CommittedFileHasContentAndNoTemporaryRemains) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_file_atomically(dir.file("out.bin"), "hello");
   EXPECT_EQ(read_file(dir.file("out.bin")), "hello");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
 TEST(AtomicFile, UncommittedWriterLeavesPreviousFileIntact) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_file_atomically(dir.file("out.bin"), "old");
   {
     AtomicFileWriter w(dir.file("out.bin"));
@@ -30,7 +30,7 @@ TEST(AtomicFile, UncommittedWriterLeavesPreviousFileIntact) {
 }
 
 TEST(AtomicFile, MissingDirectoryIsAClearError) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   EXPECT_SKV_ERROR(write_file_atomically(dir.file("no/such/out.bin"), "x"), "does not exist");
 }
 

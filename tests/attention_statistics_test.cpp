@@ -32,7 +32,8 @@ TEST(AttentionStatistics, ConcentratedAttentionIsRetainedByTopTokens) {
   AttentionStatisticsParameters p;
   p.keep_fractions = {0.0, 0.125, 1.0};
   p.sink_tokens = 4;
-  LayerAttentionStatistics s = compute_attention_statistics(L, p);
+  LayerAttentionStatistics s =
+      compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, p);
   ASSERT_EQ(s.heads.size(), 1u);
   const auto& h = s.heads[0];
   EXPECT_NEAR(h.retained_mass[0], 0.1, 1e-6);  // nothing of the context kept
@@ -47,7 +48,8 @@ TEST(AttentionStatistics, ConcentratedAttentionIsRetainedByTopTokens) {
 
 TEST(AttentionStatistics, MissingCaptureIsNamed) {
   ForwardCapture::Layer L;
-  EXPECT_SKV_ERROR(compute_attention_statistics(L, {}), "need captured attention rows");
+  EXPECT_SKV_ERROR(compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, {}),
+                   "need captured attention rows");
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 
 #include "capture/capture_file.h"
 #include "capture/text_source.h"
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 #include "model/llama_model.h"
 #include "model/tokenizer.h"
 #include "test_util.h"
@@ -19,13 +19,13 @@ namespace fs = std::filesystem;
 
 // A tiny byte-level model directory (random weights, BOS 256, EOS 257).
 struct ByteModelFixture {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   std::string model;
   std::string text;
   LlamaModel* loaded = nullptr;
 
   ByteModelFixture() {
-    ModelConfig c = testing::tiny_config(4, 2, 8);
+    ModelConfig c = testutil::tiny_config(4, 2, 8);
     c.vocab_size = 258;
     c.max_position_embeddings = 64;
     c.bos_token_id = 256;
@@ -257,7 +257,7 @@ TEST(LayerSpec, ParsesRangesListsAndAll) {
 }
 
 TEST(TextSource, ReadsJsonlDirectoriesAndNamesBadLines) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   fs::create_directories(dir.file("d"));
   write_file_atomically(dir.file("d/a.txt"), "alpha");
   write_file_atomically(dir.file("d/b.jsonl"), "{\"text\": \"beta\"}\n\n{\"text\": \"gamma\"}\n");

@@ -1,4 +1,5 @@
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/jit_reference.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -95,7 +95,7 @@ TEST(CodebookTrainer, SmallerBudgetKeepsTheBestSupportedCodewordsFirst) {
   EXPECT_NEAR(curve[0], 400.0 / 750, 1e-6);
   EXPECT_NEAR(curve[1], 600.0 / 750, 1e-6);
   EXPECT_NEAR(curve[3], 1.0, 1e-6);
-  EXPECT_NEAR(codebook_coverage(cb.codewords, v, 0.98, 2), 600.0 / 750, 1e-6);
+  EXPECT_NEAR(codebook_coverage(cb.codewords.narrow(0, 0, 2), v, 0.98), 600.0 / 750, 1e-6);
 }
 
 TEST(CodebookTrainer, SameSeedGivesSameCodebook) {

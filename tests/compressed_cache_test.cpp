@@ -7,14 +7,15 @@
 
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "model/rope.h"
+#include "core/rope.h"
 #include "runtime/artifact.h"
+#include "runtime/detail/cache_access.h"
 #include "test_util.h"
 
 namespace spindlekv {
 namespace {
 
-using testing::TempDir;
+using testutil::TempDir;
 
 std::vector<int64_t> text_tokens(const std::string& text) {
   std::vector<int64_t> out;
@@ -90,7 +91,7 @@ TEST(CompressedCache, ReproducesFullCacheLogitsAtThresholdOneAndFullBudget) {
     p.reserve_ratio = 1.0;
     p.codebook = mode;
     p.key_threshold = p.value_threshold = 1.0;
-    CompressedCache cache(model.config(), 1, p, artifact);
+    CompressedCache cache(model.config().geometry(), 1, p, artifact);
     const auto got = compressed_logits(model, prompt, 6, cache);
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_TRUE(at::allclose(got[i], reference[i], 1e-4, 1e-4))
@@ -105,7 +106,7 @@ TEST(CompressedCache, ReproducesFullCacheLogitsAtThresholdOneAndFullBudget) {
 LlamaModel clustered_model(const ModelConfig& c) { return LlamaModel::random(c, 11, 0.3); }
 
 TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
-  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
   for (CodebookMode mode : {CodebookMode::kJustInTime, CodebookMode::kCalibrated}) {
     CompressionParameters p;
     p.reserve_ratio = 0.5;
@@ -113,7 +114,7 @@ TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
     p.codebook = mode;
     p.key_threshold = 0.5;  // lossy on purpose: most vectors become codes
     p.value_threshold = 0.5;
-    CompressedCache cache(c, 1, p, random_artifact(c, 2));
+    CompressedCache cache(c.geometry(), 1, p, random_artifact(c, 2));
     at::manual_seed(4);
     const int64_t T = 40;
     for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -124,7 +125,7 @@ TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
                v = at::randn({1, 2, 2, 8});
     at::Tensor pos = at::tensor({T, T + 1}, at::kLong).view({1, 2});
     at::Tensor out = cache.append_and_attend(0, q, k, v, pos)[0];  // [heads, 2, d]
-    CompressedCache::Dense dense = cache.reconstruct(0, 0);
+    detail::DenseLayer dense = detail::reconstruct_layer(cache, 0, 0);
     for (int64_t h = 0; h < 4; ++h) {
       const int64_t g = h / 2;
       for (int64_t i = 0; i < 2; ++i) {
@@ -142,19 +143,19 @@ TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
 }
 
 TEST(CompressedCache, ReconstructedVectorsStayWithinTheThreshold) {
-  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
   CompressionParameters p;
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kJustInTime;
   p.key_threshold = 0.9;
   p.value_threshold = 0.8;
-  CompressedCache cache(c, 1, p);
+  CompressedCache cache(c.geometry(), 1, p);
   at::manual_seed(8);
   at::Tensor centres = at::randn({2, 3, 8});
   at::Tensor keys = centres.repeat({1, 10, 1}) + 0.1 * at::randn({2, 30, 8});
   at::Tensor values = centres.repeat({1, 10, 1}) + 0.3 * at::randn({2, 30, 8});
   cache.prefill(0, 0, keys, values, at::Tensor());
-  CompressedCache::Dense d = cache.reconstruct(0, 0);
+  detail::DenseLayer d = detail::reconstruct_layer(cache, 0, 0);
   RopeTables t = rope_tables(rope_inverse_frequencies(c.rope, 8), at::arange(30, at::kLong));
   at::Tensor rotated = apply_rope(keys, t);
   at::Tensor cos_k = (d.keys * rotated).sum(-1) / (d.keys.norm(2, -1) * rotated.norm(2, -1));
@@ -171,7 +172,7 @@ TEST(CompressedCache, ReconstructedVectorsStayWithinTheThreshold) {
 }
 
 TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   const LlamaModel model = clustered_model(c);
   CompressionParameters p;
   p.reserve_ratio = 0.5;
@@ -181,7 +182,7 @@ TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
   std::vector<std::vector<int64_t>> prompts(2);
   for (int64_t i = 0; i < 30; ++i) prompts[0].push_back((i * 7) % 37);
   for (int64_t i = 0; i < 45; ++i) prompts[1].push_back((i * 5 + 3) % 37);
-  CompressedCache batch(c, 2, p);
+  CompressedCache batch(c.geometry(), 2, p);
   at::Tensor last = at::stack({prefill_compressed(model, prompts[0], batch, 0),
                                prefill_compressed(model, prompts[1], batch, 1)});
   EXPECT_EQ(batch.next_position(0), 30);
@@ -189,7 +190,7 @@ TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
   std::vector<at::Tensor> alone_last;
   std::vector<std::unique_ptr<CompressedCache>> alone;
   for (int b = 0; b < 2; ++b) {
-    alone.push_back(std::make_unique<CompressedCache>(c, 1, p));
+    alone.push_back(std::make_unique<CompressedCache>(c.geometry(), 1, p));
     alone_last.push_back(prefill_compressed(model, prompts[b], *alone.back(), 0));
   }
   for (int step = 0; step < 5; ++step) {
@@ -205,7 +206,7 @@ TEST(CompressedCache, BatchOfDifferentLengthsEqualsEachSequenceAlone) {
 }
 
 TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
-  ModelConfig c = testing::tiny_config(2, 1, 4);
+  ModelConfig c = testutil::tiny_config(2, 1, 4);
   c.num_layers = 1;
   auto a = std::make_shared<Artifact>();
   a->num_layers = 1;
@@ -224,7 +225,7 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   CompressionParameters p;
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kCalibrated;
-  CompressedCache cache(c, 1, p, a);
+  CompressedCache cache(c.geometry(), 1, p, a);
   // Keys: 3 along the key entry (scaled), 3 along e2. Values: 2 along the
   // value entry, 4 along e3.
   at::Tensor keys = at::zeros({1, 6, 4}), values = at::zeros({1, 6, 4});
@@ -255,7 +256,7 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   // Amortised over 4 requests, each carries a quarter of the table.
   EXPECT_DOUBLE_EQ(r.ratio_shared_by(4), (208.0 + 8.0) / 192.0);
   // Reconstruction is exact for on-codeword vectors.
-  CompressedCache::Dense d = cache.reconstruct(0, 0);
+  detail::DenseLayer d = detail::reconstruct_layer(cache, 0, 0);
   EXPECT_TRUE(at::allclose(d.values[0], values[0]));
 }
 
@@ -277,7 +278,7 @@ int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kep
   p.window = 2;
   p.gqa = gqa;
   p.codebook = CodebookMode::kNone;
-  CompressedCache cache(c, 1, p);
+  CompressedCache cache(c.geometry(), 1, p);
   cache.set_policy(std::make_shared<FixedPolicy>(kept));
   at::manual_seed(1);
   const int64_t T = kept.size(1);
@@ -288,7 +289,7 @@ int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kep
 }
 
 TEST(CompressedCache, GqaUnionStoresEachKeptTokenOnceWithAMembershipMask) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   c.num_layers = 1;
   // Heads 0,1 share KV head 0; heads 2,3 share KV head 1. Within a group the
   // heads choose different tokens: the KV head stores the union once, and
@@ -310,7 +311,7 @@ TEST(CompressedCache, GqaUnionStoresEachKeptTokenOnceWithAMembershipMask) {
 }
 
 TEST(CompressedCache, GroupMeanAndUnionDifferWhenAGroupsHeadsDisagree) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   c.num_layers = 1;
   CompressionParameters p;
   p.reserve_ratio = 0.5;  // 10 tokens: 3 context tokens per head + window 2
@@ -328,7 +329,7 @@ TEST(CompressedCache, GroupMeanAndUnionDifferWhenAGroupsHeadsDisagree) {
   LayerMemory union_memory, mean_memory;
   for (GqaMode gqa : {GqaMode::kRepeat, GqaMode::kGroupAverage}) {
     p.gqa = gqa;
-    CompressedCache cache(c, 1, p);  // the default policy: window attention with p.gqa
+    CompressedCache cache(c.geometry(), 1, p);  // the default policy: window attention with p.gqa
     cache.prefill(0, 0, keys, values, att);
     (gqa == GqaMode::kRepeat ? union_memory : mean_memory) = cache.memory().layers[0];
   }
@@ -340,13 +341,13 @@ TEST(CompressedCache, GroupMeanAndUnionDifferWhenAGroupsHeadsDisagree) {
 }
 
 TEST(CompressedCache, PyramidBudgetsShrinkWithDepth) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   c.num_layers = 4;
   CompressionParameters p;
   p.reserve_ratio = 0.3;
   p.window = 8;
   p.codebook = CodebookMode::kNone;
-  CompressedCache cache(c, 1, p);
+  CompressedCache cache(c.geometry(), 1, p);
   std::vector<int64_t> budgets;
   for (int64_t l = 0; l < 4; ++l) budgets.push_back(cache.layer_budget(l, 108));
   // r_c = (0.3*108 - 8) / 100 = 0.244: layer 0 keeps 2 r_c - beta = 0.438, the last 0.05.
@@ -356,13 +357,13 @@ TEST(CompressedCache, PyramidBudgetsShrinkWithDepth) {
 }
 
 TEST(CompressedCache, DecodedVectorsJoinOrExtendTheJitCodebook) {
-  ModelConfig c = testing::tiny_config(1, 1, 4);
+  ModelConfig c = testutil::tiny_config(1, 1, 4);
   c.num_layers = 1;
   CompressionParameters p;
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kJustInTime;
   p.key_threshold = p.value_threshold = 0.9;
-  CompressedCache cache(c, 1, p);
+  CompressedCache cache(c.geometry(), 1, p);
   at::Tensor e0 = at::tensor({1.0f, 0.0f, 0.0f, 0.0f}), e1 = at::tensor({0.0f, 1.0f, 0.0f, 0.0f});
   cache.prefill(0, 0, e0.repeat({1, 4, 1}) * 2, e0.repeat({1, 4, 1}), at::Tensor());
   EXPECT_EQ(cache.memory().layers[0].jit_entry_bytes, 2 * 16);  // one key and one value entry
@@ -381,7 +382,7 @@ TEST(CompressedCache, DecodedVectorsJoinOrExtendTheJitCodebook) {
 }
 
 TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   const LlamaModel model = clustered_model(c);
   CompressionParameters p;
   p.reserve_ratio = 0.5;
@@ -391,16 +392,16 @@ TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
   auto artifact = random_artifact(c, 3);
   TempDir dir;
   save_artifact(dir.file("a.safetensors"), *artifact);
-  CompressedCache cache(c, 2, p, artifact);
+  CompressedCache cache(c.geometry(), 2, p, artifact);
   std::vector<int64_t> prompt;
   for (int64_t i = 0; i < 40; ++i) prompt.push_back((i * 3) % 37);
   prefill_compressed(model, prompt, cache, 0);
   at::Tensor last = prefill_compressed(model, {prompt.begin(), prompt.begin() + 25}, cache, 1);
   cache.save(dir.file("cache.safetensors"));
-  CompressedCache loaded = CompressedCache::load(dir.file("cache.safetensors"), c, artifact);
+  CompressedCache loaded = CompressedCache::load(dir.file("cache.safetensors"), c.geometry(), artifact);
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t l = 0; l < c.num_layers; ++l) {
-      auto x = cache.reconstruct(b, l), y = loaded.reconstruct(b, l);
+      auto x = detail::reconstruct_layer(cache, b, l), y = detail::reconstruct_layer(loaded, b, l);
       EXPECT_TRUE(at::equal(x.keys, y.keys) && at::equal(x.values, y.values) &&
                   at::equal(x.visible, y.visible));
     }
@@ -409,26 +410,26 @@ TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
   at::Tensor next = at::tensor({1, 2}, at::kLong).view({2, 1});
   EXPECT_TRUE(
       at::equal(model.forward_with_cache(next, cache), model.forward_with_cache(next, loaded)));
-  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), c, nullptr),
+  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), c.geometry(), nullptr),
                    "artifact checksum");
   ModelConfig other = c;
   other.head_dim = 4;
   other.hidden_size = 16;
-  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), other, nullptr),
+  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), other.geometry(), nullptr),
                    "artifact");
 }
 
 TEST(CompressedCache, BadInputIsRefusedWithTheShapeNamed) {
-  ModelConfig c = testing::tiny_config(4, 2, 8);
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
   CompressionParameters p;
   p.codebook = CodebookMode::kCalibrated;
-  EXPECT_SKV_ERROR(CompressedCache(c, 1, p), "needs an artifact");
+  EXPECT_SKV_ERROR(CompressedCache(c.geometry(), 1, p), "needs an artifact");
   p.codebook = CodebookMode::kNone;
   p.reserve_ratio = 0;
-  EXPECT_SKV_ERROR(CompressedCache(c, 1, p), "reserve_ratio");
+  EXPECT_SKV_ERROR(CompressedCache(c.geometry(), 1, p), "reserve_ratio");
   p.reserve_ratio = 0.5;
   p.window = 2;
-  CompressedCache cache(c, 1, p);
+  CompressedCache cache(c.geometry(), 1, p);
   EXPECT_SKV_ERROR(cache.prefill(0, 0, at::zeros({3, 10, 8}), at::zeros({3, 10, 8}), at::Tensor()),
                    "keys must be [2, tokens, 8]");
   EXPECT_SKV_ERROR(cache.prefill(0, 0, at::zeros({2, 10, 8}), at::zeros({2, 10, 8}), at::Tensor()),
@@ -458,7 +459,7 @@ std::vector<int64_t> token_prompt(int64_t n, int64_t vocab) {
 }
 
 TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
-  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
   const LlamaModel model = clustered_model(c);
   const std::vector<int64_t> prompt = token_prompt(30, c.vocab_size);
   const PrefillCapture p = capture_prefill(model, prompt, 4);
@@ -480,12 +481,12 @@ TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
   CompressionParameters params;
   params.reserve_ratio = 1.0;
   params.codebook = CodebookMode::kNone;
-  CompressedCache full(c, 1, params), ids_cache(c, 1, params);
+  CompressedCache full(c.geometry(), 1, params), ids_cache(c.geometry(), 1, params);
   ids_cache.hold_as_token_ids(0, keys_by_token, values_by_token);
   compress_prefill(p, full, 0);
   compress_prefill(p, ids_cache, 0);
   // The cache rebuilds layer 0 from the table's rows, bitwise.
-  const CompressedCache::Dense a = full.reconstruct(0, 0), b = ids_cache.reconstruct(0, 0);
+  const detail::DenseLayer a = detail::reconstruct_layer(full, 0, 0), b = detail::reconstruct_layer(ids_cache, 0, 0);
   EXPECT_TRUE(at::equal(b.values, v_rows));
   EXPECT_TRUE(at::allclose(a.values, b.values, 1e-6, 1e-6));
   EXPECT_TRUE(at::allclose(a.keys, b.keys, 1e-6, 1e-6));
@@ -508,11 +509,11 @@ TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
   EXPECT_EQ(m.shared_bytes_total, c.vocab_size * 2 * 8 * 4 * 2);
   EXPECT_EQ(m.layers[1].token_id_bytes, 0);
   EXPECT_LT(m.held_bytes, full.memory().held_bytes);
-  EXPECT_SKV_ERROR(ids_cache.save(testing::TempDir().file("c.safetensors")), "token ids");
+  EXPECT_SKV_ERROR(ids_cache.save(testutil::TempDir().file("c.safetensors")), "token ids");
 }
 
 TEST(CompressedCache, TokenIdLayerIsRefusedWhereKvDependOnContext) {
-  const ModelConfig c = testing::tiny_config(4, 2, 8);
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
   const LlamaModel model = clustered_model(c);
   EXPECT_SKV_ERROR(model.token_kv_table(1), "depend on the tokens before it");
   const PrefillCapture p = capture_prefill(model, token_prompt(20, c.vocab_size), 4);
@@ -520,10 +521,10 @@ TEST(CompressedCache, TokenIdLayerIsRefusedWhereKvDependOnContext) {
   CompressionParameters params;
   params.reserve_ratio = 1.0;
   params.codebook = CodebookMode::kNone;
-  CompressedCache cache(c, 1, params);
+  CompressedCache cache(c.geometry(), 1, params);
   cache.hold_as_token_ids(1, keys_by_token, values_by_token);  // layer 1 is not token-determined
   EXPECT_SKV_ERROR(compress_prefill(p, cache, 0), "layer 1 cannot be held as token ids");
-  CompressedCache no_ids(c, 1, params);
+  CompressedCache no_ids(c.geometry(), 1, params);
   no_ids.hold_as_token_ids(0, keys_by_token, values_by_token);
   EXPECT_SKV_ERROR(no_ids.prefill(0, 0, p.capture.out[0].keys_pre_rope[0],
                                   p.capture.out[0].values[0], at::Tensor()),

@@ -31,14 +31,15 @@ kill_at_commit() {  # $1: stderr log, $2...: spindlekv arguments
 }
 
 # 1. Capture killed mid-run: no output, a .partial that --resume completes.
-# 40 sequences of 1024 tokens take far longer than the second we wait.
+# Killed once --verbose says two sequences are durable (of 40, which take far
+# longer than that).
 CAP=(capture --model "$MODEL" --text "$TEXT" --out "$WORK/cap.h5" --seq-len 1024
      --max-sequences 40 --flush-every 1 --quiet --threads 1)
-"$BIN" "${CAP[@]}" 2> "$WORK/cap1.err" &
+"$BIN" "${CAP[@]}" --verbose 2> "$WORK/cap1.err" &
 PID=$!
-wait_for "[ -f '$WORK/cap.h5.partial' ]" 60
-sleep 1
+wait_for "grep -q '2 sequences captured' '$WORK/cap1.err'" 120
 kill -9 "$PID"; wait "$PID" 2>/dev/null || true
+grep -q 'sequences captured' "$WORK/cap1.err"
 test ! -e "$WORK/cap.h5" || { echo "killed capture left an output"; exit 1; }
 test -f "$WORK/cap.h5.partial"
 "$BIN" "${CAP[@]}" --resume 2> "$WORK/cap2.err"

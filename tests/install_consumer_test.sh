@@ -12,9 +12,14 @@ mkdir -p "$WORK"
 cmake --install "$BUILD" --prefix "$WORK/prefix" > "$WORK/install.log"
 test -x "$WORK/prefix/bin/spindlekv"
 test -f "$WORK/prefix/include/spindlekv/runtime/compressed_cache.h"
+test -f "$WORK/prefix/include/spindlekv/spindlekv/runtime.h"
 test ! -e "$WORK/prefix/include/spindlekv/runtime/detail"
+# Only the engine's headers: core and runtime, not the offline stages.
+for other in model capture train export eval; do
+  test ! -e "$WORK/prefix/include/spindlekv/$other" || { echo "installed $other headers"; exit 1; }
+done
 # The runtime's public headers name no FAISS, HDF5 or YAML type.
-if grep -rlE "faiss|hdf5|H5[A-Z]|YAML" "$WORK/prefix/include/spindlekv/runtime"; then
+if grep -rlE "faiss|hdf5|H5[A-Z]|YAML" "$WORK/prefix/include/spindlekv"; then
   echo "runtime headers mention FAISS, HDF5 or YAML"; exit 1
 fi
 LAUNCHER=()

@@ -7,17 +7,17 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 #include "model/attention.h"
-#include "model/rope.h"
-#include "runtime/safetensors_writer.h"
+#include "core/rope.h"
+#include "core/safetensors_writer.h"
 #include "test_util.h"
 
 namespace spindlekv {
 namespace {
 
 using Vec = std::vector<double>;
-using testing::tiny_config;
+using testutil::tiny_config;
 
 // ---- an independent reference: plain loops in double precision ----------
 
@@ -325,7 +325,7 @@ TEST(Rope, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
 // ---- checkpoints ------------------------------------------------------------
 
 TEST(LlamaModelLoad, Float32RoundTripIsExact) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 9, 0.2);
   model.save(dir.path(), at::kFloat);
   LlamaModel back = LlamaModel::load(dir.path());
@@ -334,7 +334,7 @@ TEST(LlamaModelLoad, Float32RoundTripIsExact) {
 }
 
 TEST(LlamaModelLoad, Bfloat16CheckpointLoadsAsRoundedWeights) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 10, 0.2);
   model.save(dir.path(), at::kBFloat16);
   LlamaModel back = LlamaModel::load(dir.path());
@@ -362,7 +362,7 @@ void shard(const LlamaModel& model, const std::string& dir) {
 }
 
 TEST(LlamaModelLoad, ShardedFloat16CheckpointLoads) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 11, 0.2);
   shard(model, dir.path());
   LlamaModel back = LlamaModel::load(dir.path());
@@ -373,14 +373,14 @@ TEST(LlamaModelLoad, ShardedFloat16CheckpointLoads) {
 }
 
 TEST(LlamaModelLoad, MissingShardIsNamed) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   shard(LlamaModel::random(tiny_config(), 12, 0.2), dir.path());
   std::filesystem::remove(dir.file("model-00002-of-00002.safetensors"));
   EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "shard 'model-00002-of-00002.safetensors'");
 }
 
 TEST(LlamaModelLoad, MissingTensorIsNamed) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 13, 0.2);
   auto params = model.named_parameters();
   params.erase(
@@ -394,7 +394,7 @@ TEST(LlamaModelLoad, MissingTensorIsNamed) {
 }
 
 TEST(LlamaModelLoad, WrongShapeNamesBothShapes) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 14, 0.2);
   model.save(dir.path(), at::kFloat);
   ModelConfig c = model.config();
@@ -405,7 +405,7 @@ TEST(LlamaModelLoad, WrongShapeNamesBothShapes) {
 }
 
 TEST(LlamaModelLoad, NanWeightIsRefusedWithTensorName) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 15, 0.2);
   model.weights().layers[0].v_proj[0][0] = NAN;
   model.save(dir.path(), at::kFloat);
@@ -414,15 +414,15 @@ TEST(LlamaModelLoad, NanWeightIsRefusedWithTensorName) {
 }
 
 TEST(LlamaModelLoad, TruncatedCheckpointNamesTheFile) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   LlamaModel::random(tiny_config(), 16, 0.2).save(dir.path(), at::kFloat);
   const std::string bytes = read_file(dir.file("model.safetensors"));
-  testing::write_bytes(dir.file("model.safetensors"), bytes.substr(0, bytes.size() / 2));
+  testutil::write_bytes(dir.file("model.safetensors"), bytes.substr(0, bytes.size() / 2));
   EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "model.safetensors");
 }
 
 TEST(LlamaModelLoad, DirectoryWithoutWeightsIsExplained) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_file_atomically(dir.file("config.json"), model_config_to_json(tiny_config()));
   EXPECT_SKV_ERROR(LlamaModel::load(dir.path()), "neither model.safetensors nor");
 }

@@ -1,4 +1,4 @@
-#include "model/model_config.h"
+#include "core/model_config.h"
 
 #include <gtest/gtest.h>
 
@@ -96,7 +96,7 @@ TEST(ModelConfig, WrongTypeIsNamedWithValue) {
 }
 
 TEST(ModelConfig, MissingConfigFileNamesDirectory) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   EXPECT_SKV_ERROR(load_model_config(dir.path()), "has no config.json");
 }
 

@@ -1,16 +1,16 @@
-#include "common/npy_writer.h"
+#include "core/npy_writer.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 #include "test_util.h"
 
 namespace spindlekv {
 namespace {
 
 TEST(NpyWriter, RoundTripsFloatMatrix) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   at::Tensor t = at::arange(12, at::kFloat).view({3, 4}) / 7.0;
   write_npy(dir.file("a.npy"), t);
   at::Tensor back = read_npy(dir.file("a.npy"));
@@ -19,7 +19,7 @@ TEST(NpyWriter, RoundTripsFloatMatrix) {
 }
 
 TEST(NpyWriter, HeaderIsNumpyVersion1AlignedTo64Bytes) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_npy(dir.file("a.npy"), at::zeros({5}, at::kLong));
   const std::string bytes = read_file(dir.file("a.npy"));
   ASSERT_GE(bytes.size(), 10u);
@@ -33,10 +33,10 @@ TEST(NpyWriter, HeaderIsNumpyVersion1AlignedTo64Bytes) {
 }
 
 TEST(NpyWriter, TruncatedFileIsRefused) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_npy(dir.file("a.npy"), at::ones({4, 4}));
   std::string bytes = read_file(dir.file("a.npy"));
-  testing::write_bytes(dir.file("b.npy"), bytes.substr(0, bytes.size() - 3));
+  testutil::write_bytes(dir.file("b.npy"), bytes.substr(0, bytes.size() - 3));
   EXPECT_SKV_ERROR(read_npy(dir.file("b.npy")), "data size does not match");
 }
 

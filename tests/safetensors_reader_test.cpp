@@ -1,12 +1,12 @@
-#include "runtime/safetensors_reader.h"
+#include "core/safetensors_reader.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "common/atomic_file.h"
-#include "runtime/safetensors_writer.h"
+#include "core/atomic_file.h"
+#include "core/safetensors_writer.h"
 #include "test_util.h"
 
 namespace spindlekv {
@@ -27,14 +27,14 @@ class SafetensorsBadInput : public ::testing::Test {
  protected:
   std::string write(const std::string& bytes) {
     const std::string path = dir_.file("bad.safetensors");
-    testing::write_bytes(path, bytes);
+    testutil::write_bytes(path, bytes);
     return path;
   }
-  testing::TempDir dir_;
+  testutil::TempDir dir_;
 };
 
 TEST(SafetensorsReader, RoundTripsEveryDtypeAndMetadata) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   std::vector<std::pair<std::string, at::Tensor>> tensors = {
       {"f32", at::randn({3, 5})},
       {"f16", at::randn({4}).to(at::kHalf)},
@@ -57,7 +57,7 @@ TEST(SafetensorsReader, RoundTripsEveryDtypeAndMetadata) {
 }
 
 TEST(SafetensorsReader, WriterAlignsDataSectionTo8Bytes) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_safetensors(dir.file("t.safetensors"), {{"a", at::ones({3})}});
   const std::string bytes = read_file(dir.file("t.safetensors"));
   uint64_t len = 0;
@@ -66,7 +66,7 @@ TEST(SafetensorsReader, WriterAlignsDataSectionTo8Bytes) {
 }
 
 TEST(SafetensorsReader, MissingTensorIsNamed) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   write_safetensors(dir.file("t.safetensors"), {{"a", at::ones({3})}});
   SafetensorsReader r(dir.file("t.safetensors"));
   EXPECT_SKV_ERROR(r.tensor("model.norm.weight"), "tensor 'model.norm.weight' not found");
@@ -141,7 +141,7 @@ TEST_F(SafetensorsBadInput, NonStringMetadataIsRefused) {
 }
 
 TEST(SafetensorsWriter, DuplicateNamesAreRefused) {
-  testing::TempDir dir;
+  testutil::TempDir dir;
   EXPECT_SKV_ERROR(
       write_safetensors(dir.file("t.safetensors"), {{"a", at::ones({1})}, {"a", at::ones({1})}}),
       "duplicate tensor name 'a'");

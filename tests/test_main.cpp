@@ -2,7 +2,7 @@
 // every test.
 #include <gtest/gtest.h>
 
-#include "common/blas_kernels.h"
+#include "core/blas_kernels.h"
 
 int main(int argc, char** argv) {
   spindlekv::fix_blas_kernels(argc, argv);

@@ -7,10 +7,10 @@
 
 #include <ATen/ATen.h>
 
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 #include "model/llama_model.h"
 
-namespace spindlekv::testing {
+namespace spindlekv::testutil {
 
 TempDir::TempDir() {
   static std::atomic<int> counter{0};
@@ -66,4 +66,4 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-}  // namespace spindlekv::testing
+}  // namespace spindlekv::testutil

@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <string>
 
-#include "common/error.h"
-#include "model/model_config.h"
+#include "core/error.h"
+#include "core/model_config.h"
 
-namespace spindlekv::testing {
+namespace spindlekv::testutil {
 
 /// A fresh directory under the system temp dir, removed when destroyed.
 class TempDir {
@@ -36,7 +36,7 @@ void write_sample_text(const std::string& path, int repeats);
 /// Writes `bytes` to `path` (non-atomically: fixtures only).
 void write_bytes(const std::string& path, const std::string& bytes);
 
-}  // namespace spindlekv::testing
+}  // namespace spindlekv::testutil
 
 /// Expects `stmt` to throw spindlekv::Error whose message contains `needle`.
 #define EXPECT_SKV_ERROR(stmt, needle)                                              \

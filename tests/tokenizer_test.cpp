@@ -13,7 +13,7 @@
 #include <fstream>
 #include <random>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "capture/capture_runner.h"
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 #include "test_util.h"
 
 namespace spindlekv {
@@ -16,8 +16,8 @@ namespace fs = std::filesystem;
 class TrainRunner : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::write_byte_model(dir_.file("model"), 31);
-    testing::write_sample_text(dir_.file("text.txt"), 60);
+    testutil::write_byte_model(dir_.file("model"), 31);
+    testutil::write_sample_text(dir_.file("text.txt"), 60);
     CaptureOptions c;
     c.model_dir = dir_.file("model");
     c.text_paths = {dir_.file("text.txt")};
@@ -35,7 +35,7 @@ class TrainRunner : public ::testing::Test {
     o.trainer.kmeans_iterations = 5;
     return o;
   }
-  testing::TempDir dir_;
+  testutil::TempDir dir_;
 };
 
 TEST_F(TrainRunner, WritesPerHeadCodebooksThatReadBack) {
@@ -82,7 +82,7 @@ TEST_F(TrainRunner, TargetCoverageShrinksTheCodebook) {
 }
 
 TEST_F(TrainRunner, CaptureOfAnotherModelIsRefused) {
-  testing::write_byte_model(dir_.file("other"), 32);
+  testutil::write_byte_model(dir_.file("other"), 32);
   TrainOptions o = options();
   o.model_dir = dir_.file("other");
   EXPECT_SKV_ERROR(run_train(o), "was made with another model");
@@ -97,11 +97,11 @@ TEST_F(TrainRunner, MissingLayerIsNamed) {
 
 TEST_F(TrainRunner, CorruptCaptureIsRefused) {
   const std::string bytes = read_file(dir_.file("cap.h5"));
-  testing::write_bytes(dir_.file("bad.h5"), bytes.substr(0, bytes.size() / 3));
+  testutil::write_bytes(dir_.file("bad.h5"), bytes.substr(0, bytes.size() / 3));
   TrainOptions o = options();
   o.capture = dir_.file("bad.h5");
   EXPECT_SKV_ERROR(run_train(o), "bad.h5");
-  testing::write_bytes(dir_.file("text.h5"), "not hdf5 at all");
+  testutil::write_bytes(dir_.file("text.h5"), "not hdf5 at all");
   o.capture = dir_.file("text.h5");
   EXPECT_SKV_ERROR(run_train(o), "not an HDF5 file");
 }

@@ -14,9 +14,10 @@
 //   export: {}
 //   eval: {ratios: [0.2], tasks: [ppl, fidelity]}
 //
-// A stage's signature hashes its arguments and its inputs' signatures (the
-// model fingerprint and the text files' bytes for capture; the previous
-// stage's signature after it), and is kept in OUT/stages.json.
+// A stage's signature hashes its arguments, the tool version and its inputs'
+// signatures (the model fingerprint and TextSource::content_hash of the text
+// for capture; the previous stage's signature after it), and is kept in
+// OUT/stages.json.
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 #include <CLI/CLI.hpp>
@@ -24,14 +25,17 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
+#include "capture/text_source.h"
 #include "commands.h"
-#include "common/atomic_file.h"
-#include "common/error.h"
-#include "common/version.h"
-#include "model/model_config.h"
-#include "model/model_fingerprint.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "core/model_config.h"
+#include "core/model_fingerprint.h"
+#include "yaml_options.h"
 
 namespace spindlekv::cli {
 namespace {
@@ -49,41 +53,39 @@ struct CalibrateOptions {
 const std::vector<std::string> kTopKeys = {"model", "out",    "expect", "capture",
                                            "train", "export", "eval"};
 
-// Arguments of a stage from its YAML section, after the fixed ones.
+// The subcommands calibrate runs, registered as on the command line.
+std::unique_ptr<CLI::App> stage_app() {
+  auto app = std::make_unique<CLI::App>("spindlekv");
+  register_capture_command(*app);
+  register_train_command(*app);
+  register_export_command(*app);
+  register_eval_command(*app);
+  register_inspect_command(*app);
+  return app;
+}
+
+// Arguments of a stage from its YAML section, after the fixed ones: the same
+// translation as a --config file's (resolve_yaml_option).
 std::vector<std::string> section_args(const YAML::Node& section, const std::string& name) {
   std::vector<std::string> args;
   if (!section) return args;
   SKV_CHECK(section.IsMap(), "section '", name, "' must map option names to values");
+  const auto app = stage_app();
+  CLI::App* sub = app->get_subcommand(name);
   for (const auto& item : section) {
-    std::string key = item.first.as<std::string>();
-    for (char& c : key) c = c == '_' ? '-' : c;
-    const YAML::Node& v = item.second;
-    if (v.IsSequence()) {
-      args.push_back("--" + key);
-      for (const auto& x : v) args.push_back(x.as<std::string>());
-    } else if (v.IsScalar()) {
-      const std::string s = v.as<std::string>();
-      if (s == "true") {
-        args.push_back("--" + key);
-      } else if (s != "false") {
-        args.push_back("--" + key);
-        args.push_back(s);
-      }
-    } else {
-      SKV_THROW(kInvalidInput, "section '", name, "' key '", key, "' must be a scalar or a list");
-    }
+    const YamlOption r =
+        resolve_yaml_option(*sub, item.first.as<std::string>(), item.second, "section '" + name + "'");
+    if (!r.set) continue;
+    args.push_back(r.flag);
+    args.insert(args.end(), r.values.begin(), r.values.end());
   }
   return args;
 }
 
 // Runs one subcommand in-process with `args` (without the program name).
 void run_stage(const std::string& stage, const std::vector<std::string>& args) {
-  CLI::App app{"spindlekv"};
-  register_capture_command(app);
-  register_train_command(app);
-  register_export_command(app);
-  register_eval_command(app);
-  register_inspect_command(app);
+  const auto app_owner = stage_app();
+  CLI::App& app = *app_owner;
   std::vector<const char*> argv{"spindlekv"};
   for (const auto& a : args) argv.push_back(a.c_str());
   try {
@@ -92,29 +94,6 @@ void run_stage(const std::string& stage, const std::vector<std::string>& args) {
     SKV_THROW(kInvalidInput, "section '", stage, "': ", e.what(), " (see `spindlekv ", stage,
               " --help` for its keys)");
   }
-}
-
-std::string file_bytes_hash(const std::vector<std::string>& paths) {
-  StreamingHash h;
-  for (const auto& p : paths) {
-    std::vector<fs::path> files;
-    if (fs::is_directory(p)) {
-      for (const auto& e : fs::recursive_directory_iterator(p)) {
-        if (e.is_regular_file()) files.push_back(e.path());
-      }
-      std::sort(files.begin(), files.end());
-    } else {
-      SKV_CHECK(fs::exists(p), "calibration text '", p, "' does not exist");
-      files.push_back(p);
-    }
-    for (const auto& f : files) {
-      std::ifstream in(f, std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), {});
-      h.update(f.string() + ":" + std::to_string(bytes.size()) + ";");
-      h.update(bytes);
-    }
-  }
-  return h.hex_digest();
 }
 
 void check_expectations(const YAML::Node& expect, const ModelConfig& c, const std::string& model) {
@@ -217,7 +196,7 @@ void run(const CalibrateOptions& o) {
     const std::string codebooks = (dir / "codebooks.h5").string();
     const std::string artifact = (dir / "artifact.safetensors").string();
     stage("capture", {"--model", model, "--out", capture, "--overwrite", "--threads", threads},
-          capture, file_bytes_hash(texts));
+          capture, TextSource(texts).content_hash());
     stage("train",
           {"--capture", capture, "--out", codebooks, "--model", model, "--overwrite", "--threads",
            threads},

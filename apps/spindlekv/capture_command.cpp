@@ -9,8 +9,8 @@
 
 #include "capture/capture_runner.h"
 #include "commands.h"
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "yaml_options.h"
 
 namespace spindlekv::cli {
@@ -48,8 +48,13 @@ void run(CLI::App& sub, CaptureCommandOptions& o) {
   std::signal(SIGTERM, on_interrupt);
   o.capture.stop_requested = &g_stop;
   const bool bar = !o.quiet && ::isatty(STDERR_FILENO);
-  CaptureSummary s =
-      run_capture(o.capture, bar ? draw_progress : std::function<void(const CaptureProgress&)>{});
+  // Without a bar, --verbose logs each step (after a flush when --flush-every 1).
+  auto log_progress = [](const CaptureProgress& p) {
+    spdlog::debug("{} sequences captured", p.sequences);
+  };
+  CaptureSummary s = run_capture(o.capture, bar ? std::function<void(const CaptureProgress&)>(
+                                                      draw_progress)
+                                                : log_progress);
   if (bar) std::fprintf(stderr, "\n");
   if (!s.finished) {
     spdlog::warn("interrupted after {} complete sequences; continue with --resume ({}.partial)",

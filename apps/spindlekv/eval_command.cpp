@@ -10,10 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "common/blas_kernels.h"
-#include "common/error.h"
-#include "common/threads.h"
-#include "common/version.h"
+#include "eval_plots.h"
+#include "core/blas_kernels.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "core/version.h"
 #include "eval/compression_eval.h"
 #include "eval/eval_report.h"
 #include "yaml_options.h"
@@ -53,20 +54,13 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
   });
   nlohmann::ordered_json header = {
       {"tool_version", version_string()},
-      {"model", o.eval.model_dir},
-      {"artifact", o.eval.artifact},
-      {"methods", o.eval.methods},
-      {"ratios", o.eval.ratios},
-      {"tasks", o.eval.tasks},
-      {"text", o.eval.text},
-      {"window", o.eval.window},
-      {"ratio_tolerance", o.eval.ratio_tolerance},
-      {"shared_requests", o.eval.shared_requests},
+      {"options", nlohmann::ordered_json::parse(eval_options_json(o.eval))},
       {"kv_dtype", "float32"},
-      {"seed", o.eval.seed},
       {"threads", threads},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-  const auto pngs = write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
+  write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
+  const auto pngs =
+      write_eval_plots((std::filesystem::path(o.eval.out_dir) / "plots").string(), records);
   for (const auto& [task, metric] : eval_task_metrics(records)) {
     std::printf("## %s: %s\n\n%s\n%s\n", task.c_str(), metric.c_str(),
                 summary_table(records, task, metric).c_str(),

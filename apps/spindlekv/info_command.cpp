@@ -5,9 +5,9 @@
 #include <set>
 
 #include "commands.h"
-#include "common/error.h"
-#include "model/checkpoint.h"
-#include "model/model_config.h"
+#include "core/error.h"
+#include "core/checkpoint.h"
+#include "core/model_config.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv::cli {

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 #include "runtime/artifact.h"
 
 namespace spindlekv::cli {

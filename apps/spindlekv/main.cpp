@@ -7,13 +7,13 @@
 #include <iostream>
 
 #include "commands.h"
-#include "common/blas_kernels.h"
-#include "common/error.h"
-#include "common/version.h"
+#include "core/blas_kernels.h"
+#include "core/error.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   // Before anything computes: OpenBLAS may have picked kernels far below the
-  // CPU's (common/blas_kernels.h); this re-executes once with better ones.
+  // CPU's (core/blas_kernels.h); this re-executes once with better ones.
   spindlekv::fix_blas_kernels(argc, argv);
   // Logs go to stderr so that stdout carries only results.
   spdlog::set_default_logger(spdlog::stderr_color_mt("spindlekv"));
@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
   CLI::App app{"SpindleKV: smaller KV caches for Llama-family models, calibrated offline."};
   app.set_version_flag("--version", spindlekv::version_string());
   app.require_subcommand(1);
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  app.add_flag_callback(
+      "-v,--verbose", [] { spdlog::set_level(spdlog::level::debug); },
+      "Log debug messages (capture: each sequence made durable)");
   app.add_flag("--no-blas-fix",
                "Keep the kernels OpenBLAS picked, even when they are below what the CPU runs "
                "(also SPINDLEKV_NO_BLAS_FIX=1)");

@@ -12,10 +12,10 @@
 
 #include "capture/attention_statistics.h"
 #include "commands.h"
-#include "common/atomic_file.h"
-#include "common/blas_kernels.h"
-#include "common/error.h"
-#include "common/threads.h"
+#include "core/atomic_file.h"
+#include "core/blas_kernels.h"
+#include "core/error.h"
+#include "core/threads.h"
 #include "eval/retrieval_eval.h"
 #include "model/llama_model.h"
 #include "model/lm_trainer.h"
@@ -113,7 +113,7 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     cap.attention_rows = o.window;
     model.forward(at::tensor(ids, at::kLong).view({1, -1}), nullptr, &cap);
     std::vector<LayerAttentionStatistics> layers;
-    for (const auto& L : cap.out) layers.push_back(compute_attention_statistics(L, sp));
+    for (const auto& L : cap.out) layers.push_back(compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, sp));
     per_seq.push_back(std::move(layers));
   }
   size_t keep20 = 0;

@@ -10,10 +10,10 @@
 #include <sstream>
 
 #include "commands.h"
-#include "common/blas_kernels.h"
-#include "common/error.h"
-#include "common/npy_writer.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/error.h"
+#include "core/npy_writer.h"
+#include "core/threads.h"
 #include "model/llama_model.h"
 #include "model/tokenizer.h"
 

@@ -6,8 +6,8 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "common/blas_kernels.h"
-#include "common/threads.h"
+#include "core/blas_kernels.h"
+#include "core/threads.h"
 #include "train/train_runner.h"
 #include "yaml_options.h"
 

@@ -8,11 +8,11 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "common/atomic_file.h"
-#include "common/blas_kernels.h"
-#include "common/error.h"
-#include "common/threads.h"
-#include "common/version.h"
+#include "core/atomic_file.h"
+#include "core/blas_kernels.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "core/version.h"
 #include "model/lm_trainer.h"
 #include "yaml_options.h"
 

@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv::cli {
 namespace {
@@ -36,6 +36,36 @@ void add_config_option(CLI::App& sub, std::string& config_path) {
                  "flags on the command line win");
 }
 
+YamlOption resolve_yaml_option(CLI::App& sub, const std::string& key, const YAML::Node& value,
+                               const std::string& where) {
+  YamlOption out;
+  out.flag = "--" + dashed(key);
+  const std::string at = where.empty() ? "" : where + ": ";
+  try {
+    out.option = sub.get_option(out.flag);
+  } catch (const CLI::OptionNotFound&) {
+    SKV_THROW(kInvalidInput, at, "unknown key '", key, "' for '", sub.get_name(),
+              "' (allowed: ", allowed_keys(sub), ")");
+  }
+  std::vector<std::string> values;
+  if (value.IsSequence()) {
+    for (const auto& v : value) values.push_back(v.as<std::string>());
+  } else if (value.IsScalar()) {
+    values.push_back(value.as<std::string>());
+  } else {
+    SKV_THROW(kInvalidInput, at, "key '", key, "' must be a scalar or a list");
+  }
+  if (out.option->get_type_size() == 0) {  // a flag
+    SKV_CHECK(values.size() == 1 && (values[0] == "true" || values[0] == "false"), at,
+              "key '", key, "' is a flag and must be true or false");
+    out.set = values[0] == "true";
+  } else {
+    out.set = true;
+    out.values = std::move(values);
+  }
+  return out;
+}
+
 void apply_yaml_config(CLI::App& sub, const std::string& config_path) {
   if (config_path.empty()) return;
   with_context("config '" + config_path + "'", [&] {
@@ -50,36 +80,18 @@ void apply_yaml_config(CLI::App& sub, const std::string& config_path) {
     SKV_CHECK(root.IsMap(), "top level must be a mapping of option names to values");
     for (const auto& item : root) {
       const std::string key = item.first.as<std::string>();
-      CLI::Option* opt = nullptr;
+      const YamlOption r = resolve_yaml_option(sub, key, item.second, "");
+      if (r.option->count() > 0 || !r.set) continue;  // the command line wins
       try {
-        opt = sub.get_option("--" + dashed(key));
-      } catch (const CLI::OptionNotFound&) {
-        SKV_THROW(kInvalidInput, "unknown key '", key, "' for '", sub.get_name(),
-                  "' (allowed: ", allowed_keys(sub), ")");
-      }
-      if (opt->count() > 0) continue;  // the command line wins
-      const YAML::Node& value = item.second;
-      std::vector<std::string> values;
-      if (value.IsSequence()) {
-        for (const auto& v : value) values.push_back(v.as<std::string>());
-      } else if (value.IsScalar()) {
-        values.push_back(value.as<std::string>());
-      } else {
-        SKV_THROW(kInvalidInput, "key '", key, "' must be a scalar or a list");
-      }
-      try {
-        if (opt->get_type_size() == 0) {  // a flag
-          const std::string v = values.at(0);
-          SKV_CHECK(v == "true" || v == "false", "key '", key, "' must be true or false, got '", v,
-                    "'");
-          if (v == "true") opt->add_result("true");
+        if (r.values.empty()) {
+          r.option->add_result("true");
         } else {
-          for (const auto& v : values) opt->add_result(v);
+          for (const auto& v : r.values) r.option->add_result(v);
         }
-        opt->run_callback();
+        r.option->run_callback();
       } catch (const CLI::Error& e) {
-        SKV_THROW(kInvalidInput, "key '", key, "': value '", values.at(0),
-                  "' rejected: ", e.what());
+        SKV_THROW(kInvalidInput, "key '", key, "': value '",
+                  r.values.empty() ? "true" : r.values.at(0), "' rejected: ", e.what());
       }
     }
   });

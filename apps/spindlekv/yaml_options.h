@@ -4,13 +4,33 @@
 // allowed ones, so a typo never silently falls back to a default.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
-}
+class Option;
+}  // namespace CLI
 
 namespace spindlekv::cli {
+
+/// One key of a YAML mapping resolved against a subcommand's options: the
+/// one translation of YAML to options, for --config files and calibrate's
+/// stage sections alike. A flag takes true or false (false: not set); any
+/// other option a scalar or a list, given to it as written.
+struct YamlOption {
+  CLI::Option* option = nullptr;
+  std::string flag;                 ///< "--key", underscores as dashes
+  bool set = false;                 ///< false: the option is left alone (a flag set to false)
+  std::vector<std::string> values;  ///< empty for a flag
+};
+
+/// Resolves `key: value` against `sub`'s options; throws kInvalidInput
+/// naming `where`, the key and the allowed keys or values.
+YamlOption resolve_yaml_option(CLI::App& sub, const std::string& key, const YAML::Node& value,
+                               const std::string& where);
 
 /// Adds `--config FILE` to `sub`. Call apply_yaml_config in the callback.
 void add_config_option(CLI::App& sub, std::string& config_path);

@@ -5,22 +5,18 @@
 
 #include <cstdio>
 
-#include "runtime/compressed_cache.h"
+#include "spindlekv/runtime.h"
 
 int main() {
-  spindlekv::ModelConfig config;  // the engine's model geometry
-  config.vocab_size = 100;
-  config.hidden_size = 256;
-  config.intermediate_size = 512;
-  config.num_layers = 2;
-  config.num_heads = 8;
-  config.num_kv_heads = 2;
-  config.head_dim = 32;
-  config.max_position_embeddings = 512;
+  spindlekv::CacheGeometry geometry;  // what the engine knows of its model
+  geometry.num_layers = 2;
+  geometry.num_heads = 8;
+  geometry.num_kv_heads = 2;
+  geometry.head_dim = 32;
   spindlekv::CompressionParameters params;
   params.reserve_ratio = 0.25;
   params.codebook = spindlekv::CodebookMode::kJustInTime;
-  spindlekv::CompressedCache cache(config, /*batch=*/1, params);
+  spindlekv::CompressedCache cache(geometry, /*batch=*/1, params);
   const int64_t T = 256;
   at::manual_seed(0);
   at::Tensor centres = at::randn({2, 8, 32});

@@ -4,40 +4,51 @@
 
 #include <cmath>
 
-#include "common/error.h"
+#include "core/error.h"
+#include "runtime/codebook_builder.h"
 
 namespace spindlekv {
 
 double similar_pair_fraction(const at::Tensor& vectors, double threshold) {
   const int64_t n = vectors.size(0);
   if (n < 2) return 0.0;
-  at::Tensor norms = vectors.norm(2, 1, /*keepdim=*/true);
-  // Zero vectors: leave them zero after "normalising" so every cosine is 0.
-  at::Tensor unit = vectors / norms.clamp_min(1e-12);
+  // Zero vectors stay zero (no direction), so every cosine with them is 0.
+  at::Tensor unit = unit_directions(vectors);
   at::Tensor sims = at::matmul(unit, unit.t());
   const int64_t above = sims.gt(threshold).count_nonzero().item<int64_t>();
   const int64_t diagonal = (at::diagonal(sims) > threshold).sum().item<int64_t>();
   return static_cast<double>(above - diagonal) / static_cast<double>(n * (n - 1));
 }
 
-LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Layer& layer,
+LayerAttentionStatistics compute_attention_statistics(const at::Tensor& attention,
+                                                      const at::Tensor& keys_pre_rope,
+                                                      const at::Tensor& values,
                                                       const AttentionStatisticsParameters& p) {
-  SKV_CHECK(layer.attention.defined(), "attention statistics need captured attention rows");
-  SKV_CHECK(layer.keys_pre_rope.defined() && layer.values.defined(),
+  SKV_CHECK(attention.defined(), "attention statistics need captured attention rows");
+  SKV_CHECK(keys_pre_rope.defined() && values.defined(),
             "attention statistics need captured pre-RoPE keys and values");
-  at::Tensor att = layer.attention.to(at::kCPU, at::kDouble);  // [B, h, w, T]
+  at::Tensor att = attention.to(at::kCPU, at::kDouble);  // [B, h, w, T]
   const int64_t B = att.size(0), h = att.size(1), w = att.size(2), T = att.size(3);
   const int64_t context = T - w;
   LayerAttentionStatistics out;
   out.heads.resize(h);
 
-  // Importance of context token a: window attention summed over rows,
-  // divided by the number of window queries that can see it (all w of them
-  // here, since every context token precedes the window). SpindleKV divides
-  // by (l - a), the count of all later positions; over the window alone
-  // that count is w for every context token, so the ranking is the same.
-  at::Tensor importance = att.narrow(3, 0, std::max<int64_t>(context, 0)).sum(2);  // [B, h, ctx]
-  at::Tensor order = context > 0 ? importance.argsort(-1, /*descending=*/true) : at::Tensor();
+  // Context tokens in the order the runtime keeps them (one owner of the
+  // importance score: runtime/eviction_policy.h).
+  const int64_t hkv = keys_pre_rope.size(1);
+  at::Tensor order;  // [B, h, ctx]
+  if (context > 0) {
+    std::vector<at::Tensor> orders;
+    for (int64_t b = 0; b < B; ++b) {
+      EvictionInput in;
+      in.num_kv_heads = hkv;
+      in.tokens = T;
+      in.window = w;
+      in.attention = att[b];
+      orders.push_back(importance_order(window_scores(in, p.gqa, p.pooling_kernel)));
+    }
+    order = at::stack(orders);
+  }
   at::Tensor sorted_rows = std::get<0>(att.sort(-1, /*descending=*/true)).cumsum(-1);  // [B,h,w,T]
   at::Tensor entropy = -(att * att.clamp_min(1e-30).log2()).sum(-1);                   // [B,h,w]
   at::Tensor sink = att.narrow(3, 0, std::min(p.sink_tokens, T)).sum(-1);              // [B,h,w]
@@ -71,13 +82,13 @@ LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Laye
     for (size_t i = 0; i < p.keep_fractions.size(); ++i) hs.retained_mass.push_back(r_acc[head][i]);
   }
 
-  const int64_t hkv = layer.keys_pre_rope.size(1), Tk = layer.keys_pre_rope.size(2);
+  const int64_t Tk = keys_pre_rope.size(2);
   const int64_t stride = std::max<int64_t>(1, (Tk + p.max_pair_tokens - 1) / p.max_pair_tokens);
   for (int64_t g = 0; g < hkv; ++g) {
     double kf = 0, vf = 0;
     for (int64_t b = 0; b < B; ++b) {
-      at::Tensor k = layer.keys_pre_rope[b][g].slice(0, 0, Tk, stride).to(at::kCPU, at::kFloat);
-      at::Tensor v = layer.values[b][g].slice(0, 0, Tk, stride).to(at::kCPU, at::kFloat);
+      at::Tensor k = keys_pre_rope[b][g].slice(0, 0, Tk, stride).to(at::kCPU, at::kFloat);
+      at::Tensor v = values[b][g].slice(0, 0, Tk, stride).to(at::kCPU, at::kFloat);
       kf += similar_pair_fraction(k, p.key_threshold);
       vf += similar_pair_fraction(v, p.value_threshold);
     }

@@ -2,16 +2,18 @@
 // pass's capture: what eviction (stage 1) and the codebook (stage 2) of
 // SpindleKV rely on, and what layer budgets are calibrated from.
 //
-// Inputs are ForwardCapture::Layer tensors:
+// Inputs (a forward pass's ForwardCapture::Layer holds them):
 //   attention      [batch, heads, window, tokens] float32 (the last `window` queries)
 //   keys_pre_rope  [batch, kv_heads, tokens, head_dim] float32
 //   values         [batch, kv_heads, tokens, head_dim] float32
 #pragma once
 
+#include <ATen/Tensor.h>
+
 #include <cstdint>
 #include <vector>
 
-#include "model/llama_model.h"
+#include "runtime/eviction_policy.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
@@ -27,15 +29,18 @@ struct AttentionStatisticsParameters {
   /// Pair similarities use at most this many tokens (evenly strided) per
   /// sequence: the pair count grows quadratically.
   int64_t max_pair_tokens = 512;
+  /// How context tokens are ranked for retained_mass: the runtime's
+  /// window_scores with this GQA handling and pooling (the paper: repeat, 1).
+  GqaMode gqa = GqaMode::kRepeat;
+  int64_t pooling_kernel = 1;
 };
 
 /// Per query head, averaged over the batch and the window's query rows.
 struct HeadAttentionStatistics {
   /// retained_mass[i]: attention mass (of the window queries) on the context
-  /// tokens kept when the top keep_fractions[i] of the context are chosen by
-  /// SnapKV-style importance (window attention summed, divided by the number
-  /// of queries that can see the token). The window itself is not counted as
-  /// context; its mass is always retained.
+  /// tokens kept when the top keep_fractions[i] of the context are chosen as
+  /// the runtime chooses them (window_scores, importance_order). The window
+  /// itself is not counted as context; its mass is always retained.
   std::vector<double> retained_mass;
   double sink_mass = 0;     ///< mass on the first sink_tokens positions
   double entropy_bits = 0;  ///< entropy of a query row's distribution
@@ -51,9 +56,11 @@ struct LayerAttentionStatistics {
   std::vector<double> value_pair_fraction;
 };
 
-/// Statistics of one captured layer. Needs attention, keys_pre_rope and
-/// values in `layer`; throws kInvalidInput naming what is missing.
-LayerAttentionStatistics compute_attention_statistics(const ForwardCapture::Layer& layer,
+/// Statistics of one captured layer; throws kInvalidInput naming the
+/// tensor that is missing.
+LayerAttentionStatistics compute_attention_statistics(const at::Tensor& attention,
+                                                      const at::Tensor& keys_pre_rope,
+                                                      const at::Tensor& values,
                                                       const AttentionStatisticsParameters& params);
 
 /// Fraction of distinct pairs among the rows of `vectors` [n, dim] whose

@@ -5,8 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/error.h"
-#include "common/hdf5_util.h"
+#include "core/error.h"
+#include "capture/hdf5_util.h"
 
 namespace spindlekv {
 namespace {
@@ -18,59 +18,45 @@ const char* kStatsPerKvHead[] = {"key_pair_fraction", "value_pair_fraction"};
 
 std::string layer_path(int64_t layer) { return "layers/" + std::to_string(layer); }
 
+// The capture's file attributes, once: the writer and the reader both walk
+// this table (docs/capture_format.md lists the same keys).
+template <class M, class F>
+void metadata_fields(M& m, F&& field) {
+  field("tool_version", m.tool_version);
+  field("model_dir", m.model_dir);
+  field("model_fingerprint", m.model_fingerprint);
+  field("model_config", m.model_config_json);
+  field("tokenizer", m.tokenizer);
+  field("calibration_sources", m.calibration_sources_json);
+  field("calibration_hash", m.calibration_hash);
+  field("options", m.options_json);
+  field("dtype", m.dtype);
+  field("num_layers", m.num_layers);
+  field("num_heads", m.num_heads);
+  field("num_kv_heads", m.num_kv_heads);
+  field("head_dim", m.head_dim);
+  field("rope_theta", m.rope_theta);
+  field("rope_scaling", m.rope_scaling);
+  field("seq_len", m.seq_len);
+  field("window", m.window);
+  field("positions_per_sequence", m.positions_per_sequence);
+  field("seed", m.seed);
+  field("layers", m.layers);
+  field("keep_fractions", m.keep_fractions);
+  field("sink_tokens", m.sink_tokens);
+  field("key_threshold", m.key_threshold);
+  field("value_threshold", m.value_threshold);
+}
+
 void write_metadata(hid_t f, const CaptureMetadata& m) {
   h5::write_format(f, kCaptureFormat, kCaptureFormatVersion);
-  h5::write_attr(f, "tool_version", m.tool_version);
-  h5::write_attr(f, "model_dir", m.model_dir);
-  h5::write_attr(f, "model_fingerprint", m.model_fingerprint);
-  h5::write_attr(f, "model_config", m.model_config_json);
-  h5::write_attr(f, "tokenizer", m.tokenizer);
-  h5::write_attr(f, "calibration_sources", m.calibration_sources_json);
-  h5::write_attr(f, "calibration_hash", m.calibration_hash);
-  h5::write_attr(f, "dtype", m.dtype);
-  h5::write_attr(f, "num_layers", m.num_layers);
-  h5::write_attr(f, "num_heads", m.num_heads);
-  h5::write_attr(f, "num_kv_heads", m.num_kv_heads);
-  h5::write_attr(f, "head_dim", m.head_dim);
-  h5::write_attr(f, "rope_theta", m.rope_theta);
-  h5::write_attr(f, "rope_scaling", m.rope_scaling);
-  h5::write_attr(f, "seq_len", m.seq_len);
-  h5::write_attr(f, "window", m.window);
-  h5::write_attr(f, "positions_per_sequence", m.positions_per_sequence);
-  h5::write_attr(f, "seed", static_cast<int64_t>(m.seed));
-  h5::write_attr(f, "layers", m.layers);
-  h5::write_attr(f, "keep_fractions", m.keep_fractions);
-  h5::write_attr(f, "sink_tokens", m.sink_tokens);
-  h5::write_attr(f, "key_threshold", m.key_threshold);
-  h5::write_attr(f, "value_threshold", m.value_threshold);
+  metadata_fields(m, h5::AttrWriter{f});
 }
 
 CaptureMetadata read_metadata(hid_t f) {
   h5::check_format(f, kCaptureFormat, kCaptureFormatVersion);
   CaptureMetadata m;
-  m.tool_version = h5::read_attr_string(f, "tool_version");
-  m.model_dir = h5::read_attr_string(f, "model_dir");
-  m.model_fingerprint = h5::read_attr_string(f, "model_fingerprint");
-  m.model_config_json = h5::read_attr_string(f, "model_config");
-  m.tokenizer = h5::read_attr_string(f, "tokenizer");
-  m.calibration_sources_json = h5::read_attr_string(f, "calibration_sources");
-  m.calibration_hash = h5::read_attr_string(f, "calibration_hash");
-  m.dtype = h5::read_attr_string(f, "dtype");
-  m.num_layers = h5::read_attr_int(f, "num_layers");
-  m.num_heads = h5::read_attr_int(f, "num_heads");
-  m.num_kv_heads = h5::read_attr_int(f, "num_kv_heads");
-  m.head_dim = h5::read_attr_int(f, "head_dim");
-  m.rope_theta = h5::read_attr_double(f, "rope_theta");
-  m.rope_scaling = h5::read_attr_string(f, "rope_scaling");
-  m.seq_len = h5::read_attr_int(f, "seq_len");
-  m.window = h5::read_attr_int(f, "window");
-  m.positions_per_sequence = h5::read_attr_int(f, "positions_per_sequence");
-  m.seed = static_cast<uint64_t>(h5::read_attr_int(f, "seed"));
-  m.layers = h5::read_attr_ints(f, "layers");
-  m.keep_fractions = h5::read_attr_doubles(f, "keep_fractions");
-  m.sink_tokens = h5::read_attr_int(f, "sink_tokens");
-  m.key_threshold = h5::read_attr_double(f, "key_threshold");
-  m.value_threshold = h5::read_attr_double(f, "value_threshold");
+  metadata_fields(m, h5::AttrReader{f});
   return m;
 }
 

@@ -11,14 +11,28 @@
 
 #include "capture/capture_file.h"
 #include "capture/text_source.h"
-#include "common/atomic_file.h"
-#include "common/error.h"
-#include "common/version.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/version.h"
 #include "model/llama_model.h"
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {
+
+NLOHMANN_JSON_SERIALIZE_ENUM(GqaMode, {{GqaMode::kRepeat, "repeat"},
+                                       {GqaMode::kGroupAverage, "average"}})
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AttentionStatisticsParameters, keep_fractions, sink_tokens,
+                                   key_threshold, value_threshold, max_pair_tokens, gqa,
+                                   pooling_kernel)
+// Every field but stop_requested (a pointer, not an option).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CaptureOptions, model_dir, text_paths, out, layers, seq_len,
+                                   max_sequences, max_tokens, window, positions_per_sequence, seed,
+                                   flush_every, compression_level, resume, overwrite, stats, device)
+
+std::string capture_options_json(const CaptureOptions& options) {
+  return nlohmann::json(options).dump();
+}
 namespace fs = std::filesystem;
 
 std::vector<int64_t> parse_layer_spec(const std::string& spec, int64_t num_layers) {
@@ -123,7 +137,7 @@ CaptureSummary capture_loop(const CaptureOptions& o, const CaptureMetadata& meta
     for (int64_t l : meta.layers) {
       const ForwardCapture::Layer& L = cap.out[l];
       LayerSequenceData d;
-      d.stats = compute_attention_statistics(L, o.stats);
+      d.stats = compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, o.stats);
       // [1, kv_heads, T, d] -> [T, kv_heads, d], then the kept positions.
       d.keys =
           L.keys_pre_rope[0].transpose(0, 1).index_select(0, keep.to(L.keys_pre_rope.device()));
@@ -221,6 +235,7 @@ CaptureSummary run_capture(const CaptureOptions& o,
   meta.window = o.window;
   meta.positions_per_sequence = o.positions_per_sequence;
   meta.seed = o.seed;
+  meta.options_json = capture_options_json(o);
   meta.layers = parse_layer_spec(o.layers, c.num_layers);
   meta.keep_fractions = o.stats.keep_fractions;
   meta.sink_tokens = o.stats.sink_tokens;

@@ -65,6 +65,10 @@ struct CaptureSummary {
 /// the spec and the valid range.
 std::vector<int64_t> parse_layer_spec(const std::string& spec, int64_t num_layers);
 
+/// Every option (but stop_requested) as a JSON object: what the capture
+/// file records. The one definition of the options' serialised form.
+std::string capture_options_json(const CaptureOptions& options);
+
 /// Runs the capture. Throws spindlekv::Error for bad input (naming the file,
 /// layer or value at fault) without leaving a file that loads as finished.
 CaptureSummary run_capture(const CaptureOptions& options,

@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
-#include "model/model_fingerprint.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/model_fingerprint.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {

@@ -10,19 +10,26 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "eval/eval_methods.h"
 #include "eval/metrics.h"
 #include "eval/retrieval_eval.h"
 #include "eval/statistics.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 #include "model/tokenizer.h"
 #include "runtime/artifact.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, methods, ratios, tasks,
+                                   text, ppl_samples, ppl_context, ppl_continuation,
+                                   passkey_lengths, passkey_depths, passkey_trials, jsonl_max_new,
+                                   jsonl_limit, window, ratio_tolerance, shared_requests, seed)
+
+std::string eval_options_json(const EvalOptions& options) { return nlohmann::json(options).dump(); }
 
 void RangeStat::add(double v) {
   if (std::isnan(v)) return;
@@ -65,7 +72,7 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   p.codebook = m.codebook;
   p.key_threshold = s.key_threshold;
   p.value_threshold = s.value_threshold;
-  auto cache = std::make_unique<CompressedCache>(cx.model.config(), batch, p,
+  auto cache = std::make_unique<CompressedCache>(cx.model.config().geometry(), batch, p,
                                                  m.needs_artifact() ? cx.artifact : nullptr);
   cache->set_policy(m.make_policy());
   if (m.token_id_layer0) {
@@ -490,7 +497,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       SKV_CHECK(!o.artifact.empty(), "methods spindle and spindle-hybrid need --artifact");
       cx.artifact = std::make_shared<Artifact>(
           load_artifact_for_model(o.artifact, fingerprint_model(o.model_dir).to_string()));
-      cx.artifact->check_model_config(cx.model.config());
+      cx.artifact->check_geometry(cx.model.config().geometry());
     }
     {
       std::ifstream in(o.text, std::ios::binary);

@@ -55,6 +55,10 @@ struct EvalOptions {
   uint64_t seed = 7;
 };
 
+/// Every option as a JSON object: what results.json records. The one
+/// definition of the options' serialised form.
+std::string eval_options_json(const EvalOptions& options);
+
 /// mean, min and max over the prompts of a record (NaN when never set).
 struct RangeStat {
   double mean = std::nan(""), min = std::nan(""), max = std::nan("");

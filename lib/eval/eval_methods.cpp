@@ -1,6 +1,6 @@
 #include "eval/eval_methods.h"
 
-#include "common/error.h"
+#include "core/error.h"
 #include "runtime/baseline_policies.h"
 
 namespace spindlekv {

@@ -1,18 +1,15 @@
 #include "eval/eval_report.h"
 
-#include <spdlog/spdlog.h>
-
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 #include "eval/eval_methods.h"
 #include "eval/statistics.h"
 
@@ -27,21 +24,17 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string file_stem(const std::string& task, const std::string& metric) {
-  std::string s = task + "_" + metric;
-  for (char& c : s) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
-  }
-  return s;
-}
+}  // namespace
 
-std::vector<std::string> methods_of(const std::vector<EvalRecord>& rs) {
+std::vector<std::string> eval_methods_of(const std::vector<EvalRecord>& rs) {
   std::vector<std::string> out;
   for (const auto& r : rs) {
     if (std::find(out.begin(), out.end(), r.method) == out.end()) out.push_back(r.method);
   }
   return out;
 }
+
+namespace {
 
 nlohmann::ordered_json range_json(const RangeStat& r) {
   if (r.n == 0) return nullptr;
@@ -61,21 +54,6 @@ std::vector<const EvalRecord*> select(const std::vector<EvalRecord>& records,
     if (r.task == task && r.metric == metric) out.push_back(&r);
   }
   return out;
-}
-
-bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
-
-// Runs `script` (which writes `png`.tmp) and renames the PNG into place.
-bool run_gnuplot(const std::string& script, const std::string& png) {
-  const std::string cmd = "gnuplot '" + script + "' 2>'" + script + ".log'";
-  if (std::system(cmd.c_str()) != 0 || !fs::exists(png + ".tmp")) {
-    spdlog::warn("gnuplot failed on {} (see {}.log)", script, script);
-    return false;
-  }
-  fs::rename(png + ".tmp", png);
-  std::error_code ec;
-  if (fs::file_size(script + ".log", ec) == 0) fs::remove(script + ".log", ec);
-  return true;
 }
 
 }  // namespace
@@ -102,7 +80,7 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
   s << "\n|---|";
   for (size_t i = 0; i < targets.size(); ++i) s << "---|";
   s << "\n";
-  for (const auto& m : methods_of(records)) {
+  for (const auto& m : eval_methods_of(records)) {
     std::map<double, const EvalRecord*> by_target;
     for (const auto& r : records) {
       if (r.task == task && r.metric == metric && r.method == m) by_target[r.target_ratio] = &r;
@@ -200,11 +178,10 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
   return s.str();
 }
 
-std::vector<std::string> write_eval_report(const std::string& out_dir, const EvalOptions& o,
-                                           const std::vector<EvalRecord>& records,
-                                           const std::string& header_json) {
-  return with_context("writing eval results to '" + out_dir + "'", [&] {
-    fs::create_directories(fs::path(out_dir) / "plots");
+void write_eval_report(const std::string& out_dir, const EvalOptions& o,
+                       const std::vector<EvalRecord>& records, const std::string& header_json) {
+  with_context("writing eval results to '" + out_dir + "'", [&] {
+    fs::create_directories(out_dir);
     nlohmann::ordered_json js = nlohmann::ordered_json::parse(header_json);
     js["records"] = nlohmann::ordered_json::array();
     std::ostringstream csv;
@@ -278,100 +255,9 @@ std::vector<std::string> write_eval_report(const std::string& out_dir, const Eva
       md << "\n## What the ratio search chose: " << task << "\n\n"
          << settings_table(records, task, metric);
     }
-    md << "\nPlots: `plots/`.\n";
+    md << "\nPlots (`spindlekv eval` with gnuplot on PATH): `plots/`.\n";
     write_file_atomically((fs::path(out_dir) / "summary.md").string(), md.str());
 
-    // Plots: data and scripts always; PNGs when gnuplot is there.
-    std::vector<std::string> pngs;
-    const bool gp = have_gnuplot();
-    if (!gp) spdlog::warn("gnuplot not found: plot scripts written, PNGs not made");
-    const fs::path plots = fs::path(out_dir) / "plots";
-    for (const auto& [task, metric] : eval_task_metrics(records)) {
-      const std::string stem = file_stem(task, metric);
-      std::ostringstream dat, gpl;
-      gpl << "set terminal pngcairo size 900,600\nset output '"
-          << (plots / (stem + ".png")).string() << ".tmp'\nset title '" << task << ": " << metric
-          << " against memory ratio'\n"
-          << "set xlabel 'measured memory ratio'\nset ylabel '" << metric << "'\nset key outside\n"
-          << "set grid\nplot ";
-      int index = 0;
-      for (const auto& m : methods_of(records)) {
-        std::vector<const EvalRecord*> rs;
-        for (const auto& r : records) {
-          if (r.task == task && r.metric == metric && r.method == m) rs.push_back(&r);
-        }
-        if (rs.empty()) continue;
-        dat << "# " << m << "\n";
-        for (const auto* r : rs) {
-          dat << r->measured_ratio << " " << r->value << " "
-              << (std::isnan(r->ci_low) ? r->value : r->ci_low) << " "
-              << (std::isnan(r->ci_high) ? r->value : r->ci_high) << "\n";
-        }
-        dat << "\n\n";
-        gpl << (index ? ", " : "") << "'" << (plots / (stem + ".dat")).string() << "' index "
-            << index
-            << (m == "full" ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
-                            : " using 1:2:3:4 with yerrorlines")
-            << " title '" << m << "'";
-        ++index;
-      }
-      gpl << "\n";
-      write_file_atomically((plots / (stem + ".dat")).string(), dat.str());
-      write_file_atomically((plots / (stem + ".gp")).string(), gpl.str());
-      if (gp &&
-          run_gnuplot((plots / (stem + ".gp")).string(), (plots / (stem + ".png")).string())) {
-        pngs.push_back((plots / (stem + ".png")).string());
-      }
-    }
-    // Pass-key heatmaps: per method, at the smallest target ratio (and full).
-    double smallest = 1;
-    for (const auto& r : records)
-      if (r.task == "passkey") smallest = std::min(smallest, r.target_ratio);
-    for (const auto& r : records) {
-      if (r.task != "passkey" || (r.method != "full" && r.target_ratio != smallest)) continue;
-      const auto cells = nlohmann::json::parse(r.detail_json).at("cells");
-      const std::string stem = "passkey_heatmap_" + r.method;
-      std::vector<double> depths;
-      std::vector<int64_t> lengths;
-      for (const auto& c : cells) {
-        const double d = c.at("depth").get<double>();
-        const int64_t l = c.at("length").get<int64_t>();
-        if (std::find(depths.begin(), depths.end(), d) == depths.end()) depths.push_back(d);
-        if (std::find(lengths.begin(), lengths.end(), l) == lengths.end()) lengths.push_back(l);
-      }
-      std::ostringstream dat, gpl;
-      for (const auto& c : cells) {
-        const auto x =
-            std::find(depths.begin(), depths.end(), c.at("depth").get<double>()) - depths.begin();
-        const auto y = std::find(lengths.begin(), lengths.end(), c.at("length").get<int64_t>()) -
-                       lengths.begin();
-        dat << x << " " << y << " "
-            << static_cast<double>(c.at("correct").get<int64_t>()) / c.at("trials").get<int64_t>()
-            << "\n";
-      }
-      gpl << "set terminal pngcairo size 700,500\nset output '"
-          << (plots / (stem + ".png")).string() << ".tmp'\nset title 'pass-key accuracy, "
-          << r.method << " at memory ratio " << fmt("%.3f", r.measured_ratio)
-          << "'\nset xlabel 'insertion depth'\nset ylabel "
-          << "'context length (tokens)'\nset cbrange [0:1]\nset palette defined (0 'red', 0.5 "
-          << "'yellow', 1 'green')\nset xrange [-0.5:" << depths.size() - 0.5
-          << "]\nset yrange [-0.5:" << lengths.size() - 0.5 << "]\nset xtics (";
-      for (size_t i = 0; i < depths.size(); ++i)
-        gpl << (i ? ", " : "") << "'" << depths[i] << "' " << i;
-      gpl << ")\nset ytics (";
-      for (size_t i = 0; i < lengths.size(); ++i)
-        gpl << (i ? ", " : "") << "'" << lengths[i] << "' " << i;
-      gpl << ")\nplot '" << (plots / (stem + ".dat")).string()
-          << "' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%.2f', $3)) with labels "
-             "notitle\n";
-      write_file_atomically((plots / (stem + ".dat")).string(), dat.str());
-      write_file_atomically((plots / (stem + ".gp")).string(), gpl.str());
-      if (gp &&
-          run_gnuplot((plots / (stem + ".gp")).string(), (plots / (stem + ".png")).string())) {
-        pngs.push_back((plots / (stem + ".png")).string());
-      }
-    }
-    return pngs;
   });
 }
 

@@ -1,8 +1,7 @@
-// `spindlekv eval` outputs in one directory: results.json (one record per
-// method, ratio and task, with the measured memory ratio), results.csv,
-// summary.md (a table per task), and plots/ (gnuplot scripts, their data and
-// PNGs: quality against measured memory ratio per task, pass-key heatmaps of
-// depth x length per method).
+// `spindlekv eval` outputs in one directory: results.json (the options, and
+// one record per method, ratio and task, with the measured memory ratio),
+// results.csv and summary.md (a table per task). Plotting is the CLI's
+// (apps/spindlekv/eval_plots.h), not the library's.
 #pragma once
 
 #include <string>
@@ -13,11 +12,13 @@
 
 namespace spindlekv {
 
-/// Writes every output (each file atomically). Runs gnuplot when it is on
-/// PATH; otherwise leaves the scripts and says so. Returns the PNGs made.
-std::vector<std::string> write_eval_report(const std::string& out_dir, const EvalOptions& options,
-                                           const std::vector<EvalRecord>& records,
-                                           const std::string& header_json);
+/// Writes results.json (`header_json` with the records added), results.csv
+/// and summary.md, each atomically.
+void write_eval_report(const std::string& out_dir, const EvalOptions& options,
+                       const std::vector<EvalRecord>& records, const std::string& header_json);
+
+/// The methods of `records`, in order of first appearance.
+std::vector<std::string> eval_methods_of(const std::vector<EvalRecord>& records);
 
 /// The (task, metric) pairs of `records`, in order of first appearance.
 std::vector<std::pair<std::string, std::string>> eval_task_metrics(

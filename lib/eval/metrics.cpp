@@ -6,7 +6,7 @@
 #include <map>
 #include <sstream>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 

@@ -1,6 +1,6 @@
 #include "eval/retrieval_eval.h"
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 

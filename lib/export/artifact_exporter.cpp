@@ -6,12 +6,21 @@
 #include <nlohmann/json.hpp>
 
 #include "capture/capture_file.h"
-#include "common/error.h"
-#include "common/version.h"
-#include "model/model_fingerprint.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "core/model_fingerprint.h"
 #include "train/codebook_file.h"
 
 namespace spindlekv {
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(BudgetCalibrationParameters, context_ratios, pyramid_beta,
+                                   slot_overhead_bytes, element_bytes)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ExportOptions, codebooks, capture, out, model_dir, gqa_mode,
+                                   window, budgets, overwrite)
+
+std::string export_options_json(const ExportOptions& options) {
+  return nlohmann::json(options).dump();
+}
 namespace {
 
 double mean(const std::vector<double>& v) {
@@ -77,7 +86,8 @@ ExportResult run_export(const ExportOptions& o) {
     a.pyramid_beta = o.budgets.pyramid_beta;
     a.sources_json = nlohmann::json{{"codebooks", o.codebooks},
                                     {"capture", o.capture},
-                                    {"calibration_hash", cm.calibration_hash}}
+                                    {"calibration_hash", cm.calibration_hash},
+                                    {"options", nlohmann::json::parse(export_options_json(o))}}
                          .dump();
     std::vector<LayerBudgetInput> inputs;
     for (int64_t l = 0; l < cm.num_layers; ++l) {

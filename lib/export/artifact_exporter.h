@@ -26,6 +26,9 @@ struct ExportResult {
   BudgetCalibration budgets;
 };
 
+/// Every option as a JSON object (the artifact's sources record it).
+std::string export_options_json(const ExportOptions& options);
+
 /// Builds and writes the artifact (atomically). Throws naming the file and
 /// field when the codebooks and capture disagree (model, calibration text,
 /// layers) or when the capture is unfinished or misses layers.

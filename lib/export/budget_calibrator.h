@@ -16,6 +16,7 @@
 
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
+#include "runtime/storage_cost.h"
 
 namespace spindlekv {
 
@@ -25,10 +26,10 @@ struct BudgetCalibrationParameters {
                                         0.4,  0.5,  0.6, 0.7,  0.8, 0.9,  1.0};
   double pyramid_beta =
       paper::kPyramidBeta;  ///< also every layer's smallest fraction (or r_c if smaller)
-  /// Bytes the runtime spends per kept (KV head, token): code and magnitude
-  /// for K and V, and the position.
-  int64_t slot_overhead_bytes = 2 * (4 + 4) + 4;
-  int64_t element_bytes = 4;  ///< of an exact vector's elements (float32 cache)
+  /// Bytes the runtime spends per kept (KV head, token) beyond exact rows,
+  /// and per element of an exact row: the runtime's cost model.
+  int64_t slot_overhead_bytes = storage::kCodedSlotBytes;
+  int64_t element_bytes = storage::kElementBytes;
 };
 
 struct LayerBudgetInput {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {

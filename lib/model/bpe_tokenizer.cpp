@@ -15,7 +15,7 @@
 #include <queue>
 #include <unordered_map>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {

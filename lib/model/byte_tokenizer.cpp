@@ -2,7 +2,7 @@
 // byte-level models. Ids from 256 up are reserved for special tokens.
 #include <algorithm>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {

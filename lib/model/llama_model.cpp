@@ -6,13 +6,13 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 #include "model/attention.h"
-#include "model/checkpoint.h"
-#include "model/rope.h"
+#include "core/checkpoint.h"
+#include "core/rope.h"
 #include "runtime/attention_cache.h"
-#include "runtime/safetensors_writer.h"
+#include "core/safetensors_writer.h"
 
 namespace spindlekv {
 namespace fs = std::filesystem;

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/model_config.h"
+#include "core/model_config.h"
 
 namespace spindlekv {
 

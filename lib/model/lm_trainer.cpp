@@ -12,7 +12,7 @@
 #include <deque>
 #include <numeric>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/sentencepiece_plugin.h"
 
 namespace spindlekv::detail {

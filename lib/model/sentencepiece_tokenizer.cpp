@@ -4,7 +4,7 @@
 // sentencepiece_plugin.h for why it cannot be linked directly).
 #include <fstream>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/sentencepiece_plugin.h"
 #include "model/tokenizer.h"
 

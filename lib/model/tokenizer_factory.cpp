@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {

@@ -3,17 +3,18 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "common/error.h"
-#include "common/version.h"
-#include "model/model_config.h"
-#include "model/model_fingerprint.h"
-#include "runtime/safetensors_reader.h"
-#include "runtime/safetensors_writer.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "core/model_config.h"
+#include "core/model_fingerprint.h"
+#include "core/safetensors_reader.h"
+#include "core/safetensors_writer.h"
 
 namespace spindlekv {
 namespace {
@@ -22,6 +23,30 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 std::string layer_key(int64_t layer, const char* kind, const char* what) {
   return "layers." + std::to_string(layer) + "." + kind + "." + what;
+}
+
+// The file holds exactly the layout's tensors and metadata keys.
+void check_layout(const std::vector<std::string>& tensor_names,
+                  const std::map<std::string, std::string>& metadata, int64_t num_layers) {
+  std::vector<std::string> want = artifact_tensor_names(num_layers), have = tensor_names;
+  std::sort(want.begin(), want.end());
+  std::sort(have.begin(), have.end());
+  std::vector<std::string> missing, extra;
+  std::set_difference(want.begin(), want.end(), have.begin(), have.end(),
+                      std::back_inserter(missing));
+  std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
+                      std::back_inserter(extra));
+  SKV_CHECK(missing.empty(), "tensor '", missing.empty() ? "" : missing[0], "' is missing");
+  SKV_CHECK(extra.empty(), "tensor '", extra.empty() ? "" : extra[0],
+            "' is not part of the artifact format");
+  for (const auto& e : kArtifactMetadata) {
+    SKV_CHECK(metadata.count(e.name), "metadata key '", e.name, "' is missing");
+  }
+  for (const auto& [key, value] : metadata) {
+    const bool known = std::any_of(std::begin(kArtifactMetadata), std::end(kArtifactMetadata),
+                                   [&](const ArtifactEntry& e) { return key == e.name; });
+    SKV_CHECK(known, "metadata key '", key, "' is not part of the artifact format");
+  }
 }
 
 // XXH3-128 over every metadata entry but the checksum itself and every
@@ -114,6 +139,22 @@ void check_codebook(const at::Tensor& cb, const std::vector<int64_t>& sizes,
 
 }  // namespace
 
+std::vector<std::string> artifact_tensor_names(int64_t num_layers) {
+  std::vector<std::string> out;
+  for (const auto& e : kArtifactTensors) {
+    const std::string name = e.name;
+    const size_t at = name.find("<L>");
+    if (at == std::string::npos) {
+      out.push_back(name);
+      continue;
+    }
+    for (int64_t l = 0; l < num_layers; ++l) {
+      out.push_back(name.substr(0, at) + std::to_string(l) + name.substr(at + 3));
+    }
+  }
+  return out;
+}
+
 void Artifact::validate() const {
   SKV_CHECK_GT(num_layers, 0, "artifact: num_layers");
   SKV_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0, "artifact: ", num_heads,
@@ -153,7 +194,7 @@ void Artifact::check_model_fingerprint(const std::string& fingerprint) const {
             "): artifact fingerprint ", model_fingerprint, ", model fingerprint ", fingerprint);
 }
 
-void Artifact::check_model_config(const ModelConfig& c) const {
+void Artifact::check_geometry(const CacheGeometry& c) const {
   SKV_CHECK_EQ(c.num_layers, num_layers, "artifact and model differ in num_hidden_layers");
   SKV_CHECK_EQ(c.num_heads, num_heads, "artifact and model differ in num_attention_heads");
   SKV_CHECK_EQ(c.num_kv_heads, num_kv_heads, "artifact and model differ in num_key_value_heads");
@@ -205,6 +246,9 @@ void save_artifact(const std::string& path, Artifact& a) {
         {"sources", a.sources_json}};
     meta["checksum"] = artifact_checksum(meta, tensors);
     a.checksum = meta["checksum"];
+    std::vector<std::string> names;
+    for (const auto& t : tensors) names.push_back(t.first);
+    check_layout(names, meta, a.num_layers);
     write_safetensors(path, tensors, meta);
   });
 }
@@ -251,6 +295,7 @@ Artifact load_artifact(const std::string& path) {
     }
     SKV_CHECK(a.num_layers > 0 && a.num_layers < 100000, "metadata 'geometry': num_layers ",
               a.num_layers);
+    check_layout(reader.tensor_names(), m, a.num_layers);
     a.key_threshold = parse_double(m, "key_threshold");
     a.value_threshold = parse_double(m, "value_threshold");
     a.window = static_cast<int64_t>(parse_double(m, "window"));

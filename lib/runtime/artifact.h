@@ -1,20 +1,10 @@
 // The SpindleKV artifact: everything the runtime needs from calibration, in
 // one safetensors file bound to one model. Written by `spindlekv export`,
-// read by the runtime library. Format: docs/artifact_format.md, version 1.
-//
-// Tensors (any safetensors reader can load them):
-//   layers.<L>.keys.codebook    [groups, K, head_dim] float32, unit rows
-//   layers.<L>.keys.sizes       [groups] int64: entries in use (rows past it are zero)
-//   layers.<L>.values.codebook, layers.<L>.values.sizes    (the same for values)
-//   coverage.keys, coverage.values  [layers, groups] float64: held-out coverage
-//   budgets.context_ratios      [R] float64
-//   budgets.pyramid, budgets.calibrated  [R, layers] float64: context keep fractions
-// groups = kv_heads for per-head codebooks, 1 for a codebook shared by a layer's heads.
-//
-// Metadata (string map): format, format_version, tool_version,
-// model_fingerprint, geometry (JSON), key_threshold, value_threshold, window,
-// gqa_mode, sharing, pyramid_beta, sources (JSON), checksum (XXH3-128 over
-// every other metadata entry and every tensor's name, dtype, shape and bytes).
+// read by the runtime library. Its layout (every tensor and metadata key) is
+// kArtifactTensors and kArtifactMetadata below, which save, load and inspect
+// use; docs/artifact_format.md documents the same tables (a test checks).
+// Version 1. groups = kv_heads for per-head codebooks, 1 for a codebook
+// shared by a layer's heads.
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -23,15 +13,55 @@
 #include <string>
 #include <vector>
 
+#include "core/cache_geometry.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
-struct ModelConfig;
-
 constexpr const char* kArtifactFormat = "spindlekv-artifact";
 constexpr int64_t kArtifactFormatVersion = 1;
+
+/// One entry of the artifact's layout: a tensor name ("<L>" stands for each
+/// layer index) or metadata key, and what it holds.
+struct ArtifactEntry {
+  const char* name;
+  const char* meaning;
+};
+
+/// Every tensor of an artifact, once.
+constexpr ArtifactEntry kArtifactTensors[] = {
+    {"layers.<L>.keys.codebook", "[groups, K, head_dim] float32: key entries, unit rows"},
+    {"layers.<L>.keys.sizes", "[groups] int64: key entries in use (rows past it are zero)"},
+    {"layers.<L>.values.codebook", "[groups, K, head_dim] float32: value entries, unit rows"},
+    {"layers.<L>.values.sizes", "[groups] int64: value entries in use"},
+    {"coverage.keys", "[layers, groups] float64: held-out coverage of the key codebooks"},
+    {"coverage.values", "[layers, groups] float64: held-out coverage of the value codebooks"},
+    {"budgets.context_ratios", "[R] float64: context ratios r_c of the budget tables"},
+    {"budgets.pyramid", "[R, layers] float64: the paper's pyramid, context kept per layer"},
+    {"budgets.calibrated", "[R, layers] float64: the calibrated allocation"},
+};
+
+/// Every metadata key of an artifact (all strings), once.
+constexpr ArtifactEntry kArtifactMetadata[] = {
+    {"format", "spindlekv-artifact"},
+    {"format_version", "1"},
+    {"tool_version", "SpindleKV version that wrote it"},
+    {"model_fingerprint", "ModelFingerprint::to_string() of the calibrated model"},
+    {"geometry", "JSON: num_layers, num_heads, num_kv_heads, head_dim"},
+    {"key_threshold", "theta_K the key codebooks were trained for"},
+    {"value_threshold", "theta_V the value codebooks were trained for"},
+    {"window", "observation window l_w of the capture statistics"},
+    {"gqa_mode", "repeat or average"},
+    {"sharing", "per-head or shared"},
+    {"pyramid_beta", "smallest per-layer ratio of the pyramid"},
+    {"sources", "JSON: codebook and capture files, calibration text hash, export options"},
+    {"checksum", "XXH3-128 over every other metadata entry and every tensor"},
+};
+
+/// The tensor names of an artifact of `num_layers` layers: kArtifactTensors
+/// with "<L>" expanded, in table order.
+std::vector<std::string> artifact_tensor_names(int64_t num_layers);
 
 /// One layer's calibrated codebooks.
 struct ArtifactLayer {
@@ -67,9 +97,9 @@ struct Artifact {
   /// Throws kInvalidInput, saying which, unless `fingerprint` is this
   /// artifact's model (ModelFingerprint::to_string() form).
   void check_model_fingerprint(const std::string& fingerprint) const;
-  /// Throws kInvalidInput naming the field unless `config`'s layers, heads,
-  /// KV heads and head_dim are the artifact's.
-  void check_model_config(const ModelConfig& config) const;
+  /// Throws kInvalidInput naming the field unless the geometry's layers,
+  /// heads, KV heads and head_dim are the artifact's.
+  void check_geometry(const CacheGeometry& geometry) const;
 };
 
 /// Writes atomically (temporary file, then rename), with the checksum.

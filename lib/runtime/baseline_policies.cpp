@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 

@@ -5,6 +5,7 @@
 
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/compressed_cache_impl.h"
+#include "runtime/storage_cost.h"
 
 namespace spindlekv {
 namespace {
@@ -40,8 +41,9 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
 
 MemoryReport CompressedCache::memory() const {
   const Impl& I = *impl_;
-  const int64_t L = I.config.num_layers, kv = I.config.num_kv_heads, heads = I.config.num_heads;
-  const int64_t d = I.config.head_dim, group = heads / kv;
+  const int64_t L = I.geometry.num_layers, kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads;
+  const int64_t d = I.geometry.head_dim, group = heads / kv;
+  const int64_t vec = storage::vector_bytes(d);
   MemoryReport report;
   report.layers.resize(L);
   for (int64_t l = 0; l < L; ++l) {
@@ -62,30 +64,30 @@ MemoryReport CompressedCache::memory() const {
       // and the magnitude 1: an eviction-only cache would not store them.
       if (I.token_id_layer[l]) {
         // One id per token serves K and V of every KV head.
-        m.token_id_bytes += S.tokens_seen * (I.token_vocab <= 65536 ? 2 : 4);
-      } else if (I.coding != detail::CodingMode::kExact) {
-        m.code_bytes += 2 * slots * static_cast<int64_t>(sizeof(int32_t));
-        m.magnitude_bytes += 2 * slots * static_cast<int64_t>(sizeof(float));
+        m.token_id_bytes += S.tokens_seen * storage::token_id_bytes(I.token_vocab);
+      } else if (I.coding != CodebookMode::kNone) {
+        m.code_bytes += 2 * slots * storage::kCodeBytes;
+        m.magnitude_bytes += 2 * slots * storage::kMagnitudeBytes;
       }
       // Positions are implicit (0, 1, ...) while a layer has evicted nothing.
       if (slots < kv * S.tokens_seen || S.member.defined()) {
-        m.position_bytes += slots * static_cast<int64_t>(sizeof(int32_t));
+        m.position_bytes += slots * storage::kPositionBytes;
       }
       m.membership_bytes += nbytes(S.member);
-      for (int64_t e : S.keys.exact_count) m.exact_bytes += e * d * 4;
-      for (int64_t e : S.values.exact_count) m.exact_bytes += e * d * 4;
+      for (int64_t e : S.keys.exact_count) m.exact_bytes += e * vec;
+      for (int64_t e : S.values.exact_count) m.exact_bytes += e * vec;
       int64_t jit_entries = 0;
       for (int64_t j : S.keys.jit_count) jit_entries += j;
       for (int64_t j : S.values.jit_count) jit_entries += j;
-      m.jit_entry_bytes += jit_entries * d * 4;
+      m.jit_entry_bytes += jit_entries * vec;
       const CodeCounts kc = count_codes(S.keys, I.key_tables[l]);
       const CodeCounts vc = count_codes(S.values, I.value_tables[l]);
       m.calibrated_vectors += kc.calibrated + vc.calibrated;
       m.jit_vectors += kc.jit + vc.jit;
       m.exact_vectors += kc.exact + vc.exact;
       m.distinct_entries += kc.distinct + vc.distinct;
-      m.shared_entry_bytes += (kc.calibrated_distinct + vc.calibrated_distinct) * d * 4;
-      m.full_bytes += 2 * S.tokens_seen * kv * d * 4;
+      m.shared_entry_bytes += (kc.calibrated_distinct + vc.calibrated_distinct) * vec;
+      m.full_bytes += 2 * S.tokens_seen * kv * vec;
       for (const at::Tensor& t :
            {S.positions, S.member, S.keys.code, S.keys.magnitude, S.keys.exact, S.keys.jit,
             S.values.code, S.values.magnitude, S.values.exact, S.values.jit}) {
@@ -98,7 +100,7 @@ MemoryReport CompressedCache::memory() const {
       const double kept_fraction =
           static_cast<double>(kept) / static_cast<double>(heads * S.tokens_seen);
       const double kept_vectors = static_cast<double>(kept) / static_cast<double>(group);
-      const double overhead = I.coding == detail::CodingMode::kExact ? 0.0 : 2.0 / d;
+      const double overhead = I.coding == CodebookMode::kNone ? 0.0 : 2.0 / d;
       for (int64_t distinct : {kc.distinct, vc.distinct}) {
         const double share = kept_vectors > 0 ? std::min(1.0, distinct / kept_vectors) : 0.0;
         paper_sum += kept_fraction * share * (1 + overhead);
@@ -113,7 +115,7 @@ MemoryReport CompressedCache::memory() const {
   }
   for (int64_t l = 0; l < L; ++l) {
     for (const detail::CodebookTables* t : {&I.key_tables[l], &I.value_tables[l]}) {
-      for (int64_t s : t->calibrated_sizes) report.shared_bytes_total += s * d * 4;
+      for (int64_t s : t->calibrated_sizes) report.shared_bytes_total += s * vec;
     }
   }
   report.ratio = report.ratio_shared_by(1);

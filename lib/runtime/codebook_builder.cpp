@@ -1,11 +1,12 @@
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/jit_reference.h"
 
 #include <ATen/ATen.h>
 
 #include <cstdint>
 #include <vector>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {
@@ -64,11 +65,49 @@ JitCodebook finish(const at::Tensor& directions, const std::vector<int64_t>& pic
 
 }  // namespace
 
+const char* to_string(CodebookMode m) {
+  switch (m) {
+    case CodebookMode::kNone:
+      return "none";
+    case CodebookMode::kCalibrated:
+      return "calibrated";
+    case CodebookMode::kJustInTime:
+      return "jit";
+    case CodebookMode::kHybrid:
+      return "hybrid";
+  }
+  return "?";
+}
+
+CodebookMode parse_codebook_mode(const std::string& s) {
+  if (s == "none") return CodebookMode::kNone;
+  if (s == "calibrated") return CodebookMode::kCalibrated;
+  if (s == "jit") return CodebookMode::kJustInTime;
+  if (s == "hybrid") return CodebookMode::kHybrid;
+  SKV_THROW(kInvalidInput, "codebook mode '", s,
+            "' is unknown (allowed: none, calibrated, jit, hybrid)");
+}
+
+at::Tensor unit_directions(const at::Tensor& vectors) {
+  at::Tensor mag = vectors.norm(2, -1, /*keepdim=*/true);
+  return at::where(mag > 0, vectors / mag.clamp_min(1e-30), at::zeros_like(vectors)).contiguous();
+}
+
 std::pair<at::Tensor, at::Tensor> split_magnitude(const at::Tensor& vectors) {
-  at::Tensor mag = vectors.norm(2, -1);
-  at::Tensor unit = vectors / mag.unsqueeze(-1).clamp_min(1e-30);
-  unit = at::where((mag > 0).unsqueeze(-1), unit, at::zeros_like(unit));
-  return {unit, mag};
+  return {unit_directions(vectors), vectors.norm(2, -1)};
+}
+
+double codebook_coverage(const at::Tensor& codebook, const at::Tensor& vectors, double threshold) {
+  const int64_t n = vectors.size(0);
+  if (n == 0) return 0.0;
+  const at::Tensor entries = codebook.to(vectors.device(), at::kFloat).contiguous();
+  int64_t covered = 0;
+  for (int64_t start = 0; start < n; start += 8192) {
+    const int64_t rows = std::min<int64_t>(8192, n - start);
+    at::Tensor dirs = unit_directions(vectors.narrow(0, start, rows).to(at::kFloat));
+    covered += (assign_to_codebook(dirs, entries, threshold).index >= 0).sum().item<int64_t>();
+  }
+  return static_cast<double>(covered) / static_cast<double>(n);
 }
 
 CodebookAssignment assign_to_codebook(const at::Tensor& directions, const at::Tensor& codebook,

@@ -17,9 +17,27 @@
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 
 namespace spindlekv {
+
+/// Where the stage-2 codebook entries come from.
+enum class CodebookMode {
+  kNone,        ///< no replacement: kept vectors stay exact (eviction only)
+  kCalibrated,  ///< the artifact's codebook; vectors with no entry above theta stay exact
+  kJustInTime,  ///< the paper: Algorithm 1 on each input at prefill, extended while decoding
+  kHybrid,      ///< calibrated first, just-in-time for the vectors it misses
+};
+
+const char* to_string(CodebookMode mode);
+/// Parses "none|calibrated|jit|hybrid"; throws naming the allowed values.
+CodebookMode parse_codebook_mode(const std::string& name);
+
+/// Unit rows of `vectors` [n, d]; zero rows stay zero (no direction). The
+/// one definition of a direction: the trainer, the capture statistics and
+/// the cache all use it.
+at::Tensor unit_directions(const at::Tensor& vectors);
 
 /// Splits `vectors` [n, d] into unit directions [n, d] and magnitudes [n].
 /// Zero vectors have no direction: their direction row stays zero and their
@@ -36,6 +54,11 @@ struct CodebookAssignment {
 CodebookAssignment assign_to_codebook(const at::Tensor& directions, const at::Tensor& codebook,
                                       double threshold);
 
+/// Fraction of the rows of `vectors` [n, d] (any norm) that the codebook
+/// [K, d] covers: assign_to_codebook finds an entry above `threshold`. Zero
+/// rows are never covered; 0 for n = 0. Works through n in blocks.
+double codebook_coverage(const at::Tensor& codebook, const at::Tensor& vectors, double threshold);
+
 struct JitCodebook {
   at::Tensor entries;  ///< [J, d] float32 unit rows: the chosen directions
   at::Tensor index;    ///< [n] int64 into entries; -1 for zero vectors
@@ -49,8 +72,5 @@ struct JitCodebook {
 /// vertices leave, instead of recounted each round; G is held as bits.
 JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold);
 
-/// The same greedy cover written as printed (degrees recounted over the
-/// remaining graph every round, O(n^3)): a reference for tests and benchmarks.
-JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double threshold);
 
 }  // namespace spindlekv

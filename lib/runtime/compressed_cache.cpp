@@ -6,30 +6,16 @@
 #include <cmath>
 #include <tuple>
 
-#include "common/error.h"
-#include "model/rope.h"
+#include "core/error.h"
+#include "core/rope.h"
 #include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
-using detail::CodingMode;
 using detail::SequenceLayer;
 
-const char* to_string(CodebookMode m) {
-  switch (m) {
-    case CodebookMode::kNone:
-      return "none";
-    case CodebookMode::kCalibrated:
-      return "calibrated";
-    case CodebookMode::kJustInTime:
-      return "jit";
-    case CodebookMode::kHybrid:
-      return "hybrid";
-  }
-  return "?";
-}
 
 const char* to_string(BudgetKind k) {
   switch (k) {
@@ -43,14 +29,6 @@ const char* to_string(BudgetKind k) {
   return "?";
 }
 
-CodebookMode parse_codebook_mode(const std::string& s) {
-  if (s == "none") return CodebookMode::kNone;
-  if (s == "calibrated") return CodebookMode::kCalibrated;
-  if (s == "jit") return CodebookMode::kJustInTime;
-  if (s == "hybrid") return CodebookMode::kHybrid;
-  SKV_THROW(kInvalidInput, "codebook mode '", s,
-            "' is unknown (allowed: none, calibrated, jit, hybrid)");
-}
 
 BudgetKind parse_budget_kind(const std::string& s) {
   if (s == "uniform") return BudgetKind::kUniform;
@@ -59,15 +37,15 @@ BudgetKind parse_budget_kind(const std::string& s) {
   SKV_THROW(kInvalidInput, "budget '", s, "' is unknown (allowed: uniform, pyramid, calibrated)");
 }
 
-CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParameters p,
+CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParameters p,
                             std::shared_ptr<const Artifact> a, c10::Device dev)
-    : config(c), batch(b), params(p), artifact(std::move(a)), device(dev) {
-  config.validate();
+    : geometry(g), batch(b), params(p), artifact(std::move(a)), device(dev) {
+  geometry.validate();
   SKV_CHECK_GT(batch, 0, "batch size");
   SKV_CHECK(params.reserve_ratio > 0 && params.reserve_ratio <= 1, "reserve_ratio must lie in ",
             "(0, 1], got ", params.reserve_ratio);
   SKV_CHECK_GE(params.window, 0, "window");
-  if (artifact) artifact->check_model_config(config);
+  if (artifact) artifact->check_geometry(geometry);
   const bool needs_artifact = params.codebook == CodebookMode::kCalibrated ||
                               params.codebook == CodebookMode::kHybrid ||
                               params.budget == BudgetKind::kCalibrated;
@@ -82,26 +60,13 @@ CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParamete
             params.key_threshold, " outside (-1, 1]");
   SKV_CHECK(params.value_threshold > -1 && params.value_threshold <= 1, "value threshold ",
             params.value_threshold, " outside (-1, 1]");
-  switch (params.codebook) {
-    case CodebookMode::kNone:
-      coding = CodingMode::kExact;
-      break;
-    case CodebookMode::kCalibrated:
-      coding = CodingMode::kCalibrated;
-      break;
-    case CodebookMode::kJustInTime:
-      coding = CodingMode::kJustInTime;
-      break;
-    case CodebookMode::kHybrid:
-      coding = CodingMode::kHybrid;
-      break;
-  }
-  key_tables.resize(config.num_layers);
-  value_tables.resize(config.num_layers);
-  for (int64_t l = 0; l < config.num_layers; ++l) {
+  coding = params.codebook;
+  key_tables.resize(geometry.num_layers);
+  value_tables.resize(geometry.num_layers);
+  for (int64_t l = 0; l < geometry.num_layers; ++l) {
     key_tables[l].threshold = params.key_threshold;
     value_tables[l].threshold = params.value_threshold;
-    if (artifact && (coding == CodingMode::kCalibrated || coding == CodingMode::kHybrid)) {
+    if (artifact && (coding == CodebookMode::kCalibrated || coding == CodebookMode::kHybrid)) {
       const ArtifactLayer& L = artifact->layers[l];
       key_tables[l].calibrated = L.key_codebook.to(device, at::kFloat);
       key_tables[l].calibrated_sizes = L.key_sizes;
@@ -110,15 +75,15 @@ CompressedCache::Impl::Impl(const ModelConfig& c, int64_t b, CompressionParamete
     }
   }
   policy = std::make_shared<WindowAttentionPolicy>(params.gqa);
-  inv_freq = rope_inverse_frequencies(config.rope, config.head_dim).to(device);
-  sequences.assign(batch, std::vector<SequenceLayer>(config.num_layers));
+  inv_freq = rope_inverse_frequencies(geometry.rope, geometry.head_dim).to(device);
+  sequences.assign(batch, std::vector<SequenceLayer>(geometry.num_layers));
   next_positions.assign(batch, 0);
-  token_id_layer.assign(config.num_layers, false);
+  token_id_layer.assign(geometry.num_layers, false);
 }
 
 void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, const at::Tensor& ids,
                                              const at::Tensor& keys, const at::Tensor& values) {
-  const int64_t kv = config.num_kv_heads, t = ids.numel();
+  const int64_t kv = geometry.num_kv_heads, t = ids.numel();
   SKV_CHECK(ids.dim() == 1 && keys.size(1) == t, "layer ", layer,
             " is held as token ids and needs ", keys.size(1), " token ids, got ", ids.sizes());
   at::Tensor id = ids.to(device, at::kLong);
@@ -152,9 +117,9 @@ void CompressedCache::hold_as_token_ids(int64_t layer, const at::Tensor& keys_by
                                         const at::Tensor& values_by_token) {
   Impl& I = *impl_;
   with_context("holding layer " + std::to_string(layer) + " as token ids", [&] {
-    const int64_t kv = I.config.num_kv_heads, d = I.config.head_dim;
-    SKV_CHECK(layer >= 0 && layer < I.config.num_layers, "layer ", layer, " outside [0, ",
-              I.config.num_layers, ")");
+    const int64_t kv = I.geometry.num_kv_heads, d = I.geometry.head_dim;
+    SKV_CHECK(layer >= 0 && layer < I.geometry.num_layers, "layer ", layer, " outside [0, ",
+              I.geometry.num_layers, ")");
     SKV_CHECK(keys_by_token.dim() == 3 && keys_by_token.size(1) == kv &&
                   keys_by_token.size(2) == d && keys_by_token.size(0) > 0,
               "keys_by_token must be [vocab, ", kv, ", ", d, "], got ", keys_by_token.sizes());
@@ -206,15 +171,15 @@ at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tenso
 
 SequenceLayer& CompressedCache::Impl::slot(int64_t sequence, int64_t layer) {
   SKV_CHECK(sequence >= 0 && sequence < batch, "sequence ", sequence, " outside [0, ", batch, ")");
-  SKV_CHECK(layer >= 0 && layer < config.num_layers, "layer ", layer, " outside [0, ",
-            config.num_layers, ")");
+  SKV_CHECK(layer >= 0 && layer < geometry.num_layers, "layer ", layer, " outside [0, ",
+            geometry.num_layers, ")");
   return sequences[sequence][layer];
 }
 
-CompressedCache::CompressedCache(const ModelConfig& config, int64_t batch,
+CompressedCache::CompressedCache(const CacheGeometry& geometry, int64_t batch,
                                  CompressionParameters params,
                                  std::shared_ptr<const Artifact> artifact, c10::Device device)
-    : impl_(std::make_unique<Impl>(config, batch, params, std::move(artifact), device)) {}
+    : impl_(std::make_unique<Impl>(geometry, batch, params, std::move(artifact), device)) {}
 CompressedCache::~CompressedCache() = default;
 CompressedCache::CompressedCache(CompressedCache&&) noexcept = default;
 CompressedCache& CompressedCache::operator=(CompressedCache&&) noexcept = default;
@@ -243,10 +208,10 @@ int64_t CompressedCache::layer_budget(int64_t layer, int64_t tokens) const {
   std::vector<double> fractions;
   switch (I.params.budget) {
     case BudgetKind::kUniform:
-      fractions.assign(I.config.num_layers, rc);
+      fractions.assign(I.geometry.num_layers, rc);
       break;
     case BudgetKind::kPyramid:
-      fractions = pyramid_keep_fractions(rc, I.config.num_layers, I.params.pyramid_beta);
+      fractions = pyramid_keep_fractions(rc, I.geometry.num_layers, I.params.pyramid_beta);
       break;
     case BudgetKind::kCalibrated:
       fractions = I.artifact->calibrated.at(rc);
@@ -263,7 +228,7 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
       "prefill of sequence " + std::to_string(sequence) + " layer " + std::to_string(layer), [&] {
         SequenceLayer& S = I.slot(sequence, layer);
         SKV_CHECK(!S.filled, "the layer already holds tokens; prefill a fresh sequence");
-        const int64_t kv = I.config.num_kv_heads, heads = I.config.num_heads, d = I.config.head_dim;
+        const int64_t kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads, d = I.geometry.head_dim;
         SKV_CHECK(keys_in.dim() == 3 && keys_in.size(0) == kv && keys_in.size(2) == d,
                   "keys must be [", kv, ", tokens, ", d, "], got ", keys_in.sizes());
         SKV_CHECK(values_in.sizes() == keys_in.sizes(), "values ", values_in.sizes(),
@@ -304,7 +269,7 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
                     window_attention.defined() ? window_attention.sizes() : at::IntArrayRef{});
           EvictionInput in;
           in.layer = layer;
-          in.num_layers = I.config.num_layers;
+          in.num_layers = I.geometry.num_layers;
           in.num_kv_heads = kv;
           in.tokens = T;
           in.window = window;
@@ -332,7 +297,7 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           S.member = member.reshape({heads, n});
         }
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
-        const bool build = I.coding == CodingMode::kJustInTime || I.coding == CodingMode::kHybrid;
+        const bool build = I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid;
         S.keys = detail::empty_coded(kv, d, I.float_options());
         S.values = detail::empty_coded(kv, d, I.float_options());
         detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
@@ -350,8 +315,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
                                               const at::Tensor& values_in,
                                               const at::Tensor& positions_in) {
   Impl& I = *impl_;
-  const int64_t B = I.batch, kv = I.config.num_kv_heads, heads = I.config.num_heads;
-  const int64_t d = I.config.head_dim, group = heads / kv;
+  const int64_t B = I.batch, kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads;
+  const int64_t d = I.geometry.head_dim, group = heads / kv;
   SKV_CHECK(queries.dim() == 4 && queries.size(0) == B && queries.size(1) == heads &&
                 queries.size(3) == d,
             "queries must be [", B, ", ", heads, ", new, ", d, "], got ", queries.sizes());
@@ -363,7 +328,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   SKV_CHECK(positions_in.dim() == 2 && positions_in.size(0) == B && positions_in.size(1) == t,
             "positions must be [", B, ", ", t, "]");
   const bool extend = I.params.extend_codebook_when_decoding &&
-                      (I.coding == CodingMode::kJustInTime || I.coding == CodingMode::kHybrid);
+                      (I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid);
   const at::Tensor positions = positions_in.to(I.device, at::kLong);
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < B; ++b) {
@@ -406,7 +371,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     at::Tensor kpos = S.positions.to(at::kLong).view({kv, 1, 1, n});
     at::Tensor qpos = pos_b.view({1, 1, t, 1});
     at::Tensor visible = (kpos >= 0) & (kpos <= qpos);
-    if (I.config.sliding_window > 0) visible = visible & (kpos > qpos - I.config.sliding_window);
+    if (I.geometry.sliding_window > 0) visible = visible & (kpos > qpos - I.geometry.sliding_window);
     if (S.member.defined()) visible = visible & S.member.view({kv, group, 1, n});
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
@@ -422,20 +387,5 @@ void CompressedCache::advance(int64_t tokens) {
   impl_->pending_tokens = at::Tensor();
 }
 
-CompressedCache::Dense CompressedCache::reconstruct(int64_t sequence, int64_t layer) const {
-  Impl& I = *impl_;
-  SequenceLayer& S = I.slot(sequence, layer);
-  SKV_CHECK(S.filled, "sequence ", sequence, " layer ", layer, " holds nothing");
-  Dense out;
-  out.positions = S.positions.to(at::kLong);
-  out.keys = I.rotate(detail::reconstruct(S.keys, I.key_tables[layer]), S.positions);
-  out.values = detail::reconstruct(S.values, I.value_tables[layer]);
-  const int64_t kv = I.config.num_kv_heads, group = I.config.num_heads / kv;
-  const int64_t n = out.positions.size(1);
-  out.visible = S.member.defined()
-                    ? S.member.clone()
-                    : (out.positions >= 0).unsqueeze(1).expand({kv, group, n}).reshape({-1, n});
-  return out;
-}
 
 }  // namespace spindlekv

@@ -29,7 +29,8 @@
 #include <string>
 #include <vector>
 
-#include "model/model_config.h"
+#include "core/cache_geometry.h"
+#include "runtime/codebook_builder.h"
 #include "runtime/attention_cache.h"
 #include "runtime/eviction_policy.h"
 #include "runtime/paper_defaults.h"
@@ -37,14 +38,10 @@
 namespace spindlekv {
 
 struct Artifact;
+namespace detail {
+struct CacheAccess;  // runtime/detail/cache_access.h: tests and tools look inside
+}  // namespace detail
 
-/// Where the stage-2 codebook entries come from.
-enum class CodebookMode {
-  kNone,        ///< no replacement: kept vectors stay exact (eviction only)
-  kCalibrated,  ///< the artifact's codebook; vectors with no entry above theta stay exact
-  kJustInTime,  ///< the paper: Algorithm 1 on each input at prefill, extended while decoding
-  kHybrid,      ///< calibrated first, just-in-time for the vectors it misses
-};
 
 /// How per-layer budgets are set from the reserve ratio.
 enum class BudgetKind {
@@ -53,11 +50,8 @@ enum class BudgetKind {
   kCalibrated,  ///< the artifact's calibrated table
 };
 
-const char* to_string(CodebookMode mode);
 const char* to_string(BudgetKind kind);
-/// Parse "none|calibrated|jit|hybrid" and "uniform|pyramid|calibrated"; throw naming the allowed
-/// values.
-CodebookMode parse_codebook_mode(const std::string& name);
+/// Parses "uniform|pyramid|calibrated"; throws naming the allowed values.
 BudgetKind parse_budget_kind(const std::string& name);
 
 struct CompressionParameters {
@@ -127,10 +121,10 @@ struct MemoryReport {
 
 class CompressedCache : public AttentionCache {
  public:
-  /// A cache for `batch` sequences of a model with `config`. `artifact` is
+  /// A cache for `batch` sequences of a model of `geometry`. `artifact` is
   /// required for the calibrated and hybrid modes and calibrated budgets; it
-  /// must match config's geometry. Throws kInvalidInput naming the problem.
-  CompressedCache(const ModelConfig& config, int64_t batch, CompressionParameters params,
+  /// must match the geometry. Throws kInvalidInput naming the problem.
+  CompressedCache(const CacheGeometry& geometry, int64_t batch, CompressionParameters params,
                   std::shared_ptr<const Artifact> artifact = nullptr,
                   c10::Device device = c10::kCPU);
   ~CompressedCache() override;
@@ -175,27 +169,19 @@ class CompressedCache : public AttentionCache {
   void advance(int64_t tokens) override;
   void observe_tokens(const at::Tensor& tokens) override;
 
-  /// The dense cache this compressed one stands for, for tests and tools:
-  /// keys post-RoPE [kv_heads, slots, head_dim], values, positions [kv_heads,
-  /// slots] int64 (-1 for padding), visible [heads, slots] bool.
-  struct Dense {
-    at::Tensor keys, values, positions, visible;
-  };
-  Dense reconstruct(int64_t sequence, int64_t layer) const;
-
   MemoryReport memory() const;
 
   /// Saves every sequence's compressed layers (atomically, safetensors). The
   /// calibrated codebook is not copied: the file records the artifact's
   /// checksum, and load() needs the same artifact.
   void save(const std::string& path) const;
-  static CompressedCache load(const std::string& path, const ModelConfig& config,
+  static CompressedCache load(const std::string& path, const CacheGeometry& geometry,
                               std::shared_ptr<const Artifact> artifact = nullptr,
                               c10::Device device = c10::kCPU);
 
-  struct Impl;
-
  private:
+  struct Impl;  // runtime/detail/compressed_cache_impl.h
+  friend struct detail::CacheAccess;
   std::unique_ptr<Impl> impl_;
 };
 

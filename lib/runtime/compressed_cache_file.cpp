@@ -11,11 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
-#include "common/error.h"
+#include "core/error.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/compressed_cache_impl.h"
-#include "runtime/safetensors_reader.h"
-#include "runtime/safetensors_writer.h"
+#include "core/safetensors_reader.h"
+#include "core/safetensors_writer.h"
 
 namespace spindlekv {
 namespace {
@@ -71,7 +71,7 @@ void CompressedCache::save(const std::string& path) const {
     for (int64_t b = 0; b < I.batch; ++b) {
       nlohmann::json seq = {{"next_position", I.next_positions[b]},
                             {"layers", nlohmann::json::array()}};
-      for (int64_t l = 0; l < I.config.num_layers; ++l) {
+      for (int64_t l = 0; l < I.geometry.num_layers; ++l) {
         const detail::SequenceLayer& S = I.sequences[b][l];
         seq["layers"].push_back({{"filled", S.filled},
                                  {"tokens_seen", S.tokens_seen},
@@ -94,10 +94,10 @@ void CompressedCache::save(const std::string& path) const {
       }
       state.push_back(seq);
     }
-    nlohmann::json geometry = {{"num_layers", I.config.num_layers},
-                               {"num_heads", I.config.num_heads},
-                               {"num_kv_heads", I.config.num_kv_heads},
-                               {"head_dim", I.config.head_dim},
+    nlohmann::json geometry = {{"num_layers", I.geometry.num_layers},
+                               {"num_heads", I.geometry.num_heads},
+                               {"num_kv_heads", I.geometry.num_kv_heads},
+                               {"head_dim", I.geometry.head_dim},
                                {"batch", I.batch}};
     std::map<std::string, std::string> meta = {
         {"format", kCacheFormat},
@@ -110,7 +110,7 @@ void CompressedCache::save(const std::string& path) const {
   });
 }
 
-CompressedCache CompressedCache::load(const std::string& path, const ModelConfig& config,
+CompressedCache CompressedCache::load(const std::string& path, const CacheGeometry& config,
                                       std::shared_ptr<const Artifact> artifact,
                                       c10::Device device) {
   return with_context("loading compressed cache '" + path + "'", [&] {

@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {
@@ -30,7 +30,7 @@ at::Tensor window_importance(const EvictionInput& in) {
   check_input(in);
   const int64_t context = std::max<int64_t>(in.tokens - in.window, 0);
   const int64_t rows = std::min(in.window, in.attention.size(1));
-  at::Tensor att = in.attention.narrow(1, in.attention.size(1) - rows, rows).to(at::kFloat);
+  at::Tensor att = in.attention.narrow(1, in.attention.size(1) - rows, rows);
   // Window rows that see each token: every one for context tokens.
   return att.narrow(2, 0, context).sum(1) / static_cast<double>(std::max<int64_t>(rows, 1));
 }
@@ -49,10 +49,24 @@ at::Tensor keep_top_scores(const at::Tensor& scores, int64_t keep, int64_t token
   kept.narrow(1, context, tokens - context).fill_(true);
   keep = std::min(keep, context);
   if (keep <= 0) return kept;
-  // Stable descending sort: among equal scores the earlier token wins.
-  at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, -1, /*descending=*/true));
-  kept.narrow(1, 0, context).scatter_(1, order.narrow(1, 0, keep), true);
+  kept.narrow(1, 0, context).scatter_(1, importance_order(scores).narrow(1, 0, keep), true);
   return kept;
+}
+
+at::Tensor importance_order(const at::Tensor& scores) {
+  // Stable descending sort: among equal scores the earlier token wins.
+  return std::get<1>(scores.sort(/*stable=*/true, -1, /*descending=*/true));
+}
+
+at::Tensor window_scores(const EvictionInput& in, GqaMode gqa, int64_t pooling_kernel) {
+  SKV_CHECK(pooling_kernel >= 1 && pooling_kernel % 2 == 1, "pooling kernel must be odd and ",
+            ">= 1, got ", pooling_kernel);
+  at::Tensor scores = window_importance(in);  // [heads, context]
+  if (pooling_kernel > 1 && scores.size(1) > 0) {
+    scores = at::max_pool1d(scores.unsqueeze(0), pooling_kernel, 1, pooling_kernel / 2).squeeze(0);
+  }
+  if (gqa == GqaMode::kGroupAverage) scores = group_mean_scores(scores, in.num_kv_heads);
+  return scores;
 }
 
 WindowAttentionPolicy::WindowAttentionPolicy(GqaMode gqa, int64_t pooling_kernel)
@@ -67,13 +81,7 @@ std::string WindowAttentionPolicy::name() const {
 }
 
 at::Tensor WindowAttentionPolicy::select(const EvictionInput& in) const {
-  at::Tensor scores = window_importance(in);  // [heads, context]
-  if (pooling_kernel_ > 1 && scores.size(1) > 0) {
-    scores =
-        at::max_pool1d(scores.unsqueeze(0), pooling_kernel_, 1, pooling_kernel_ / 2).squeeze(0);
-  }
-  if (gqa_ == GqaMode::kGroupAverage) scores = group_mean_scores(scores, in.num_kv_heads);
-  return keep_top_scores(scores, in.keep_context, in.tokens);
+  return keep_top_scores(window_scores(in, gqa_, pooling_kernel_), in.keep_context, in.tokens);
 }
 
 }  // namespace spindlekv

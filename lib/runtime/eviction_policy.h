@@ -71,8 +71,19 @@ class WindowAttentionPolicy : public EvictionPolicy {
 };
 
 /// Importance [heads, context] of the context tokens from the last `window`
-/// attention rows (see WindowAttentionPolicy).
+/// attention rows (see WindowAttentionPolicy), in the attention's dtype.
 at::Tensor window_importance(const EvictionInput& input);
+
+/// The scores WindowAttentionPolicy ranks context tokens by: window_importance,
+/// max-pooled over `pooling_kernel` neighbours (odd, 1: none), averaged over
+/// each GQA group under GqaMode::kGroupAverage. Capture statistics call it,
+/// so calibrated budgets rank tokens as the runtime does.
+at::Tensor window_scores(const EvictionInput& input, GqaMode gqa = GqaMode::kRepeat,
+                         int64_t pooling_kernel = 1);
+
+/// Context positions [heads, context] int64 by descending score (ties: the
+/// earlier token first): the order keep_top_scores keeps them in.
+at::Tensor importance_order(const at::Tensor& scores);
 
 /// GqaMode::kGroupAverage's scoring: each query head's scores [heads, n]
 /// replaced by the mean over its group of heads / kv_heads query heads.

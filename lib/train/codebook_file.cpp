@@ -5,12 +5,30 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
-#include "common/hdf5_util.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "capture/hdf5_util.h"
 
 namespace spindlekv {
 namespace {
+
+// The codebook file's attributes, once: the writer and the reader both walk
+// this table (docs/codebook_format.md lists the same keys).
+template <class M, class F>
+void metadata_fields(M& m, F&& field) {
+  field("tool_version", m.tool_version);
+  field("capture_file", m.capture_file);
+  field("model_fingerprint", m.model_fingerprint);
+  field("calibration_hash", m.calibration_hash);
+  field("config", m.config_json);
+  field("sharing", m.sharing);
+  field("key_threshold", m.key_threshold);
+  field("value_threshold", m.value_threshold);
+  field("num_kv_heads", m.num_kv_heads);
+  field("head_dim", m.head_dim);
+  field("curve_sizes", m.curve_sizes);
+  field("seed", m.seed);
+}
 
 void write_set(hid_t group, const std::string& prefix, const CodebookSet& set) {
   at::Tensor cw = set.codewords.to(at::kCPU, at::kFloat).contiguous();
@@ -94,18 +112,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
       h5::Handle file = h5::create_file(guard.temp_path());
       const CodebookFileMetadata& m = f.metadata;
       h5::write_format(file, kCodebookFormat, kCodebookFormatVersion);
-      h5::write_attr(file, "tool_version", m.tool_version);
-      h5::write_attr(file, "capture_file", m.capture_file);
-      h5::write_attr(file, "model_fingerprint", m.model_fingerprint);
-      h5::write_attr(file, "calibration_hash", m.calibration_hash);
-      h5::write_attr(file, "config", m.config_json);
-      h5::write_attr(file, "sharing", m.sharing);
-      h5::write_attr(file, "key_threshold", m.key_threshold);
-      h5::write_attr(file, "value_threshold", m.value_threshold);
-      h5::write_attr(file, "num_kv_heads", m.num_kv_heads);
-      h5::write_attr(file, "head_dim", m.head_dim);
-      h5::write_attr(file, "curve_sizes", m.curve_sizes);
-      h5::write_attr(file, "seed", static_cast<int64_t>(m.seed));
+      metadata_fields(m, h5::AttrWriter{file});
       std::vector<int64_t> layer_ids;
       h5::Handle layers = h5::create_group(file, "layers");
       for (const auto& L : f.layers) {
@@ -128,18 +135,7 @@ CodebookFile read_codebook_file(const std::string& path) {
     h5::Handle file = h5::open_file(path, false);
     h5::check_format(file, kCodebookFormat, kCodebookFormatVersion);
     CodebookFileMetadata& m = f.metadata;
-    m.tool_version = h5::read_attr_string(file, "tool_version");
-    m.capture_file = h5::read_attr_string(file, "capture_file");
-    m.model_fingerprint = h5::read_attr_string(file, "model_fingerprint");
-    m.calibration_hash = h5::read_attr_string(file, "calibration_hash");
-    m.config_json = h5::read_attr_string(file, "config");
-    m.sharing = h5::read_attr_string(file, "sharing");
-    m.key_threshold = h5::read_attr_double(file, "key_threshold");
-    m.value_threshold = h5::read_attr_double(file, "value_threshold");
-    m.num_kv_heads = h5::read_attr_int(file, "num_kv_heads");
-    m.head_dim = h5::read_attr_int(file, "head_dim");
-    m.curve_sizes = h5::read_attr_ints(file, "curve_sizes");
-    m.seed = static_cast<uint64_t>(h5::read_attr_int(file, "seed"));
+    metadata_fields(m, h5::AttrReader{file});
     h5::Handle layers = h5::open_group(file, "layers");
     for (int64_t l : h5::read_attr_ints(file, "layers")) {
       with_context("layer " + std::to_string(l), [&] {

@@ -10,7 +10,7 @@
 #include <queue>
 #include <random>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {
@@ -102,15 +102,13 @@ at::Tensor sample_of(const at::Tensor& unit, int64_t limit, std::mt19937_64& rng
   return unit.index_select(0, at::tensor(idx, at::kLong)).contiguous();
 }
 
-// The paper's greedy cover on (a sample of) the vectors: the vertices of the
-// similarity graph G = (cos > threshold), each picked with its neighbourhood.
+// The paper's greedy cover (Algorithm 1, the runtime's just-in-time builder)
+// on a sample of the vectors: its first entries are the vertices of the
+// similarity graph G = (cos > threshold) with the most neighbours.
 at::Tensor greedy_cover_candidates(const at::Tensor& unit, int64_t max_candidates,
                                    const CodebookTrainingParameters& p, std::mt19937_64& rng) {
-  at::Tensor sample = sample_of(unit, p.greedy_sample, rng);
-  const Lists neighbours = range_lists(sample, sample, p.threshold);
-  std::vector<char> covered(sample.size(0), 0);
-  std::vector<int64_t> picked = greedy_max_cover(neighbours, covered, max_candidates, 1);
-  return sample.index_select(0, at::tensor(picked, at::kLong)).contiguous();
+  const at::Tensor entries = build_jit_codebook(sample_of(unit, p.greedy_sample, rng), p.threshold).entries;
+  return entries.narrow(0, 0, std::min<int64_t>(max_candidates, entries.size(0))).contiguous();
 }
 
 // Greedy selection among candidates of at most `slots` codewords that cover
@@ -193,10 +191,6 @@ Codebook finalize(const at::Tensor& codewords, const at::Tensor& unit, double th
 
 }  // namespace
 
-at::Tensor unit_directions(const at::Tensor& vectors) {
-  at::Tensor v = vectors.to(at::kFloat);
-  return (v / v.norm(2, 1, true).clamp_min(1e-12)).contiguous();
-}
 
 Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParameters& p) {
   SKV_CHECK_EQ(vectors.dim(), 2, "codebook training expects vectors [n, dim]");
@@ -204,7 +198,7 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
             p.threshold);
   SKV_CHECK_GT(p.max_codewords, 0, "max_codewords must be positive");
   SKV_CHECK(at::isfinite(vectors).all().item<bool>(), "vectors contain NaN or Inf");
-  at::Tensor all = unit_directions(vectors.to(at::kCPU));
+  at::Tensor all = unit_directions(vectors.to(at::kCPU, at::kFloat));
   // Zero vectors have no direction: they can never be covered, and would
   // only pull k-means centroids towards the origin.
   at::Tensor nonzero = (vectors.to(at::kCPU).norm(2, 1) > 0).nonzero().view({-1});
@@ -259,13 +253,6 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
   return cb;
 }
 
-double codebook_coverage(const at::Tensor& codewords, const at::Tensor& vectors, double threshold,
-                         int64_t k) {
-  if (vectors.size(0) == 0) return 0.0;
-  at::Tensor cw = k > 0 ? codewords.narrow(0, 0, std::min(k, codewords.size(0))) : codewords;
-  at::Tensor sim = best_match(cw.contiguous(), unit_directions(vectors)).second;
-  return (sim > threshold).to(at::kDouble).mean().item<double>();
-}
 
 std::vector<double> coverage_curve(const at::Tensor& codewords, const at::Tensor& vectors,
                                    double threshold, const std::vector<int64_t>& sizes) {

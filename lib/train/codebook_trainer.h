@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/codebook_builder.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
@@ -61,16 +62,9 @@ struct Codebook {
 /// Trains a codebook on `vectors`. Deterministic for a fixed seed and thread count.
 Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParameters& params);
 
-/// Fraction of rows of `vectors` whose best codeword among the first `k` rows
-/// of `codewords` (all when k <= 0) has cosine similarity above `threshold`.
-double codebook_coverage(const at::Tensor& codewords, const at::Tensor& vectors, double threshold,
-                         int64_t k = 0);
-
-/// Coverage by the first k codewords for every k in `sizes`, in one pass.
+/// Coverage (runtime's codebook_coverage) by the first k codewords for every
+/// k in `sizes`, in one pass.
 std::vector<double> coverage_curve(const at::Tensor& codewords, const at::Tensor& vectors,
                                    double threshold, const std::vector<int64_t>& sizes);
-
-/// Unit rows of `vectors` [n, dim]; zero rows stay zero.
-at::Tensor unit_directions(const at::Tensor& vectors);
 
 }  // namespace spindlekv

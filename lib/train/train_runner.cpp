@@ -9,11 +9,21 @@
 
 #include "capture/capture_file.h"
 #include "capture/capture_runner.h"
-#include "common/error.h"
-#include "common/version.h"
-#include "model/model_fingerprint.h"
+#include "core/error.h"
+#include "core/version.h"
+#include "core/model_fingerprint.h"
 
 namespace spindlekv {
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CodebookTrainingParameters, threshold, max_codewords,
+                                   kmeans_centroids, kmeans_iterations, greedy_sample,
+                                   selection_sample, greedy_candidates, merge_threshold,
+                                   min_support, max_rounds, seed)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainOptions, capture, out, layers, model_dir, sharing,
+                                   key_threshold, value_threshold, max_codewords, target_coverage,
+                                   sample_size, heldout_size, heldout_every, trainer, overwrite)
+
+std::string train_options_json(const TrainOptions& options) { return nlohmann::json(options).dump(); }
 namespace fs = std::filesystem;
 
 std::vector<int64_t> curve_sizes_up_to(int64_t max) {
@@ -162,22 +172,7 @@ CodebookFile run_train(const TrainOptions& o,
   m.head_dim = cm.head_dim;
   m.curve_sizes = curve_sizes_up_to(o.max_codewords);
   m.seed = o.trainer.seed;
-  m.config_json = nlohmann::json{{"layers", o.layers},
-                                 {"sharing", o.sharing},
-                                 {"key_threshold", o.key_threshold},
-                                 {"value_threshold", o.value_threshold},
-                                 {"max_codewords", o.max_codewords},
-                                 {"target_coverage", o.target_coverage},
-                                 {"sample_size", o.sample_size},
-                                 {"heldout_size", o.heldout_size},
-                                 {"heldout_every", o.heldout_every},
-                                 {"kmeans_iterations", o.trainer.kmeans_iterations},
-                                 {"greedy_sample", o.trainer.greedy_sample},
-                                 {"merge_threshold", o.trainer.merge_threshold},
-                                 {"min_support", o.trainer.min_support},
-                                 {"max_rounds", o.trainer.max_rounds},
-                                 {"seed", o.trainer.seed}}
-                      .dump();
+  m.config_json = train_options_json(o);
 
   TrainProgress progress;
   const int64_t groups = o.sharing == "shared" ? 1 : cm.num_kv_heads;

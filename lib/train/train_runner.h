@@ -42,6 +42,10 @@ struct TrainProgress {
   double seconds = 0;
 };
 
+/// Every option as a JSON object: the codebook file's recorded config. The
+/// one definition of the options' serialised form.
+std::string train_options_json(const TrainOptions& options);
+
 /// Runs the training and writes `out` atomically. Returns what was written.
 CodebookFile run_train(const TrainOptions& options,
                        const std::function<void(const TrainProgress&)>& on_progress = {});

@@ -13,13 +13,13 @@
 namespace spindlekv {
 
 struct CompressedCache::Impl {
-  ModelConfig config;
+  CacheGeometry geometry;
   int64_t batch = 0;
   CompressionParameters params;
   std::shared_ptr<const Artifact> artifact;
   c10::Device device = c10::kCPU;
   std::shared_ptr<const EvictionPolicy> policy;
-  detail::CodingMode coding = detail::CodingMode::kExact;
+  CodebookMode coding = CodebookMode::kNone;  ///< params.codebook
   std::vector<detail::CodebookTables> key_tables, value_tables;  ///< per layer
   at::Tensor inv_freq;                                           ///< [head_dim / 2] float64
   at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand
@@ -34,7 +34,7 @@ struct CompressedCache::Impl {
   void append_token_ids(int64_t layer, detail::SequenceLayer& S, const at::Tensor& ids,
                         const at::Tensor& keys, const at::Tensor& values);
 
-  Impl(const ModelConfig& config, int64_t batch, CompressionParameters params,
+  Impl(const CacheGeometry& geometry, int64_t batch, CompressionParameters params,
        std::shared_ptr<const Artifact> artifact, c10::Device device);
   at::TensorOptions float_options() const;
   /// Grows the RoPE tables to cover positions [0, needed).

@@ -5,7 +5,8 @@
 
 #include <algorithm>
 
-#include "common/error.h"
+#include "core/error.h"
+#include "core/rope.h"
 #include "runtime/codebook_builder.h"
 
 namespace spindlekv {
@@ -50,7 +51,7 @@ CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOpt
 }
 
 void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Tensor& valid,
-                  const CodebookTables& tables, CodingMode mode, bool build_jit_from_misses) {
+                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses) {
   const at::Tensor vectors = vectors_in.to(at::kFloat);
   const int64_t kv = vectors.size(0), t = vectors.size(1);
   if (t == 0) return;
@@ -60,8 +61,8 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
       at::full({kv, t}, static_cast<int64_t>(kZeroCode), vectors.options().dtype(at::kLong));
   at::Tensor open = mags > 0;  // vectors that still need a code
   const int64_t Kc = tables.calibrated_capacity();
-  const bool use_calibrated = mode == CodingMode::kCalibrated || mode == CodingMode::kHybrid;
-  const bool use_jit = mode == CodingMode::kJustInTime || mode == CodingMode::kHybrid;
+  const bool use_calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
+  const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
 
   if (use_calibrated && Kc > 0) {
     auto [best, arg] = nearest(dirs, tables.calibrated, tables.calibrated_sizes);
@@ -162,10 +163,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   if (!c.code.is_cpu()) {
     // Other devices: the same computation in ATen operations.
     at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
-    const at::Tensor keys = reconstruct(c, tables);
-    return keys * cos.index_select(0, idx).view({kv, n, d}) +
-           at::cat({-keys.narrow(2, d / 2, d / 2), keys.narrow(2, 0, d / 2)}, 2) *
-               sin.index_select(0, idx).view({kv, n, d});
+    return apply_rope(reconstruct(c, tables), RopeTables{cos.index_select(0, idx).view({kv, n, d}),
+                                                          sin.index_select(0, idx).view({kv, n, d})});
   }
   at::Tensor out = at::empty({kv, n, d}, c.magnitude.options());
   const at::Tensor code = c.code.contiguous(), mag = c.magnitude.contiguous();
@@ -183,7 +182,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const float* cos_p = cos_c.data_ptr<float>();
   const float* sin_p = sin_c.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
-  const int64_t Kc = tables.calibrated_capacity(), cap = c.jit.size(1), half = d / 2;
+  const int64_t Kc = tables.calibrated_capacity(), cap = c.jit.size(1);
   const int64_t exact_cap = c.exact.size(1);
   const bool shared = tables.shared();
   at::parallel_for(0, kv * n, 512, [&](int64_t begin, int64_t end) {
@@ -203,14 +202,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
         std::fill(o, o + d, 0.0f);
         continue;
       }
-      const float m = mag_p[i];
-      const float* cs = cos_p + static_cast<int64_t>(pos_p[i]) * d;
-      const float* sn = sin_p + static_cast<int64_t>(pos_p[i]) * d;
-      for (int64_t j = 0; j < half; ++j) {
-        const float x1 = src[j] * m, x2 = src[j + half] * m;
-        o[j] = x1 * cs[j] - x2 * sn[j];
-        o[j + half] = x2 * cs[j + half] + x1 * sn[j + half];
-      }
+      const int64_t row = static_cast<int64_t>(pos_p[i]) * d;
+      apply_rope_row(src, mag_p[i], cos_p + row, sin_p + row, o, d);
     }
   });
   return out;

@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "runtime/codebook_builder.h"
+
 namespace spindlekv {
 namespace detail {
 
@@ -46,12 +48,10 @@ struct SequenceLayer {
   int64_t tokens_seen = 0;
 };
 
-enum class CodingMode { kExact, kCalibrated, kJustInTime, kHybrid };
-
 /// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
 /// and appends them as new slots of `out`.
 void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor& valid,
-                  const CodebookTables& tables, CodingMode mode, bool build_jit_from_misses);
+                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses);
 
 /// Dense vectors [kv_heads, slots, d] rebuilt from codes.
 at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);

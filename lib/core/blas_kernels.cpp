@@ -1,4 +1,4 @@
-#include "common/blas_kernels.h"
+#include "core/blas_kernels.h"
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>

@@ -8,7 +8,9 @@
 
 #include <ATen/Tensor.h>
 
-#include "model/model_config.h"
+#include <cstdint>
+
+#include "core/cache_geometry.h"
 
 namespace spindlekv {
 
@@ -29,5 +31,17 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
 
 /// The inverse rotation (rotation by -angle): recovers pre-RoPE vectors.
 at::Tensor unapply_rope(const at::Tensor& x, const RopeTables& tables);
+
+/// apply_rope on one row, for fused loops: out [d] = rotation of (scale * x)
+/// by the table rows cos, sin [d] (d even). out must not alias x.
+inline void apply_rope_row(const float* x, float scale, const float* cos, const float* sin,
+                           float* out, int64_t d) {
+  const int64_t half = d / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const float x1 = x[j] * scale, x2 = x[j + half] * scale;
+    out[j] = x1 * cos[j] - x2 * sin[j];
+    out[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
+  }
+}
 
 }  // namespace spindlekv

@@ -60,6 +60,35 @@ double read_attr_double(hid_t loc, const std::string& name);
 std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name);
 std::vector<double> read_attr_doubles(hid_t loc, const std::string& name);
 
+// Attribute I/O chosen by the field's type, so that one table of (name,
+// field) pairs per file kind serves both its writer and its reader:
+//   template <class M, class F> void metadata_fields(M& m, F&& field) {
+//     field("seq_len", m.seq_len); ...
+//   }
+//   metadata_fields(meta, h5::AttrWriter{file});  // or AttrReader
+void write_attr(hid_t loc, const std::string& name, uint64_t value);  ///< stored as int64
+void read_attr(hid_t loc, const std::string& name, std::string& out);
+void read_attr(hid_t loc, const std::string& name, int64_t& out);
+void read_attr(hid_t loc, const std::string& name, uint64_t& out);
+void read_attr(hid_t loc, const std::string& name, double& out);
+void read_attr(hid_t loc, const std::string& name, std::vector<int64_t>& out);
+void read_attr(hid_t loc, const std::string& name, std::vector<double>& out);
+
+struct AttrWriter {
+  hid_t loc;
+  template <class T>
+  void operator()(const char* name, const T& value) const {
+    write_attr(loc, name, value);
+  }
+};
+struct AttrReader {
+  hid_t loc;
+  template <class T>
+  void operator()(const char* name, T& value) const {
+    read_attr(loc, name, value);
+  }
+};
+
 /// Writes the "format" and "format_version" attributes that name a file kind.
 void write_format(hid_t loc, const std::string& format, int64_t version);
 /// Checks them: kInvalidInput for another format, kUnsupported for another version.

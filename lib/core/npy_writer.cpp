@@ -1,12 +1,12 @@
-#include "common/npy_writer.h"
+#include "core/npy_writer.h"
 
 #include <ATen/ATen.h>
 
 #include <cstring>
 #include <regex>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {

@@ -1,10 +1,10 @@
-#include "model/rope.h"
+#include "core/rope.h"
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 

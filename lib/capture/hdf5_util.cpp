@@ -1,8 +1,8 @@
-#include "common/hdf5_util.h"
+#include "capture/hdf5_util.h"
 
 #include <mutex>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv::h5 {
 namespace {
@@ -122,6 +122,25 @@ void write_attr(hid_t loc, const std::string& name, const std::string& value) {
 }
 void write_attr(hid_t loc, const std::string& name, int64_t value) {
   put_attr(loc, name, H5T_NATIVE_INT64, {}, &value);
+}
+void write_attr(hid_t loc, const std::string& name, uint64_t value) {
+  write_attr(loc, name, static_cast<int64_t>(value));
+}
+void read_attr(hid_t loc, const std::string& name, std::string& out) {
+  out = read_attr_string(loc, name);
+}
+void read_attr(hid_t loc, const std::string& name, int64_t& out) { out = read_attr_int(loc, name); }
+void read_attr(hid_t loc, const std::string& name, uint64_t& out) {
+  out = static_cast<uint64_t>(read_attr_int(loc, name));
+}
+void read_attr(hid_t loc, const std::string& name, double& out) {
+  out = read_attr_double(loc, name);
+}
+void read_attr(hid_t loc, const std::string& name, std::vector<int64_t>& out) {
+  out = read_attr_ints(loc, name);
+}
+void read_attr(hid_t loc, const std::string& name, std::vector<double>& out) {
+  out = read_attr_doubles(loc, name);
 }
 void write_attr(hid_t loc, const std::string& name, double value) {
   put_attr(loc, name, H5T_NATIVE_DOUBLE, {}, &value);

@@ -1,4 +1,4 @@
-#include "model/model_fingerprint.h"
+#include "core/model_fingerprint.h"
 
 // Inlined so the runtime library links no xxHash shared object.
 #define XXH_INLINE_ALL
@@ -6,10 +6,10 @@
 
 #include <cstdio>
 
-#include "common/error.h"
-#include "model/checkpoint.h"
-#include "model/model_config.h"
-#include "runtime/safetensors_reader.h"
+#include "core/error.h"
+#include "core/checkpoint.h"
+#include "core/model_config.h"
+#include "core/safetensors_reader.h"
 
 namespace spindlekv {
 

@@ -1,4 +1,4 @@
-#include "common/threads.h"
+#include "core/threads.h"
 
 #include <ATen/Parallel.h>
 

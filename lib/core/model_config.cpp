@@ -1,10 +1,10 @@
-#include "model/model_config.h"
+#include "core/model_config.h"
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {
@@ -73,10 +73,7 @@ void parse_rope(const json& j, ModelConfig& c) {
 
 }  // namespace
 
-void ModelConfig::validate() const {
-  SKV_CHECK_GT(vocab_size, 0, "vocab_size must be positive");
-  SKV_CHECK_GT(hidden_size, 0, "hidden_size must be positive");
-  SKV_CHECK_GT(intermediate_size, 0, "intermediate_size must be positive");
+void CacheGeometry::validate() const {
   SKV_CHECK_GT(num_layers, 0, "num_hidden_layers must be positive");
   SKV_CHECK_GT(num_heads, 0, "num_attention_heads must be positive");
   SKV_CHECK_GT(num_kv_heads, 0, "num_key_value_heads must be positive");
@@ -84,10 +81,28 @@ void ModelConfig::validate() const {
                "num_attention_heads must be a multiple of num_key_value_heads");
   SKV_CHECK_GT(head_dim, 0, "head_dim must be positive");
   SKV_CHECK_EQ(head_dim % 2, 0, "head_dim must be even for rotary embeddings");
-  SKV_CHECK_GT(max_position_embeddings, 0, "max_position_embeddings must be positive");
-  SKV_CHECK_GT(rms_norm_eps, 0.0, "rms_norm_eps must be positive");
   SKV_CHECK_GT(rope.theta, 0.0, "rope_theta must be positive");
   SKV_CHECK_GE(sliding_window, 0, "sliding_window must be non-negative");
+}
+
+CacheGeometry ModelConfig::geometry() const {
+  CacheGeometry g;
+  g.num_layers = num_layers;
+  g.num_heads = num_heads;
+  g.num_kv_heads = num_kv_heads;
+  g.head_dim = head_dim;
+  g.rope = rope;
+  g.sliding_window = sliding_window;
+  return g;
+}
+
+void ModelConfig::validate() const {
+  SKV_CHECK_GT(vocab_size, 0, "vocab_size must be positive");
+  SKV_CHECK_GT(hidden_size, 0, "hidden_size must be positive");
+  SKV_CHECK_GT(intermediate_size, 0, "intermediate_size must be positive");
+  geometry().validate();
+  SKV_CHECK_GT(max_position_embeddings, 0, "max_position_embeddings must be positive");
+  SKV_CHECK_GT(rms_norm_eps, 0.0, "rms_norm_eps must be positive");
 }
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {

@@ -1,4 +1,4 @@
-#include "runtime/safetensors_writer.h"
+#include "core/safetensors_writer.h"
 
 #include <ATen/ATen.h>
 
@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {

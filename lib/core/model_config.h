@@ -7,23 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "core/cache_geometry.h"
+
 namespace spindlekv {
-
-/// How rotary position frequencies are rescaled for longer contexts.
-enum class RopeScaling {
-  kNone,    ///< plain RoPE: inv_freq = theta^(-2i/d)
-  kLinear,  ///< position interpolation: inv_freq / factor
-  kLlama3,  ///< Llama 3.1's frequency-dependent scaling
-};
-
-struct RopeParameters {
-  double theta = 10000.0;
-  RopeScaling scaling = RopeScaling::kNone;
-  double factor = 1.0;  ///< linear and llama3
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_position_embeddings = 8192;  ///< llama3 only
-};
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";  ///< HF "architectures"[0]
@@ -51,6 +37,8 @@ struct ModelConfig {
   int64_t kv_bytes_per_token(int64_t bytes_per_element = 2) const {
     return 2 * num_layers * num_kv_heads * head_dim * bytes_per_element;
   }
+  /// What a KV cache needs of this model.
+  CacheGeometry geometry() const;
   /// Throws kInvalidInput naming the field if the numbers are inconsistent.
   void validate() const;
 };

@@ -1,4 +1,4 @@
-#include "model/checkpoint.h"
+#include "core/checkpoint.h"
 
 #include <ATen/ATen.h>
 
@@ -7,9 +7,9 @@
 #include <set>
 #include <sstream>
 
-#include "common/atomic_file.h"
-#include "common/error.h"
-#include "runtime/safetensors_reader.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/safetensors_reader.h"
 
 namespace spindlekv {
 namespace fs = std::filesystem;

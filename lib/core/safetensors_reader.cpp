@@ -1,4 +1,4 @@
-#include "runtime/safetensors_reader.h"
+#include "core/safetensors_reader.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -13,7 +13,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 

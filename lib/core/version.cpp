@@ -1,4 +1,4 @@
-#include "common/version.h"
+#include "core/version.h"
 
 namespace spindlekv {
 

@@ -1,4 +1,4 @@
-#include "common/atomic_file.h"
+#include "core/atomic_file.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -13,7 +13,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/error.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace fs = std::filesystem;
