@@ -24,13 +24,14 @@
 #include <string>
 
 #include "core/blas_kernels.h"
+#include "core/model_config.h"
+#include "core/rope.h"
 #include "core/threads.h"
 #include "model/attention.h"
-#include "core/rope.h"
 #include "runtime/artifact.h"
 #include "runtime/codebook_builder.h"
-#include "runtime/detail/jit_reference.h"
 #include "runtime/compressed_cache.h"
+#include "runtime/detail/jit_reference.h"
 
 using namespace spindlekv;
 

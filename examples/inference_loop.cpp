@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <string>
 
-#include "model/compressed_prefill.h"
 #include "core/model_fingerprint.h"
+#include "model/compressed_prefill.h"
 #include "runtime/artifact.h"
 
 int main(int argc, char** argv) {

@@ -6,9 +6,9 @@
 #include <filesystem>
 
 #include "capture/capture_runner.h"
+#include "core/model_fingerprint.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "core/model_fingerprint.h"
 #include "runtime/compressed_cache.h"
 #include "test_util.h"
 #include "train/train_runner.h"

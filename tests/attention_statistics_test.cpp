@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "model/llama_model.h"
+#include "runtime/eviction_policy.h"
 #include "test_util.h"
 
 namespace spindlekv {
@@ -50,6 +52,35 @@ TEST(AttentionStatistics, MissingCaptureIsNamed) {
   ForwardCapture::Layer L;
   EXPECT_SKV_ERROR(compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, {}),
                    "need captured attention rows");
+}
+
+// The statistics rank context tokens as the runtime's eviction policy does,
+// pooling and GQA averaging included: the retained mass at a fraction is the
+// window mass on exactly the tokens WindowAttentionPolicy keeps.
+TEST(AttentionStatistics, RetainedMassFollowsThePolicysChoiceWhenPooledAndAveraged) {
+  at::manual_seed(3);
+  const int64_t heads = 4, kv = 2, w = 4, T = 24, context = T - w;
+  at::Tensor att = at::softmax(3 * at::randn({1, heads, w, T}), -1);
+  AttentionStatisticsParameters p;
+  p.keep_fractions = {0.25, 0.5};
+  p.pooling_kernel = 3;
+  p.gqa = GqaMode::kGroupAverage;
+  const LayerAttentionStatistics s =
+      compute_attention_statistics(att, at::randn({1, kv, T, 8}), at::randn({1, kv, T, 8}), p);
+  const WindowAttentionPolicy policy(p.gqa, p.pooling_kernel);
+  for (size_t f = 0; f < p.keep_fractions.size(); ++f) {
+    EvictionInput in;
+    in.num_kv_heads = kv;
+    in.tokens = T;
+    in.window = w;
+    in.keep_context = static_cast<int64_t>(p.keep_fractions[f] * context);
+    in.attention = att[0];
+    const at::Tensor kept = policy.select(in).to(at::kFloat);              // [heads, T]
+    const at::Tensor mass = (att[0] * kept.unsqueeze(1)).sum(-1).mean(1);  // [heads]
+    for (int64_t h = 0; h < heads; ++h) {
+      EXPECT_NEAR(s.heads[h].retained_mass[f], mass[h].item<double>(), 1e-6) << h << " " << f;
+    }
+  }
 }
 
 }  // namespace

@@ -5,9 +5,9 @@
 
 #include <cmath>
 
+#include "core/rope.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "core/rope.h"
 #include "runtime/artifact.h"
 #include "runtime/detail/cache_access.h"
 #include "test_util.h"
@@ -398,7 +398,8 @@ TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
   prefill_compressed(model, prompt, cache, 0);
   at::Tensor last = prefill_compressed(model, {prompt.begin(), prompt.begin() + 25}, cache, 1);
   cache.save(dir.file("cache.safetensors"));
-  CompressedCache loaded = CompressedCache::load(dir.file("cache.safetensors"), c.geometry(), artifact);
+  CompressedCache loaded =
+      CompressedCache::load(dir.file("cache.safetensors"), c.geometry(), artifact);
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t l = 0; l < c.num_layers; ++l) {
       auto x = detail::reconstruct_layer(cache, b, l), y = detail::reconstruct_layer(loaded, b, l);
@@ -486,7 +487,8 @@ TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
   compress_prefill(p, full, 0);
   compress_prefill(p, ids_cache, 0);
   // The cache rebuilds layer 0 from the table's rows, bitwise.
-  const detail::DenseLayer a = detail::reconstruct_layer(full, 0, 0), b = detail::reconstruct_layer(ids_cache, 0, 0);
+  const detail::DenseLayer a = detail::reconstruct_layer(full, 0, 0),
+                           b = detail::reconstruct_layer(ids_cache, 0, 0);
   EXPECT_TRUE(at::equal(b.values, v_rows));
   EXPECT_TRUE(at::allclose(a.values, b.values, 1e-6, 1e-6));
   EXPECT_TRUE(at::allclose(a.keys, b.keys, 1e-6, 1e-6));

@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
-#include "model/attention.h"
 #include "core/rope.h"
 #include "core/safetensors_writer.h"
+#include "model/attention.h"
 #include "test_util.h"
 
 namespace spindlekv {

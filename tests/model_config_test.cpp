@@ -100,5 +100,30 @@ TEST(ModelConfig, MissingConfigFileNamesDirectory) {
   EXPECT_SKV_ERROR(load_model_config(dir.path()), "has no config.json");
 }
 
+TEST(CacheGeometry, CarriesWhatTheCacheNeedsFromTheConfig) {
+  ModelConfig c = testutil::tiny_config();
+  c.sliding_window = 16;
+  c.rope.theta = 500000;
+  const CacheGeometry g = c.geometry();
+  EXPECT_EQ(g.num_layers, c.num_layers);
+  EXPECT_EQ(g.num_heads, c.num_heads);
+  EXPECT_EQ(g.num_kv_heads, c.num_kv_heads);
+  EXPECT_EQ(g.head_dim, c.head_dim);
+  EXPECT_EQ(g.sliding_window, 16);
+  EXPECT_EQ(g.rope.theta, 500000);
+  EXPECT_NO_THROW(g.validate());
+}
+
+TEST(CacheGeometry, InconsistentNumbersAreRefusedByTheirConfigNames) {
+  CacheGeometry g;  // nothing set
+  EXPECT_SKV_ERROR(g.validate(), "num_hidden_layers must be positive");
+  g = testutil::tiny_config().geometry();
+  g.head_dim = 7;
+  EXPECT_SKV_ERROR(g.validate(), "head_dim must be even");
+  g = testutil::tiny_config().geometry();
+  g.num_kv_heads = 3;
+  EXPECT_SKV_ERROR(g.validate(), "multiple of num_key_value_heads");
+}
+
 }  // namespace
 }  // namespace spindlekv

@@ -32,9 +32,9 @@
 #include "commands.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "core/version.h"
 #include "core/model_config.h"
 #include "core/model_fingerprint.h"
+#include "core/version.h"
 #include "yaml_options.h"
 
 namespace spindlekv::cli {
@@ -73,8 +73,8 @@ std::vector<std::string> section_args(const YAML::Node& section, const std::stri
   const auto app = stage_app();
   CLI::App* sub = app->get_subcommand(name);
   for (const auto& item : section) {
-    const YamlOption r =
-        resolve_yaml_option(*sub, item.first.as<std::string>(), item.second, "section '" + name + "'");
+    const YamlOption r = resolve_yaml_option(*sub, item.first.as<std::string>(), item.second,
+                                             "section '" + name + "'");
     if (!r.set) continue;
     args.push_back(r.flag);
     args.insert(args.end(), r.values.begin(), r.values.end());

@@ -52,9 +52,8 @@ void run(CLI::App& sub, CaptureCommandOptions& o) {
   auto log_progress = [](const CaptureProgress& p) {
     spdlog::debug("{} sequences captured", p.sequences);
   };
-  CaptureSummary s = run_capture(o.capture, bar ? std::function<void(const CaptureProgress&)>(
-                                                      draw_progress)
-                                                : log_progress);
+  CaptureSummary s = run_capture(
+      o.capture, bar ? std::function<void(const CaptureProgress&)>(draw_progress) : log_progress);
   if (bar) std::fprintf(stderr, "\n");
   if (!s.finished) {
     spdlog::warn("interrupted after {} complete sequences; continue with --resume ({}.partial)",

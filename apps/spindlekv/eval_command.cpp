@@ -10,13 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
-#include "eval_plots.h"
 #include "core/blas_kernels.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "core/version.h"
 #include "eval/compression_eval.h"
 #include "eval/eval_report.h"
+#include "eval_plots.h"
 #include "yaml_options.h"
 
 namespace spindlekv::cli {

@@ -19,12 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 // A file name of letters, digits, '-' and '_' only.
 std::string file_stem(const std::string& text) {
   std::string s = text;

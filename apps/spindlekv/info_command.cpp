@@ -5,8 +5,8 @@
 #include <set>
 
 #include "commands.h"
-#include "core/error.h"
 #include "core/checkpoint.h"
+#include "core/error.h"
 #include "core/model_config.h"
 #include "model/tokenizer.h"
 

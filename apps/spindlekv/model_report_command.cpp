@@ -113,7 +113,8 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     cap.attention_rows = o.window;
     model.forward(at::tensor(ids, at::kLong).view({1, -1}), nullptr, &cap);
     std::vector<LayerAttentionStatistics> layers;
-    for (const auto& L : cap.out) layers.push_back(compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, sp));
+    for (const auto& L : cap.out)
+      layers.push_back(compute_attention_statistics(L.attention, L.keys_pre_rope, L.values, sp));
     per_seq.push_back(std::move(layers));
   }
   size_t keep20 = 0;

@@ -55,9 +55,9 @@ YamlOption resolve_yaml_option(CLI::App& sub, const std::string& key, const YAML
   } else {
     SKV_THROW(kInvalidInput, at, "key '", key, "' must be a scalar or a list");
   }
-  if (out.option->get_type_size() == 0) {  // a flag
-    SKV_CHECK(values.size() == 1 && (values[0] == "true" || values[0] == "false"), at,
-              "key '", key, "' is a flag and must be true or false");
+  if (out.option->get_expected_max() == 0) {  // a flag: takes no value on the command line
+    SKV_CHECK(values.size() == 1 && (values[0] == "true" || values[0] == "false"), at, "key '", key,
+              "' is a flag and must be true or false");
     out.set = values[0] == "true";
   } else {
     out.set = true;

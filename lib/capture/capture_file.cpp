@@ -5,8 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/error.h"
 #include "capture/hdf5_util.h"
+#include "core/error.h"
 
 namespace spindlekv {
 namespace {

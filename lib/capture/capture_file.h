@@ -30,7 +30,7 @@ struct CaptureMetadata {
   std::string tokenizer;                 ///< "byte", "sentencepiece", "bpe"
   std::string calibration_sources_json;  ///< JSON list of the text files
   std::string calibration_hash;          ///< TextSource::content_hash()
-  std::string options_json = "{}";      ///< every CaptureOptions field (capture_options_json)
+  std::string options_json = "{}";       ///< every CaptureOptions field (capture_options_json)
   std::string dtype = "float32";         ///< of keys and values
   int64_t num_layers = 0;
   int64_t num_heads = 0;

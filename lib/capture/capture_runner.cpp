@@ -13,15 +13,15 @@
 #include "capture/text_source.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/model_fingerprint.h"
 #include "core/version.h"
 #include "model/llama_model.h"
-#include "core/model_fingerprint.h"
 #include "model/tokenizer.h"
 
 namespace spindlekv {
 
-NLOHMANN_JSON_SERIALIZE_ENUM(GqaMode, {{GqaMode::kRepeat, "repeat"},
-                                       {GqaMode::kGroupAverage, "average"}})
+NLOHMANN_JSON_SERIALIZE_ENUM(GqaMode,
+                             {{GqaMode::kRepeat, "repeat"}, {GqaMode::kGroupAverage, "average"}})
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AttentionStatisticsParameters, keep_fractions, sink_tokens,
                                    key_threshold, value_threshold, max_pair_tokens, gqa,
                                    pooling_kernel)

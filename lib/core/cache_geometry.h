@@ -25,11 +25,11 @@ struct RopeParameters {
 };
 
 struct CacheGeometry {
-  int64_t num_layers = 0;    ///< decoder layers
-  int64_t num_heads = 0;     ///< query heads (h)
-  int64_t num_kv_heads = 0;  ///< key/value heads (h_g); GQA when < num_heads
-  int64_t head_dim = 0;      ///< d_h, even (rotary halves)
-  RopeParameters rope;       ///< how keys are rotated by position
+  int64_t num_layers = 0;      ///< decoder layers
+  int64_t num_heads = 0;       ///< query heads (h)
+  int64_t num_kv_heads = 0;    ///< key/value heads (h_g); GQA when < num_heads
+  int64_t head_dim = 0;        ///< d_h, even (rotary halves)
+  RopeParameters rope;         ///< how keys are rotated by position
   int64_t sliding_window = 0;  ///< keys older than this many positions are not attended; 0: none
 
   /// Query heads per KV head (h_n).

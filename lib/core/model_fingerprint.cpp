@@ -6,8 +6,8 @@
 
 #include <cstdio>
 
-#include "core/error.h"
 #include "core/checkpoint.h"
+#include "core/error.h"
 #include "core/model_config.h"
 #include "core/safetensors_reader.h"
 

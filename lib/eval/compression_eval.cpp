@@ -11,21 +11,21 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/model_fingerprint.h"
 #include "eval/eval_methods.h"
 #include "eval/metrics.h"
 #include "eval/retrieval_eval.h"
 #include "eval/statistics.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
-#include "core/model_fingerprint.h"
 #include "model/tokenizer.h"
 #include "runtime/artifact.h"
 #include "runtime/paper_defaults.h"
 
 namespace spindlekv {
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, methods, ratios, tasks,
-                                   text, ppl_samples, ppl_context, ppl_continuation,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, methods, ratios,
+                                   tasks, text, ppl_samples, ppl_context, ppl_continuation,
                                    passkey_lengths, passkey_depths, passkey_trials, jsonl_max_new,
                                    jsonl_limit, window, ratio_tolerance, shared_requests, seed)
 

@@ -18,13 +18,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string fmt(const char* f, double v) {
+}  // namespace
+
+std::string fmt(const char* format, double value) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
+  std::snprintf(buf, sizeof buf, format, value);
   return buf;
 }
-
-}  // namespace
 
 std::vector<std::string> eval_methods_of(const std::vector<EvalRecord>& rs) {
   std::vector<std::string> out;
@@ -257,7 +257,6 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     }
     md << "\nPlots (`spindlekv eval` with gnuplot on PATH): `plots/`.\n";
     write_file_atomically((fs::path(out_dir) / "summary.md").string(), md.str());
-
   });
 }
 

@@ -7,8 +7,8 @@
 
 #include "capture/capture_file.h"
 #include "core/error.h"
-#include "core/version.h"
 #include "core/model_fingerprint.h"
+#include "core/version.h"
 #include "train/codebook_file.h"
 
 namespace spindlekv {

@@ -7,12 +7,12 @@
 #include <filesystem>
 
 #include "core/atomic_file.h"
-#include "core/error.h"
-#include "model/attention.h"
 #include "core/checkpoint.h"
+#include "core/error.h"
 #include "core/rope.h"
-#include "runtime/attention_cache.h"
 #include "core/safetensors_writer.h"
+#include "model/attention.h"
+#include "runtime/attention_cache.h"
 
 namespace spindlekv {
 namespace fs = std::filesystem;

@@ -3,18 +3,18 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <iterator>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
-#include "core/version.h"
 #include "core/model_config.h"
 #include "core/model_fingerprint.h"
 #include "core/safetensors_reader.h"
 #include "core/safetensors_writer.h"
+#include "core/version.h"
 
 namespace spindlekv {
 namespace {

@@ -41,7 +41,8 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
 
 MemoryReport CompressedCache::memory() const {
   const Impl& I = *impl_;
-  const int64_t L = I.geometry.num_layers, kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads;
+  const int64_t L = I.geometry.num_layers, kv = I.geometry.num_kv_heads,
+                heads = I.geometry.num_heads;
   const int64_t d = I.geometry.head_dim, group = heads / kv;
   const int64_t vec = storage::vector_bytes(d);
   MemoryReport report;

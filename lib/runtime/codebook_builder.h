@@ -72,5 +72,4 @@ struct JitCodebook {
 /// vertices leave, instead of recounted each round; G is held as bits.
 JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold);
 
-
 }  // namespace spindlekv

@@ -16,7 +16,6 @@ namespace spindlekv {
 
 using detail::SequenceLayer;
 
-
 const char* to_string(BudgetKind k) {
   switch (k) {
     case BudgetKind::kUniform:
@@ -28,7 +27,6 @@ const char* to_string(BudgetKind k) {
   }
   return "?";
 }
-
 
 BudgetKind parse_budget_kind(const std::string& s) {
   if (s == "uniform") return BudgetKind::kUniform;
@@ -228,7 +226,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
       "prefill of sequence " + std::to_string(sequence) + " layer " + std::to_string(layer), [&] {
         SequenceLayer& S = I.slot(sequence, layer);
         SKV_CHECK(!S.filled, "the layer already holds tokens; prefill a fresh sequence");
-        const int64_t kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads, d = I.geometry.head_dim;
+        const int64_t kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads,
+                      d = I.geometry.head_dim;
         SKV_CHECK(keys_in.dim() == 3 && keys_in.size(0) == kv && keys_in.size(2) == d,
                   "keys must be [", kv, ", tokens, ", d, "], got ", keys_in.sizes());
         SKV_CHECK(values_in.sizes() == keys_in.sizes(), "values ", values_in.sizes(),
@@ -297,7 +296,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           S.member = member.reshape({heads, n});
         }
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
-        const bool build = I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid;
+        const bool build =
+            I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid;
         S.keys = detail::empty_coded(kv, d, I.float_options());
         S.values = detail::empty_coded(kv, d, I.float_options());
         detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
@@ -371,7 +371,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     at::Tensor kpos = S.positions.to(at::kLong).view({kv, 1, 1, n});
     at::Tensor qpos = pos_b.view({1, 1, t, 1});
     at::Tensor visible = (kpos >= 0) & (kpos <= qpos);
-    if (I.geometry.sliding_window > 0) visible = visible & (kpos > qpos - I.geometry.sliding_window);
+    if (I.geometry.sliding_window > 0)
+      visible = visible & (kpos > qpos - I.geometry.sliding_window);
     if (S.member.defined()) visible = visible & S.member.view({kv, group, 1, n});
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
@@ -386,6 +387,5 @@ void CompressedCache::advance(int64_t tokens) {
   for (int64_t& p : impl_->next_positions) p += tokens;
   impl_->pending_tokens = at::Tensor();
 }
-
 
 }  // namespace spindlekv

@@ -30,8 +30,8 @@
 #include <vector>
 
 #include "core/cache_geometry.h"
-#include "runtime/codebook_builder.h"
 #include "runtime/attention_cache.h"
+#include "runtime/codebook_builder.h"
 #include "runtime/eviction_policy.h"
 #include "runtime/paper_defaults.h"
 
@@ -41,7 +41,6 @@ struct Artifact;
 namespace detail {
 struct CacheAccess;  // runtime/detail/cache_access.h: tests and tools look inside
 }  // namespace detail
-
 
 /// How per-layer budgets are set from the reserve ratio.
 enum class BudgetKind {

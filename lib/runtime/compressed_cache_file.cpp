@@ -12,10 +12,10 @@
 #include <tuple>
 
 #include "core/error.h"
-#include "runtime/compressed_cache.h"
-#include "runtime/detail/compressed_cache_impl.h"
 #include "core/safetensors_reader.h"
 #include "core/safetensors_writer.h"
+#include "runtime/compressed_cache.h"
+#include "runtime/detail/compressed_cache_impl.h"
 
 namespace spindlekv {
 namespace {

@@ -9,7 +9,8 @@
 namespace spindlekv {
 namespace storage {
 
-constexpr int64_t kElementBytes = 4;    ///< an element of an exact row, a codebook entry, a dense K/V (float32)
+constexpr int64_t kElementBytes =
+    4;  ///< an element of an exact row, a codebook entry, a dense K/V (float32)
 constexpr int64_t kCodeBytes = 4;       ///< a K or V vector's code (int32)
 constexpr int64_t kMagnitudeBytes = 4;  ///< a K or V vector's magnitude (float32)
 constexpr int64_t kPositionBytes = 4;   ///< a slot's position (int32), once a layer evicts

@@ -5,9 +5,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "capture/hdf5_util.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "capture/hdf5_util.h"
 
 namespace spindlekv {
 namespace {

@@ -107,7 +107,8 @@ at::Tensor sample_of(const at::Tensor& unit, int64_t limit, std::mt19937_64& rng
 // similarity graph G = (cos > threshold) with the most neighbours.
 at::Tensor greedy_cover_candidates(const at::Tensor& unit, int64_t max_candidates,
                                    const CodebookTrainingParameters& p, std::mt19937_64& rng) {
-  const at::Tensor entries = build_jit_codebook(sample_of(unit, p.greedy_sample, rng), p.threshold).entries;
+  const at::Tensor entries =
+      build_jit_codebook(sample_of(unit, p.greedy_sample, rng), p.threshold).entries;
   return entries.narrow(0, 0, std::min<int64_t>(max_candidates, entries.size(0))).contiguous();
 }
 
@@ -191,7 +192,6 @@ Codebook finalize(const at::Tensor& codewords, const at::Tensor& unit, double th
 
 }  // namespace
 
-
 Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParameters& p) {
   SKV_CHECK_EQ(vectors.dim(), 2, "codebook training expects vectors [n, dim]");
   SKV_CHECK(p.threshold > -1 && p.threshold < 1, "threshold must lie in (-1, 1), got ",
@@ -252,7 +252,6 @@ Codebook train_codebook(const at::Tensor& vectors, const CodebookTrainingParamet
   cb.rounds = rounds;
   return cb;
 }
-
 
 std::vector<double> coverage_curve(const at::Tensor& codewords, const at::Tensor& vectors,
                                    double threshold, const std::vector<int64_t>& sizes) {

@@ -10,8 +10,8 @@
 #include "capture/capture_file.h"
 #include "capture/capture_runner.h"
 #include "core/error.h"
-#include "core/version.h"
 #include "core/model_fingerprint.h"
+#include "core/version.h"
 
 namespace spindlekv {
 
@@ -23,7 +23,9 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainOptions, capture, out, layers, model_dir
                                    key_threshold, value_threshold, max_codewords, target_coverage,
                                    sample_size, heldout_size, heldout_every, trainer, overwrite)
 
-std::string train_options_json(const TrainOptions& options) { return nlohmann::json(options).dump(); }
+std::string train_options_json(const TrainOptions& options) {
+  return nlohmann::json(options).dump();
+}
 namespace fs = std::filesystem;
 
 std::vector<int64_t> curve_sizes_up_to(int64_t max) {

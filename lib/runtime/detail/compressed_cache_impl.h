@@ -19,7 +19,7 @@ struct CompressedCache::Impl {
   std::shared_ptr<const Artifact> artifact;
   c10::Device device = c10::kCPU;
   std::shared_ptr<const EvictionPolicy> policy;
-  CodebookMode coding = CodebookMode::kNone;  ///< params.codebook
+  CodebookMode coding = CodebookMode::kNone;                     ///< params.codebook
   std::vector<detail::CodebookTables> key_tables, value_tables;  ///< per layer
   at::Tensor inv_freq;                                           ///< [head_dim / 2] float64
   at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand

@@ -163,8 +163,9 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   if (!c.code.is_cpu()) {
     // Other devices: the same computation in ATen operations.
     at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
-    return apply_rope(reconstruct(c, tables), RopeTables{cos.index_select(0, idx).view({kv, n, d}),
-                                                          sin.index_select(0, idx).view({kv, n, d})});
+    return apply_rope(reconstruct(c, tables),
+                      RopeTables{cos.index_select(0, idx).view({kv, n, d}),
+                                 sin.index_select(0, idx).view({kv, n, d})});
   }
   at::Tensor out = at::empty({kv, n, d}, c.magnitude.options());
   const at::Tensor code = c.code.contiguous(), mag = c.magnitude.contiguous();
