@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -133,7 +134,7 @@ std::vector<std::string> write_eval_plots(const std::string& plots_dir,
       gpl << "set terminal pngcairo size 700,500\nset output " << gp_quote(stem + ".png.tmp")
           << "\nset title "
           << gp_quote("pass-key accuracy, " + r.method + " at memory ratio " +
-                      fmt("%.3f", r.measured_ratio))
+                      format_number("%.3f", r.measured_ratio))
           << "\nset xlabel 'insertion depth'\nset ylabel "
           << "'context length (tokens)'\nset cbrange [0:1]\nset palette defined (0 'red', 0.5 "
           << "'yellow', 1 'green')\nset xrange [-0.5:" << depths.size() - 0.5

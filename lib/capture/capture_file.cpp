@@ -29,7 +29,7 @@ void metadata_fields(M& m, F&& field) {
   field("tokenizer", m.tokenizer);
   field("calibration_sources", m.calibration_sources_json);
   field("calibration_hash", m.calibration_hash);
-  field("options", m.options_json);
+  field("options", h5::optional(m.options_json));  // captures written before it lack it
   field("dtype", m.dtype);
   field("num_layers", m.num_layers);
   field("num_heads", m.num_heads);

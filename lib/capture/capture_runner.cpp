@@ -20,8 +20,7 @@
 
 namespace spindlekv {
 
-NLOHMANN_JSON_SERIALIZE_ENUM(GqaMode,
-                             {{GqaMode::kRepeat, "repeat"}, {GqaMode::kGroupAverage, "average"}})
+void to_json(nlohmann::json& j, GqaMode mode) { j = to_string(mode); }
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AttentionStatisticsParameters, keep_fractions, sink_tokens,
                                    key_threshold, value_threshold, max_pair_tokens, gqa,
                                    pooling_kernel)

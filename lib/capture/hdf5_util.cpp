@@ -123,6 +123,12 @@ void write_attr(hid_t loc, const std::string& name, const std::string& value) {
 void write_attr(hid_t loc, const std::string& name, int64_t value) {
   put_attr(loc, name, H5T_NATIVE_INT64, {}, &value);
 }
+void write_attr(hid_t loc, const std::string& name, const Optional<const std::string>& value) {
+  write_attr(loc, name, value.value);
+}
+void read_attr(hid_t loc, const std::string& name, const Optional<std::string>& out) {
+  if (has_attr(loc, name)) out.value = read_attr_string(loc, name);
+}
 void write_attr(hid_t loc, const std::string& name, uint64_t value) {
   write_attr(loc, name, static_cast<int64_t>(value));
 }

@@ -74,6 +74,19 @@ void read_attr(hid_t loc, const std::string& name, double& out);
 void read_attr(hid_t loc, const std::string& name, std::vector<int64_t>& out);
 void read_attr(hid_t loc, const std::string& name, std::vector<double>& out);
 
+/// A field older files may lack: written always, read when present (left
+/// as is otherwise). In a field table: field("key", h5::optional(m.key)).
+template <class S>
+struct Optional {
+  S& value;
+};
+template <class S>
+Optional<S> optional(S& value) {
+  return {value};
+}
+void write_attr(hid_t loc, const std::string& name, const Optional<const std::string>& value);
+void read_attr(hid_t loc, const std::string& name, const Optional<std::string>& out);
+
 struct AttrWriter {
   hid_t loc;
   template <class T>
@@ -85,6 +98,10 @@ struct AttrReader {
   hid_t loc;
   template <class T>
   void operator()(const char* name, T& value) const {
+    read_attr(loc, name, value);
+  }
+  template <class S>
+  void operator()(const char* name, const Optional<S>& value) const {
     read_attr(loc, name, value);
   }
 };

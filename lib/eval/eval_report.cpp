@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 }  // namespace
 
-std::string fmt(const char* format, double value) {
+std::string format_number(const char* format, double value) {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, value);
   return buf;
@@ -43,8 +43,9 @@ nlohmann::ordered_json range_json(const RangeStat& r) {
 
 std::string range_text(const RangeStat& r, const char* f = "%.3f") {
   if (r.n == 0) return "-";
-  if (r.min == r.max) return fmt(f, r.mean);
-  return fmt(f, r.mean) + " [" + fmt(f, r.min) + ", " + fmt(f, r.max) + "]";
+  if (r.min == r.max) return format_number(f, r.mean);
+  return format_number(f, r.mean) + " [" + format_number(f, r.min) + ", " +
+         format_number(f, r.max) + "]";
 }
 
 std::vector<const EvalRecord*> select(const std::vector<EvalRecord>& records,
@@ -76,7 +77,7 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
   }
   std::ostringstream s;
   s << "| method |";
-  for (double t : targets) s << " ratio " << fmt("%.2f", t) << " |";
+  for (double t : targets) s << " ratio " << format_number("%.2f", t) << " |";
   s << "\n|---|";
   for (size_t i = 0; i < targets.size(); ++i) s << "---|";
   s << "\n";
@@ -89,7 +90,8 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
     s << "| " << m << " |";
     if (m == "full") {
       const EvalRecord& r = *by_target.begin()->second;
-      for (size_t i = 0; i < targets.size(); ++i) s << " " << fmt("%.3f", r.value) << " |";
+      for (size_t i = 0; i < targets.size(); ++i)
+        s << " " << format_number("%.3f", r.value) << " |";
     } else {
       for (double t : targets) {
         auto it = by_target.find(t);
@@ -98,11 +100,13 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
           continue;
         }
         const EvalRecord& r = *it->second;
-        s << " " << fmt("%.3f", r.value);
+        s << " " << format_number("%.3f", r.value);
         if (!std::isnan(r.ci_low)) {
-          s << " [" << fmt("%.2f", r.ci_low) << ", " << fmt("%.2f", r.ci_high) << "]";
+          s << " [" << format_number("%.2f", r.ci_low) << ", " << format_number("%.2f", r.ci_high)
+            << "]";
         }
-        s << " (" << fmt("%.3f", r.measured_ratio) << (r.ratio_matched ? "" : "*") << ") |";
+        s << " (" << format_number("%.3f", r.measured_ratio) << (r.ratio_matched ? "" : "*")
+          << ") |";
       }
     }
     s << "\n";
@@ -135,15 +139,17 @@ std::string paired_comparison(const std::vector<EvalRecord>& records, const std:
         << "|---|---|---|---|---|---|---|---|\n";
     }
     if (spindle.empty()) {
-      s << "| " << fmt("%.2f", t) << " | - | - | " << best->method << " | "
-        << fmt("%.3f", best->value) << " | - | - | " << best->n << " |\n";
+      s << "| " << format_number("%.2f", t) << " | - | - | " << best->method << " | "
+        << format_number("%.3f", best->value) << " | - | - | " << best->n << " |\n";
     }
     for (const auto* r : spindle) {
       const bool paired = r->outcomes.size() == best->outcomes.size();
-      s << "| " << fmt("%.2f", t) << " | " << r->method << " | " << fmt("%.3f", r->value) << " | "
-        << best->method << " | " << fmt("%.3f", best->value) << " | "
-        << fmt("%+.3f", r->value - best->value) << " | "
-        << (paired ? fmt("%.2g", mcnemar_exact_p(r->outcomes, best->outcomes)) : "unpaired")
+      s << "| " << format_number("%.2f", t) << " | " << r->method << " | "
+        << format_number("%.3f", r->value) << " | " << best->method << " | "
+        << format_number("%.3f", best->value) << " | "
+        << format_number("%+.3f", r->value - best->value) << " | "
+        << (paired ? format_number("%.2g", mcnemar_exact_p(r->outcomes, best->outcomes))
+                   : "unpaired")
         << " | " << r->n << " |\n";
     }
   }
@@ -158,22 +164,24 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
     << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto* r : select(records, task, metric)) {
     std::string kept;
-    for (double k : r->settings.kept_fraction) kept += (kept.empty() ? "" : " ") + fmt("%.2f", k);
+    for (double k : r->settings.kept_fraction)
+      kept += (kept.empty() ? "" : " ") + format_number("%.2f", k);
     const EvalMemory& m = r->memory;
     std::string n_shared = "-", ratio_n = "-";
     if (m.shared_bytes_total > 0 && m.full_bytes > 0) {
       const double n = std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes));
-      n_shared = fmt("%.0f", n);
-      ratio_n = fmt("%.3f", (m.held_bytes + shared_bytes_per_request(m.shared_bytes_charged,
-                                                                     m.shared_bytes_total, n)) /
-                                m.full_bytes);
+      n_shared = format_number("%.0f", n);
+      ratio_n =
+          format_number("%.3f", (m.held_bytes + shared_bytes_per_request(m.shared_bytes_charged,
+                                                                         m.shared_bytes_total, n)) /
+                                    m.full_bytes);
     }
-    s << "| " << r->method << " | " << fmt("%.2f", r->target_ratio) << " | "
+    s << "| " << r->method << " | " << format_number("%.2f", r->target_ratio) << " | "
       << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)
       << " | " << range_text(r->settings.value_threshold) << " | " << kept << " | "
-      << fmt("%.3f", m.ratio) << " | " << fmt("%.3f", m.ratio_excluding_shared) << " | "
-      << fmt("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared << " | " << ratio_n
-      << " |\n";
+      << format_number("%.3f", m.ratio) << " | " << format_number("%.3f", m.ratio_excluding_shared)
+      << " | " << format_number("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared
+      << " | " << ratio_n << " |\n";
   }
   return s.str();
 }

@@ -18,7 +18,7 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& options,
                        const std::vector<EvalRecord>& records, const std::string& header_json);
 
 /// `value` printed with a printf `format` for one double ("%.3f").
-std::string fmt(const char* format, double value);
+std::string format_number(const char* format, double value);
 
 /// The methods of `records`, in order of first appearance.
 std::vector<std::string> eval_methods_of(const std::vector<EvalRecord>& records);

@@ -6,7 +6,7 @@
 // For each context ratio r_c, the byte budget is the pyramid's at r_c (so the
 // two allocations cost the same); the calibrated allocation maximises the
 // mean retained mass over layers within it. The retained-mass curves come
-// from the capture (SnapKV-style selection on calibration text); they are
+// from the capture (tokens ranked as the runtime ranks them, on calibration text); they are
 // made concave (upper hull), so a greedy walk over hull segments by mass per
 // byte is optimal.
 #pragma once

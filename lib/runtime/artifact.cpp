@@ -10,11 +10,11 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/model_config.h"
 #include "core/model_fingerprint.h"
 #include "core/safetensors_reader.h"
 #include "core/safetensors_writer.h"
 #include "core/version.h"
+#include "runtime/eviction_policy.h"
 
 namespace spindlekv {
 namespace {
@@ -42,7 +42,8 @@ void check_layout(const std::vector<std::string>& tensor_names,
   for (const auto& e : kArtifactMetadata) {
     SKV_CHECK(metadata.count(e.name), "metadata key '", e.name, "' is missing");
   }
-  for (const auto& [key, value] : metadata) {
+  for (const auto& entry : metadata) {
+    const std::string& key = entry.first;
     const bool known = std::any_of(std::begin(kArtifactMetadata), std::end(kArtifactMetadata),
                                    [&](const ArtifactEntry& e) { return key == e.name; });
     SKV_CHECK(known, "metadata key '", key, "' is not part of the artifact format");
@@ -165,8 +166,7 @@ void Artifact::validate() const {
   SKV_CHECK(value_threshold > -1 && value_threshold <= 1, "artifact: value_threshold ",
             value_threshold, " outside (-1, 1]");
   SKV_CHECK_GE(window, 0, "artifact: window");
-  SKV_CHECK(gqa_mode == "repeat" || gqa_mode == "average", "artifact: gqa_mode '", gqa_mode,
-            "' (allowed: repeat, average)");
+  with_context("artifact", [&] { parse_gqa_mode(gqa_mode); });
   SKV_CHECK(sharing == "per-head" || sharing == "shared", "artifact: sharing '", sharing,
             "' (allowed: per-head, shared)");
   SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), num_layers, "artifact: codebook layers");

@@ -48,8 +48,7 @@ at::Tensor H2oPolicy::select(const EvictionInput& in) const {
     score.narrow(1, context - recent, recent).fill_(-1.0);  // already kept
   }
   if (heavy > 0) {
-    at::Tensor order = std::get<1>(score.sort(/*stable=*/true, -1, /*descending=*/true));
-    kept.narrow(1, 0, context).scatter_(1, order.narrow(1, 0, heavy), true);
+    kept.narrow(1, 0, context).scatter_(1, importance_order(score).narrow(1, 0, heavy), true);
   }
   return kept;
 }

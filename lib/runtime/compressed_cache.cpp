@@ -158,15 +158,6 @@ void CompressedCache::Impl::ensure_rope(int64_t needed) {
   }
 }
 
-at::Tensor CompressedCache::Impl::rotate(const at::Tensor& keys, const at::Tensor& positions) {
-  ensure_rope(positions.numel() > 0 ? positions.max().item<int64_t>() + 1 : 0);
-  at::Tensor idx = positions.to(at::kLong).clamp_min(0).reshape({-1});
-  const int64_t d = keys.size(-1);
-  RopeTables t{rope_cos.index_select(0, idx).view({keys.size(0), keys.size(1), d}),
-               rope_sin.index_select(0, idx).view({keys.size(0), keys.size(1), d})};
-  return apply_rope(keys, t);
-}
-
 SequenceLayer& CompressedCache::Impl::slot(int64_t sequence, int64_t layer) {
   SKV_CHECK(sequence >= 0 && sequence < batch, "sequence ", sequence, " outside [0, ", batch, ")");
   SKV_CHECK(layer >= 0 && layer < geometry.num_layers, "layer ", layer, " outside [0, ",

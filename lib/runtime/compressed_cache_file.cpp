@@ -32,7 +32,7 @@ nlohmann::json parameters_json(const CompressionParameters& p) {
           {"budget", to_string(p.budget)},
           {"pyramid_beta", p.pyramid_beta},
           {"window", p.window},
-          {"gqa", p.gqa == GqaMode::kRepeat ? "repeat" : "average"},
+          {"gqa", to_string(p.gqa)},
           {"codebook", to_string(p.codebook)},
           {"key_threshold", p.key_threshold},
           {"value_threshold", p.value_threshold},
@@ -45,9 +45,7 @@ CompressionParameters parameters_from_json(const nlohmann::json& j) {
   p.budget = parse_budget_kind(j.at("budget").get<std::string>());
   p.pyramid_beta = j.at("pyramid_beta").get<double>();
   p.window = j.at("window").get<int64_t>();
-  const std::string gqa = j.at("gqa").get<std::string>();
-  SKV_CHECK(gqa == "repeat" || gqa == "average", "parameter gqa '", gqa, "'");
-  p.gqa = gqa == "repeat" ? GqaMode::kRepeat : GqaMode::kGroupAverage;
+  p.gqa = parse_gqa_mode(j.at("gqa").get<std::string>());
   p.codebook = parse_codebook_mode(j.at("codebook").get<std::string>());
   p.key_threshold = j.at("key_threshold").get<double>();
   p.value_threshold = j.at("value_threshold").get<double>();
@@ -110,7 +108,7 @@ void CompressedCache::save(const std::string& path) const {
   });
 }
 
-CompressedCache CompressedCache::load(const std::string& path, const CacheGeometry& config,
+CompressedCache CompressedCache::load(const std::string& path, const CacheGeometry& expected,
                                       std::shared_ptr<const Artifact> artifact,
                                       c10::Device device) {
   return with_context("loading compressed cache '" + path + "'", [&] {
@@ -132,23 +130,23 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
               " but the artifact given has ", have);
     try {
       const auto geometry = nlohmann::json::parse(get("geometry"));
-      SKV_CHECK(geometry.at("num_layers").get<int64_t>() == config.num_layers &&
-                    geometry.at("num_heads").get<int64_t>() == config.num_heads &&
-                    geometry.at("num_kv_heads").get<int64_t>() == config.num_kv_heads &&
-                    geometry.at("head_dim").get<int64_t>() == config.head_dim,
+      SKV_CHECK(geometry.at("num_layers").get<int64_t>() == expected.num_layers &&
+                    geometry.at("num_heads").get<int64_t>() == expected.num_heads &&
+                    geometry.at("num_kv_heads").get<int64_t>() == expected.num_kv_heads &&
+                    geometry.at("head_dim").get<int64_t>() == expected.head_dim,
                 "the cache's geometry ", geometry.dump(), " is not the model's");
-      CompressedCache cache(config, geometry.at("batch").get<int64_t>(),
+      CompressedCache cache(expected, geometry.at("batch").get<int64_t>(),
                             parameters_from_json(nlohmann::json::parse(get("parameters"))),
                             artifact, device);
       Impl& I = *cache.impl_;
       const auto state = nlohmann::json::parse(get("state"));
       SKV_CHECK_EQ(static_cast<int64_t>(state.size()), I.batch, "state entries");
-      const int64_t kv = config.num_kv_heads, d = config.head_dim;
+      const int64_t kv = expected.num_kv_heads, d = expected.head_dim;
       for (int64_t b = 0; b < I.batch; ++b) {
         I.next_positions[b] = state[b].at("next_position").get<int64_t>();
         const auto& layers = state[b].at("layers");
-        SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), config.num_layers, "state layers");
-        for (int64_t l = 0; l < config.num_layers; ++l) {
+        SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), expected.num_layers, "state layers");
+        for (int64_t l = 0; l < expected.num_layers; ++l) {
           detail::SequenceLayer& S = I.sequences[b][l];
           if (!layers[l].at("filled").get<bool>()) continue;
           const std::string p = prefix(b, l);
@@ -160,7 +158,7 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
           const int64_t n = S.positions.size(1);
           if (reader.contains(p + "member")) {
             S.member = t("member");
-            SKV_CHECK(S.member.dim() == 2 && S.member.size(0) == config.num_heads &&
+            SKV_CHECK(S.member.dim() == 2 && S.member.size(0) == expected.num_heads &&
                           S.member.size(1) == n && S.member.scalar_type() == at::kBool,
                       "tensor '", p, "member' has the wrong shape or dtype");
           }

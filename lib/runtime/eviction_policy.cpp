@@ -21,6 +21,14 @@ void check_input(const EvictionInput& in) {
 
 }  // namespace
 
+const char* to_string(GqaMode mode) { return mode == GqaMode::kRepeat ? "repeat" : "average"; }
+
+GqaMode parse_gqa_mode(const std::string& name) {
+  if (name == "repeat") return GqaMode::kRepeat;
+  if (name == "average") return GqaMode::kGroupAverage;
+  SKV_THROW(kInvalidInput, "gqa mode '", name, "' is unknown (allowed: repeat, average)");
+}
+
 at::Tensor FullCachePolicy::select(const EvictionInput& in) const {
   const int64_t heads = in.attention.defined() ? in.attention.size(0) : 1;
   return at::ones({heads, in.tokens}, at::TensorOptions().dtype(at::kBool));
@@ -30,7 +38,8 @@ at::Tensor window_importance(const EvictionInput& in) {
   check_input(in);
   const int64_t context = std::max<int64_t>(in.tokens - in.window, 0);
   const int64_t rows = std::min(in.window, in.attention.size(1));
-  at::Tensor att = in.attention.narrow(1, in.attention.size(1) - rows, rows);
+  // float32, whatever the input: the capture statistics (float64) rank as the cache does.
+  at::Tensor att = in.attention.narrow(1, in.attention.size(1) - rows, rows).to(at::kFloat);
   // Window rows that see each token: every one for context tokens.
   return att.narrow(2, 0, context).sum(1) / static_cast<double>(std::max<int64_t>(rows, 1));
 }
@@ -76,8 +85,8 @@ WindowAttentionPolicy::WindowAttentionPolicy(GqaMode gqa, int64_t pooling_kernel
 }
 
 std::string WindowAttentionPolicy::name() const {
-  return std::string("window-attention(") + (gqa_ == GqaMode::kRepeat ? "repeat" : "average") +
-         ", pool " + std::to_string(pooling_kernel_) + ")";
+  return std::string("window-attention(") + to_string(gqa_) + ", pool " +
+         std::to_string(pooling_kernel_) + ")";
 }
 
 at::Tensor WindowAttentionPolicy::select(const EvictionInput& in) const {

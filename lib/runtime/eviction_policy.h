@@ -32,6 +32,10 @@ enum class GqaMode {
   kGroupAverage,  ///< PyramidInfer: importance averaged over the group, one choice per group
 };
 
+/// "repeat" or "average", and back; parse throws naming the allowed values.
+const char* to_string(GqaMode mode);
+GqaMode parse_gqa_mode(const std::string& name);
+
 class EvictionPolicy {
  public:
   virtual ~EvictionPolicy() = default;

@@ -5,9 +5,9 @@
 //
 // FAISS does the heavy lifting:
 //   1. spherical k-means (faiss::Clustering, inner product) proposes centroids;
-//   2. the paper's greedy cover proposes the vectors with the most neighbours
-//      above the threshold, found with FAISS range search instead of an n x n
-//      similarity matrix;
+//   2. the paper's greedy cover (the runtime's build_jit_codebook, Algorithm 1)
+//      on a sample proposes the vectors with the most neighbours above the
+//      threshold;
 //   3. from those candidates a greedy selection keeps, one at a time, the
 //      codeword that covers the most still-uncovered vectors;
 //   4. merging rounds: codewords closer than merge_threshold are merged, each
@@ -37,8 +37,7 @@ struct CodebookTrainingParameters {
   /// Spherical k-means centroids proposed as candidates (0: max_codewords).
   int64_t kmeans_centroids = 0;
   int64_t kmeans_iterations = 20;
-  /// Vectors the greedy cover's neighbourhood graph is built on (its memory
-  /// grows with the number of similar pairs among them).
+  /// Vectors the greedy cover's similarity graph is built on (n^2 bits).
   int64_t greedy_sample = 4096;
   /// Vectors the selection and merging rounds work on (a uniform sample);
   /// support and coverage are then measured on all vectors. Keeps the cost

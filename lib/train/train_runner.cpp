@@ -24,8 +24,13 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainOptions, capture, out, layers, model_dir
                                    sample_size, heldout_size, heldout_every, trainer, overwrite)
 
 std::string train_options_json(const TrainOptions& options) {
-  return nlohmann::json(options).dump();
+  nlohmann::json j = options;
+  // Set per codebook from key_threshold / value_threshold and max_codewords.
+  j["trainer"].erase("threshold");
+  j["trainer"].erase("max_codewords");
+  return j.dump();
 }
+
 namespace fs = std::filesystem;
 
 std::vector<int64_t> curve_sizes_up_to(int64_t max) {

@@ -39,8 +39,6 @@ struct CompressedCache::Impl {
   at::TensorOptions float_options() const;
   /// Grows the RoPE tables to cover positions [0, needed).
   void ensure_rope(int64_t needed);
-  /// Rotates pre-RoPE keys [kv, n, d] at positions [kv, n] (negative: padding).
-  at::Tensor rotate(const at::Tensor& keys, const at::Tensor& positions);
   detail::SequenceLayer& slot(int64_t sequence, int64_t layer);
 };
 
