@@ -32,6 +32,7 @@
 #include "runtime/codebook_builder.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/jit_reference.h"
+#include "runtime/storage_cost.h"
 
 using namespace spindlekv;
 
@@ -141,12 +142,13 @@ int main(int argc, char** argv) {
       (long long)T, (long long)heads, (long long)kv, (long long)d, (long long)K, reserve, used);
   std::printf("prefill attention of one layer: %.3f s\n", t_attention);
 
-  auto make = [&](CodebookMode mode) {
+  auto make = [&](CodebookMode mode, StorageDtype dtype = StorageDtype::kFloat32) {
     CompressionParameters p;
     p.reserve_ratio = reserve;
     p.budget = BudgetKind::kUniform;
     p.window = window;
     p.codebook = mode;
+    p.storage_dtype = dtype;
     return std::make_unique<CompressedCache>(c.geometry(), 1, p, artifact);
   };
   std::unique_ptr<CompressedCache> calibrated;
@@ -214,5 +216,29 @@ int main(int argc, char** argv) {
       "%.3f, target <= %.3f ms: %s\n",
       1e3 * t_full, 1e3 * t_comp, t_comp / t_full, ratio, 1e3 * target,
       t_comp <= target ? "met" : "MISSED");
+
+  // 4. Storage widths: bytes per token (held + shared charged) and the decode
+  // step against the same full float32 cache, per storage dtype.
+  for (StorageDtype dtype :
+       {StorageDtype::kFloat32, StorageDtype::kFloat16, StorageDtype::kBFloat16}) {
+    auto cache = make(CodebookMode::kCalibrated, dtype);
+    cache->prefill(0, 0, keys, values, window_att);
+    const MemoryReport m = cache->memory();
+    const double t_step =
+        seconds([&] {
+          for (int64_t s = 0; s < steps; ++s) {
+            cache->append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
+            cache->advance(1);
+          }
+        }) /
+        steps;
+    const double tokens = static_cast<double>(T + steps);
+    std::printf(
+        "storage %-8s: %.1f bytes per token and layer (dense %s: %lld), ratio %.3f; decode step "
+        "%.3f ms (%.2fx the full float32 cache)\n",
+        to_string(dtype), (m.held_bytes + m.shared_bytes_charged) / tokens, to_string(dtype),
+        (long long)(2 * kv * storage::vector_bytes(d, dtype)), m.ratio, 1e3 * t_step,
+        t_step / t_full);
+  }
   return 0;
 }

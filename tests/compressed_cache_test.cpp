@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/rope.h"
+#include "core/safetensors_reader.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
 #include "runtime/artifact.h"
@@ -107,8 +108,12 @@ LlamaModel clustered_model(const ModelConfig& c) { return LlamaModel::random(c, 
 
 TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
   const ModelConfig c = testutil::tiny_config(4, 2, 8);
-  for (CodebookMode mode : {CodebookMode::kJustInTime, CodebookMode::kCalibrated}) {
+  for (const auto& [mode, dtype] : {std::pair{CodebookMode::kJustInTime, StorageDtype::kFloat32},
+                                    std::pair{CodebookMode::kCalibrated, StorageDtype::kFloat32},
+                                    std::pair{CodebookMode::kHybrid, StorageDtype::kFloat16},
+                                    std::pair{CodebookMode::kNone, StorageDtype::kBFloat16}}) {
     CompressionParameters p;
+    p.storage_dtype = dtype;
     p.reserve_ratio = 0.5;
     p.window = 4;
     p.codebook = mode;
@@ -134,11 +139,14 @@ TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
             dense.visible[h] & (dense.positions[g] >= 0) & (dense.positions[g] <= T + i);
         scores = scores.masked_fill(visible.logical_not(), -INFINITY);
         at::Tensor expected = at::mv(dense.values[g].t(), at::softmax(scores, 0));
-        EXPECT_TRUE(at::allclose(out[h][i], expected, 1e-5, 1e-5)) << to_string(mode);
+        EXPECT_TRUE(at::allclose(out[h][i], expected, 1e-5, 1e-5))
+            << to_string(mode) << " " << to_string(dtype);
       }
     }
-    EXPECT_GT(cache.memory().layers[0].calibrated_vectors + cache.memory().layers[0].jit_vectors,
-              0);
+    if (mode != CodebookMode::kNone) {
+      EXPECT_GT(cache.memory().layers[0].calibrated_vectors + cache.memory().layers[0].jit_vectors,
+                0);
+    }
   }
 }
 
@@ -270,6 +278,48 @@ class FixedPolicy : public EvictionPolicy {
  private:
   at::Tensor kept_;
 };
+
+// Narrower storage: entries, exact rows and the dense denominator take 2
+// bytes an element, magnitudes float16; codes and positions stay 4 bytes.
+TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
+  ModelConfig c = testutil::tiny_config(2, 1, 4);
+  c.num_layers = 1;
+  for (StorageDtype dtype : {StorageDtype::kFloat16, StorageDtype::kBFloat16}) {
+    CompressionParameters p;
+    p.reserve_ratio = 0.5;
+    p.window = 2;
+    p.codebook = CodebookMode::kJustInTime;
+    p.key_threshold = p.value_threshold = 0.99;
+    p.storage_dtype = dtype;
+    CompressedCache cache(c.geometry(), 1, p);
+    cache.set_policy(std::make_shared<FixedPolicy>(
+        at::tensor({1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1}, at::kBool).view({2, 6})));
+    // Keys: all along e0 (one entry); values: along e1 and e2 (two entries).
+    at::Tensor keys = at::zeros({1, 6, 4}), values = at::zeros({1, 6, 4});
+    for (int i = 0; i < 6; ++i) keys[0][i][0] = i + 1.0, values[0][i][1 + i % 2] = 2.0;
+    cache.prefill(0, 0, keys, values, at::zeros({2, 2, 6}));
+    const LayerMemory m = cache.memory().layers[0];
+    EXPECT_EQ(m.slots, 4);  // tokens 0, 2, 4 and 5
+    EXPECT_EQ(m.code_bytes, 2 * 4 * 4);
+    EXPECT_EQ(m.magnitude_bytes, 2 * 4 * 2);
+    EXPECT_EQ(m.position_bytes, 4 * 4);
+    EXPECT_EQ(m.jit_entry_bytes, (1 + 2) * 4 * 2);
+    EXPECT_EQ(m.exact_bytes, 0);
+    EXPECT_EQ(m.full_bytes, 2 * 6 * 1 * 4 * 2);
+    EXPECT_EQ(cache.memory().dtype, dtype);
+    TempDir dir;
+    cache.save(dir.file("c.safetensors"));
+    SafetensorsReader r(dir.file("c.safetensors"));
+    EXPECT_STREQ(dtype_name(r.info("s0.l0.keys.jit").dtype),
+                 dtype == StorageDtype::kFloat16 ? "F16" : "BF16");
+    EXPECT_STREQ(dtype_name(r.info("s0.l0.keys.magnitude").dtype), "F16");
+    const CompressedCache loaded = CompressedCache::load(dir.file("c.safetensors"), c.geometry());
+    EXPECT_EQ(loaded.parameters().storage_dtype, dtype);
+    EXPECT_TRUE(at::equal(detail::reconstruct_layer(loaded, 0, 0).keys,
+                          detail::reconstruct_layer(cache, 0, 0).keys));
+  }
+  EXPECT_SKV_ERROR(parse_storage_dtype("fp8"), "allowed: float32, float16, bfloat16");
+}
 
 int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kept,
                         LayerMemory* out = nullptr) {

@@ -55,7 +55,6 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
   nlohmann::ordered_json header = {
       {"tool_version", version_string()},
       {"options", nlohmann::ordered_json::parse(eval_options_json(o.eval))},
-      {"kv_dtype", "float32"},
       {"threads", threads},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
   write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
@@ -120,6 +119,11 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--shared-requests", e.shared_requests,
                   "Concurrent requests sharing the calibrated codebook; each is charged "
                   "min(entries it references, all entries / N)")
+      ->capture_default_str();
+  sub->add_option("--kv-dtype", e.kv_dtype,
+                  "Storage dtype of every method's cache and of the dense cache the ratio "
+                  "divides by: float32, float16, bfloat16")
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
       ->capture_default_str();
   sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
   sub->add_flag("--overwrite", o->overwrite, "Replace existing results");

@@ -51,7 +51,7 @@ void run(const InspectOptions& o) {
       ks += L.key_sizes[g], kc += L.key_coverage[g] / L.key_sizes.size();
     for (size_t g = 0; g < L.value_sizes.size(); ++g)
       vs += L.value_sizes[g], vc += L.value_coverage[g] / L.value_sizes.size();
-    shared_bytes += (ks + vs) * storage::vector_bytes(a.head_dim);
+    shared_bytes += (ks + vs) * storage::vector_bytes(a.head_dim, StorageDtype::kFloat32);
     std::printf("| %lld | %lld | %.3f | %lld | %.3f |", static_cast<long long>(l),
                 static_cast<long long>(ks), kc, static_cast<long long>(vs), vc);
     for (double r : o.ratios) {

@@ -27,7 +27,8 @@ namespace spindlekv {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, methods, ratios,
                                    tasks, text, ppl_samples, ppl_context, ppl_continuation,
                                    passkey_lengths, passkey_depths, passkey_trials, jsonl_max_new,
-                                   jsonl_limit, window, ratio_tolerance, shared_requests, seed)
+                                   jsonl_limit, window, ratio_tolerance, shared_requests, kv_dtype,
+                                   seed)
 
 std::string eval_options_json(const EvalOptions& options) { return nlohmann::json(options).dump(); }
 
@@ -72,6 +73,7 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   p.codebook = m.codebook;
   p.key_threshold = s.key_threshold;
   p.value_threshold = s.value_threshold;
+  p.storage_dtype = parse_storage_dtype(cx.o.kv_dtype);
   auto cache = std::make_unique<CompressedCache>(cx.model.config().geometry(), batch, p,
                                                  m.needs_artifact() ? cx.artifact : nullptr);
   cache->set_policy(m.make_policy());
@@ -273,6 +275,7 @@ class PromptStats {
     m.shared_bytes_total = total_ / n, m.shared_bytes_charged = charged_ / n;
     m.ratio = ratio_ / n, m.ratio_excluding_shared = excluding_ / n;
     m.shared_requests = cx_.o.shared_requests;
+    m.kv_dtype = cx_.o.kv_dtype;
     r.measured_ratio = m.ratio;
     r.ratio_matched = std::abs(r.measured_ratio - r.target_ratio) <= cx_.o.ratio_tolerance;
     r.paper_ratio = paper_ / n;

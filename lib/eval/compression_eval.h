@@ -52,6 +52,9 @@ struct EvalOptions {
   /// Concurrent requests of the same length that share the calibrated
   /// codebook; each is charged min(entries it references, all / N).
   int64_t shared_requests = 1;
+  /// What every method's cache holds vectors in, and the dense cache the
+  /// ratio divides by ("float32", "float16", "bfloat16").
+  std::string kv_dtype = "float32";
   uint64_t seed = 7;
 };
 

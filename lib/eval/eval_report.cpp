@@ -246,7 +246,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     md << "# spindlekv eval\n\nModel `" << o.model_dir << "`; cells are the score, its 95% "
        << "Wilson interval for accuracies, and, in parentheses, the measured memory ratio: "
        << "(bytes held + the calibrated codebook entries the prompt references, shared by "
-       << o.shared_requests << " concurrent request(s)) / dense float32 K/V bytes; * = the search "
+       << o.shared_requests << " concurrent request(s)) / dense " << o.kv_dtype
+       << " K/V bytes; * = the search "
        << "could not land within " << o.ratio_tolerance << " of the target.\n";
     for (const auto& [task, metric] : eval_task_metrics(records)) {
       md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);

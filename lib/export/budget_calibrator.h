@@ -27,9 +27,10 @@ struct BudgetCalibrationParameters {
   double pyramid_beta =
       paper::kPyramidBeta;  ///< also every layer's smallest fraction (or r_c if smaller)
   /// Bytes the runtime spends per kept (KV head, token) beyond exact rows,
-  /// and per element of an exact row: the runtime's cost model.
-  int64_t slot_overhead_bytes = storage::kCodedSlotBytes;
-  int64_t element_bytes = storage::kElementBytes;
+  /// and per element of an exact row: the runtime's cost model, for the
+  /// cache's storage dtype (float32 by default).
+  int64_t slot_overhead_bytes = storage::coded_slot_bytes(StorageDtype::kFloat32);
+  int64_t element_bytes = storage::element_bytes(StorageDtype::kFloat32);
 };
 
 struct LayerBudgetInput {

@@ -44,8 +44,10 @@ MemoryReport CompressedCache::memory() const {
   const int64_t L = I.geometry.num_layers, kv = I.geometry.num_kv_heads,
                 heads = I.geometry.num_heads;
   const int64_t d = I.geometry.head_dim, group = heads / kv;
-  const int64_t vec = storage::vector_bytes(d);
+  const StorageDtype dtype = I.params.storage_dtype;
+  const int64_t vec = storage::vector_bytes(d, dtype);
   MemoryReport report;
+  report.dtype = dtype;
   report.layers.resize(L);
   for (int64_t l = 0; l < L; ++l) {
     LayerMemory& m = report.layers[l];
@@ -68,7 +70,7 @@ MemoryReport CompressedCache::memory() const {
         m.token_id_bytes += S.tokens_seen * storage::token_id_bytes(I.token_vocab);
       } else if (I.coding != CodebookMode::kNone) {
         m.code_bytes += 2 * slots * storage::kCodeBytes;
-        m.magnitude_bytes += 2 * slots * storage::kMagnitudeBytes;
+        m.magnitude_bytes += 2 * slots * storage::magnitude_bytes(dtype);
       }
       // Positions are implicit (0, 1, ...) while a layer has evicted nothing.
       if (slots < kv * S.tokens_seen || S.member.defined()) {

@@ -66,9 +66,10 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
     value_tables[l].threshold = params.value_threshold;
     if (artifact && (coding == CodebookMode::kCalibrated || coding == CodebookMode::kHybrid)) {
       const ArtifactLayer& L = artifact->layers[l];
-      key_tables[l].calibrated = L.key_codebook.to(device, at::kFloat);
+      const at::ScalarType entry = detail::entry_scalar_type(params.storage_dtype);
+      key_tables[l].calibrated = L.key_codebook.to(device, entry);
       key_tables[l].calibrated_sizes = L.key_sizes;
-      value_tables[l].calibrated = L.value_codebook.to(device, at::kFloat);
+      value_tables[l].calibrated = L.value_codebook.to(device, entry);
       value_tables[l].calibrated_sizes = L.value_sizes;
     }
   }
@@ -95,16 +96,21 @@ void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, co
        {std::tuple<const at::Tensor&, const detail::CodebookTables&, const char*>{
             keys, key_tables[layer], "keys"},
         {values, value_tables[layer], "values"}}) {
-    at::Tensor rows = table.calibrated.index_select(1, id);  // [kv, t, d]
+    at::Tensor rows = table.calibrated.index_select(1, id).to(at::kFloat);  // [kv, t, d]
     const double diff = t > 0 ? (given.to(at::kFloat) - rows).abs().max().item<double>() : 0.0;
     const double scale = t > 0 ? std::max(1.0, rows.abs().max().item<double>()) : 1.0;
-    SKV_CHECK(diff <= 1e-5 * scale, "layer ", layer, " cannot be held as token ids: its ", what,
-              " differ from the token table's rows by up to ", diff,
+    // The table holds rows in the storage dtype: allow its rounding.
+    const double tolerance = params.storage_dtype == StorageDtype::kFloat32   ? 1e-5
+                             : params.storage_dtype == StorageDtype::kFloat16 ? 1e-3
+                                                                              : 8e-3;
+    SKV_CHECK(diff <= tolerance * scale, "layer ", layer, " cannot be held as token ids: its ",
+              what, " differ from the token table's rows by up to ", diff,
               " (only a layer whose K/V depend on the token id alone can, such as layer 0 of a "
               "Llama-family model)");
   }
   at::Tensor code = id.to(at::kInt).unsqueeze(0).expand({kv, t});
-  at::Tensor ones = at::ones({kv, t}, float_options());
+  at::Tensor ones =
+      at::ones({kv, t}, float_options().dtype(detail::magnitude_scalar_type(params.storage_dtype)));
   for (detail::CodedVectors* c : {&S.keys, &S.values}) {
     c->code = at::cat({c->code, code}, 1);
     c->magnitude = at::cat({c->magnitude, ones}, 1);
@@ -131,11 +137,11 @@ void CompressedCache::hold_as_token_ids(int64_t layer, const at::Tensor& keys_by
     }
     I.token_vocab = V;
     I.token_id_layer[layer] = true;
-    I.key_tables[layer].calibrated =
-        keys_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
+    const at::ScalarType entry = detail::entry_scalar_type(I.params.storage_dtype);
+    I.key_tables[layer].calibrated = keys_by_token.to(I.device, entry).transpose(0, 1).contiguous();
     I.key_tables[layer].calibrated_sizes.assign(kv, V);
     I.value_tables[layer].calibrated =
-        values_by_token.to(I.device, at::kFloat).transpose(0, 1).contiguous();
+        values_by_token.to(I.device, entry).transpose(0, 1).contiguous();
     I.value_tables[layer].calibrated_sizes.assign(kv, V);
   });
 }
@@ -235,8 +241,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           SKV_CHECK(token_ids.defined(), "layer ", layer,
                     " is held as token ids: prefill needs the prompt's token ids");
           S.positions = at::arange(T, keys.options().dtype(at::kInt)).unsqueeze(0).expand({kv, T});
-          S.keys = detail::empty_coded(kv, d, I.float_options());
-          S.values = detail::empty_coded(kv, d, I.float_options());
+          S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+          S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
           I.append_token_ids(layer, S, token_ids.reshape({-1}), keys, values);
           S.tokens_seen = T;
           S.filled = true;
@@ -289,8 +295,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
         const bool build =
             I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid;
-        S.keys = detail::empty_coded(kv, d, I.float_options());
-        S.values = detail::empty_coded(kv, d, I.float_options());
+        S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+        S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
         detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
                              I.coding, build);
         detail::append_coded(S.values, values.gather(1, gather_index), valid, I.value_tables[layer],
@@ -326,8 +332,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     SequenceLayer& S = I.slot(b, layer);
     if (!S.filled) {  // decoding from an empty cache
       S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
-      S.keys = detail::empty_coded(kv, d, I.float_options());
-      S.values = detail::empty_coded(kv, d, I.float_options());
+      S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+      S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
       S.filled = true;
     }
     at::Tensor pos_b = positions[b];

@@ -34,6 +34,7 @@
 #include "runtime/codebook_builder.h"
 #include "runtime/eviction_policy.h"
 #include "runtime/paper_defaults.h"
+#include "runtime/storage_cost.h"
 
 namespace spindlekv {
 
@@ -69,6 +70,10 @@ struct CompressionParameters {
   /// Just-in-time and hybrid modes: a decoded vector with no entry above
   /// theta becomes a new entry (the paper); otherwise it stays exact.
   bool extend_codebook_when_decoding = true;
+  /// What exact rows and codebook entries are held in, and the dense cache
+  /// the memory ratio divides by (runtime/storage_cost.h). Attention is
+  /// computed in float32 whatever it is.
+  StorageDtype storage_dtype = StorageDtype::kFloat32;
 };
 
 /// Bytes held by one layer, summed over the batch. "Held" counts what the
@@ -86,7 +91,7 @@ struct LayerMemory {
   int64_t token_id_bytes = 0;      ///< a token-id layer: one id per token (2 B, 4 B past 65536 ids)
   int64_t distinct_entries = 0;    ///< codebook entries referenced + exact rows (K and V)
   int64_t shared_entry_bytes = 0;  ///< calibrated entries referenced (K and V), not in held_bytes
-  int64_t full_bytes = 0;          ///< a dense K/V cache of tokens_seen tokens, same dtype
+  int64_t full_bytes = 0;          ///< a dense K/V cache of tokens_seen tokens, storage dtype
   int64_t allocated_bytes = 0;     ///< every tensor's storage, padding included
   double paper_ratio = 0;          ///< the paper's per-layer formula (README, "Memory")
   int64_t held_bytes() const {
@@ -106,8 +111,9 @@ double shared_bytes_per_request(double referenced, double total, double requests
 
 struct MemoryReport {
   std::vector<LayerMemory> layers;
-  int64_t held_bytes = 0;            ///< per-request bytes, all layers
-  int64_t full_bytes = 0;            ///< the dense cache's bytes (float32)
+  int64_t held_bytes = 0;                       ///< per-request bytes, all layers
+  int64_t full_bytes = 0;                       ///< the dense cache's bytes, in the storage dtype
+  StorageDtype dtype = StorageDtype::kFloat32;  ///< the storage dtype
   int64_t shared_bytes_total = 0;    ///< calibrated entries and token tables, once for all requests
   int64_t shared_bytes_charged = 0;  ///< the shared entries and rows this cache references
   double ratio = 0;                  ///< (held + shared charged) / full: what a request costs

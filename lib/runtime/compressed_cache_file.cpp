@@ -27,29 +27,61 @@ std::string prefix(int64_t b, int64_t l) {
   return "s" + std::to_string(b) + ".l" + std::to_string(l) + ".";
 }
 
+// CompressionParameters in the file, once: the writer and the reader walk
+// this table. `since` > 1 marks a key older files lack (the default is kept).
+template <class P, class F>
+void parameter_fields(P& p, F&& field) {
+  field("reserve_ratio", p.reserve_ratio);
+  field("budget", p.budget);
+  field("pyramid_beta", p.pyramid_beta);
+  field("window", p.window);
+  field("gqa", p.gqa);
+  field("codebook", p.codebook);
+  field("key_threshold", p.key_threshold);
+  field("value_threshold", p.value_threshold);
+  field("extend_codebook_when_decoding", p.extend_codebook_when_decoding);
+  field("storage_dtype", p.storage_dtype, /*optional=*/true);  // float32 before it was recorded
+}
+
+template <class T>
+nlohmann::json json_value(const T& v) {
+  return v;
+}
+nlohmann::json json_value(BudgetKind v) { return to_string(v); }
+nlohmann::json json_value(GqaMode v) { return to_string(v); }
+nlohmann::json json_value(CodebookMode v) { return to_string(v); }
+nlohmann::json json_value(StorageDtype v) { return to_string(v); }
+
+template <class T>
+void from_json_value(const nlohmann::json& j, T& v) {
+  v = j.get<T>();
+}
+void from_json_value(const nlohmann::json& j, BudgetKind& v) {
+  v = parse_budget_kind(j.get<std::string>());
+}
+void from_json_value(const nlohmann::json& j, GqaMode& v) {
+  v = parse_gqa_mode(j.get<std::string>());
+}
+void from_json_value(const nlohmann::json& j, CodebookMode& v) {
+  v = parse_codebook_mode(j.get<std::string>());
+}
+void from_json_value(const nlohmann::json& j, StorageDtype& v) {
+  v = parse_storage_dtype(j.get<std::string>());
+}
+
 nlohmann::json parameters_json(const CompressionParameters& p) {
-  return {{"reserve_ratio", p.reserve_ratio},
-          {"budget", to_string(p.budget)},
-          {"pyramid_beta", p.pyramid_beta},
-          {"window", p.window},
-          {"gqa", to_string(p.gqa)},
-          {"codebook", to_string(p.codebook)},
-          {"key_threshold", p.key_threshold},
-          {"value_threshold", p.value_threshold},
-          {"extend_codebook_when_decoding", p.extend_codebook_when_decoding}};
+  nlohmann::json j = nlohmann::json::object();
+  parameter_fields(p,
+                   [&](const char* name, const auto& v, bool = false) { j[name] = json_value(v); });
+  return j;
 }
 
 CompressionParameters parameters_from_json(const nlohmann::json& j) {
   CompressionParameters p;
-  p.reserve_ratio = j.at("reserve_ratio").get<double>();
-  p.budget = parse_budget_kind(j.at("budget").get<std::string>());
-  p.pyramid_beta = j.at("pyramid_beta").get<double>();
-  p.window = j.at("window").get<int64_t>();
-  p.gqa = parse_gqa_mode(j.at("gqa").get<std::string>());
-  p.codebook = parse_codebook_mode(j.at("codebook").get<std::string>());
-  p.key_threshold = j.at("key_threshold").get<double>();
-  p.value_threshold = j.at("value_threshold").get<double>();
-  p.extend_codebook_when_decoding = j.at("extend_codebook_when_decoding").get<bool>();
+  parameter_fields(p, [&](const char* name, auto& v, bool optional = false) {
+    if (optional && !j.contains(name)) return;
+    from_json_value(j.at(name), v);
+  });
   return p;
 }
 
@@ -173,6 +205,12 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
             c->jit = t(k + ".jit");
             c->jit_count = layers[l].at(singular + "_jit_count").get<std::vector<int64_t>>();
             c->exact_count = layers[l].at(singular + "_exact_count").get<std::vector<int64_t>>();
+            SKV_CHECK(c->exact.scalar_type() == detail::entry_scalar_type(I.params.storage_dtype) &&
+                          c->jit.scalar_type() == c->exact.scalar_type() &&
+                          c->magnitude.scalar_type() ==
+                              detail::magnitude_scalar_type(I.params.storage_dtype),
+                      "tensors '", p, k, ".*' are not in the storage dtype ",
+                      to_string(I.params.storage_dtype));
             SKV_CHECK(c->code.sizes() == S.positions.sizes() && c->code.scalar_type() == at::kInt &&
                           c->magnitude.sizes() == S.positions.sizes() && c->exact.dim() == 3 &&
                           c->exact.size(0) == kv && c->exact.size(2) == d && c->jit.dim() == 3 &&

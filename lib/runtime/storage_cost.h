@@ -2,28 +2,54 @@
 // one cost model behind CompressedCache::memory() and the calibrated layer
 // budgets (export/budget_calibrator.h), so the budgets are planned in the
 // bytes the runtime will count.
+//
+// The storage dtype is what exact rows, codebook entries (calibrated, just
+// in time, token tables) and the dense cache of the denominator are held in;
+// magnitudes are float16 unless it is float32. Codes are int32.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace spindlekv {
+
+/// The dtype a compressed cache holds vectors in (an engine's KV dtype).
+enum class StorageDtype {
+  kFloat32,   ///< "float32"
+  kFloat16,   ///< "float16"
+  kBFloat16,  ///< "bfloat16"
+};
+
+const char* to_string(StorageDtype dtype);
+/// Parses "float32|float16|bfloat16"; throws naming the allowed values.
+StorageDtype parse_storage_dtype(const std::string& name);
+
 namespace storage {
 
-constexpr int64_t kElementBytes =
-    4;  ///< an element of an exact row, a codebook entry, a dense K/V (float32)
-constexpr int64_t kCodeBytes = 4;       ///< a K or V vector's code (int32)
-constexpr int64_t kMagnitudeBytes = 4;  ///< a K or V vector's magnitude (float32)
-constexpr int64_t kPositionBytes = 4;   ///< a slot's position (int32), once a layer evicts
+/// An element of an exact row, an entry or a dense K/V vector.
+constexpr int64_t element_bytes(StorageDtype dtype) {
+  return dtype == StorageDtype::kFloat32 ? 4 : 2;
+}
+/// A K or V vector's magnitude: float32 with float32 storage, else float16.
+constexpr int64_t magnitude_bytes(StorageDtype dtype) {
+  return dtype == StorageDtype::kFloat32 ? 4 : 2;
+}
+constexpr int64_t kCodeBytes = 4;      ///< a K or V vector's code (int32)
+constexpr int64_t kPositionBytes = 4;  ///< a slot's position (int32), once a layer evicts
 
 /// A coded (KV head, token) slot beyond its exact rows: code and magnitude
 /// for K and for V, and the position.
-constexpr int64_t kCodedSlotBytes = 2 * (kCodeBytes + kMagnitudeBytes) + kPositionBytes;
+constexpr int64_t coded_slot_bytes(StorageDtype dtype) {
+  return 2 * (kCodeBytes + magnitude_bytes(dtype)) + kPositionBytes;
+}
 
 /// A token id of a layer held as token ids, for a table of `vocab` rows.
 constexpr int64_t token_id_bytes(int64_t vocab) { return vocab <= 65536 ? 2 : 4; }
 
 /// A vector of `head_dim` elements (exact row, entry, dense K or V).
-constexpr int64_t vector_bytes(int64_t head_dim) { return head_dim * kElementBytes; }
+constexpr int64_t vector_bytes(int64_t head_dim, StorageDtype dtype = StorageDtype::kFloat32) {
+  return head_dim * element_bytes(dtype);
+}
 
 }  // namespace storage
 }  // namespace spindlekv

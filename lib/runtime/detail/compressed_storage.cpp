@@ -18,7 +18,8 @@ namespace {
 std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tensor& table,
                                           const std::vector<int64_t>& counts) {
   const int64_t kv = dirs.size(0), K = table.size(1);
-  at::Tensor t = table.size(0) == 1 ? table.expand({kv, K, table.size(2)}) : table;
+  at::Tensor t = table.to(dirs.scalar_type());  // entries may be stored narrower
+  t = t.size(0) == 1 ? t.expand({kv, K, t.size(2)}) : t;
   at::Tensor sims = at::bmm(dirs, t.transpose(1, 2));  // [kv, t, K]
   std::vector<int64_t> per_head(kv);
   for (int64_t g = 0; g < kv; ++g) per_head[g] = counts[counts.size() == 1 ? 0 : g];
@@ -39,13 +40,30 @@ at::Tensor grow_rows(const at::Tensor& jit, int64_t needed) {
 
 }  // namespace
 
-CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options) {
+at::ScalarType entry_scalar_type(StorageDtype dtype) {
+  switch (dtype) {
+    case StorageDtype::kFloat32:
+      return at::kFloat;
+    case StorageDtype::kFloat16:
+      return at::kHalf;
+    case StorageDtype::kBFloat16:
+      return at::kBFloat16;
+  }
+  return at::kFloat;
+}
+
+at::ScalarType magnitude_scalar_type(StorageDtype dtype) {
+  return storage::magnitude_bytes(dtype) == 4 ? at::kFloat : at::kHalf;
+}
+
+CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options,
+                         StorageDtype dtype) {
   CodedVectors c;
   c.code = at::empty({kv_heads, 0}, options.dtype(at::kInt));
-  c.magnitude = at::empty({kv_heads, 0}, options.dtype(at::kFloat));
-  c.exact = at::empty({kv_heads, 0, head_dim}, options.dtype(at::kFloat));
+  c.magnitude = at::empty({kv_heads, 0}, options.dtype(magnitude_scalar_type(dtype)));
+  c.exact = at::empty({kv_heads, 0, head_dim}, options.dtype(entry_scalar_type(dtype)));
   c.exact_count.assign(kv_heads, 0);
-  c.jit = at::empty({kv_heads, 0, head_dim}, options.dtype(at::kFloat));
+  c.jit = at::empty({kv_heads, 0, head_dim}, options.dtype(entry_scalar_type(dtype)));
   c.jit_count.assign(kv_heads, 0);
   return c;
 }
@@ -119,41 +137,42 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     at::Tensor flat_open = open.reshape({-1});
     at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
     at::Tensor rows = vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
-    out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows);
+    out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
     code = at::where(open, -row - 1, code);
     mags = at::where(open, at::ones_like(mags), mags);
     out.exact_count = needed;
   }
   out.code = at::cat({out.code, code.to(at::kInt)}, 1);
-  out.magnitude = at::cat({out.magnitude, mags}, 1);
+  out.magnitude = at::cat({out.magnitude, mags.to(out.magnitude.scalar_type())}, 1);
 }
 
 at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
   const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(2);
   at::Tensor flat = c.code.reshape({-1}).to(at::kLong);
   at::Tensor head = at::arange(kv, flat.options()).repeat_interleave(n);
-  at::Tensor out = at::zeros({kv * n, d}, c.magnitude.options());
+  at::Tensor out = at::zeros({kv * n, d}, c.magnitude.options().dtype(at::kFloat));
   const int64_t Kc = tables.calibrated_capacity();
   if (Kc > 0) {
     at::Tensor is_cal = (flat >= 0) & (flat < Kc);
     at::Tensor idx = flat.clamp(0, Kc - 1) + (tables.shared() ? at::zeros_like(head) : head * Kc);
-    at::Tensor rows = tables.calibrated.reshape({-1, d}).index_select(0, idx);
+    at::Tensor rows = tables.calibrated.reshape({-1, d}).index_select(0, idx).to(at::kFloat);
     out = at::where(is_cal.unsqueeze(1), rows, out);
   }
   const int64_t cap = c.jit.size(1);
   if (cap > 0) {
     at::Tensor is_jit = (flat >= Kc) & (flat < Kc + cap);
     at::Tensor idx = (flat - Kc).clamp(0, cap - 1) + head * cap;
-    at::Tensor rows = c.jit.reshape({-1, d}).index_select(0, idx);
+    at::Tensor rows = c.jit.reshape({-1, d}).index_select(0, idx).to(at::kFloat);
     out = at::where(is_jit.unsqueeze(1), rows, out);
   }
   const int64_t E = c.exact.size(1);
   if (E > 0) {
     at::Tensor is_exact = flat < 0;
     at::Tensor idx = (-flat - 1).clamp(0, E - 1) + head * E;
-    out = at::where(is_exact.unsqueeze(1), c.exact.reshape({-1, d}).index_select(0, idx), out);
+    out = at::where(is_exact.unsqueeze(1),
+                    c.exact.reshape({-1, d}).index_select(0, idx).to(at::kFloat), out);
   }
-  return (out * c.magnitude.reshape({-1, 1})).view({kv, n, d});
+  return (out * c.magnitude.reshape({-1, 1}).to(at::kFloat)).view({kv, n, d});
 }
 
 at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tables,
@@ -167,12 +186,14 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
                       RopeTables{cos.index_select(0, idx).view({kv, n, d}),
                                  sin.index_select(0, idx).view({kv, n, d})});
   }
-  at::Tensor out = at::empty({kv, n, d}, c.magnitude.options());
-  const at::Tensor code = c.code.contiguous(), mag = c.magnitude.contiguous();
+  // Tables stored narrower than float32 are widened first (CPU only).
+  at::Tensor out = at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
+  const at::Tensor code = c.code.contiguous(), mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
   const at::Tensor cal =
-      tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
-  const at::Tensor jit = c.jit.contiguous(), exact = c.exact.contiguous();
+      tables.calibrated.defined() ? tables.calibrated.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor jit = c.jit.to(at::kFloat).contiguous();
+  const at::Tensor exact = c.exact.to(at::kFloat).contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   const int32_t* code_p = code.data_ptr<int32_t>();
   const int32_t* pos_p = pos.data_ptr<int32_t>();
@@ -214,13 +235,13 @@ at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
                         const at::Tensor& weights) {
   const int64_t kv = c.code.size(0), R = weights.size(1), d = c.exact.size(2);
   at::Tensor code = c.code.to(at::kLong).unsqueeze(1).expand({kv, R, c.code.size(1)});
-  at::Tensor w = weights * c.magnitude.unsqueeze(1);  // [kv, R, n]
+  at::Tensor w = weights * c.magnitude.to(weights.scalar_type()).unsqueeze(1);  // [kv, R, n]
   at::Tensor out = at::zeros({kv, R, d}, weights.options());
   auto add_table = [&](const at::Tensor& in_range, const at::Tensor& index, int64_t size,
                        const at::Tensor& table) {
     at::Tensor per_entry = at::zeros({kv, R, size}, weights.options());
     per_entry.scatter_add_(2, index.clamp(0, size - 1), w * in_range);
-    out.baddbmm_(per_entry, table);
+    out.baddbmm_(per_entry, table.to(weights.scalar_type()));
   };
   const int64_t Kc = tables.calibrated_capacity();
   if (Kc > 0) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/codebook_builder.h"
+#include "runtime/storage_cost.h"
 
 namespace spindlekv {
 namespace detail {
@@ -33,10 +34,10 @@ struct CodebookTables {
 /// padded to a common capacity (grown by doubling) with counts in use.
 struct CodedVectors {
   at::Tensor code;                   ///< [kv_heads, slots] int32
-  at::Tensor magnitude;              ///< [kv_heads, slots] float32 (1 for exact rows, 0 for zero)
-  at::Tensor exact;                  ///< [kv_heads, capacity, d] float32 exact rows
+  at::Tensor magnitude;              ///< [kv_heads, slots] (1 for exact rows, 0 for zero)
+  at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows
   std::vector<int64_t> exact_count;  ///< rows in use per KV head
-  at::Tensor jit;                    ///< [kv_heads, capacity, d] float32 just-in-time entries
+  at::Tensor jit;                    ///< [kv_heads, capacity, d] just-in-time entries
   std::vector<int64_t> jit_count;    ///< entries in use per KV head
 };
 
@@ -70,8 +71,15 @@ at::Tensor reconstruct_rotated(const CodedVectors& coded, const CodebookTables& 
 at::Tensor weighted_sum(const CodedVectors& coded, const CodebookTables& tables,
                         const at::Tensor& weights);
 
-/// An empty CodedVectors for `kv_heads` heads of size `head_dim`.
-CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options);
+/// An empty CodedVectors for `kv_heads` heads of size `head_dim` on the
+/// device of `options`, holding exact rows and entries in `dtype` and
+/// magnitudes as storage_cost.h says.
+CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options,
+                         StorageDtype dtype);
+
+/// The ATen dtypes of entries and exact rows, and of magnitudes.
+at::ScalarType entry_scalar_type(StorageDtype dtype);
+at::ScalarType magnitude_scalar_type(StorageDtype dtype);
 
 }  // namespace detail
 }  // namespace spindlekv
