@@ -293,7 +293,7 @@ TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
     p.storage_dtype = dtype;
     CompressedCache cache(c.geometry(), 1, p);
     cache.set_policy(std::make_shared<FixedPolicy>(
-        at::tensor({1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1}, at::kBool).view({2, 6})));
+        at::tensor({1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1}).to(at::kBool).view({2, 6})));
     // Keys: all along e0 (one entry); values: along e1 and e2 (two entries).
     at::Tensor keys = at::zeros({1, 6, 4}), values = at::zeros({1, 6, 4});
     for (int i = 0; i < 6; ++i) keys[0][i][0] = i + 1.0, values[0][i][1 + i % 2] = 2.0;
