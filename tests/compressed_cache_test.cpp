@@ -11,6 +11,7 @@
 #include "model/llama_model.h"
 #include "runtime/artifact.h"
 #include "runtime/detail/cache_access.h"
+#include "runtime/detail/compressed_storage.h"
 #include "test_util.h"
 
 namespace spindlekv {
@@ -280,7 +281,8 @@ class FixedPolicy : public EvictionPolicy {
 };
 
 // Narrower storage: entries, exact rows and the dense denominator take 2
-// bytes an element, magnitudes float16; codes and positions stay 4 bytes.
+// bytes an element, magnitudes float16, codes int16 (they fit); positions
+// stay 4 bytes.
 TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
   ModelConfig c = testutil::tiny_config(2, 1, 4);
   c.num_layers = 1;
@@ -299,8 +301,8 @@ TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
     for (int i = 0; i < 6; ++i) keys[0][i][0] = i + 1.0, values[0][i][1 + i % 2] = 2.0;
     cache.prefill(0, 0, keys, values, at::zeros({2, 2, 6}));
     const LayerMemory m = cache.memory().layers[0];
-    EXPECT_EQ(m.slots, 4);  // tokens 0, 2, 4 and 5
-    EXPECT_EQ(m.code_bytes, 2 * 4 * 4);
+    EXPECT_EQ(m.slots, 4);               // tokens 0, 2, 4 and 5
+    EXPECT_EQ(m.code_bytes, 2 * 4 * 2);  // int16: the codes fit
     EXPECT_EQ(m.magnitude_bytes, 2 * 4 * 2);
     EXPECT_EQ(m.position_bytes, 4 * 4);
     EXPECT_EQ(m.jit_entry_bytes, (1 + 2) * 4 * 2);
@@ -313,12 +315,29 @@ TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
     EXPECT_STREQ(dtype_name(r.info("s0.l0.keys.jit").dtype),
                  dtype == StorageDtype::kFloat16 ? "F16" : "BF16");
     EXPECT_STREQ(dtype_name(r.info("s0.l0.keys.magnitude").dtype), "F16");
+    EXPECT_STREQ(dtype_name(r.info("s0.l0.keys.code").dtype), "I16");
     const CompressedCache loaded = CompressedCache::load(dir.file("c.safetensors"), c.geometry());
     EXPECT_EQ(loaded.parameters().storage_dtype, dtype);
     EXPECT_TRUE(at::equal(detail::reconstruct_layer(loaded, 0, 0).keys,
                           detail::reconstruct_layer(cache, 0, 0).keys));
   }
   EXPECT_SKV_ERROR(parse_storage_dtype("fp8"), "allowed: float32, float16, bfloat16");
+}
+
+// Codes held as int16 widen to int32, keeping every code, once one does not
+// fit: here the 32769th exact row of a head.
+TEST(CompressedCacheStorage, CodesWidenWhenTheyOutgrowSixteenBits) {
+  detail::CodedVectors c = detail::empty_coded(1, 4, at::TensorOptions(), StorageDtype::kFloat16);
+  ASSERT_EQ(c.code.scalar_type(), at::kShort);
+  at::Tensor first =
+      at::tensor({0L, -1L, -32768L, static_cast<int64_t>(detail::kZeroCode)}).view({1, 4});
+  detail::append_codes(c, first);
+  EXPECT_EQ(c.code.scalar_type(), at::kShort);
+  EXPECT_TRUE(at::equal(detail::codes_long(c), first));
+  at::Tensor next = at::tensor({-32769L, 40000L}).view({1, 2});
+  detail::append_codes(c, next);
+  EXPECT_EQ(c.code.scalar_type(), at::kInt);
+  EXPECT_TRUE(at::equal(detail::codes_long(c), at::cat({first, next}, 1)));
 }
 
 int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kept,

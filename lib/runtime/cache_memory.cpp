@@ -20,7 +20,7 @@ struct CodeCounts {
 CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTables& tables) {
   CodeCounts out;
   const int64_t Kc = tables.calibrated_capacity();
-  at::Tensor code = c.code.to(at::kLong);
+  at::Tensor code = detail::codes_long(c);
   at::Tensor cal = (code >= 0) & (code < Kc);
   out.calibrated = cal.sum().item<int64_t>();
   out.exact = (code < 0).sum().item<int64_t>();
@@ -69,7 +69,8 @@ MemoryReport CompressedCache::memory() const {
         // One id per token serves K and V of every KV head.
         m.token_id_bytes += S.tokens_seen * storage::token_id_bytes(I.token_vocab);
       } else if (I.coding != CodebookMode::kNone) {
-        m.code_bytes += 2 * slots * storage::kCodeBytes;
+        m.code_bytes += slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
+                                 storage::code_bytes(dtype, S.values.code.element_size() == 2));
         m.magnitude_bytes += 2 * slots * storage::magnitude_bytes(dtype);
       }
       // Positions are implicit (0, 1, ...) while a layer has evicted nothing.

@@ -108,11 +108,11 @@ void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, co
               " (only a layer whose K/V depend on the token id alone can, such as layer 0 of a "
               "Llama-family model)");
   }
-  at::Tensor code = id.to(at::kInt).unsqueeze(0).expand({kv, t});
+  at::Tensor code = id.unsqueeze(0).expand({kv, t});
   at::Tensor ones =
       at::ones({kv, t}, float_options().dtype(detail::magnitude_scalar_type(params.storage_dtype)));
   for (detail::CodedVectors* c : {&S.keys, &S.values}) {
-    c->code = at::cat({c->code, code}, 1);
+    detail::append_codes(*c, code);
     c->magnitude = at::cat({c->magnitude, ones}, 1);
   }
 }

@@ -211,7 +211,10 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
                               detail::magnitude_scalar_type(I.params.storage_dtype),
                       "tensors '", p, k, ".*' are not in the storage dtype ",
                       to_string(I.params.storage_dtype));
-            SKV_CHECK(c->code.sizes() == S.positions.sizes() && c->code.scalar_type() == at::kInt &&
+            SKV_CHECK(c->code.sizes() == S.positions.sizes() &&
+                          (c->code.scalar_type() == at::kInt ||
+                           (c->code.scalar_type() == at::kShort &&
+                            I.params.storage_dtype != StorageDtype::kFloat32)) &&
                           c->magnitude.sizes() == S.positions.sizes() && c->exact.dim() == 3 &&
                           c->exact.size(0) == kv && c->exact.size(2) == d && c->jit.dim() == 3 &&
                           c->jit.size(0) == kv && c->jit.size(2) == d &&
@@ -226,7 +229,7 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
             // Codes must point inside the tables, or reconstruction would read garbage.
             const int64_t Kc =
                 (k == "keys" ? I.key_tables[l] : I.value_tables[l]).calibrated_capacity();
-            at::Tensor code = c->code.to(at::kLong);
+            at::Tensor code = detail::codes_long(*c);
             at::Tensor bad = (code < -c->exact.size(1)) |
                              ((code >= Kc + c->jit.size(1)) & (code != detail::kZeroCode));
             SKV_CHECK(!bad.any().item<bool>(), "tensor '", p, k,

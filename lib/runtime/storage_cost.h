@@ -5,7 +5,9 @@
 //
 // The storage dtype is what exact rows, codebook entries (calibrated, just
 // in time, token tables) and the dense cache of the denominator are held in;
-// magnitudes are float16 unless it is float32. Codes are int32.
+// magnitudes are float16 unless it is float32. Codes are int16 while the
+// codes of a (sequence, layer) fit 16 bits and the dtype is not float32,
+// else int32.
 #pragma once
 
 #include <cstdint>
@@ -34,13 +36,17 @@ constexpr int64_t element_bytes(StorageDtype dtype) {
 constexpr int64_t magnitude_bytes(StorageDtype dtype) {
   return dtype == StorageDtype::kFloat32 ? 4 : 2;
 }
-constexpr int64_t kCodeBytes = 4;      ///< a K or V vector's code (int32)
+/// A K or V vector's code: int16 when the dtype is narrower than float32 and
+/// the codes fit (`fits_16_bits`), else int32.
+constexpr int64_t code_bytes(StorageDtype dtype, bool fits_16_bits = true) {
+  return dtype != StorageDtype::kFloat32 && fits_16_bits ? 2 : 4;
+}
 constexpr int64_t kPositionBytes = 4;  ///< a slot's position (int32), once a layer evicts
 
 /// A coded (KV head, token) slot beyond its exact rows: code and magnitude
-/// for K and for V, and the position.
+/// for K and for V, and the position (codes that fit 16 bits).
 constexpr int64_t coded_slot_bytes(StorageDtype dtype) {
-  return 2 * (kCodeBytes + magnitude_bytes(dtype)) + kPositionBytes;
+  return 2 * (code_bytes(dtype) + magnitude_bytes(dtype)) + kPositionBytes;
 }
 
 /// A token id of a layer held as token ids, for a table of `vocab` rows.

@@ -59,13 +59,40 @@ at::ScalarType magnitude_scalar_type(StorageDtype dtype) {
 CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options,
                          StorageDtype dtype) {
   CodedVectors c;
-  c.code = at::empty({kv_heads, 0}, options.dtype(at::kInt));
+  c.code = at::empty({kv_heads, 0},
+                     options.dtype(dtype == StorageDtype::kFloat32 ? at::kInt : at::kShort));
   c.magnitude = at::empty({kv_heads, 0}, options.dtype(magnitude_scalar_type(dtype)));
   c.exact = at::empty({kv_heads, 0, head_dim}, options.dtype(entry_scalar_type(dtype)));
   c.exact_count.assign(kv_heads, 0);
   c.jit = at::empty({kv_heads, 0, head_dim}, options.dtype(entry_scalar_type(dtype)));
   c.jit_count.assign(kv_heads, 0);
   return c;
+}
+
+at::Tensor codes_long(const CodedVectors& c) {
+  at::Tensor code = c.code.to(at::kLong);
+  if (c.code.scalar_type() == at::kShort) {
+    code = code.masked_fill(code == kZeroCode16, static_cast<int64_t>(kZeroCode));
+  }
+  return code;
+}
+
+void append_codes(CodedVectors& out, const at::Tensor& codes) {
+  const bool narrow = out.exact.scalar_type() != at::kFloat;
+  bool fits = narrow && out.code.scalar_type() == at::kShort;
+  if (fits && codes.numel() > 0) {
+    at::Tensor real = codes.masked_select(codes != kZeroCode);
+    fits =
+        real.numel() == 0 || (real.min().item<int64_t>() >= std::numeric_limits<int16_t>::min() &&
+                              real.max().item<int64_t>() < kZeroCode16);
+  }
+  if (fits) {
+    out.code =
+        at::cat({out.code, codes.masked_fill(codes == kZeroCode, kZeroCode16).to(at::kShort)}, 1);
+    return;
+  }
+  if (out.code.scalar_type() == at::kShort) out.code = codes_long(out).to(at::kInt);
+  out.code = at::cat({out.code, codes.to(at::kInt)}, 1);
 }
 
 void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Tensor& valid,
@@ -142,13 +169,13 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     mags = at::where(open, at::ones_like(mags), mags);
     out.exact_count = needed;
   }
-  out.code = at::cat({out.code, code.to(at::kInt)}, 1);
+  append_codes(out, code);
   out.magnitude = at::cat({out.magnitude, mags.to(out.magnitude.scalar_type())}, 1);
 }
 
 at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
   const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(2);
-  at::Tensor flat = c.code.reshape({-1}).to(at::kLong);
+  at::Tensor flat = codes_long(c).reshape({-1});
   at::Tensor head = at::arange(kv, flat.options()).repeat_interleave(n);
   at::Tensor out = at::zeros({kv * n, d}, c.magnitude.options().dtype(at::kFloat));
   const int64_t Kc = tables.calibrated_capacity();
@@ -188,7 +215,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   }
   // Tables stored narrower than float32 are widened first (CPU only).
   at::Tensor out = at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
-  const at::Tensor code = c.code.contiguous(), mag = c.magnitude.to(at::kFloat).contiguous();
+  const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
+  const at::Tensor mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
   const at::Tensor cal =
       tables.calibrated.defined() ? tables.calibrated.to(at::kFloat).contiguous() : at::Tensor();
@@ -234,7 +262,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
 at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
                         const at::Tensor& weights) {
   const int64_t kv = c.code.size(0), R = weights.size(1), d = c.exact.size(2);
-  at::Tensor code = c.code.to(at::kLong).unsqueeze(1).expand({kv, R, c.code.size(1)});
+  at::Tensor code = codes_long(c).unsqueeze(1).expand({kv, R, c.code.size(1)});
   at::Tensor w = weights * c.magnitude.to(weights.scalar_type()).unsqueeze(1);  // [kv, R, n]
   at::Tensor out = at::zeros({kv, R, d}, weights.options());
   auto add_table = [&](const at::Tensor& in_range, const at::Tensor& index, int64_t size,

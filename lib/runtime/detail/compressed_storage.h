@@ -15,8 +15,10 @@ namespace spindlekv {
 namespace detail {
 
 /// Code of a slot whose vector is zero (padding, or a zero vector): it
-/// matches no table and reconstructs to zero.
+/// matches no table and reconstructs to zero. Codes held as int16 use
+/// kZeroCode16 instead; codes_long() maps it back.
 constexpr int32_t kZeroCode = std::numeric_limits<int32_t>::max();
+constexpr int16_t kZeroCode16 = std::numeric_limits<int16_t>::max();
 
 /// Per-KV-head codebook tables used to code one of keys or values.
 struct CodebookTables {
@@ -33,7 +35,7 @@ struct CodebookTables {
 /// -code - 1 of the slot's KV head; kZeroCode: zero. Both per-head tables are
 /// padded to a common capacity (grown by doubling) with counts in use.
 struct CodedVectors {
-  at::Tensor code;                   ///< [kv_heads, slots] int32
+  at::Tensor code;                   ///< [kv_heads, slots] int16 or int32 (storage_cost.h)
   at::Tensor magnitude;              ///< [kv_heads, slots] (1 for exact rows, 0 for zero)
   at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows
   std::vector<int64_t> exact_count;  ///< rows in use per KV head
@@ -48,6 +50,15 @@ struct SequenceLayer {
   CodedVectors keys, values;
   int64_t tokens_seen = 0;
 };
+
+/// The codes of `coded` as int64 (kZeroCode for zero slots), whatever their
+/// stored width.
+at::Tensor codes_long(const CodedVectors& coded);
+
+/// Appends codes [kv_heads, t] int64 (kZeroCode for zero slots) to `out`:
+/// int16 while every code fits and entries are narrower than float32 (the
+/// codes already held are widened when a new one does not fit), else int32.
+void append_codes(CodedVectors& out, const at::Tensor& codes);
 
 /// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
 /// and appends them as new slots of `out`.
