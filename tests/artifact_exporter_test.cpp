@@ -114,5 +114,25 @@ TEST_F(ArtifactExporter, RefusesCodebooksOfAnotherCapture) {
   EXPECT_SKV_ERROR(run_export(o), "other calibration text");
 }
 
+// Budgets planned for float16 storage use its cost model (2-byte elements,
+// int16 codes and float16 magnitudes), and the artifact says so.
+TEST_F(ArtifactExporter, BudgetsArePlannedInTheStorageDtypesBytes) {
+  ExportOptions o = options("half.safetensors");
+  o.kv_dtype = "float16";
+  const ExportResult half = run_export(o);
+  EXPECT_EQ(load_artifact(o.out).storage_dtype, "float16");
+  const ExportResult full = run_export(options("full.safetensors"));
+  EXPECT_EQ(load_artifact(dir_->file("full.safetensors")).storage_dtype, "float32");
+  ASSERT_EQ(half.budgets.relative_token_cost.size(), full.budgets.relative_token_cost.size());
+  for (size_t l = 0; l < half.budgets.relative_token_cost.size(); ++l) {
+    // Same exact share, but fixed per-slot bytes weigh more against a
+    // 2-byte dense token: (2*(2+2)+4) / (2*d*2) > (2*(4+4)+4) / (2*d*4) for d >= 2.
+    EXPECT_GT(half.budgets.relative_token_cost[l], full.budgets.relative_token_cost[l]) << l;
+  }
+  o.kv_dtype = "fp8";
+  o.out = dir_->file("bad.safetensors");
+  EXPECT_SKV_ERROR(run_export(o), "storage dtype 'fp8' is unknown");
+}
+
 }  // namespace
 }  // namespace spindlekv

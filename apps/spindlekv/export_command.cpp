@@ -58,6 +58,10 @@ void register_export_command(CLI::App& app) {
   sub->add_option("--model", e.model_dir, "Model directory: refuse inputs of another model");
   sub->add_option("--gqa", e.gqa_mode, "Default GQA handling: repeat (the paper) or average")
       ->capture_default_str();
+  sub->add_option("--kv-dtype", e.kv_dtype,
+                  "Cache storage dtype the budgets are planned for: float32, float16, bfloat16")
+      ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
+      ->capture_default_str();
   sub->add_option("--window", e.window, "Observation window (0: the capture's)")
       ->capture_default_str();
   sub->add_option("--ratios", e.budgets.context_ratios, "Context ratios tabulated in the budgets")

@@ -36,6 +36,8 @@ void run(const InspectOptions& o) {
   std::printf("window          %lld   gqa %s   codebooks %s   pyramid beta %.3f\n",
               static_cast<long long>(a.window), a.gqa_mode.c_str(), a.sharing.c_str(),
               a.pyramid_beta);
+  std::printf("storage         %s (the dtype the budgets were planned in)\n",
+              a.storage_dtype.c_str());
   std::printf("sources         %s\n\n", a.sources_json.c_str());
   std::printf("| layer | key entries | key coverage | value entries | value coverage |");
   for (double r : o.ratios) std::printf(" keep @ r_c %.2f (pyr / cal) |", r);

@@ -16,7 +16,7 @@ namespace spindlekv {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(BudgetCalibrationParameters, context_ratios, pyramid_beta,
                                    slot_overhead_bytes, element_bytes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ExportOptions, codebooks, capture, out, model_dir, gqa_mode,
-                                   window, budgets, overwrite)
+                                   window, kv_dtype, budgets, overwrite)
 
 std::string export_options_json(const ExportOptions& options) {
   return nlohmann::json(options).dump();
@@ -109,7 +109,12 @@ ExportResult run_export(const ExportOptions& o) {
       });
     }
     ExportResult result;
-    result.budgets = calibrate_budgets(inputs, a.head_dim, o.budgets);
+    const StorageDtype dtype = parse_storage_dtype(o.kv_dtype);
+    a.storage_dtype = to_string(dtype);
+    BudgetCalibrationParameters budget_params = o.budgets;
+    budget_params.slot_overhead_bytes = storage::coded_slot_bytes(dtype);
+    budget_params.element_bytes = storage::element_bytes(dtype);
+    result.budgets = calibrate_budgets(inputs, a.head_dim, budget_params);
     a.pyramid = result.budgets.pyramid;
     a.calibrated = result.budgets.calibrated;
     save_artifact(o.out, a);

@@ -17,6 +17,9 @@ struct ExportOptions {
   std::string model_dir;            ///< optional: refuse inputs made from another model
   std::string gqa_mode = "repeat";  ///< recorded default for the runtime: repeat or average
   int64_t window = 0;               ///< observation window; 0 takes the capture's
+  /// Cache storage dtype the budgets are planned for: its bytes per slot and
+  /// element replace those in `budgets`; recorded in the artifact.
+  std::string kv_dtype = "float32";
   BudgetCalibrationParameters budgets;
   bool overwrite = false;
 };

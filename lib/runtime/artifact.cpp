@@ -15,6 +15,7 @@
 #include "core/safetensors_writer.h"
 #include "core/version.h"
 #include "runtime/eviction_policy.h"
+#include "runtime/storage_cost.h"
 
 namespace spindlekv {
 namespace {
@@ -40,7 +41,7 @@ void check_layout(const std::vector<std::string>& tensor_names,
   SKV_CHECK(extra.empty(), "tensor '", extra.empty() ? "" : extra[0],
             "' is not part of the artifact format");
   for (const auto& e : kArtifactMetadata) {
-    SKV_CHECK(metadata.count(e.name), "metadata key '", e.name, "' is missing");
+    SKV_CHECK(e.optional || metadata.count(e.name), "metadata key '", e.name, "' is missing");
   }
   for (const auto& entry : metadata) {
     const std::string& key = entry.first;
@@ -167,6 +168,7 @@ void Artifact::validate() const {
             value_threshold, " outside (-1, 1]");
   SKV_CHECK_GE(window, 0, "artifact: window");
   with_context("artifact", [&] { parse_gqa_mode(gqa_mode); });
+  with_context("artifact", [&] { parse_storage_dtype(storage_dtype); });
   SKV_CHECK(sharing == "per-head" || sharing == "shared", "artifact: sharing '", sharing,
             "' (allowed: per-head, shared)");
   SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), num_layers, "artifact: codebook layers");
@@ -243,6 +245,7 @@ void save_artifact(const std::string& path, Artifact& a) {
         {"gqa_mode", a.gqa_mode},
         {"sharing", a.sharing},
         {"pyramid_beta", format_double(a.pyramid_beta)},
+        {"storage_dtype", a.storage_dtype},
         {"sources", a.sources_json}};
     meta["checksum"] = artifact_checksum(meta, tensors);
     a.checksum = meta["checksum"];
@@ -302,6 +305,7 @@ Artifact load_artifact(const std::string& path) {
     a.gqa_mode = get(m, "gqa_mode");
     a.sharing = get(m, "sharing");
     a.pyramid_beta = parse_double(m, "pyramid_beta");
+    if (m.count("storage_dtype")) a.storage_dtype = get(m, "storage_dtype");
     a.sources_json = get(m, "sources");
     at::Tensor kcov = tensor("coverage.keys"), vcov = tensor("coverage.values");
     SKV_CHECK(kcov.dim() == 2 && kcov.size(0) == a.num_layers && vcov.dim() == 2 &&

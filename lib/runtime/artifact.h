@@ -27,6 +27,7 @@ constexpr int64_t kArtifactFormatVersion = 1;
 struct ArtifactEntry {
   const char* name;
   const char* meaning;
+  bool optional = false;  ///< metadata older artifacts lack (its default is taken)
 };
 
 /// Every tensor of an artifact, once.
@@ -55,6 +56,8 @@ constexpr ArtifactEntry kArtifactMetadata[] = {
     {"gqa_mode", "repeat or average"},
     {"sharing", "per-head or shared"},
     {"pyramid_beta", "smallest per-layer ratio of the pyramid"},
+    {"storage_dtype", "cache storage dtype the budgets were planned in (float32 when absent)",
+     true},
     {"sources", "JSON: codebook and capture files, calibration text hash, export options"},
     {"checksum", "XXH3-128 over every other metadata entry and every tensor"},
 };
@@ -86,6 +89,9 @@ struct Artifact {
   std::string gqa_mode = "repeat";   ///< "repeat" (the paper) or "average"
   std::string sharing = "per-head";  ///< "per-head" or "shared"
   double pyramid_beta = paper::kPyramidBeta;
+  /// The cache storage dtype (float32, float16, bfloat16) whose bytes the
+  /// calibrated budgets were planned in (runtime/storage_cost.h).
+  std::string storage_dtype = "float32";
   std::string sources_json = "{}";  ///< the codebook and capture files it came from
   std::string checksum;             ///< set by load_artifact and save_artifact
   std::vector<ArtifactLayer> layers;
