@@ -68,7 +68,7 @@ MemoryReport CompressedCache::memory() const {
       if (I.token_id_layer[l]) {
         // One id per token serves K and V of every KV head.
         m.token_id_bytes += S.tokens_seen * storage::token_id_bytes(I.token_vocab);
-      } else if (I.coding != CodebookMode::kNone) {
+      } else if (I.params.codebook != CodebookMode::kNone) {
         m.code_bytes += slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
                                  storage::code_bytes(dtype, S.values.code.element_size() == 2));
         m.magnitude_bytes += 2 * slots * storage::magnitude_bytes(dtype);
@@ -104,7 +104,7 @@ MemoryReport CompressedCache::memory() const {
       const double kept_fraction =
           static_cast<double>(kept) / static_cast<double>(heads * S.tokens_seen);
       const double kept_vectors = static_cast<double>(kept) / static_cast<double>(group);
-      const double overhead = I.coding == CodebookMode::kNone ? 0.0 : 2.0 / d;
+      const double overhead = I.params.codebook == CodebookMode::kNone ? 0.0 : 2.0 / d;
       for (int64_t distinct : {kc.distinct, vc.distinct}) {
         const double share = kept_vectors > 0 ? std::min(1.0, distinct / kept_vectors) : 0.0;
         paper_sum += kept_fraction * share * (1 + overhead);

@@ -58,13 +58,13 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
             params.key_threshold, " outside (-1, 1]");
   SKV_CHECK(params.value_threshold > -1 && params.value_threshold <= 1, "value threshold ",
             params.value_threshold, " outside (-1, 1]");
-  coding = params.codebook;
   key_tables.resize(geometry.num_layers);
   value_tables.resize(geometry.num_layers);
   for (int64_t l = 0; l < geometry.num_layers; ++l) {
     key_tables[l].threshold = params.key_threshold;
     value_tables[l].threshold = params.value_threshold;
-    if (artifact && (coding == CodebookMode::kCalibrated || coding == CodebookMode::kHybrid)) {
+    if (artifact && (params.codebook == CodebookMode::kCalibrated ||
+                     params.codebook == CodebookMode::kHybrid)) {
       const ArtifactLayer& L = artifact->layers[l];
       const at::ScalarType entry = detail::entry_scalar_type(params.storage_dtype);
       key_tables[l].calibrated = L.key_codebook.to(device, entry);
@@ -148,6 +148,11 @@ void CompressedCache::hold_as_token_ids(int64_t layer, const at::Tensor& keys_by
 
 void CompressedCache::observe_tokens(const at::Tensor& tokens) {
   impl_->pending_tokens = tokens.to(impl_->device, at::kLong);
+}
+
+detail::CodedVectors CompressedCache::Impl::empty_coded() const {
+  return detail::empty_coded(geometry.num_kv_heads, geometry.head_dim, float_options(),
+                             params.storage_dtype);
 }
 
 at::TensorOptions CompressedCache::Impl::float_options() const {
@@ -241,8 +246,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           SKV_CHECK(token_ids.defined(), "layer ", layer,
                     " is held as token ids: prefill needs the prompt's token ids");
           S.positions = at::arange(T, keys.options().dtype(at::kInt)).unsqueeze(0).expand({kv, T});
-          S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
-          S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+          S.keys = I.empty_coded();
+          S.values = I.empty_coded();
           I.append_token_ids(layer, S, token_ids.reshape({-1}), keys, values);
           S.tokens_seen = T;
           S.filled = true;
@@ -293,14 +298,14 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           S.member = member.reshape({heads, n});
         }
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
-        const bool build =
-            I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid;
-        S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
-        S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+        const bool build = I.params.codebook == CodebookMode::kJustInTime ||
+                           I.params.codebook == CodebookMode::kHybrid;
+        S.keys = I.empty_coded();
+        S.values = I.empty_coded();
         detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
-                             I.coding, build);
+                             I.params.codebook, build);
         detail::append_coded(S.values, values.gather(1, gather_index), valid, I.value_tables[layer],
-                             I.coding, build);
+                             I.params.codebook, build);
         S.tokens_seen = T;
         S.filled = true;
         I.next_positions[sequence] = T;
@@ -324,16 +329,17 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   SKV_CHECK(values_in.sizes() == keys_pre_rope.sizes(), "values differ from keys in shape");
   SKV_CHECK(positions_in.dim() == 2 && positions_in.size(0) == B && positions_in.size(1) == t,
             "positions must be [", B, ", ", t, "]");
-  const bool extend = I.params.extend_codebook_when_decoding &&
-                      (I.coding == CodebookMode::kJustInTime || I.coding == CodebookMode::kHybrid);
+  const bool extend =
+      I.params.extend_codebook_when_decoding && (I.params.codebook == CodebookMode::kJustInTime ||
+                                                 I.params.codebook == CodebookMode::kHybrid);
   const at::Tensor positions = positions_in.to(I.device, at::kLong);
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < B; ++b) {
     SequenceLayer& S = I.slot(b, layer);
     if (!S.filled) {  // decoding from an empty cache
       S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
-      S.keys = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
-      S.values = detail::empty_coded(kv, d, I.float_options(), I.params.storage_dtype);
+      S.keys = I.empty_coded();
+      S.values = I.empty_coded();
       S.filled = true;
     }
     at::Tensor pos_b = positions[b];
@@ -351,9 +357,9 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     } else {
       at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
       detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
-                           I.coding, extend);
+                           I.params.codebook, extend);
       detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
-                           I.coding, extend);
+                           I.params.codebook, extend);
     }
     S.tokens_seen += t;
 

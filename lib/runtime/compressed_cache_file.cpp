@@ -28,7 +28,7 @@ std::string prefix(int64_t b, int64_t l) {
 }
 
 // CompressionParameters in the file, once: the writer and the reader walk
-// this table. `since` > 1 marks a key older files lack (the default is kept).
+// this table. An optional key is one older files lack (the default is kept).
 template <class P, class F>
 void parameter_fields(P& p, F&& field) {
   field("reserve_ratio", p.reserve_ratio);

@@ -19,7 +19,6 @@ struct CompressedCache::Impl {
   std::shared_ptr<const Artifact> artifact;
   c10::Device device = c10::kCPU;
   std::shared_ptr<const EvictionPolicy> policy;
-  CodebookMode coding = CodebookMode::kNone;                     ///< params.codebook
   std::vector<detail::CodebookTables> key_tables, value_tables;  ///< per layer
   at::Tensor inv_freq;                                           ///< [head_dim / 2] float64
   at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand
@@ -37,6 +36,8 @@ struct CompressedCache::Impl {
   Impl(const CacheGeometry& geometry, int64_t batch, CompressionParameters params,
        std::shared_ptr<const Artifact> artifact, c10::Device device);
   at::TensorOptions float_options() const;
+  /// An empty CodedVectors of this cache's heads, head size and storage dtype.
+  detail::CodedVectors empty_coded() const;
   /// Grows the RoPE tables to cover positions [0, needed).
   void ensure_rope(int64_t needed);
   detail::SequenceLayer& slot(int64_t sequence, int64_t layer);

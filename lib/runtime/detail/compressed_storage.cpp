@@ -60,7 +60,7 @@ CodedVectors empty_coded(int64_t kv_heads, int64_t head_dim, const at::TensorOpt
                          StorageDtype dtype) {
   CodedVectors c;
   c.code = at::empty({kv_heads, 0},
-                     options.dtype(dtype == StorageDtype::kFloat32 ? at::kInt : at::kShort));
+                     options.dtype(storage::code_bytes(dtype) == 2 ? at::kShort : at::kInt));
   c.magnitude = at::empty({kv_heads, 0}, options.dtype(magnitude_scalar_type(dtype)));
   c.exact = at::empty({kv_heads, 0, head_dim}, options.dtype(entry_scalar_type(dtype)));
   c.exact_count.assign(kv_heads, 0);
@@ -78,8 +78,8 @@ at::Tensor codes_long(const CodedVectors& c) {
 }
 
 void append_codes(CodedVectors& out, const at::Tensor& codes) {
-  const bool narrow = out.exact.scalar_type() != at::kFloat;
-  bool fits = narrow && out.code.scalar_type() == at::kShort;
+  // Codes start int16 where the storage dtype allows it (empty_coded).
+  bool fits = out.code.scalar_type() == at::kShort;
   if (fits && codes.numel() > 0) {
     at::Tensor real = codes.masked_select(codes != kZeroCode);
     fits =

@@ -56,8 +56,9 @@ struct SequenceLayer {
 at::Tensor codes_long(const CodedVectors& coded);
 
 /// Appends codes [kv_heads, t] int64 (kZeroCode for zero slots) to `out`:
-/// int16 while every code fits and entries are narrower than float32 (the
-/// codes already held are widened when a new one does not fit), else int32.
+/// as int16 while `out` holds int16 codes (empty_coded starts so where
+/// storage_cost.h says) and every code fits, else as int32, widening the
+/// codes already held.
 void append_codes(CodedVectors& out, const at::Tensor& codes);
 
 /// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
