@@ -29,13 +29,15 @@ std::string layer_key(int64_t layer, const char* kind, const char* what) {
 // The file holds exactly the layout's tensors and metadata keys.
 void check_layout(const std::vector<std::string>& tensor_names,
                   const std::map<std::string, std::string>& metadata, int64_t num_layers) {
-  std::vector<std::string> want = artifact_tensor_names(num_layers), have = tensor_names;
+  std::vector<std::string> want = artifact_tensor_names(num_layers, false), have = tensor_names;
+  std::vector<std::string> allowed = artifact_tensor_names(num_layers, true);
   std::sort(want.begin(), want.end());
+  std::sort(allowed.begin(), allowed.end());
   std::sort(have.begin(), have.end());
   std::vector<std::string> missing, extra;
   std::set_difference(want.begin(), want.end(), have.begin(), have.end(),
                       std::back_inserter(missing));
-  std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
+  std::set_difference(have.begin(), have.end(), allowed.begin(), allowed.end(),
                       std::back_inserter(extra));
   SKV_CHECK(missing.empty(), "tensor '", missing.empty() ? "" : missing[0], "' is missing");
   SKV_CHECK(extra.empty(), "tensor '", extra.empty() ? "" : extra[0],
@@ -141,9 +143,10 @@ void check_codebook(const at::Tensor& cb, const std::vector<int64_t>& sizes,
 
 }  // namespace
 
-std::vector<std::string> artifact_tensor_names(int64_t num_layers) {
+std::vector<std::string> artifact_tensor_names(int64_t num_layers, bool with_optional) {
   std::vector<std::string> out;
   for (const auto& e : kArtifactTensors) {
+    if (e.optional && !with_optional) continue;
     const std::string name = e.name;
     const size_t at = name.find("<L>");
     if (at == std::string::npos) {
@@ -178,6 +181,16 @@ void Artifact::validate() const {
                    "layer " + std::to_string(l) + " keys");
     check_codebook(L.value_codebook, L.value_sizes, L.value_coverage, num_kv_heads, head_dim,
                    "layer " + std::to_string(l) + " values");
+    SKV_CHECK(L.fp8_key_scale.defined() == layers[0].fp8_key_scale.defined() &&
+                  L.fp8_value_scale.defined() == L.fp8_key_scale.defined(),
+              "artifact: fp8 scales must be given for keys and values of every layer or none");
+    for (const at::Tensor& s : {L.fp8_key_scale, L.fp8_value_scale}) {
+      if (!s.defined()) continue;
+      SKV_CHECK(s.dim() == 1 && s.size(0) == num_kv_heads, "artifact: layer ", l,
+                " fp8 scales must be [", num_kv_heads, "], got ", s.sizes());
+      SKV_CHECK(at::isfinite(s).all().item<bool>() && (s > 0).all().item<bool>(),
+                "artifact: layer ", l, " fp8 scales must be finite and positive");
+    }
   }
   with_context("pyramid budgets", [&] { pyramid.validate(num_layers); });
   with_context("calibrated budgets", [&] { calibrated.validate(num_layers); });
@@ -228,6 +241,15 @@ void save_artifact(const std::string& path, Artifact& a) {
               "pyramid and calibrated budgets must share their context ratios");
     tensors.emplace_back("budgets.pyramid", budget_tensor(a.pyramid));
     tensors.emplace_back("budgets.calibrated", budget_tensor(a.calibrated));
+    if (a.layers[0].fp8_key_scale.defined()) {
+      std::vector<at::Tensor> ks, vs;
+      for (const ArtifactLayer& L : a.layers) {
+        ks.push_back(L.fp8_key_scale.to(at::kFloat));
+        vs.push_back(L.fp8_value_scale.to(at::kFloat));
+      }
+      tensors.emplace_back("fp8.key_scales", at::stack(ks).contiguous());
+      tensors.emplace_back("fp8.value_scales", at::stack(vs).contiguous());
+    }
 
     nlohmann::json geometry = {{"num_layers", a.num_layers},
                                {"num_heads", a.num_heads},
@@ -333,6 +355,17 @@ Artifact load_artifact(const std::string& path) {
       for (int64_t r = 0; r < t.size(0); ++r) b.fractions.push_back(to_doubles(t[r]));
       return b;
     };
+    if (reader.contains("fp8.key_scales") || reader.contains("fp8.value_scales")) {
+      at::Tensor ks = tensor("fp8.key_scales"), vs = tensor("fp8.value_scales");
+      SKV_CHECK(ks.dim() == 2 && ks.size(0) == a.num_layers && ks.sizes() == vs.sizes() &&
+                    ks.scalar_type() == at::kFloat && vs.scalar_type() == at::kFloat,
+                "tensors 'fp8.*_scales' must both be [", a.num_layers, ", kv_heads] float32, got ",
+                ks.sizes(), " and ", vs.sizes());
+      for (int64_t l = 0; l < a.num_layers; ++l) {
+        a.layers[l].fp8_key_scale = ks[l].clone();
+        a.layers[l].fp8_value_scale = vs[l].clone();
+      }
+    }
     a.pyramid = table("budgets.pyramid");
     a.calibrated = table("budgets.calibrated");
     a.validate();

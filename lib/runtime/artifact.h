@@ -27,7 +27,7 @@ constexpr int64_t kArtifactFormatVersion = 1;
 struct ArtifactEntry {
   const char* name;
   const char* meaning;
-  bool optional = false;  ///< metadata older artifacts lack (its default is taken)
+  bool optional = false;  ///< what older artifacts lack (metadata: its default is taken)
 };
 
 /// Every tensor of an artifact, once.
@@ -41,6 +41,10 @@ constexpr ArtifactEntry kArtifactTensors[] = {
     {"budgets.context_ratios", "[R] float64: context ratios r_c of the budget tables"},
     {"budgets.pyramid", "[R, layers] float64: the paper's pyramid, context kept per layer"},
     {"budgets.calibrated", "[R, layers] float64: the calibrated allocation"},
+    {"fp8.key_scales",
+     "[layers, kv_heads] float32: fp8 scales of pre-RoPE keys, max |x| / 448 over the capture",
+     true},
+    {"fp8.value_scales", "[layers, kv_heads] float32: fp8 scales of values", true},
 };
 
 /// Every metadata key of an artifact (all strings), once.
@@ -63,8 +67,8 @@ constexpr ArtifactEntry kArtifactMetadata[] = {
 };
 
 /// The tensor names of an artifact of `num_layers` layers: kArtifactTensors
-/// with "<L>" expanded, in table order.
-std::vector<std::string> artifact_tensor_names(int64_t num_layers);
+/// with "<L>" expanded, in table order; the optional ones only if asked.
+std::vector<std::string> artifact_tensor_names(int64_t num_layers, bool with_optional = true);
 
 /// One layer's calibrated codebooks.
 struct ArtifactLayer {
@@ -74,6 +78,9 @@ struct ArtifactLayer {
   std::vector<int64_t> value_sizes;    ///< entries in use, per group
   std::vector<double> key_coverage;    ///< held-out coverage, per group
   std::vector<double> value_coverage;  ///< held-out coverage, per group
+  /// fp8 scales per KV head ([kv_heads] float32), for fp8 caches with
+  /// calibrated scales; undefined when the artifact has none.
+  at::Tensor fp8_key_scale, fp8_value_scale;
 };
 
 struct Artifact {

@@ -78,8 +78,14 @@ MemoryReport CompressedCache::memory() const {
         m.position_bytes += slots * storage::kPositionBytes;
       }
       m.membership_bytes += nbytes(S.member);
-      for (int64_t e : S.keys.exact_count) m.exact_bytes += e * vec;
-      for (int64_t e : S.values.exact_count) m.exact_bytes += e * vec;
+      for (const detail::CodedVectors* c : {&S.keys, &S.values}) {
+        if (c->quantized()) {  // packed rows, their scales and zero points, the recent window
+          m.exact_bytes += c->quant.held_bytes();
+          m.allocated_bytes += c->quant.allocated_bytes();
+        } else {
+          for (int64_t e : c->exact_count) m.exact_bytes += e * vec;
+        }
+      }
       int64_t jit_entries = 0;
       for (int64_t j : S.keys.jit_count) jit_entries += j;
       for (int64_t j : S.values.jit_count) jit_entries += j;

@@ -44,11 +44,32 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
             "(0, 1], got ", params.reserve_ratio);
   SKV_CHECK_GE(params.window, 0, "window");
   if (artifact) artifact->check_geometry(geometry);
+  const bool calibrated_fp8 = params.quantization == KvQuantization::kFp8 &&
+                              params.fp8_scales == Fp8Scales::kCalibrated;
   const bool needs_artifact = params.codebook == CodebookMode::kCalibrated ||
                               params.codebook == CodebookMode::kHybrid ||
-                              params.budget == BudgetKind::kCalibrated;
+                              params.budget == BudgetKind::kCalibrated || calibrated_fp8;
   SKV_CHECK(!needs_artifact || artifact != nullptr, "codebook mode '", to_string(params.codebook),
-            "' with budget '", to_string(params.budget), "' needs an artifact");
+            "' with budget '", to_string(params.budget), calibrated_fp8 ? "' and fp8 scales '" : "",
+            calibrated_fp8 ? "calibrated" : "", "' needs an artifact");
+  if (calibrated_fp8) {
+    for (const ArtifactLayer& L : artifact->layers) {
+      SKV_CHECK(L.fp8_key_scale.defined() && L.fp8_value_scale.defined(),
+                "fp8 scales 'calibrated' need an artifact with fp8 scales; this one has none "
+                "(export it again)");
+    }
+  }
+  if (params.quantization != KvQuantization::kNone) {
+    // Fail here, not at the first prefill: a probe table checks the layout.
+    const at::Tensor none;
+    if (!calibrated_fp8) {
+      for (auto axis : {detail::QuantAxis::kPerChannel, detail::QuantAxis::kPerToken}) {
+        detail::QuantizedRows::empty(params.quantization, axis, params.storage_dtype,
+                                     geometry.num_kv_heads, geometry.head_dim, params.quant_group,
+                                     params.quant_residual, at::TensorOptions(), none);
+      }
+    }
+  }
   if (std::isnan(params.key_threshold))
     params.key_threshold = artifact ? artifact->key_threshold : paper::kKeyThreshold;
   if (std::isnan(params.value_threshold)) {
@@ -150,9 +171,21 @@ void CompressedCache::observe_tokens(const at::Tensor& tokens) {
   impl_->pending_tokens = tokens.to(impl_->device, at::kLong);
 }
 
-detail::CodedVectors CompressedCache::Impl::empty_coded() const {
-  return detail::empty_coded(geometry.num_kv_heads, geometry.head_dim, float_options(),
-                             params.storage_dtype);
+detail::CodedVectors CompressedCache::Impl::empty_coded(bool keys, int64_t layer) const {
+  detail::CodedVectors c = detail::empty_coded(geometry.num_kv_heads, geometry.head_dim,
+                                               float_options(), params.storage_dtype);
+  if (params.quantization != KvQuantization::kNone && !token_id_layer[layer]) {
+    at::Tensor scales;
+    if (params.quantization == KvQuantization::kFp8 && params.fp8_scales == Fp8Scales::kCalibrated) {
+      const ArtifactLayer& L = artifact->layers[layer];
+      scales = keys ? L.fp8_key_scale : L.fp8_value_scale;
+    }
+    c.quant = detail::QuantizedRows::empty(
+        params.quantization, keys ? detail::QuantAxis::kPerChannel : detail::QuantAxis::kPerToken,
+        params.storage_dtype, geometry.num_kv_heads, geometry.head_dim, params.quant_group,
+        params.quant_residual, float_options(), scales);
+  }
+  return c;
 }
 
 at::TensorOptions CompressedCache::Impl::float_options() const {
@@ -246,8 +279,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
           SKV_CHECK(token_ids.defined(), "layer ", layer,
                     " is held as token ids: prefill needs the prompt's token ids");
           S.positions = at::arange(T, keys.options().dtype(at::kInt)).unsqueeze(0).expand({kv, T});
-          S.keys = I.empty_coded();
-          S.values = I.empty_coded();
+          S.keys = I.empty_coded(true, layer);
+          S.values = I.empty_coded(false, layer);
           I.append_token_ids(layer, S, token_ids.reshape({-1}), keys, values);
           S.tokens_seen = T;
           S.filled = true;
@@ -300,8 +333,8 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
         const bool build = I.params.codebook == CodebookMode::kJustInTime ||
                            I.params.codebook == CodebookMode::kHybrid;
-        S.keys = I.empty_coded();
-        S.values = I.empty_coded();
+        S.keys = I.empty_coded(true, layer);
+        S.values = I.empty_coded(false, layer);
         detail::append_coded(S.keys, keys.gather(1, gather_index), valid, I.key_tables[layer],
                              I.params.codebook, build);
         detail::append_coded(S.values, values.gather(1, gather_index), valid, I.value_tables[layer],
@@ -338,8 +371,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     SequenceLayer& S = I.slot(b, layer);
     if (!S.filled) {  // decoding from an empty cache
       S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
-      S.keys = I.empty_coded();
-      S.values = I.empty_coded();
+      S.keys = I.empty_coded(true, layer);
+      S.values = I.empty_coded(false, layer);
       S.filled = true;
     }
     at::Tensor pos_b = positions[b];

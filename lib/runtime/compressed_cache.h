@@ -13,8 +13,9 @@
 // tokens its h_n query heads kept, once (so the paper's "repeat KV heads"
 // costs no duplicate vectors), plus a [heads, slots] membership mask when the
 // query heads of a group kept different tokens. Each K and V vector is an
-// int32 code and a float32 magnitude: a code names a calibrated entry (shared
-// by all requests), a just-in-time entry (this request's), or an exact row.
+// code and a magnitude: a code names a calibrated entry (shared by all
+// requests), a just-in-time entry (this request's), or an exact row. Exact
+// rows may be quantised (CompressionParameters::quantization).
 // A layer whose K/V depend on the token id alone (layer 0 of a Llama-family
 // model) can instead be held as token ids into a per-model table
 // (hold_as_token_ids): every token is kept, at 2 or 4 bytes each.
@@ -74,6 +75,21 @@ struct CompressionParameters {
   /// the memory ratio divides by (runtime/storage_cost.h). Attention is
   /// computed in float32 whatever it is.
   StorageDtype storage_dtype = StorageDtype::kFloat32;
+  /// How exact rows are held (storage_cost.h): in storage_dtype (kNone), as
+  /// fp8, or as KIVI's 4/2-bit groups. With every token kept and no
+  /// codebook this is a plain quantised cache (fp8, kivi4, kivi2); under
+  /// eviction and codebooks it quantises what they keep exact. Codebook
+  /// entries stay in storage_dtype. Keys are quantised before RoPE.
+  KvQuantization quantization = KvQuantization::kNone;
+  /// KIVI: tokens per key group (keys share a scale per channel over it) and
+  /// channels per value group (values share one per token over it).
+  int64_t quant_group = 32;
+  /// KIVI: the recent rows held in storage_dtype (keys: count mod this,
+  /// quantised a whole block at a time; values: the last this many). A
+  /// multiple of quant_group. fp8 has none.
+  int64_t quant_residual = 32;
+  /// fp8: per-head scales from the artifact, or from each prefill's rows.
+  Fp8Scales fp8_scales = Fp8Scales::kDynamic;
 };
 
 /// Bytes held by one layer, summed over the batch. "Held" counts what the

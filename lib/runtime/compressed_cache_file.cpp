@@ -96,6 +96,10 @@ void CompressedCache::save(const std::string& path) const {
                   "supported yet");
       }
     }
+    if (I.params.quantization != KvQuantization::kNone) {
+      SKV_THROW(kUnsupported, "saving a quantised cache (quantization '",
+                to_string(I.params.quantization), "') is not supported yet");
+    }
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     nlohmann::json state = nlohmann::json::array();
     for (int64_t b = 0; b < I.batch; ++b) {

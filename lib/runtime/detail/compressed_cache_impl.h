@@ -36,8 +36,9 @@ struct CompressedCache::Impl {
   Impl(const CacheGeometry& geometry, int64_t batch, CompressionParameters params,
        std::shared_ptr<const Artifact> artifact, c10::Device device);
   at::TensorOptions float_options() const;
-  /// An empty CodedVectors of this cache's heads, head size and storage dtype.
-  detail::CodedVectors empty_coded() const;
+  /// An empty CodedVectors of this cache's heads, head size and storage
+  /// dtype for the keys or values of `layer`, quantised as params say.
+  detail::CodedVectors empty_coded(bool keys, int64_t layer) const;
   /// Grows the RoPE tables to cover positions [0, needed).
   void ensure_rope(int64_t needed);
   detail::SequenceLayer& slot(int64_t sequence, int64_t layer);

@@ -30,15 +30,19 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   return {best, arg};
 }
 
-at::Tensor grow_rows(const at::Tensor& jit, int64_t needed) {
-  const int64_t cap = jit.size(1);
-  if (needed <= cap) return jit;
-  const int64_t new_cap = std::max(needed, 2 * cap);
-  at::Tensor pad = at::zeros({jit.size(0), new_cap - cap, jit.size(2)}, jit.options());
-  return at::cat({jit, pad}, 1);
+}  // namespace
+
+at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
+  const int64_t cap = t.size(1);
+  if (needed <= cap) return t;
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[1] = std::max(needed, 2 * cap) - cap;
+  return at::cat({t, at::zeros(shape, t.options())}, 1);
 }
 
-}  // namespace
+at::Tensor exact_table(const CodedVectors& c) {
+  return c.quantized() ? c.quant.dequantize() : c.exact;
+}
 
 at::ScalarType entry_scalar_type(StorageDtype dtype) {
   switch (dtype) {
@@ -156,15 +160,26 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     std::vector<int64_t> needed(kv);
     const int64_t* m = misses.data_ptr<int64_t>();
     for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + m[g];
-    out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
-    const int64_t cap = out.exact.size(1);
     at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
     at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
-    at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
-    at::Tensor flat_open = open.reshape({-1});
-    at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
-    at::Tensor rows = vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
-    out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
+    if (out.quantized()) {
+      // Each head's misses, in order, join its quantised table.
+      at::Tensor open_cpu = open.to(at::kCPU);
+      for (int64_t g = 0; g < kv; ++g) {
+        if (m[g] == 0) continue;
+        at::Tensor which = open_cpu[g].nonzero().view({-1}).to(vectors.device());
+        out.quant.append(g, vectors[g].index_select(0, which));
+      }
+    } else {
+      out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
+      const int64_t cap = out.exact.size(1);
+      at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
+      at::Tensor flat_open = open.reshape({-1});
+      at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
+      at::Tensor rows =
+          vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
+      out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
+    }
     code = at::where(open, -row - 1, code);
     mags = at::where(open, at::ones_like(mags), mags);
     out.exact_count = needed;
@@ -192,12 +207,13 @@ at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
     at::Tensor rows = c.jit.reshape({-1, d}).index_select(0, idx).to(at::kFloat);
     out = at::where(is_jit.unsqueeze(1), rows, out);
   }
-  const int64_t E = c.exact.size(1);
+  const at::Tensor exact = exact_table(c);
+  const int64_t E = exact.size(1);
   if (E > 0) {
     at::Tensor is_exact = flat < 0;
     at::Tensor idx = (-flat - 1).clamp(0, E - 1) + head * E;
     out = at::where(is_exact.unsqueeze(1),
-                    c.exact.reshape({-1, d}).index_select(0, idx).to(at::kFloat), out);
+                    exact.reshape({-1, d}).index_select(0, idx).to(at::kFloat), out);
   }
   return (out * c.magnitude.reshape({-1, 1}).to(at::kFloat)).view({kv, n, d});
 }
@@ -221,7 +237,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const at::Tensor cal =
       tables.calibrated.defined() ? tables.calibrated.to(at::kFloat).contiguous() : at::Tensor();
   const at::Tensor jit = c.jit.to(at::kFloat).contiguous();
-  const at::Tensor exact = c.exact.to(at::kFloat).contiguous();
+  const at::Tensor exact = exact_table(c).to(at::kFloat).contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   const int32_t* code_p = code.data_ptr<int32_t>();
   const int32_t* pos_p = pos.data_ptr<int32_t>();
@@ -233,7 +249,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const float* sin_p = sin_c.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
   const int64_t Kc = tables.calibrated_capacity(), cap = c.jit.size(1);
-  const int64_t exact_cap = c.exact.size(1);
+  const int64_t exact_cap = exact.size(1);
   const bool shared = tables.shared();
   at::parallel_for(0, kv * n, 512, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -280,8 +296,9 @@ at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
   if (cap > 0) {
     add_table(((code >= Kc) & (code < Kc + cap)).to(w.scalar_type()), code - Kc, cap, c.jit);
   }
-  const int64_t E = c.exact.size(1);
-  if (E > 0) add_table((code < 0).to(w.scalar_type()), -code - 1, E, c.exact);
+  const at::Tensor exact = exact_table(c);
+  const int64_t E = exact.size(1);
+  if (E > 0) add_table((code < 0).to(w.scalar_type()), -code - 1, E, exact);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/quantized_rows.h"
 #include "runtime/storage_cost.h"
 
 namespace spindlekv {
@@ -37,8 +38,12 @@ struct CodebookTables {
 struct CodedVectors {
   at::Tensor code;                   ///< [kv_heads, slots] int16 or int32 (storage_cost.h)
   at::Tensor magnitude;              ///< [kv_heads, slots] (1 for exact rows, 0 for zero)
-  at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows
+  at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows (unquantised)
   std::vector<int64_t> exact_count;  ///< rows in use per KV head
+  /// A quantised cache's exact rows (quant.mode != kNone): then `exact`
+  /// stays empty and row r of head g is quant's row r.
+  QuantizedRows quant;
+  bool quantized() const { return quant.mode != KvQuantization::kNone; }
   at::Tensor jit;                    ///< [kv_heads, capacity, d] just-in-time entries
   std::vector<int64_t> jit_count;    ///< entries in use per KV head
 };
@@ -50,6 +55,14 @@ struct SequenceLayer {
   CodedVectors keys, values;
   int64_t tokens_seen = 0;
 };
+
+/// Every exact row, [kv_heads, rows, d]: `exact` as stored, or the
+/// quantised rows dequantised (float32).
+at::Tensor exact_table(const CodedVectors& coded);
+
+/// `t` [kv_heads, capacity, ...] with at least `needed` rows along dim 1
+/// (capacity doubled, new rows zero).
+at::Tensor grow_rows(const at::Tensor& t, int64_t needed);
 
 /// The codes of `coded` as int64 (kZeroCode for zero slots), whatever their
 /// stored width.
