@@ -180,6 +180,25 @@ TEST(Artifact, FormatDocumentListsExactlyTheLayoutTable) {
   EXPECT_EQ(metadata, want_metadata);
 }
 
+TEST(Artifact, Fp8ScalesAreOptionalAndRoundTrip) {
+  TempDir dir;
+  Artifact a = small_artifact();
+  for (ArtifactLayer& L : a.layers) {
+    L.fp8_key_scale = at::rand({a.num_kv_heads}) + 0.5;
+    L.fp8_value_scale = at::rand({a.num_kv_heads}) + 0.5;
+  }
+  save_artifact(dir.file("a.safetensors"), a);
+  const Artifact b = load_artifact(dir.file("a.safetensors"));
+  for (int64_t l = 0; l < a.num_layers; ++l) {
+    EXPECT_TRUE(at::equal(b.layers[l].fp8_key_scale, a.layers[l].fp8_key_scale));
+    EXPECT_TRUE(at::equal(b.layers[l].fp8_value_scale, a.layers[l].fp8_value_scale));
+  }
+  a.layers[0].fp8_value_scale = at::Tensor();  // keys without values
+  EXPECT_SKV_ERROR(save_artifact(dir.file("b.safetensors"), a), "fp8 scales must be given");
+  a.layers[0].fp8_value_scale = -at::ones({a.num_kv_heads});
+  EXPECT_SKV_ERROR(save_artifact(dir.file("b.safetensors"), a), "finite and positive");
+}
+
 TEST(Artifact, ANonArtifactFileIsNamedAsSuch) {
   TempDir dir;
   write_safetensors(dir.file("x.safetensors"), {{"w", at::zeros({2})}}, {{"format", "pt"}});
