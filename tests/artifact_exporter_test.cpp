@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "capture/capture_file.h"
 #include "capture/capture_runner.h"
 #include "core/model_fingerprint.h"
 #include "model/compressed_prefill.h"
@@ -77,6 +78,21 @@ TEST_F(ArtifactExporter, WritesAnArtifactTheRuntimeLoadsForItsModel) {
   EXPECT_SKV_ERROR(
       load_artifact_for_model(o.out, fingerprint_model(dir_->file("other")).to_string()),
       "another model");
+}
+
+// fp8 scales: max |x| / 448 over every captured vector, per layer and KV head.
+TEST_F(ArtifactExporter, Fp8ScalesAreTheCapturesLargestMagnitudes) {
+  const ExportResult r = run_export(options("fp8.safetensors"));
+  CaptureReader capture(dir_->file("cap.h5"));
+  for (int64_t l = 0; l < r.artifact.num_layers; ++l) {
+    const int64_t n = capture.vector_count(l);
+    at::Tensor k = capture.read_keys(l, 0, n).to(at::kFloat).abs().amax({0, 2});
+    at::Tensor v = capture.read_values(l, 0, n).to(at::kFloat).abs().amax({0, 2});
+    EXPECT_TRUE(at::allclose(r.artifact.layers[l].fp8_key_scale, k / 448.0)) << l;
+    EXPECT_TRUE(at::allclose(r.artifact.layers[l].fp8_value_scale, v / 448.0)) << l;
+  }
+  const Artifact loaded = load_artifact(dir_->file("fp8.safetensors"));
+  EXPECT_TRUE(at::equal(loaded.layers[1].fp8_key_scale, r.artifact.layers[1].fp8_key_scale));
 }
 
 TEST_F(ArtifactExporter, RefusesAMismatchedModelAndExistingOutput) {

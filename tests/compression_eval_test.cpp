@@ -130,6 +130,36 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("out/summary.md")));
 }
 
+// A pure quantiser has no knob: one record at its own measured ratio, marked
+// fixed. Eviction + a quantiser reaches the target by eviction.
+TEST(CompressionEval, QuantisersReportTheirOwnRatioAndCombinationsReachTheTarget) {
+  testutil::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"kivi4", "snapkv+kivi4"};
+  o.ratios = {0.2};
+  o.tasks = {"ppl"};
+  o.ppl_samples = 2;
+  o.ppl_context = 256;
+  o.ppl_continuation = 32;
+  o.kv_dtype = "float16";
+  const auto records = run_eval(o);
+  ASSERT_EQ(records.size(), 2u);
+  const EvalRecord& kivi = records[0];
+  EXPECT_TRUE(kivi.fixed_ratio);
+  EXPECT_DOUBLE_EQ(kivi.target_ratio, kivi.measured_ratio);
+  // head_dim 32 in float16: 16 bytes of codes + 4 of scale and zero per key
+  // and per value (of 64), plus the recent rows held in float16.
+  EXPECT_GT(kivi.measured_ratio, 20.0 / 64.0);
+  EXPECT_LT(kivi.measured_ratio, 0.45);
+  const EvalRecord& snap = records[1];
+  EXPECT_FALSE(snap.fixed_ratio);
+  EXPECT_TRUE(snap.ratio_matched);
+  EXPECT_NEAR(snap.measured_ratio, 0.2, o.ratio_tolerance);
+  EXPECT_LT(snap.settings.reserve_ratio.max, 1.0);
+  const std::string table = summary_table(records, "ppl", "bits_per_byte");
+  EXPECT_NE(table.find("fixed)"), std::string::npos) << table;
+}
+
 TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {
   testutil::TempDir dir;
   EvalOptions o = reference_options(dir.path());
@@ -166,6 +196,19 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
   EXPECT_EQ(method_spec("spindle").budget, BudgetKind::kCalibrated);
   EXPECT_TRUE(method_spec("spindle-hybrid").needs_artifact());
   EXPECT_FALSE(method_spec("spindle-jit").needs_artifact());
+  // Quantisers: alone (a fixed ratio) or as the suffix of a method that evicts.
+  EXPECT_TRUE(method_spec("kivi2").fixed_ratio);
+  EXPECT_EQ(method_spec("kivi2").quantization, KvQuantization::kKivi2);
+  EXPECT_TRUE(method_spec("fp8-calibrated").needs_artifact());
+  EXPECT_FALSE(method_spec("fp8").needs_artifact());
+  const MethodSpec combo = method_spec("pyramidkv+kivi4+l0");
+  EXPECT_EQ(combo.quantization, KvQuantization::kKivi4);
+  EXPECT_EQ(combo.budget, BudgetKind::kPyramid);
+  EXPECT_TRUE(combo.token_id_layer0);
+  EXPECT_FALSE(combo.fixed_ratio);
+  EXPECT_TRUE(method_spec("spindle+fp8").is_spindle());
+  EXPECT_SKV_ERROR(method_spec("full+kivi4"), "a quantiser is a suffix of a method that evicts");
+  EXPECT_SKV_ERROR(method_spec("kivi4+kivi2"), "a quantiser is a suffix");
 }
 
 }  // namespace

@@ -77,13 +77,16 @@ void register_eval_command(CLI::App& app) {
       "eval", "Stage 5: compare SpindleKV with eviction baselines at equal measured memory");
   add_config_option(*sub, o->config_path);
   sub->add_option("--model", e.model_dir, "Model directory")->required();
-  sub->add_option("--artifact", e.artifact, "Artifact from `spindlekv export` (spindle methods)");
+  sub->add_option("--artifact", e.artifact, "Artifact from `spindlekv export` (spindle methods, fp8-calibrated)");
   sub->add_option("--out", e.out_dir, "Output directory")->required();
   std::string all_methods;
   for (const auto& m : known_methods()) all_methods += (all_methods.empty() ? "" : ",") + m;
   sub->add_option("--methods", e.methods,
                   "Methods to compare, of: " + all_methods +
-                      "; each but full also with +l0 (layer 0 held as token ids)")
+                      "; a method that evicts also with a quantiser suffix (+fp8, "
+                      "+fp8-calibrated, +kivi4, +kivi2: its exact rows quantised); each but full "
+                      "also with +l0 (layer 0 held as token ids). fp8, fp8-calibrated, kivi4 and "
+                      "kivi2 alone quantise the full cache: a fixed ratio, reported as measured")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--ratios", e.ratios, "Target memory ratios")

@@ -97,7 +97,7 @@ std::vector<std::string> write_eval_plots(const std::string& plots_dir,
         }
         dat << "\n\n";
         gpl << (index ? ", " : "") << gp_quote(stem + ".dat") << " index " << index
-            << (m == "full" ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
+            << (m == "full" || rs.front()->fixed_ratio ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
                             : " using 1:2:3:4 with yerrorlines")
             << " title " << gp_quote(m);
         ++index;
@@ -108,9 +108,10 @@ std::vector<std::string> write_eval_plots(const std::string& plots_dir,
     // Pass-key heatmaps: per method, at the smallest target ratio (and full).
     double smallest = 1;
     for (const auto& r : records)
-      if (r.task == "passkey") smallest = std::min(smallest, r.target_ratio);
+      if (r.task == "passkey" && !r.fixed_ratio) smallest = std::min(smallest, r.target_ratio);
     for (const auto& r : records) {
-      if (r.task != "passkey" || (r.method != "full" && r.target_ratio != smallest)) continue;
+      const bool single = r.method == "full" || r.fixed_ratio;  // one record per method
+      if (r.task != "passkey" || (!single && r.target_ratio != smallest)) continue;
       const auto cells = nlohmann::json::parse(r.detail_json).at("cells");
       const std::string stem = file_stem("passkey_heatmap_" + r.method);
       std::vector<double> depths;

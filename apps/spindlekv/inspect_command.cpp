@@ -2,6 +2,8 @@
 // it does not verify (format, version, checksum, shapes, model).
 #include <CLI/CLI.hpp>
 
+#include <ATen/ATen.h>
+
 #include <cstdio>
 
 #include "commands.h"
@@ -38,6 +40,16 @@ void run(const InspectOptions& o) {
               a.pyramid_beta);
   std::printf("storage         %s (the dtype the budgets were planned in)\n",
               a.storage_dtype.c_str());
+  if (a.layers[0].fp8_key_scale.defined()) {
+    std::vector<at::Tensor> ks, vs;
+    for (const ArtifactLayer& L : a.layers) ks.push_back(L.fp8_key_scale), vs.push_back(L.fp8_value_scale);
+    const at::Tensor k = at::cat(ks), v = at::cat(vs);
+    std::printf("fp8 scales      keys %.4g..%.4g, values %.4g..%.4g (max |x| / 448 per KV head)\n",
+                k.min().item<double>(), k.max().item<double>(), v.min().item<double>(),
+                v.max().item<double>());
+  } else {
+    std::printf("fp8 scales      none (fp8 caches use dynamic scales)\n");
+  }
   std::printf("sources         %s\n\n", a.sources_json.c_str());
   std::printf("| layer | key entries | key coverage | value entries | value coverage |");
   for (double r : o.ratios) std::printf(" keep @ r_c %.2f (pyr / cal) |", r);

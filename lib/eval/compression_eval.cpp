@@ -74,6 +74,8 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   p.key_threshold = s.key_threshold;
   p.value_threshold = s.value_threshold;
   p.storage_dtype = parse_storage_dtype(cx.o.kv_dtype);
+  p.quantization = m.quantization;
+  p.fp8_scales = m.fp8_scales;
   auto cache = std::make_unique<CompressedCache>(cx.model.config().geometry(), batch, p,
                                                  m.needs_artifact() ? cx.artifact : nullptr);
   cache->set_policy(m.make_policy());
@@ -183,7 +185,7 @@ class SettingSearch {
   SettingSearch(const Context& cx, const MethodSpec& m, double target)
       : cx_(cx), m_(m), target_(target) {}
   Setting for_prefill(const Prefill& p) const {
-    if (m_.full_cache) return Setting{};
+    if (m_.single_setting()) return Setting{};
     return find_setting(cx_, m_, target_, p);
   }
 
@@ -231,6 +233,7 @@ EvalRecord base_record(const MethodSpec& m, double target) {
   EvalRecord r;
   r.method = m.name;
   r.target_ratio = target;
+  r.fixed_ratio = m.fixed_ratio;
   return r;
 }
 
@@ -277,6 +280,7 @@ class PromptStats {
     m.shared_requests = cx_.o.shared_requests;
     m.kv_dtype = cx_.o.kv_dtype;
     r.measured_ratio = m.ratio;
+    if (r.fixed_ratio) r.target_ratio = r.measured_ratio;  // no knob: its own ratio
     r.ratio_matched = std::abs(r.measured_ratio - r.target_ratio) <= cx_.o.ratio_tolerance;
     r.paper_ratio = paper_ / n;
     r.compression_ms = 1e3 * compress_ / n;
@@ -497,7 +501,8 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}, {}};
     if (needs_token_table) cx.layer0_by_token = cx.model.token_kv_table(0);
     if (needs_artifact) {
-      SKV_CHECK(!o.artifact.empty(), "methods spindle and spindle-hybrid need --artifact");
+      SKV_CHECK(!o.artifact.empty(),
+                "methods spindle, spindle-hybrid and fp8-calibrated need --artifact");
       cx.artifact = std::make_shared<Artifact>(
           load_artifact_for_model(o.artifact, fingerprint_model(o.model_dir).to_string()));
       cx.artifact->check_geometry(cx.model.config().geometry());
@@ -514,7 +519,9 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     };
     std::vector<EvalRecord> records;
     int64_t total = 0, done = 0;
-    for (const auto& m : methods) total += m.full_cache ? 1 : static_cast<int64_t>(o.ratios.size());
+    for (const auto& m : methods) {
+      total += m.single_setting() ? 1 : static_cast<int64_t>(o.ratios.size());
+    }
     for (const auto& m : methods) {
       // The held-out contexts, prefilled once per method (with the attention
       // rows its policy needs): the probes of the ratio search and the inputs
@@ -523,7 +530,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       for (const auto& x : samples) {
         prefills.push_back(run_prefill(cx, x.context, rows_needed(cx, m, x.context.size())));
       }
-      const std::vector<double> targets = m.full_cache ? std::vector<double>{1.0} : o.ratios;
+      const std::vector<double> targets = m.single_setting() ? std::vector<double>{1.0} : o.ratios;
       for (double target : targets) {
         if (progress) progress({m.name, "", target, done, total});
         const SettingSearch search(cx, m, target);

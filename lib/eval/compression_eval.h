@@ -94,6 +94,9 @@ struct EvalRecord {
   double measured_ratio = 1;  ///< memory.ratio: charged bytes / dense bytes over the prompts
   double paper_ratio = 1;     ///< the paper's formula, same prefills
   bool ratio_matched = true;  ///< |measured_ratio - target| <= tolerance
+  /// A pure quantiser (MethodSpec::fixed_ratio): no knob to reach a target,
+  /// so target_ratio is its measured ratio.
+  bool fixed_ratio = false;
   int64_t n = 0;              ///< prompts scored
   /// For accuracies: the 95% Wilson interval, and each prompt's 0/1 outcome in
   /// a fixed order (the same prompts for every method), for paired tests.

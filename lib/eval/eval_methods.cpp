@@ -6,23 +6,66 @@
 namespace spindlekv {
 
 std::vector<std::string> known_methods() {
-  return {"full",         "streaming",   "h2o",       "h2o-mean",
-          "snapkv",       "snapkv-mean", "pyramidkv", "pyramidkv-mean",
-          "pyramidinfer", "spindle-jit", "spindle",   "spindle-hybrid"};
+  return {"full",         "streaming",      "h2o",           "h2o-mean",       "snapkv",
+          "snapkv-mean",  "pyramidkv",      "pyramidkv-mean", "pyramidinfer",  "spindle-jit",
+          "spindle",      "spindle-hybrid", "fp8",            "fp8-calibrated", "kivi4",
+          "kivi2",        "snapkv+kivi4",   "pyramidkv+kivi4", "spindle+kivi4"};
 }
+
+namespace {
+
+// The quantisers, alone or as a suffix.
+struct Quantiser {
+  const char* name;
+  KvQuantization mode;
+  Fp8Scales scales;
+};
+constexpr Quantiser kQuantisers[] = {
+    {"fp8", KvQuantization::kFp8, Fp8Scales::kDynamic},
+    {"fp8-calibrated", KvQuantization::kFp8, Fp8Scales::kCalibrated},
+    {"kivi4", KvQuantization::kKivi4, Fp8Scales::kDynamic},
+    {"kivi2", KvQuantization::kKivi2, Fp8Scales::kDynamic},
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
 
 MethodSpec method_spec(const std::string& name) {
   const std::string suffix = "+l0";
-  if (name.size() > suffix.size() &&
-      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+  if (ends_with(name, suffix)) {
     MethodSpec m = method_spec(name.substr(0, name.size() - suffix.size()));
     SKV_CHECK(!m.full_cache, "method '", name, "': the full cache keeps layer 0 already");
     m.name = name;
     m.token_id_layer0 = true;
     return m;
   }
+  for (const Quantiser& q : kQuantisers) {
+    const std::string suffix = std::string("+") + q.name;
+    if (ends_with(name, suffix)) {  // eviction (and codebooks), then quantised exact rows
+      MethodSpec m = method_spec(name.substr(0, name.size() - suffix.size()));
+      SKV_CHECK(!m.single_setting() && m.quantization == KvQuantization::kNone, "method '", name,
+                "': a quantiser is a suffix of a method that evicts (use '", q.name,
+                "' alone for the quantised full cache)");
+      m.name = name;
+      m.quantization = q.mode;
+      m.fp8_scales = q.scales;
+      return m;
+    }
+  }
   MethodSpec m;
   m.name = name;
+  for (const Quantiser& q : kQuantisers) {
+    if (name == q.name) {  // the full cache, quantised: a fixed ratio
+      m.fixed_ratio = true;
+      m.quantization = q.mode;
+      m.fp8_scales = q.scales;
+      m.make_policy = [] { return std::make_shared<FullCachePolicy>(); };
+      return m;
+    }
+  }
   auto window = [](GqaMode g, int64_t pool) {
     return [g, pool] { return std::make_shared<WindowAttentionPolicy>(g, pool); };
   };
@@ -68,7 +111,8 @@ MethodSpec method_spec(const std::string& name) {
     std::string all;
     for (const auto& k : known_methods()) all += (all.empty() ? "" : ", ") + k;
     SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all,
-              ", each also with +l0)");
+              "; a method that evicts also with +fp8, +fp8-calibrated, +kivi4 or +kivi2; each "
+              "also with +l0)");
   }
   return m;
 }

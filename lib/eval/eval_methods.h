@@ -23,19 +23,31 @@ struct MethodSpec {
   /// "+l0": layer 0 held as token ids (CompressedCache::hold_as_token_ids),
   /// every token kept, the table charged like the calibrated codebook.
   bool token_id_layer0 = false;
+  /// "fp8", "fp8-calibrated", "kivi4", "kivi2", or a method with one of
+  /// them as suffix ("snapkv+kivi4"): exact rows quantised so.
+  KvQuantization quantization = KvQuantization::kNone;
+  Fp8Scales fp8_scales = Fp8Scales::kDynamic;
+  /// A pure quantiser: no knob, so it is evaluated once and reported at its
+  /// own measured ratio (every token kept, none evicted).
+  bool fixed_ratio = false;
+  /// Evaluated once rather than at each target ratio.
+  bool single_setting() const { return full_cache || fixed_ratio; }
   /// A SpindleKV variant (codebooks), compared against the best baseline.
   bool is_spindle() const { return codebook != CodebookMode::kNone; }
   /// Needs an artifact (calibrated codebooks or budgets).
   bool needs_artifact() const {
     return budget == BudgetKind::kCalibrated || codebook == CodebookMode::kCalibrated ||
-           codebook == CodebookMode::kHybrid;
+           codebook == CodebookMode::kHybrid ||
+           (quantization == KvQuantization::kFp8 && fp8_scales == Fp8Scales::kCalibrated);
   }
 };
 
 /// Every method name `spindlekv eval` knows, in its default order.
 std::vector<std::string> known_methods();
-/// The spec of `name`, or of a known method with the suffix "+l0" (layer 0
-/// held as token ids); throws naming the known methods if unknown.
+/// The spec of `name`: a known method, a method that evicts with a
+/// quantiser as suffix ("snapkv+kivi4", "spindle+fp8"), each optionally
+/// followed by "+l0" (layer 0 held as token ids); throws naming the known
+/// methods if unknown.
 MethodSpec method_spec(const std::string& name);
 
 }  // namespace spindlekv

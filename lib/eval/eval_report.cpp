@@ -73,7 +73,9 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
                           const std::string& metric) {
   std::set<double> targets;
   for (const auto& r : records) {
-    if (r.task == task && r.metric == metric && r.method != "full") targets.insert(r.target_ratio);
+    if (r.task == task && r.metric == metric && r.method != "full" && !r.fixed_ratio) {
+      targets.insert(r.target_ratio);
+    }
   }
   std::ostringstream s;
   s << "| method |";
@@ -88,7 +90,17 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
     }
     if (by_target.empty()) continue;
     s << "| " << m << " |";
-    if (m == "full") {
+    if (by_target.begin()->second->fixed_ratio) {
+      // A pure quantiser: one result at its own ratio, in its own column.
+      const EvalRecord& r = *by_target.begin()->second;
+      std::string cell = format_number("%.3f", r.value);
+      if (!std::isnan(r.ci_low)) {
+        cell += " [" + format_number("%.2f", r.ci_low) + ", " + format_number("%.2f", r.ci_high) +
+                "]";
+      }
+      cell += " (" + format_number("%.3f", r.measured_ratio) + " fixed)";
+      for (size_t i = 0; i < targets.size(); ++i) s << " " << (i == 0 ? cell : "-") << " |";
+    } else if (m == "full") {
       const EvalRecord& r = *by_target.begin()->second;
       for (size_t i = 0; i < targets.size(); ++i)
         s << " " << format_number("%.3f", r.value) << " |";
@@ -119,14 +131,18 @@ std::string paired_comparison(const std::vector<EvalRecord>& records, const std:
   const auto rs = select(records, task, metric);
   std::set<double> targets;
   for (const auto* r : rs) {
-    if (r->method != "full" && !r->outcomes.empty()) targets.insert(r->target_ratio);
+    if (r->method != "full" && !r->fixed_ratio && !r->outcomes.empty()) {
+      targets.insert(r->target_ratio);
+    }
   }
   std::ostringstream s;
   for (double t : targets) {
     const EvalRecord* best = nullptr;
     std::vector<const EvalRecord*> spindle;
     for (const auto* r : rs) {
-      if (r->target_ratio != t || r->method == "full" || r->outcomes.empty()) continue;
+      if (r->target_ratio != t || r->method == "full" || r->fixed_ratio || r->outcomes.empty()) {
+        continue;
+      }
       if (method_spec(r->method).is_spindle()) {
         spindle.push_back(r);
       } else if (best == nullptr || r->value > best->value) {
@@ -196,7 +212,7 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     csv << "method,task,metric,value,n,ci_low,ci_high,target_ratio,measured_ratio,"
            "ratio_excluding_shared,shared_bytes_charged,shared_requests,paper_ratio,ratio_matched,"
            "reserve_mean,reserve_min,reserve_max,key_threshold_mean,value_threshold_mean,"
-           "compression_ms,decode_tokens_per_second\n";
+           "compression_ms,decode_tokens_per_second,fixed_ratio\n";
     for (const auto& r : records) {
       const EvalMemory& m = r.memory;
       const EvalSettings& st = r.settings;
@@ -211,6 +227,7 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
           {"target_ratio", r.target_ratio},
           {"measured_ratio", r.measured_ratio},
           {"ratio_matched", r.ratio_matched},
+          {"fixed_ratio", r.fixed_ratio},
           {"paper_ratio", r.paper_ratio},
           {"memory",
            {{"held_bytes", m.held_bytes},
@@ -237,7 +254,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
           << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
           << st.reserve_ratio.mean << "," << st.reserve_ratio.min << "," << st.reserve_ratio.max
           << "," << st.key_threshold.mean << "," << st.value_threshold.mean << ","
-          << r.compression_ms << "," << r.decode_tokens_per_second << "\n";
+          << r.compression_ms << "," << r.decode_tokens_per_second << ","
+          << (r.fixed_ratio ? 1 : 0) << "\n";
     }
     write_file_atomically((fs::path(out_dir) / "results.json").string(), js.dump(2) + "\n");
     write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());
@@ -248,7 +266,9 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
        << "(bytes held + the calibrated codebook entries the prompt references, shared by "
        << o.shared_requests << " concurrent request(s)) / dense " << o.kv_dtype
        << " K/V bytes; * = the search "
-       << "could not land within " << o.ratio_tolerance << " of the target.\n";
+       << "could not land within " << o.ratio_tolerance << " of the target; \"fixed\" = a "
+       << "pure quantiser (fp8, kivi4, kivi2), which has no knob: it is reported once, at its own "
+       << "measured ratio, and left out of the paired comparisons at the target ratios.\n";
     for (const auto& [task, metric] : eval_task_metrics(records)) {
       md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
       const std::string paired = paired_comparison(records, task, metric);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -94,6 +95,18 @@ ExportResult run_export(const ExportOptions& o) {
       with_context("layer " + std::to_string(l), [&] {
         const LayerCodebooks& L = books.layer(l);
         a.layers.push_back(to_artifact_layer(L));
+        // fp8 scales (vLLM's calibrated per-tensor scheme, per KV head):
+        // max |x| over every captured vector, over the e4m3 maximum.
+        at::Tensor kmax = at::zeros({cm.num_kv_heads}, at::kFloat), vmax = kmax.clone();
+        const int64_t n = capture.vector_count(l), chunk = 65536;
+        for (int64_t start = 0; start < n; start += chunk) {
+          const int64_t c = std::min(chunk, n - start);
+          kmax = at::maximum(kmax, capture.read_keys(l, start, c).abs().amax({0, 2}).to(at::kFloat));
+          vmax =
+              at::maximum(vmax, capture.read_values(l, start, c).abs().amax({0, 2}).to(at::kFloat));
+        }
+        a.layers.back().fp8_key_scale = at::where(kmax > 0, kmax / 448.0, at::ones_like(kmax));
+        a.layers.back().fp8_value_scale = at::where(vmax > 0, vmax / 448.0, at::ones_like(vmax));
         // Retained mass averaged over sequences and query heads.
         at::Tensor mass = capture.read_statistic(l, "retained_mass");  // [S, heads, F]
         SKV_CHECK(mass.dim() == 3 && mass.size(0) > 0 &&
