@@ -6,7 +6,10 @@
 //   2. the just-in-time builder (Algorithm 1, O(n^2)) next to the algorithm
 //      as printed (O(n^3)) on the same vectors (target: at least 10x faster);
 //   3. a decode step over the compressed cache next to one over a
-//      preallocated full cache (target: at most full x (memory ratio + 0.1)).
+//      preallocated full cache (target: at most full x (memory ratio + 0.1));
+//   4. bytes per token and the decode step per storage dtype;
+//   5. the same for quantised storage (fp8, kivi4, kivi2), alone, under
+//      eviction and under SpindleKV.
 // K/V vectors are synthetic: 85% lie near one of the calibrated codebook's
 // directions, the rest are random; query heads of a group share most of
 // their query (so their attention overlaps, as in trained models).
@@ -142,13 +145,15 @@ int main(int argc, char** argv) {
       (long long)T, (long long)heads, (long long)kv, (long long)d, (long long)K, reserve, used);
   std::printf("prefill attention of one layer: %.3f s\n", t_attention);
 
-  auto make = [&](CodebookMode mode, StorageDtype dtype = StorageDtype::kFloat32) {
+  auto make = [&](CodebookMode mode, StorageDtype dtype = StorageDtype::kFloat32,
+                  KvQuantization quant = KvQuantization::kNone, double keep = -1) {
     CompressionParameters p;
-    p.reserve_ratio = reserve;
+    p.reserve_ratio = keep > 0 ? keep : reserve;
     p.budget = BudgetKind::kUniform;
     p.window = window;
     p.codebook = mode;
     p.storage_dtype = dtype;
+    p.quantization = quant;
     return std::make_unique<CompressedCache>(c.geometry(), 1, p, artifact);
   };
   std::unique_ptr<CompressedCache> calibrated;
@@ -239,6 +244,41 @@ int main(int argc, char** argv) {
         to_string(dtype), (m.held_bytes + m.shared_bytes_charged) / tokens, to_string(dtype),
         (long long)(2 * kv * storage::vector_bytes(d, dtype)), m.ratio, 1e3 * t_step,
         t_step / t_full);
+  }
+
+  // 5. Quantised storage (float16 tails and entries): the full cache
+  // quantised, eviction alone + quantiser, SpindleKV (calibrated) +
+  // quantiser. Bytes per token and the decode step against the full float32
+  // cache (float16 dense would be half its bytes).
+  struct Variant {
+    const char* name;
+    CodebookMode mode;
+    double keep;
+  };
+  for (const Variant& v : {Variant{"full cache", CodebookMode::kNone, 1.0},
+                           Variant{"eviction", CodebookMode::kNone, -1},
+                           Variant{"spindle", CodebookMode::kCalibrated, -1}}) {
+    for (KvQuantization quant : {KvQuantization::kNone, KvQuantization::kFp8,
+                                 KvQuantization::kKivi4, KvQuantization::kKivi2}) {
+      auto cache = make(v.mode, StorageDtype::kFloat16, quant, v.keep);
+      cache->prefill(0, 0, keys, values, window_att);
+      const double t_step =
+          seconds([&] {
+            for (int64_t s = 0; s < steps; ++s) {
+              cache->append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
+              cache->advance(1);
+            }
+          }) /
+          steps;
+      const MemoryReport m = cache->memory();
+      const double tokens = static_cast<double>(T + steps);
+      std::printf(
+          "%-10s + %-5s (float16): %.1f bytes per token and layer (dense float16: %lld), ratio "
+          "%.3f; decode step %.3f ms (%.2fx the full float32 cache)\n",
+          v.name, to_string(quant), (m.held_bytes + m.shared_bytes_charged) / tokens,
+          (long long)(2 * kv * storage::vector_bytes(d, StorageDtype::kFloat16)), m.ratio,
+          1e3 * t_step, t_step / t_full);
+    }
   }
   return 0;
 }

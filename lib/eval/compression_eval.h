@@ -54,7 +54,7 @@ struct EvalOptions {
   int64_t shared_requests = 1;
   /// What every method's cache holds vectors in, and the dense cache the
   /// ratio divides by ("float32", "float16", "bfloat16").
-  std::string kv_dtype = "float32";
+  std::string kv_dtype = "float16";
   uint64_t seed = 7;
 };
 

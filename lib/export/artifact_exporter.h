@@ -19,7 +19,7 @@ struct ExportOptions {
   int64_t window = 0;               ///< observation window; 0 takes the capture's
   /// Cache storage dtype the budgets are planned for: its bytes per slot and
   /// element replace those in `budgets`; recorded in the artifact.
-  std::string kv_dtype = "float32";
+  std::string kv_dtype = "float16";
   BudgetCalibrationParameters budgets;
   bool overwrite = false;
 };

@@ -74,7 +74,7 @@ struct CompressionParameters {
   /// What exact rows and codebook entries are held in, and the dense cache
   /// the memory ratio divides by (runtime/storage_cost.h). Attention is
   /// computed in float32 whatever it is.
-  StorageDtype storage_dtype = StorageDtype::kFloat32;
+  StorageDtype storage_dtype = StorageDtype::kFloat16;
   /// How exact rows are held (storage_cost.h): in storage_dtype (kNone), as
   /// fp8, or as KIVI's 4/2-bit groups. With every token kept and no
   /// codebook this is a plain quantised cache (fp8, kivi4, kivi2); under

@@ -78,6 +78,7 @@ nlohmann::json parameters_json(const CompressionParameters& p) {
 
 CompressionParameters parameters_from_json(const nlohmann::json& j) {
   CompressionParameters p;
+  p.storage_dtype = StorageDtype::kFloat32;  // files without the key were float32
   parameter_fields(p, [&](const char* name, auto& v, bool optional = false) {
     if (optional && !j.contains(name)) return;
     from_json_value(j.at(name), v);

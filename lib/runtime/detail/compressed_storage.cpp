@@ -30,6 +30,34 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   return {best, arg};
 }
 
+// Rows of a contiguous float32, float16 or bfloat16 table as float32: a
+// pointer into the table, or the row widened into `buffer`.
+class RowReader {
+ public:
+  explicit RowReader(const at::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return;
+    type_ = t.scalar_type();
+    SKV_CHECK(type_ == at::kFloat || type_ == at::kHalf || type_ == at::kBFloat16,
+              "table dtype ", t.scalar_type(), " is not a storage dtype");
+    data_ = t.data_ptr();
+  }
+  const float* row(int64_t index, int64_t d, float* buffer) const {
+    if (type_ == at::kFloat) return static_cast<const float*>(data_) + index * d;
+    if (type_ == at::kHalf) {
+      const c10::Half* r = static_cast<const c10::Half*>(data_) + index * d;
+      for (int64_t j = 0; j < d; ++j) buffer[j] = static_cast<float>(r[j]);
+    } else {
+      const c10::BFloat16* r = static_cast<const c10::BFloat16*>(data_) + index * d;
+      for (int64_t j = 0; j < d; ++j) buffer[j] = static_cast<float>(r[j]);
+    }
+    return buffer;
+  }
+
+ private:
+  at::ScalarType type_ = at::kFloat;
+  const void* data_ = nullptr;
+};
+
 }  // namespace
 
 at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
@@ -41,7 +69,11 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
 }
 
 at::Tensor exact_table(const CodedVectors& c) {
-  return c.quantized() ? c.quant.dequantize() : c.exact;
+  if (c.quantized()) return c.quant.dequantize();
+  const int64_t used = c.exact_count.empty()
+                           ? 0
+                           : *std::max_element(c.exact_count.begin(), c.exact_count.end());
+  return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every count unused
 }
 
 at::ScalarType entry_scalar_type(StorageDtype dtype) {
@@ -229,22 +261,21 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
                       RopeTables{cos.index_select(0, idx).view({kv, n, d}),
                                  sin.index_select(0, idx).view({kv, n, d})});
   }
-  // Tables stored narrower than float32 are widened first (CPU only).
+  // Tables are read in their stored dtype: a narrower row is widened into a
+  // small buffer, so no table is converted (or copied) as a whole.
   at::Tensor out = at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
   const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
   const at::Tensor mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
-  const at::Tensor cal =
-      tables.calibrated.defined() ? tables.calibrated.to(at::kFloat).contiguous() : at::Tensor();
-  const at::Tensor jit = c.jit.to(at::kFloat).contiguous();
-  const at::Tensor exact = exact_table(c).to(at::kFloat).contiguous();
+  const at::Tensor cal = tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
+  const at::Tensor jit = c.jit.contiguous();
+  // The stored table with its capacity (no narrowed copy); quantised rows dequantised.
+  const at::Tensor exact = c.quantized() ? c.quant.dequantize() : c.exact.contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
+  const RowReader cal_r(cal), jit_r(jit), exact_r(exact);
   const int32_t* code_p = code.data_ptr<int32_t>();
   const int32_t* pos_p = pos.data_ptr<int32_t>();
   const float* mag_p = mag.data_ptr<float>();
-  const float* cal_p = cal.defined() ? cal.data_ptr<float>() : nullptr;
-  const float* jit_p = jit.data_ptr<float>();
-  const float* exact_p = exact.data_ptr<float>();
   const float* cos_p = cos_c.data_ptr<float>();
   const float* sin_p = sin_c.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
@@ -252,17 +283,18 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const int64_t exact_cap = exact.size(1);
   const bool shared = tables.shared();
   at::parallel_for(0, kv * n, 512, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer(d);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = i / n;
       const int64_t cd = code_p[i];
       float* o = out_p + i * d;
       const float* src = nullptr;
       if (cd >= 0 && cd < Kc) {
-        src = cal_p + ((shared ? 0 : g) * Kc + cd) * d;
+        src = cal_r.row((shared ? 0 : g) * Kc + cd, d, buffer.data());
       } else if (cd >= Kc && cd < Kc + cap) {
-        src = jit_p + (g * cap + (cd - Kc)) * d;
+        src = jit_r.row(g * cap + (cd - Kc), d, buffer.data());
       } else if (cd < 0) {
-        src = exact_p + (g * exact_cap + (-cd - 1)) * d;
+        src = exact_r.row(g * exact_cap + (-cd - 1), d, buffer.data());
       }
       if (src == nullptr || pos_p[i] < 0) {
         std::fill(o, o + d, 0.0f);
@@ -285,7 +317,14 @@ at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
                        const at::Tensor& table) {
     at::Tensor per_entry = at::zeros({kv, R, size}, weights.options());
     per_entry.scatter_add_(2, index.clamp(0, size - 1), w * in_range);
-    out.baddbmm_(per_entry, table.to(weights.scalar_type()));
+    // A table stored narrower is widened a slice of rows at a time: small
+    // buffers the allocator reuses, never a copy of the whole table.
+    const int64_t step = table.scalar_type() == weights.scalar_type() ? size : 1024;
+    for (int64_t start = 0; start < size; start += step) {
+      const int64_t m = std::min(step, size - start);
+      out.baddbmm_(per_entry.narrow(2, start, m),
+                   table.narrow(1, start, m).to(weights.scalar_type()));
+    }
   };
   const int64_t Kc = tables.calibrated_capacity();
   if (Kc > 0) {
