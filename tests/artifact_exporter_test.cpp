@@ -137,7 +137,9 @@ TEST_F(ArtifactExporter, BudgetsArePlannedInTheStorageDtypesBytes) {
   o.kv_dtype = "float16";
   const ExportResult half = run_export(o);
   EXPECT_EQ(load_artifact(o.out).storage_dtype, "float16");
-  const ExportResult full = run_export(options("full.safetensors"));
+  ExportOptions f = options("full.safetensors");
+  f.kv_dtype = "float32";
+  const ExportResult full = run_export(f);
   EXPECT_EQ(load_artifact(dir_->file("full.safetensors")).storage_dtype, "float32");
   ASSERT_EQ(half.budgets.relative_token_cost.size(), full.budgets.relative_token_cost.size());
   for (size_t l = 0; l < half.budgets.relative_token_cost.size(); ++l) {

@@ -90,6 +90,7 @@ TEST(CompressedCache, ReproducesFullCacheLogitsAtThresholdOneAndFullBudget) {
   for (CodebookMode mode : {CodebookMode::kNone, CodebookMode::kCalibrated,
                             CodebookMode::kJustInTime, CodebookMode::kHybrid}) {
     CompressionParameters p;
+    p.storage_dtype = StorageDtype::kFloat32;  // exact comparisons: the default is float16
     p.reserve_ratio = 1.0;
     p.codebook = mode;
     p.key_threshold = p.value_threshold = 1.0;
@@ -154,6 +155,7 @@ TEST(CompressedCache, AttentionEqualsAttentionOverTheReconstructedDenseCache) {
 TEST(CompressedCache, ReconstructedVectorsStayWithinTheThreshold) {
   const ModelConfig c = testutil::tiny_config(4, 2, 8);
   CompressionParameters p;
+  p.storage_dtype = StorageDtype::kFloat32;  // exact comparisons: the default is float16
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kJustInTime;
   p.key_threshold = 0.9;
@@ -232,6 +234,7 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   a->pyramid.fractions = {{1.0}};
   a->calibrated = a->pyramid;
   CompressionParameters p;
+  p.storage_dtype = StorageDtype::kFloat32;  // exact comparisons: the default is float16
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kCalibrated;
   CompressedCache cache(c.geometry(), 1, p, a);
@@ -429,6 +432,7 @@ TEST(CompressedCache, DecodedVectorsJoinOrExtendTheJitCodebook) {
   ModelConfig c = testutil::tiny_config(1, 1, 4);
   c.num_layers = 1;
   CompressionParameters p;
+  p.storage_dtype = StorageDtype::kFloat32;  // exact comparisons: the default is float16
   p.reserve_ratio = 1.0;
   p.codebook = CodebookMode::kJustInTime;
   p.key_threshold = p.value_threshold = 0.9;
@@ -549,6 +553,7 @@ TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
   EXPECT_TRUE(at::allclose(v_rows, v_fwd, 1e-6, 1e-6));
 
   CompressionParameters params;
+  params.storage_dtype = StorageDtype::kFloat32;  // exact comparisons: the default is float16
   params.reserve_ratio = 1.0;
   params.codebook = CodebookMode::kNone;
   CompressedCache full(c.geometry(), 1, params), ids_cache(c.geometry(), 1, params);

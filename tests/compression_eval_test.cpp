@@ -31,6 +31,7 @@ TEST(CompressionEval, FullCacheReproducesTheModelCardPasskeyAccuracy) {
   EvalOptions o = reference_options(dir.path());
   o.methods = {"full"};
   o.tasks = {"passkey"};
+  o.kv_dtype = "float32";  // the model card's cache
   o.passkey_lengths = {256, 512, 768, 1024};
   o.passkey_trials = 10;
   o.ppl_samples = 1;
