@@ -199,6 +199,23 @@ void QuantizedRows::quantize_front(int64_t g, int64_t m) {
   tail_count[g] = left;
 }
 
+at::Tensor QuantizedRows::dequantize_block(int64_t start, int64_t m) const {
+  const int64_t kv = static_cast<int64_t>(quantized.size()), d = head_dim;
+  at::Tensor q = unpack_bits(packed.narrow(1, start, m), storage::quantized_bits(mode));
+  if (mode == KvQuantization::kFp8) return fp8_e4m3_decode(q) * fp8_scale.view({kv, 1, 1});
+  if (axis == QuantAxis::kPerChannel) {  // start and m are multiples of the group
+    return dequantize_int(q.view({kv, m / group, group, d}).transpose(2, 3),
+                          scale.narrow(1, start / group, m / group),
+                          zero.narrow(1, start / group, m / group))
+        .transpose(2, 3)
+        .reshape({kv, m, d});
+  }
+  const int64_t cg = channel_group();
+  return dequantize_int(q.view({kv, m, d / cg, cg}), scale.narrow(1, start, m),
+                        zero.narrow(1, start, m))
+      .reshape({kv, m, d});
+}
+
 at::Tensor QuantizedRows::dequantize() const {
   const int64_t kv = static_cast<int64_t>(quantized.size()), d = head_dim;
   int64_t E = 0, Q = 0;
@@ -207,26 +224,17 @@ at::Tensor QuantizedRows::dequantize() const {
     Q = std::max(Q, quantized[g]);
   }
   at::Tensor out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
-  at::Tensor deq;
-  if (Q > 0) {
-    at::Tensor q = unpack_bits(packed.narrow(1, 0, Q), storage::quantized_bits(mode));
-    if (mode == KvQuantization::kFp8) {
-      deq = fp8_e4m3_decode(q) * fp8_scale.view({kv, 1, 1});
-    } else if (axis == QuantAxis::kPerChannel) {
-      // Q is a multiple of the group: every head quantises whole blocks.
-      deq = dequantize_int(q.view({kv, Q / group, group, d}).transpose(2, 3),
-                           scale.narrow(1, 0, Q / group), zero.narrow(1, 0, Q / group))
-                .transpose(2, 3)
-                .reshape({kv, Q, d});
-    } else {
-      const int64_t cg = channel_group();
-      deq = dequantize_int(q.view({kv, Q, d / cg, cg}), scale.narrow(1, 0, Q),
-                           zero.narrow(1, 0, Q))
-                .reshape({kv, Q, d});
+  // A block of rows at a time: the unpacking's temporaries stay small.
+  const int64_t block = std::max<int64_t>(1, 1024 / group) * group;
+  for (int64_t start = 0; start < Q; start += block) {
+    const int64_t m = std::min(block, Q - start);
+    const at::Tensor deq = dequantize_block(start, m);
+    for (int64_t g = 0; g < kv; ++g) {
+      const int64_t mg = std::min(m, quantized[g] - start);
+      if (mg > 0) out[g].narrow(0, start, mg).copy_(deq[g].narrow(0, 0, mg));
     }
   }
   for (int64_t g = 0; g < kv; ++g) {
-    if (quantized[g] > 0) out[g].narrow(0, 0, quantized[g]).copy_(deq[g].narrow(0, 0, quantized[g]));
     if (tail_count[g] > 0) {
       out[g].narrow(0, quantized[g], tail_count[g]).copy_(tail[g].narrow(0, 0, tail_count[g]));
     }

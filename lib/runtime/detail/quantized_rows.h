@@ -90,6 +90,8 @@ struct QuantizedRows {
 
  private:
   void quantize_front(int64_t g, int64_t m);
+  /// Quantised rows [start, start + m) of every head, float32 [kv_heads, m, head_dim].
+  at::Tensor dequantize_block(int64_t start, int64_t m) const;
 };
 
 }  // namespace detail
