@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "core/safetensors_reader.h"
+#include "core/safetensors_writer.h"
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/cache_access.h"
@@ -265,10 +267,56 @@ TEST(QuantizedCache, Fp8ScalesComeFromThePrefillOrTheArtifact) {
                   .norm()
                   .item<double>(),
               0.1);
-  // Saving quantised caches is refused, naming the mode.
-  testutil::TempDir dir;
-  EXPECT_SKV_ERROR(calibrated.save(dir.file("c.safetensors")), "quantization 'fp8'");
   EXPECT_SKV_ERROR(parse_kv_quantization("int4"), "allowed: none, fp8, kivi4, kivi2");
+}
+
+// A saved quantised cache loads back with the same rows and decodes the
+// same; a file whose counts do not add up is refused.
+TEST(QuantizedCache, SavedCacheLoadsBackAndDecodesTheSame) {
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
+  for (KvQuantization mode : {KvQuantization::kFp8, KvQuantization::kKivi2}) {
+    CompressionParameters p = quantised(mode, StorageDtype::kFloat16);
+    p.reserve_ratio = 0.6;
+    p.window = 4;
+    p.quant_group = 8;
+    p.quant_residual = 8;
+    CompressedCache cache(c.geometry(), 1, p);
+    at::manual_seed(9);
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      cache.prefill(0, l, at::randn({2, 30, 8}), at::randn({2, 30, 8}),
+                    at::softmax(at::randn({4, 4, 30}), -1));
+    }
+    testutil::TempDir dir;
+    cache.save(dir.file("c.safetensors"));
+    CompressedCache loaded = CompressedCache::load(dir.file("c.safetensors"), c.geometry());
+    EXPECT_EQ(loaded.parameters().quantization, mode);
+    EXPECT_EQ(loaded.memory().held_bytes, cache.memory().held_bytes);
+    at::Tensor q = at::randn({1, 4, 1, 8}), k = at::randn({1, 2, 1, 8}), v = at::randn({1, 2, 1, 8});
+    at::Tensor pos = at::full({1, 1}, 30, at::kLong);
+    EXPECT_TRUE(at::equal(cache.append_and_attend(1, q, k, v, pos),
+                          loaded.append_and_attend(1, q, k, v, pos)))
+        << to_string(mode);
+  }
+  // Counts that do not add up to the exact rows.
+  CompressionParameters p = quantised(KvQuantization::kKivi4, StorageDtype::kFloat16);
+  CompressedCache cache(c.geometry(), 1, p);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    cache.prefill(0, l, at::randn({2, 40, 8}), at::randn({2, 40, 8}), at::Tensor());
+  }
+  testutil::TempDir dir;
+  cache.save(dir.file("c.safetensors"));
+  SafetensorsReader r(dir.file("c.safetensors"));
+  std::string state = r.metadata().at("state");
+  const std::string from = "\"key_quantized\":[32,32]", to = "\"key_quantized\":[32,0]";
+  ASSERT_NE(state.find(from), std::string::npos) << state;
+  state.replace(state.find(from), from.size(), to);
+  std::map<std::string, std::string> meta = r.metadata();
+  meta["state"] = state;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& name : r.tensor_names()) tensors.emplace_back(name, r.tensor(name));
+  write_safetensors(dir.file("bad.safetensors"), tensors, meta);
+  EXPECT_SKV_ERROR(CompressedCache::load(dir.file("bad.safetensors"), c.geometry()),
+                   "do not fit the tables or add up");
 }
 
 }  // namespace

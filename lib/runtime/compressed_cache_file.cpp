@@ -1,12 +1,14 @@
 // CompressedCache::save / load: a compressed context as a safetensors file.
 //
 // Tensors: s<b>.l<L>.{positions, member, keys.code, keys.magnitude,
-// keys.exact, keys.jit, values.*}. Metadata: format
+// keys.exact, keys.jit, values.*}, and for a quantised cache
+// keys.quant.{packed, tail, scale, zero | fp8_scale} (values the same). Metadata: format
 // "spindlekv-compressed-cache", format_version, geometry, parameters,
 // artifact_checksum ("none" without artifact), state (JSON: next positions,
 // tokens seen and just-in-time entry counts).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <tuple>
@@ -41,6 +43,10 @@ void parameter_fields(P& p, F&& field) {
   field("value_threshold", p.value_threshold);
   field("extend_codebook_when_decoding", p.extend_codebook_when_decoding);
   field("storage_dtype", p.storage_dtype, /*optional=*/true);  // float32 before it was recorded
+  field("quantization", p.quantization, /*optional=*/true);    // none before it was recorded
+  field("quant_group", p.quant_group, /*optional=*/true);
+  field("quant_residual", p.quant_residual, /*optional=*/true);
+  field("fp8_scales", p.fp8_scales, /*optional=*/true);
 }
 
 template <class T>
@@ -51,6 +57,8 @@ nlohmann::json json_value(BudgetKind v) { return to_string(v); }
 nlohmann::json json_value(GqaMode v) { return to_string(v); }
 nlohmann::json json_value(CodebookMode v) { return to_string(v); }
 nlohmann::json json_value(StorageDtype v) { return to_string(v); }
+nlohmann::json json_value(KvQuantization v) { return to_string(v); }
+nlohmann::json json_value(Fp8Scales v) { return to_string(v); }
 
 template <class T>
 void from_json_value(const nlohmann::json& j, T& v) {
@@ -67,6 +75,59 @@ void from_json_value(const nlohmann::json& j, CodebookMode& v) {
 }
 void from_json_value(const nlohmann::json& j, StorageDtype& v) {
   v = parse_storage_dtype(j.get<std::string>());
+}
+void from_json_value(const nlohmann::json& j, KvQuantization& v) {
+  v = parse_kv_quantization(j.get<std::string>());
+}
+void from_json_value(const nlohmann::json& j, Fp8Scales& v) {
+  v = parse_fp8_scales(j.get<std::string>());
+}
+
+// A quantised table's tensors in the file, once: the writer and the reader
+// walk this list (name suffix, member).
+template <class Q, class F>
+void quantized_tensors(Q& q, F&& tensor) {
+  tensor("quant.packed", q.packed);
+  tensor("quant.tail", q.tail);
+  if (q.mode == KvQuantization::kFp8) {
+    tensor("quant.fp8_scale", q.fp8_scale);
+  } else {
+    tensor("quant.scale", q.scale);
+    tensor("quant.zero", q.zero);
+  }
+}
+
+// Checks a quantised table read from a file against the empty one the
+// parameters give (`like`): dtypes and every size but the capacity, and
+// counts that fit the tables and add up to the exact rows.
+void check_quantized(const detail::QuantizedRows& q, const detail::QuantizedRows& like,
+                     const std::vector<int64_t>& exact_count, const std::string& what) {
+  for (const auto& [got, want] : {std::pair{q.packed, like.packed}, std::pair{q.tail, like.tail},
+                                  std::pair{q.scale, like.scale}, std::pair{q.zero, like.zero}}) {
+    if (!want.defined()) continue;
+    SKV_CHECK(got.defined() && got.dim() == want.dim() && got.scalar_type() == want.scalar_type() &&
+                  got.size(0) == want.size(0) && got.size(2) == want.size(2),
+              "tensors '", what, ".quant.*' do not match the cache's quantisation (",
+              to_string(q.mode), ")");
+  }
+  if (q.mode == KvQuantization::kFp8) {
+    SKV_CHECK(q.fp8_scale.dim() == 1 && q.fp8_scale.size(0) == like.fp8_scale.size(0) &&
+                  q.fp8_scale.scalar_type() == at::kFloat,
+              "tensor '", what, ".quant.fp8_scale' must be [kv_heads] float32");
+  }
+  const bool per_channel = q.mode != KvQuantization::kFp8 &&
+                           q.axis == detail::QuantAxis::kPerChannel;
+  for (size_t g = 0; g < q.quantized.size(); ++g) {
+    const int64_t n = q.quantized[g], t = q.tail_count[g];
+    bool ok = n >= 0 && t >= 0 && n <= q.packed.size(1) && t <= q.tail.size(1) &&
+              n + t == exact_count[g];
+    if (q.mode != KvQuantization::kFp8) {
+      ok = ok && (per_channel ? n % q.group == 0 && n / q.group <= q.scale.size(1)
+                              : n <= q.scale.size(1));
+    }
+    SKV_CHECK(ok, "state of '", what, "': quantised and recent rows (", n, ", ", t,
+              ") do not fit the tables or add up to ", exact_count[g], " exact rows");
+  }
 }
 
 nlohmann::json parameters_json(const CompressionParameters& p) {
@@ -97,10 +158,6 @@ void CompressedCache::save(const std::string& path) const {
                   "supported yet");
       }
     }
-    if (I.params.quantization != KvQuantization::kNone) {
-      SKV_THROW(kUnsupported, "saving a quantised cache (quantization '",
-                to_string(I.params.quantization), "') is not supported yet");
-    }
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     nlohmann::json state = nlohmann::json::array();
     for (int64_t b = 0; b < I.batch; ++b) {
@@ -114,6 +171,14 @@ void CompressedCache::save(const std::string& path) const {
                                  {"value_jit_count", S.values.jit_count},
                                  {"key_exact_count", S.keys.exact_count},
                                  {"value_exact_count", S.values.exact_count}});
+        if (S.keys.quantized()) {
+          seq["layers"].back()["key_quantized"] = S.keys.quant.quantized;
+          seq["layers"].back()["key_recent"] = S.keys.quant.tail_count;
+        }
+        if (S.values.quantized()) {
+          seq["layers"].back()["value_quantized"] = S.values.quant.quantized;
+          seq["layers"].back()["value_recent"] = S.values.quant.tail_count;
+        }
         if (!S.filled) continue;
         const std::string p = prefix(b, l);
         tensors.emplace_back(p + "positions", S.positions);
@@ -125,6 +190,11 @@ void CompressedCache::save(const std::string& path) const {
           tensors.emplace_back(p + kind + ".magnitude", c->magnitude);
           tensors.emplace_back(p + kind + ".exact", c->exact);
           tensors.emplace_back(p + kind + ".jit", c->jit);
+          if (c->quantized()) {
+            quantized_tensors(c->quant, [&](const char* name, const at::Tensor& t) {
+              tensors.emplace_back(p + kind + "." + name, t);
+            });
+          }
         }
       }
       state.push_back(seq);
@@ -228,14 +298,32 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
                       "tensors '", p, k, ".*' have inconsistent shapes");
             for (int64_t g = 0; g < kv; ++g) {
               SKV_CHECK(c->jit_count[g] >= 0 && c->jit_count[g] <= c->jit.size(1) &&
-                            c->exact_count[g] >= 0 && c->exact_count[g] <= c->exact.size(1),
+                            c->exact_count[g] >= 0 &&
+                            (c->exact_count[g] <= c->exact.size(1) ||
+                             (I.params.quantization != KvQuantization::kNone &&
+                              !I.token_id_layer[l])),  // quantised rows: checked below
                         "state of '", p, k, "': counts exceed the tables");
+            }
+            int64_t exact_rows = c->exact.size(1);
+            if (I.params.quantization != KvQuantization::kNone && !I.token_id_layer[l]) {
+              detail::QuantizedRows& q = c->quant;
+              q = I.empty_coded(k == "keys", l).quant;
+              const detail::QuantizedRows like = q;
+              quantized_tensors(q, [&](const char* name, at::Tensor& dst) { dst = t(k + "." + name); });
+              q.quantized = layers[l].at(singular + "_quantized").get<std::vector<int64_t>>();
+              q.tail_count = layers[l].at(singular + "_recent").get<std::vector<int64_t>>();
+              SKV_CHECK(static_cast<int64_t>(q.quantized.size()) == kv &&
+                            static_cast<int64_t>(q.tail_count.size()) == kv,
+                        "state of '", p, k, "': quantised counts per KV head");
+              check_quantized(q, like, c->exact_count, p + k);
+              exact_rows = 0;
+              for (int64_t g = 0; g < kv; ++g) exact_rows = std::max(exact_rows, q.rows(g));
             }
             // Codes must point inside the tables, or reconstruction would read garbage.
             const int64_t Kc =
                 (k == "keys" ? I.key_tables[l] : I.value_tables[l]).calibrated_capacity();
             at::Tensor code = detail::codes_long(*c);
-            at::Tensor bad = (code < -c->exact.size(1)) |
+            at::Tensor bad = (code < -exact_rows) |
                              ((code >= Kc + c->jit.size(1)) & (code != detail::kZeroCode));
             SKV_CHECK(!bad.any().item<bool>(), "tensor '", p, k,
                       ".code' points outside its tables");
