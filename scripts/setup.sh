@@ -22,6 +22,8 @@ PACKAGES=(
   # Without an optimised BLAS Debian links the reference BLAS and both FAISS
   # k-means and LibTorch matmul run about 20x slower.
   libopenblas0-openmp libopenblas-openmp-dev
+  # RULER's common-words task draws its words from the Debian word list.
+  wamerican
   # `spindlekv eval` draws its plots with gnuplot (PNG through cairo).
   gnuplot-nox
   clang-format

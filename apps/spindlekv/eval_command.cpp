@@ -92,7 +92,10 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--ratios", e.ratios, "Target memory ratios")
       ->delimiter(',')
       ->capture_default_str();
-  sub->add_option("--tasks", e.tasks, "ppl, passkey, fidelity, jsonl:FILE")
+  sub->add_option("--tasks", e.tasks,
+                  "ppl, passkey, fidelity, jsonl:FILE, ruler:all or ruler:TASK[,TASK...] "
+                  "(niah_single, niah_multikey, niah_multikey_dense, niah_multivalue, "
+                  "niah_multiquery, vt, cwe, fwe)")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--text", e.text, "Held-out text (ppl, fidelity, pass-key filler)")
@@ -123,6 +126,20 @@ void register_eval_command(CLI::App& app) {
                   "Concurrent requests sharing the calibrated codebook; each is charged "
                   "min(entries it references, all entries / N)")
       ->capture_default_str();
+  sub->add_option("--ruler-lengths", e.ruler_lengths, "RULER sample lengths in model tokens")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--ruler-samples", e.ruler_samples, "RULER samples per task and length")
+      ->capture_default_str();
+  sub->add_option("--protocol", e.ruler_protocol,
+                  "RULER: question-aware (the question is compressed with the context), "
+                  "question-agnostic (the context is compressed first) or both")
+      ->check(CLI::IsMember({"question-aware", "question-agnostic", "both"}))
+      ->capture_default_str();
+  sub->add_option("--ruler-words", e.ruler_words, "Word list for RULER keys and common words")
+      ->capture_default_str();
+  sub->add_option("--ruler-haystack", e.ruler_haystack,
+                  "Text for RULER's NIAH haystacks (default: RULER's noise sentences)");
   sub->add_option("--kv-dtype", e.kv_dtype,
                   "Storage dtype of every method's cache and of the dense cache the ratio "
                   "divides by: float32, float16, bfloat16")

@@ -18,6 +18,13 @@
 //             (best over answers)
 //   fidelity  per layer, relative error of attention outputs over the
 //             compressed cache against the full cache, same queries
+//   ruler:T   RULER's synthetic tasks (eval/ruler_tasks.h; "ruler:all", or
+//             "ruler:niah_single,vt,..."), generated for the model's tokenizer
+//             at each of ruler_lengths, greedy answers scored by
+//             string_match_all, in one or both protocols: question-aware (the
+//             question is compressed with the context) and question-agnostic
+//             (the context is compressed first, then the question is decoded
+//             through the compressed cache)
 #pragma once
 
 #include <cmath>
@@ -55,8 +62,18 @@ struct EvalOptions {
   /// What every method's cache holds vectors in, and the dense cache the
   /// ratio divides by ("float32", "float16", "bfloat16").
   std::string kv_dtype = "float16";
+  std::vector<int64_t> ruler_lengths = {1024};  ///< RULER sample lengths (tokens, no BOS)
+  int64_t ruler_samples = 10;                   ///< per task and length
+  /// "question-aware", "question-agnostic" or "both".
+  std::string ruler_protocol = "question-aware";
+  std::string ruler_words = "/usr/share/dict/words";  ///< keys and common words
+  std::string ruler_haystack;  ///< NIAH haystack text file; empty: RULER's noise sentences
   uint64_t seed = 7;
 };
+
+/// The RULER tasks named in `tasks` ("ruler:all", "ruler:T" and the bare task
+/// names that follow one, as a comma list splits them), in order.
+std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks);
 
 /// Every option as a JSON object: what results.json records. The one
 /// definition of the options' serialised form.

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -122,6 +123,58 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
       }
     }
     s << "\n";
+  }
+  return s.str();
+}
+
+std::string ruler_table(const std::vector<EvalRecord>& records) {
+  // Task names are "ruler:<task>@<length>:<protocol>" and "ruler:average:<protocol>".
+  std::vector<std::string> protocols;
+  std::map<std::string, std::vector<std::string>> columns;  // per protocol, in order
+  for (const auto& r : records) {
+    if (r.task.rfind("ruler:", 0) != 0 || r.metric != "string_match_all") continue;
+    const size_t colon = r.task.rfind(':');
+    const std::string protocol = r.task.substr(colon + 1), column = r.task.substr(6, colon - 6);
+    if (std::find(protocols.begin(), protocols.end(), protocol) == protocols.end()) {
+      protocols.push_back(protocol);
+    }
+    auto& c = columns[protocol];
+    if (column != "average" && std::find(c.begin(), c.end(), column) == c.end()) {
+      c.push_back(column);
+    }
+  }
+  std::ostringstream s;
+  for (const auto& protocol : protocols) {
+    std::vector<std::string> cols = columns[protocol];
+    cols.push_back("average");
+    s << "\n### RULER, " << protocol << " (mean string_match_all)\n\n| method | ratio |";
+    for (const auto& c : cols) s << " " << c << " |";
+    s << "\n|---|---|";
+    for (size_t i = 0; i < cols.size(); ++i) s << "---|";
+    s << "\n";
+    // Rows: (method, target) in order of first appearance.
+    std::vector<std::pair<std::string, double>> rows;
+    std::map<std::pair<std::string, double>, std::map<std::string, const EvalRecord*>> cell;
+    for (const auto& r : records) {
+      if (r.task.rfind("ruler:", 0) != 0 || r.metric != "string_match_all") continue;
+      const size_t colon = r.task.rfind(':');
+      if (r.task.substr(colon + 1) != protocol) continue;
+      const auto key = std::make_pair(r.method, r.target_ratio);
+      if (cell.find(key) == cell.end()) rows.push_back(key);
+      cell[key][r.task.substr(6, colon - 6)] = &r;
+    }
+    for (const auto& key : rows) {
+      const auto& c = cell[key];
+      const EvalRecord* any = c.begin()->second;
+      s << "| " << key.first << " | "
+        << (any->method == "full" ? std::string("1") : format_number("%.3f", any->measured_ratio))
+        << (any->fixed_ratio ? " fixed" : "") << " |";
+      for (const auto& col : cols) {
+        auto it = c.find(col);
+        s << " " << (it == c.end() ? "-" : format_number("%.3f", it->second->value)) << " |";
+      }
+      s << "\n";
+    }
   }
   return s.str();
 }
@@ -269,6 +322,13 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
        << "could not land within " << o.ratio_tolerance << " of the target; \"fixed\" = a "
        << "pure quantiser (fp8, kivi4, kivi2), which has no knob: it is reported once, at its own "
        << "measured ratio, and left out of the paired comparisons at the target ratios.\n";
+    const std::string ruler = ruler_table(records);
+    if (!ruler.empty()) {
+      md << "\n## RULER\n\nEach sample's score is the share of its expected strings found "
+         << "in the greedy answer; `all_found` below is the share of samples with every one "
+         << "found, with Wilson intervals.\n"
+         << ruler;
+    }
     for (const auto& [task, metric] : eval_task_metrics(records)) {
       md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
       const std::string paired = paired_comparison(records, task, metric);

@@ -33,6 +33,12 @@ std::vector<std::pair<std::string, std::string>> eval_task_metrics(
 std::string summary_table(const std::vector<EvalRecord>& records, const std::string& task,
                           const std::string& metric);
 
+/// RULER (Markdown), one table per protocol: a row per method and target
+/// ratio (measured ratio in parentheses), the mean string_match_all of each
+/// task and length as columns, the average over them last. Empty without
+/// RULER records.
+std::string ruler_table(const std::vector<EvalRecord>& records);
+
 /// For an accuracy: per target ratio, the best baseline (no codebook, not the
 /// full cache) and each SpindleKV variant against it, with the paired exact
 /// McNemar p-value over the same prompts (Markdown); empty when the records
