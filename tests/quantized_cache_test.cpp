@@ -25,8 +25,7 @@ TEST(QuantizedRows, Fp8EncodesHandComputedValues) {
   // 1 = 0 0111 000; 448 = 0 1111 110 (the largest finite); 2^-4 = 0 0011 000;
   // 2^-9 = 0 0000 001 (the smallest subnormal); -3 = 1 1000 100; 1.0625 lies halfway between
   // 1 and 1.125 and goes to the smaller; 500 saturates.
-  at::Tensor x = at::tensor({0.0, 1.0, -1.0, 448.0, 500.0, 0.0625, 1.0625, 1.07, 0.001953125,
-                             -3.0},
+  at::Tensor x = at::tensor({0.0, 1.0, -1.0, 448.0, 500.0, 0.0625, 1.0625, 1.07, 0.001953125, -3.0},
                             at::kFloat);
   at::Tensor q = detail::fp8_e4m3_encode(x);
   std::vector<int> want = {0x00, 0x38, 0xB8, 0x7E, 0x7E, 0x18, 0x38, 0x39, 0x01, 0xC4};
@@ -158,8 +157,7 @@ TEST(QuantizedCache, ByteAccountingMatchesAHandCount) {
     EXPECT_LE(m.held_bytes(), m.allocated_bytes);
   }
   {
-    CompressedCache cache(c.geometry(), 1,
-                          quantised(KvQuantization::kFp8, StorageDtype::kFloat16));
+    CompressedCache cache(c.geometry(), 1, quantised(KvQuantization::kFp8, StorageDtype::kFloat16));
     cache.prefill(0, 0, keys, values, at::Tensor());
     // 20 rows x 8 bytes and one float32 scale, for keys and for values.
     EXPECT_EQ(cache.memory().layers[0].exact_bytes, 2 * (20 * 8 + 4));
@@ -205,9 +203,9 @@ TEST(QuantizedCache, AttentionEqualsAttentionOverTheDequantisedCopyAcrossGroups)
       for (int64_t step = 0; step < 20; ++step) {
         const int64_t pos = T + step;
         at::Tensor q = at::randn({1, 4, 1, 8});
-        at::Tensor out = cache.append_and_attend(0, q, at::randn({1, 2, 1, 8}),
-                                                 at::randn({1, 2, 1, 8}),
-                                                 at::tensor({pos}, at::kLong).view({1, 1}))[0];
+        at::Tensor out =
+            cache.append_and_attend(0, q, at::randn({1, 2, 1, 8}), at::randn({1, 2, 1, 8}),
+                                    at::tensor({pos}, at::kLong).view({1, 1}))[0];
         cache.advance(1);
         detail::DenseLayer dense = detail::reconstruct_layer(cache, 0, 0);
         for (int64_t h = 0; h < 4; ++h) {
@@ -261,12 +259,12 @@ TEST(QuantizedCache, Fp8ScalesComeFromThePrefillOrTheArtifact) {
   CompressedCache calibrated(c.geometry(), 1, p, artifact);
   calibrated.prefill(0, 0, keys, values, at::Tensor());
   at::Tensor k = detail::reconstruct_layer(calibrated, 0, 0).keys;  // post-RoPE: check the norm
-  EXPECT_NEAR(k[0][2].norm().item<double>(),
-              at::cat({keys[0][2].narrow(0, 0, 3), at::full({1}, 224.0),
-                       keys[0][2].narrow(0, 4, 4)})
-                  .norm()
-                  .item<double>(),
-              0.1);
+  EXPECT_NEAR(
+      k[0][2].norm().item<double>(),
+      at::cat({keys[0][2].narrow(0, 0, 3), at::full({1}, 224.0), keys[0][2].narrow(0, 4, 4)})
+          .norm()
+          .item<double>(),
+      0.1);
   EXPECT_SKV_ERROR(parse_kv_quantization("int4"), "allowed: none, fp8, kivi4, kivi2");
 }
 
@@ -291,7 +289,8 @@ TEST(QuantizedCache, SavedCacheLoadsBackAndDecodesTheSame) {
     CompressedCache loaded = CompressedCache::load(dir.file("c.safetensors"), c.geometry());
     EXPECT_EQ(loaded.parameters().quantization, mode);
     EXPECT_EQ(loaded.memory().held_bytes, cache.memory().held_bytes);
-    at::Tensor q = at::randn({1, 4, 1, 8}), k = at::randn({1, 2, 1, 8}), v = at::randn({1, 2, 1, 8});
+    at::Tensor q = at::randn({1, 4, 1, 8}), k = at::randn({1, 2, 1, 8}),
+               v = at::randn({1, 2, 1, 8});
     at::Tensor pos = at::full({1, 1}, 30, at::kLong);
     EXPECT_TRUE(at::equal(cache.append_and_attend(1, q, k, v, pos),
                           loaded.append_and_attend(1, q, k, v, pos)))

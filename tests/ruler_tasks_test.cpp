@@ -75,8 +75,7 @@ TEST(RulerTasks, NeedlesSitAtTheirDepthAndAnswersAreInTheText) {
   const RulerSample mq = make_ruler_sample("niah_multiquery", *tok, 1024, 0, 7, resources());
   EXPECT_EQ(mq.answers.size(), 4u);
   EXPECT_NE(mq.question.find(", and "), std::string::npos);
-  const RulerSample dense =
-      make_ruler_sample("niah_multikey_dense", *tok, 1024, 0, 7, resources());
+  const RulerSample dense = make_ruler_sample("niah_multikey_dense", *tok, 1024, 0, 7, resources());
   EXPECT_GT(count(dense.context, "One of the special magic numbers for "), 5);
   EXPECT_EQ(count(dense.context, dense.answers[0]), 1);
   // Variable tracking: the chain, in order, ends in the question's value.
@@ -93,13 +92,13 @@ TEST(RulerTasks, NeedlesSitAtTheirDepthAndAnswersAreInTheText) {
   // the shrunk frequency that fits), more than any other word.
   const RulerSample cwe = make_ruler_sample("cwe", *tok, 1024, 0, 7, resources());
   ASSERT_EQ(cwe.answers.size(), 10u);
-  const int64_t common = count(cwe.context, ". " + cwe.answers[0] + " ") +
-                         (cwe.context.size() >= cwe.answers[0].size() + 2 &&
-                                  cwe.context.compare(cwe.context.size() - cwe.answers[0].size() - 2,
-                                                      std::string::npos,
-                                                      ". " + cwe.answers[0]) == 0
-                              ? 1
-                              : 0);
+  const int64_t common =
+      count(cwe.context, ". " + cwe.answers[0] + " ") +
+      (cwe.context.size() >= cwe.answers[0].size() + 2 &&
+               cwe.context.compare(cwe.context.size() - cwe.answers[0].size() - 2,
+                                   std::string::npos, ". " + cwe.answers[0]) == 0
+           ? 1
+           : 0);
   EXPECT_GE(common, 4);
   // Frequent words: each answer occurs in the coded text.
   const RulerSample fwe = make_ruler_sample("fwe", *tok, 1024, 0, 7, resources());

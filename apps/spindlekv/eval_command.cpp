@@ -77,7 +77,8 @@ void register_eval_command(CLI::App& app) {
       "eval", "Stage 5: compare SpindleKV with eviction baselines at equal measured memory");
   add_config_option(*sub, o->config_path);
   sub->add_option("--model", e.model_dir, "Model directory")->required();
-  sub->add_option("--artifact", e.artifact, "Artifact from `spindlekv export` (spindle methods, fp8-calibrated)");
+  sub->add_option("--artifact", e.artifact,
+                  "Artifact from `spindlekv export` (spindle methods, fp8-calibrated)");
   sub->add_option("--out", e.out_dir, "Output directory")->required();
   std::string all_methods;
   for (const auto& m : known_methods()) all_methods += (all_methods.empty() ? "" : ",") + m;

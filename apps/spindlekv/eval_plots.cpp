@@ -98,7 +98,7 @@ std::vector<std::string> write_eval_plots(const std::string& plots_dir,
         dat << "\n\n";
         gpl << (index ? ", " : "") << gp_quote(stem + ".dat") << " index " << index
             << (m == "full" || rs.front()->fixed_ratio ? " using 1:2:3:4 with yerrorbars pt 7 ps 2"
-                            : " using 1:2:3:4 with yerrorlines")
+                                                       : " using 1:2:3:4 with yerrorlines")
             << " title " << gp_quote(m);
         ++index;
       }

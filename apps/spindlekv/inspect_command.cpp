@@ -42,7 +42,8 @@ void run(const InspectOptions& o) {
               a.storage_dtype.c_str());
   if (a.layers[0].fp8_key_scale.defined()) {
     std::vector<at::Tensor> ks, vs;
-    for (const ArtifactLayer& L : a.layers) ks.push_back(L.fp8_key_scale), vs.push_back(L.fp8_value_scale);
+    for (const ArtifactLayer& L : a.layers)
+      ks.push_back(L.fp8_key_scale), vs.push_back(L.fp8_value_scale);
     const at::Tensor k = at::cat(ks), v = at::cat(vs);
     std::printf("fp8 scales      keys %.4g..%.4g, values %.4g..%.4g (max |x| / 448 per KV head)\n",
                 k.min().item<double>(), k.max().item<double>(), v.min().item<double>(),

@@ -96,9 +96,9 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     for (const auto& t : o.tasks) {
       const bool is_ruler =
           std::find(ruler_named.begin(), ruler_named.end(), t) != ruler_named.end();
-      SKV_CHECK(is_ruler || t == "ppl" || t == "passkey" || t == "fidelity" ||
-                    t.rfind("jsonl:", 0) == 0,
-                "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE, ruler:T)");
+      SKV_CHECK(
+          is_ruler || t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
+          "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE, ruler:T)");
     }
     std::vector<std::string> protocols = {o.ruler_protocol};
     if (o.ruler_protocol == "both") protocols = {"question-aware", "question-agnostic"};
@@ -143,8 +143,8 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
           }
           if (!o.out_dir.empty()) {
             std::filesystem::create_directories(std::filesystem::path(o.out_dir) / "ruler");
-            write_ruler_jsonl(o.out_dir + "/ruler/" + task + "_" + std::to_string(length) + ".jsonl",
-                              batch);
+            write_ruler_jsonl(
+                o.out_dir + "/ruler/" + task + "_" + std::to_string(length) + ".jsonl", batch);
           }
           ruler_samples.insert(ruler_samples.end(), batch.begin(), batch.end());
         }

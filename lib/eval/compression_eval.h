@@ -114,7 +114,7 @@ struct EvalRecord {
   /// A pure quantiser (MethodSpec::fixed_ratio): no knob to reach a target,
   /// so target_ratio is its measured ratio.
   bool fixed_ratio = false;
-  int64_t n = 0;              ///< prompts scored
+  int64_t n = 0;  ///< prompts scored
   /// For accuracies: the 95% Wilson interval, and each prompt's 0/1 outcome in
   /// a fixed order (the same prompts for every method), for paired tests.
   double ci_low = std::nan(""), ci_high = std::nan("");

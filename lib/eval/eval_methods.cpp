@@ -6,10 +6,11 @@
 namespace spindlekv {
 
 std::vector<std::string> known_methods() {
-  return {"full",         "streaming",      "h2o",           "h2o-mean",       "snapkv",
-          "snapkv-mean",  "pyramidkv",      "pyramidkv-mean", "pyramidinfer",  "spindle-jit",
-          "spindle",      "spindle-hybrid", "fp8",            "fp8-calibrated", "kivi4",
-          "kivi2",        "snapkv+kivi4",   "pyramidkv+kivi4", "spindle+kivi4"};
+  return {"full",         "streaming",       "h2o",          "h2o-mean",
+          "snapkv",       "snapkv-mean",     "pyramidkv",    "pyramidkv-mean",
+          "pyramidinfer", "spindle-jit",     "spindle",      "spindle-hybrid",
+          "fp8",          "fp8-calibrated",  "kivi4",        "kivi2",
+          "snapkv+kivi4", "pyramidkv+kivi4", "spindle+kivi4"};
 }
 
 namespace {
@@ -28,7 +29,8 @@ constexpr Quantiser kQuantisers[] = {
 };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() > suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 #include "eval/eval_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -96,8 +96,8 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
       const EvalRecord& r = *by_target.begin()->second;
       std::string cell = format_number("%.3f", r.value);
       if (!std::isnan(r.ci_low)) {
-        cell += " [" + format_number("%.2f", r.ci_low) + ", " + format_number("%.2f", r.ci_high) +
-                "]";
+        cell +=
+            " [" + format_number("%.2f", r.ci_low) + ", " + format_number("%.2f", r.ci_high) + "]";
       }
       cell += " (" + format_number("%.3f", r.measured_ratio) + " fixed)";
       for (size_t i = 0; i < targets.size(); ++i) s << " " << (i == 0 ? cell : "-") << " |";
@@ -307,8 +307,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
           << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
           << st.reserve_ratio.mean << "," << st.reserve_ratio.min << "," << st.reserve_ratio.max
           << "," << st.key_threshold.mean << "," << st.value_threshold.mean << ","
-          << r.compression_ms << "," << r.decode_tokens_per_second << ","
-          << (r.fixed_ratio ? 1 : 0) << "\n";
+          << r.compression_ms << "," << r.decode_tokens_per_second << "," << (r.fixed_ratio ? 1 : 0)
+          << "\n";
     }
     write_file_atomically((fs::path(out_dir) / "results.json").string(), js.dump(2) + "\n");
     write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());

@@ -50,13 +50,11 @@ std::vector<EvalRecord> task_ruler(const Context& cx, const MethodSpec& m, const
       all.add(*cache, seconds, st);
       at::Tensor last = p.last_logits.view({1, -1});
       if (!question.empty()) {
-        last = cx.model
-                   .forward_with_cache(
-                       at::tensor(question, at::kLong).view({1, -1}), *cache)
+        last = cx.model.forward_with_cache(at::tensor(question, at::kLong).view({1, -1}), *cache)
                    .view({1, -1});
       }
-      const std::string text = cx.tokenizer->decode(
-          decode_greedy(cx.model, *cache, last, s.max_new_tokens)[0]);
+      const std::string text =
+          cx.tokenizer->decode(decode_greedy(cx.model, *cache, last, s.max_new_tokens)[0]);
       groups.back().scores.push_back(string_match_all(text, s.answers));
       groups.back().generations.push_back(
           {{"index", s.index}, {"score", groups.back().scores.back()}, {"generation", text}});

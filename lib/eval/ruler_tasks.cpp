@@ -44,8 +44,8 @@ struct Draft {
 uint64_t sample_seed(uint64_t seed, const std::string& task, int64_t length, int64_t index) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a over the task name
   for (unsigned char ch : task) h = (h ^ ch) * 1099511628211ull;
-  std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-                    static_cast<uint32_t>(h), static_cast<uint32_t>(h >> 32),
+  std::seed_seq seq{static_cast<uint32_t>(seed),   static_cast<uint32_t>(seed >> 32),
+                    static_cast<uint32_t>(h),      static_cast<uint32_t>(h >> 32),
                     static_cast<uint32_t>(length), static_cast<uint32_t>(index)};
   std::mt19937_64 rng(seq);
   return rng();
@@ -177,9 +177,10 @@ Draft variable_tracking(int64_t units, uint64_t seed) {
   Draft d;
   d.depth = at[0];
   d.answers = chain;
-  d.context = "Memorize and track the chain(s) of variable assignment hidden in the following "
-              "text.\n\n" +
-              insert_needles(std::vector<std::string>(units, kNoise), statements);
+  d.context =
+      "Memorize and track the chain(s) of variable assignment hidden in the following "
+      "text.\n\n" +
+      insert_needles(std::vector<std::string>(units, kNoise), statements);
   // RULER's answer prefix, its spelling kept.
   d.question = "\nQuestion: Find all variables that are assigned the value " + value +
                " in the text above. Answer: According to the chain(s) of variable assignment in "
@@ -199,13 +200,15 @@ Draft common_words(int64_t units, int64_t freq_common, int64_t freq_rare, uint64
   std::shuffle(list.begin(), list.end(), rng);
   Draft d;
   d.answers.assign(words.begin(), words.begin() + 10);
-  d.context = "Below is a numbered list of words. In these words, some appear more often than "
-              "others. Memorize the ones that appear most often.\n";
+  d.context =
+      "Below is a numbered list of words. In these words, some appear more often than "
+      "others. Memorize the ones that appear most often.\n";
   for (size_t i = 0; i < list.size(); ++i) {
     d.context += (i ? " " : "") + std::to_string(i + 1) + ". " + list[i];
   }
-  d.question = "\nQuestion: What are the 10 most common words in the above list? Answer: The top "
-               "10 words that appear most often in the list are:";
+  d.question =
+      "\nQuestion: What are the 10 most common words in the above list? Answer: The top "
+      "10 words that appear most often in the list are:";
   return d;
 }
 
@@ -225,8 +228,9 @@ Draft frequent_words(int64_t units, uint64_t seed) {
   std::discrete_distribution<int64_t> zipf(weight.begin(), weight.end());
   std::vector<int64_t> count(V, 0);
   Draft d;
-  d.context = "Read the following coded text and track the frequency of each coded word. Find the "
-              "three most frequently appeared coded words.";
+  d.context =
+      "Read the following coded text and track the frequency of each coded word. Find the "
+      "three most frequently appeared coded words.";
   for (int64_t i = 0; i < units; ++i) {
     const int64_t r = zipf(rng);
     ++count[r];
@@ -237,18 +241,24 @@ Draft frequent_words(int64_t units, uint64_t seed) {
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return count[a] > count[b]; });
   for (int i = 0; i < 3; ++i) d.answers.push_back(vocab[order[i]]);
-  d.question = "\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What "
-               "are the three most frequently appeared words in the above coded text? Answer: "
-               "According to the coded text above, the three most frequently appeared words are:";
+  d.question =
+      "\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What "
+      "are the three most frequently appeared words in the above coded text? Answer: "
+      "According to the coded text above, the three most frequently appeared words are:";
   return d;
 }
 
 }  // namespace
 
 const std::vector<std::string>& ruler_task_names() {
-  static const std::vector<std::string> names = {
-      "niah_single",     "niah_multikey", "niah_multikey_dense", "niah_multivalue",
-      "niah_multiquery", "vt",            "cwe",                 "fwe"};
+  static const std::vector<std::string> names = {"niah_single",
+                                                 "niah_multikey",
+                                                 "niah_multikey_dense",
+                                                 "niah_multivalue",
+                                                 "niah_multiquery",
+                                                 "vt",
+                                                 "cwe",
+                                                 "fwe"};
   return names;
 }
 
@@ -305,8 +315,8 @@ RulerSample make_ruler_sample(const std::string& task, const Tokenizer& tokenize
       }
     }
     const int64_t empty = tokens(build(0));
-    SKV_CHECK(empty <= budget, "even without a haystack the sample takes ", empty,
-              " tokens, and ", max_new, " more are generated");
+    SKV_CHECK(empty <= budget, "even without a haystack the sample takes ", empty, " tokens, and ",
+              max_new, " more are generated");
     // The largest haystack that fits: doubling, then bisection.
     int64_t lo = 0, hi = 1;
     while (tokens(build(hi)) <= budget) {

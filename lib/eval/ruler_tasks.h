@@ -38,9 +38,9 @@ struct RulerSample {
   std::string context;   ///< instruction + haystack: compressed first without the question
   std::string question;  ///< the question and RULER's answer prefix that follow it
   std::vector<std::string> answers;  ///< every one must appear in the generation
-  double depth = -1;           ///< where the (first asked) needle sits, 0..1; -1: none
-  int64_t max_new_tokens = 0;  ///< RULER's tokens to generate
-  int64_t tokens = 0;          ///< tokens of context + question (no BOS)
+  double depth = -1;                 ///< where the (first asked) needle sits, 0..1; -1: none
+  int64_t max_new_tokens = 0;        ///< RULER's tokens to generate
+  int64_t tokens = 0;                ///< tokens of context + question (no BOS)
 };
 
 struct RulerResources {

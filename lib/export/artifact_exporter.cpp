@@ -101,7 +101,8 @@ ExportResult run_export(const ExportOptions& o) {
         const int64_t n = capture.vector_count(l), chunk = 65536;
         for (int64_t start = 0; start < n; start += chunk) {
           const int64_t c = std::min(chunk, n - start);
-          kmax = at::maximum(kmax, capture.read_keys(l, start, c).abs().amax({0, 2}).to(at::kFloat));
+          kmax =
+              at::maximum(kmax, capture.read_keys(l, start, c).abs().amax({0, 2}).to(at::kFloat));
           vmax =
               at::maximum(vmax, capture.read_values(l, start, c).abs().amax({0, 2}).to(at::kFloat));
         }

@@ -44,8 +44,8 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
             "(0, 1], got ", params.reserve_ratio);
   SKV_CHECK_GE(params.window, 0, "window");
   if (artifact) artifact->check_geometry(geometry);
-  const bool calibrated_fp8 = params.quantization == KvQuantization::kFp8 &&
-                              params.fp8_scales == Fp8Scales::kCalibrated;
+  const bool calibrated_fp8 =
+      params.quantization == KvQuantization::kFp8 && params.fp8_scales == Fp8Scales::kCalibrated;
   const bool needs_artifact = params.codebook == CodebookMode::kCalibrated ||
                               params.codebook == CodebookMode::kHybrid ||
                               params.budget == BudgetKind::kCalibrated || calibrated_fp8;
@@ -176,7 +176,8 @@ detail::CodedVectors CompressedCache::Impl::empty_coded(bool keys, int64_t layer
                                                float_options(), params.storage_dtype);
   if (params.quantization != KvQuantization::kNone && !token_id_layer[layer]) {
     at::Tensor scales;
-    if (params.quantization == KvQuantization::kFp8 && params.fp8_scales == Fp8Scales::kCalibrated) {
+    if (params.quantization == KvQuantization::kFp8 &&
+        params.fp8_scales == Fp8Scales::kCalibrated) {
       const ArtifactLayer& L = artifact->layers[layer];
       scales = keys ? L.fp8_key_scale : L.fp8_value_scale;
     }

@@ -115,12 +115,12 @@ void check_quantized(const detail::QuantizedRows& q, const detail::QuantizedRows
                   q.fp8_scale.scalar_type() == at::kFloat,
               "tensor '", what, ".quant.fp8_scale' must be [kv_heads] float32");
   }
-  const bool per_channel = q.mode != KvQuantization::kFp8 &&
-                           q.axis == detail::QuantAxis::kPerChannel;
+  const bool per_channel =
+      q.mode != KvQuantization::kFp8 && q.axis == detail::QuantAxis::kPerChannel;
   for (size_t g = 0; g < q.quantized.size(); ++g) {
     const int64_t n = q.quantized[g], t = q.tail_count[g];
-    bool ok = n >= 0 && t >= 0 && n <= q.packed.size(1) && t <= q.tail.size(1) &&
-              n + t == exact_count[g];
+    bool ok =
+        n >= 0 && t >= 0 && n <= q.packed.size(1) && t <= q.tail.size(1) && n + t == exact_count[g];
     if (q.mode != KvQuantization::kFp8) {
       ok = ok && (per_channel ? n % q.group == 0 && n / q.group <= q.scale.size(1)
                               : n <= q.scale.size(1));
@@ -309,7 +309,8 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
               detail::QuantizedRows& q = c->quant;
               q = I.empty_coded(k == "keys", l).quant;
               const detail::QuantizedRows like = q;
-              quantized_tensors(q, [&](const char* name, at::Tensor& dst) { dst = t(k + "." + name); });
+              quantized_tensors(
+                  q, [&](const char* name, at::Tensor& dst) { dst = t(k + "." + name); });
               q.quantized = layers[l].at(singular + "_quantized").get<std::vector<int64_t>>();
               q.tail_count = layers[l].at(singular + "_recent").get<std::vector<int64_t>>();
               SKV_CHECK(static_cast<int64_t>(q.quantized.size()) == kv &&

@@ -37,8 +37,8 @@ class RowReader {
   explicit RowReader(const at::Tensor& t) {
     if (!t.defined() || t.numel() == 0) return;
     type_ = t.scalar_type();
-    SKV_CHECK(type_ == at::kFloat || type_ == at::kHalf || type_ == at::kBFloat16,
-              "table dtype ", t.scalar_type(), " is not a storage dtype");
+    SKV_CHECK(type_ == at::kFloat || type_ == at::kHalf || type_ == at::kBFloat16, "table dtype ",
+              t.scalar_type(), " is not a storage dtype");
     data_ = t.data_ptr();
   }
   const float* row(int64_t index, int64_t d, float* buffer) const {
@@ -70,9 +70,8 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
 
 at::Tensor exact_table(const CodedVectors& c) {
   if (c.quantized()) return c.quant.dequantize();
-  const int64_t used = c.exact_count.empty()
-                           ? 0
-                           : *std::max_element(c.exact_count.begin(), c.exact_count.end());
+  const int64_t used =
+      c.exact_count.empty() ? 0 : *std::max_element(c.exact_count.begin(), c.exact_count.end());
   return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every count unused
 }
 
@@ -267,7 +266,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
   const at::Tensor mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
-  const at::Tensor cal = tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
+  const at::Tensor cal =
+      tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
   const at::Tensor jit = c.jit.contiguous();
   // The stored table with its capacity (no narrowed copy); quantised rows dequantised.
   const at::Tensor exact = c.quantized() ? c.quant.dequantize() : c.exact.contiguous();

@@ -44,8 +44,8 @@ struct CodedVectors {
   /// stays empty and row r of head g is quant's row r.
   QuantizedRows quant;
   bool quantized() const { return quant.mode != KvQuantization::kNone; }
-  at::Tensor jit;                    ///< [kv_heads, capacity, d] just-in-time entries
-  std::vector<int64_t> jit_count;    ///< entries in use per KV head
+  at::Tensor jit;                  ///< [kv_heads, capacity, d] just-in-time entries
+  std::vector<int64_t> jit_count;  ///< entries in use per KV head
 };
 
 struct SequenceLayer {

@@ -67,8 +67,7 @@ IntGroups quantize_int(const at::Tensor& x_in, int64_t bits, at::ScalarType stat
 }
 
 at::Tensor dequantize_int(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& zero) {
-  return q.to(at::kFloat) * scale.to(at::kFloat).unsqueeze(-1) +
-         zero.to(at::kFloat).unsqueeze(-1);
+  return q.to(at::kFloat) * scale.to(at::kFloat).unsqueeze(-1) + zero.to(at::kFloat).unsqueeze(-1);
 }
 
 at::Tensor pack_bits(const at::Tensor& q, int64_t bits) {
@@ -174,8 +173,8 @@ void QuantizedRows::quantize_front(int64_t g, int64_t m) {
     q = fp8_e4m3_encode(x / fp8_scale[g]);
   } else if (axis == QuantAxis::kPerChannel) {
     // [m / group, group, d] -> statistics per channel over each group's rows.
-    IntGroups s = quantize_int(x.view({m / group, group, d}).transpose(1, 2), bits,
-                               scale.scalar_type());
+    IntGroups s =
+        quantize_int(x.view({m / group, group, d}).transpose(1, 2), bits, scale.scalar_type());
     q = s.q.transpose(1, 2).reshape({m, d});
     scale = grow_rows(scale, (q0 + m) / group);
     zero = grow_rows(zero, (q0 + m) / group);

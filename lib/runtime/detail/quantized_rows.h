@@ -63,10 +63,10 @@ struct QuantizedRows {
   /// kivi per channel: [kv_heads, capacity / group, head_dim]; per token:
   /// [kv_heads, capacity, head_dim / channel_group()]; magnitude dtype.
   at::Tensor scale, zero;
-  at::Tensor fp8_scale;              ///< fp8: [kv_heads] float32 (0 until set)
-  std::vector<int64_t> quantized;    ///< rows quantised per head
-  at::Tensor tail;                   ///< [kv_heads, capacity, head_dim] storage dtype
-  std::vector<int64_t> tail_count;   ///< rows waiting per head
+  at::Tensor fp8_scale;             ///< fp8: [kv_heads] float32 (0 until set)
+  std::vector<int64_t> quantized;   ///< rows quantised per head
+  at::Tensor tail;                  ///< [kv_heads, capacity, head_dim] storage dtype
+  std::vector<int64_t> tail_count;  ///< rows waiting per head
 
   /// An empty table for `kv_heads` heads on the device of `options`. For fp8
   /// with calibrated scales pass them ([kv_heads] float32); otherwise each
