@@ -61,16 +61,22 @@ import json, os, sys
 d = sys.argv[1]
 r = json.load(open(os.path.join(d, "results.json")))
 methods = {x["method"] for x in r["records"]}
+fixed = {"fp8", "fp8-calibrated", "kivi4", "kivi2"}
 assert methods == {"full", "streaming", "h2o", "h2o-mean", "snapkv", "snapkv-mean", "pyramidkv",
                    "pyramidkv-mean", "pyramidinfer", "spindle-jit", "spindle",
-                   "spindle-hybrid"}, methods
+                   "spindle-hybrid", "snapkv+kivi4", "pyramidkv+kivi4",
+                   "spindle+kivi4"} | fixed, methods
 for x in r["records"]:
     m = x["memory"]
     assert x["measured_ratio"] == m["ratio"], x
-    if x["method"] != "full":
+    # A pure quantiser is reported at its own ratio; every other method at the target.
+    assert x["fixed_ratio"] == (x["method"] in fixed), x
+    if x["method"] in fixed:
+        assert x["target_ratio"] == x["measured_ratio"] and x["measured_ratio"] < 0.6, x
+    elif x["method"] != "full":
         assert abs(x["measured_ratio"] - 0.3) <= 0.011, x
     # The calibrated codebook is charged to the requests that reference it.
-    if x["method"] in ("spindle", "spindle-hybrid"):
+    if x["method"] in ("spindle", "spindle-hybrid", "spindle+kivi4"):
         assert m["shared_bytes_charged"] > 0, x
         assert m["ratio"] > m["ratio_excluding_shared"], x
     else:
@@ -79,6 +85,7 @@ for x in r["records"]:
         assert x["n"] == 2 and len(x["outcomes"]) == 2 and len(x["ci95"]) == 2, x
 summary = open(os.path.join(d, "summary.md")).read()
 assert "McNemar" in summary and "What the ratio search chose" in summary, summary
+assert "fixed)" in summary, summary
 assert os.path.exists(os.path.join(d, "results.csv"))
 assert os.path.exists(os.path.join(d, "summary.md"))
 if os.system("command -v gnuplot >/dev/null") == 0:
