@@ -191,8 +191,9 @@ void CompressedCache::save(const std::string& path) const {
           tensors.emplace_back(p + kind + ".exact", c->exact);
           tensors.emplace_back(p + kind + ".jit", c->jit);
           if (c->quantized()) {
+            const std::string stem = p + kind + ".";  // lambdas cannot capture bindings (C++17)
             quantized_tensors(c->quant, [&](const char* name, const at::Tensor& t) {
-              tensors.emplace_back(p + kind + "." + name, t);
+              tensors.emplace_back(stem + name, t);
             });
           }
         }
