@@ -127,9 +127,10 @@ void register_eval_command(CLI::App& app) {
                   "Concurrent requests sharing the calibrated codebook; each is charged "
                   "min(entries it references, all entries / N)")
       ->capture_default_str();
-  sub->add_option("--ruler-lengths", e.ruler_lengths, "RULER sample lengths in model tokens")
-      ->delimiter(',')
-      ->capture_default_str();
+  sub->add_option("--ruler-lengths", e.ruler_lengths,
+                  "RULER sample lengths in model tokens, answer included (default: the model's "
+                  "context up to 4096)")
+      ->delimiter(',');
   sub->add_option("--ruler-samples", e.ruler_samples, "RULER samples per task and length")
       ->capture_default_str();
   sub->add_option("--protocol", e.ruler_protocol,

@@ -135,8 +135,12 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
         res.haystack.assign(std::istreambuf_iterator<char>(in), {});
       }
       SKV_CHECK_GT(o.ruler_samples, 0, "RULER samples per task and length");
+      std::vector<int64_t> lengths = o.ruler_lengths;
+      if (lengths.empty()) {
+        lengths = {std::min<int64_t>(4096, cx.model.config().max_position_embeddings)};
+      }
       for (const auto& task : ruler) {
-        for (int64_t length : o.ruler_lengths) {
+        for (int64_t length : lengths) {
           std::vector<RulerSample> batch;
           for (int64_t i = 0; i < o.ruler_samples; ++i) {
             batch.push_back(make_ruler_sample(task, *cx.tokenizer, length, i, o.seed, res));

@@ -62,7 +62,9 @@ struct EvalOptions {
   /// What every method's cache holds vectors in, and the dense cache the
   /// ratio divides by ("float32", "float16", "bfloat16").
   std::string kv_dtype = "float16";
-  std::vector<int64_t> ruler_lengths = {1024};  ///< RULER sample lengths (tokens, no BOS)
+  /// RULER sample lengths in tokens (BOS and answer included); empty: the
+  /// model's context up to 4096 (1024 for the bundled reference model).
+  std::vector<int64_t> ruler_lengths;
   int64_t ruler_samples = 10;                   ///< per task and length
   /// "question-aware", "question-agnostic" or "both".
   std::string ruler_protocol = "question-aware";
