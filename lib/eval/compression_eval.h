@@ -65,7 +65,7 @@ struct EvalOptions {
   /// RULER sample lengths in tokens (BOS and answer included); empty: the
   /// model's context up to 4096 (1024 for the bundled reference model).
   std::vector<int64_t> ruler_lengths;
-  int64_t ruler_samples = 10;                   ///< per task and length
+  int64_t ruler_samples = 10;  ///< per task and length
   /// "question-aware", "question-agnostic" or "both".
   std::string ruler_protocol = "question-aware";
   std::string ruler_words = "/usr/share/dict/words";  ///< keys and common words
