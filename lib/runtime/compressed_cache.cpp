@@ -399,7 +399,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
 
     I.ensure_rope(pos_b.max().item<int64_t>() + 1);
     at::Tensor K = detail::reconstruct_rotated(S.keys, I.key_tables[layer], S.positions, I.rope_cos,
-                                               I.rope_sin);
+                                               I.rope_sin, &I.workspace);
     const int64_t n = K.size(1);
     at::Tensor q = queries[b].to(I.device, at::kFloat).reshape({kv, group * t, d});
     at::Tensor scores = at::bmm(q, K.transpose(1, 2))
@@ -415,7 +415,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
     // Values are never rebuilt: probabilities are summed per entry first.
     outputs.push_back(
-        detail::weighted_sum(S.values, I.value_tables[layer], probs).view({heads, t, d}));
+        detail::weighted_sum(S.values, I.value_tables[layer], probs, &I.workspace)
+            .view({heads, t, d}));
   }
   return at::stack(outputs, 0);
 }

@@ -27,6 +27,7 @@ struct CompressedCache::Impl {
   std::vector<bool> token_id_layer;  ///< per layer: held as token ids (hold_as_token_ids)
   int64_t token_vocab = 0;           ///< rows of the token tables
   at::Tensor pending_tokens;         ///< [batch, new] int64 from observe_tokens
+  detail::Workspace workspace;       ///< decode scratch, reused from step to step
 
   /// Appends token ids [t] as codes (magnitude 1) of a token-id layer after
   /// checking that keys/values [kv_heads, t, d] are the table's rows.

@@ -68,8 +68,18 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
   return at::cat({t, at::zeros(shape, t.options())}, 1);
 }
 
-at::Tensor exact_table(const CodedVectors& c) {
-  if (c.quantized()) return c.quant.dequantize();
+at::Tensor Workspace::take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
+                           const at::TensorOptions& options) {
+  const int64_t need = a * b * c;
+  if (!buffer.defined() || buffer.numel() < need || buffer.device() != options.device()) {
+    const int64_t grown = buffer.defined() ? 2 * buffer.numel() : 0;
+    buffer = at::empty({std::max(need, grown)}, options.dtype(at::kFloat));
+  }
+  return buffer.narrow(0, 0, need).view({a, b, c});
+}
+
+at::Tensor exact_table(const CodedVectors& c, at::Tensor* scratch) {
+  if (c.quantized()) return c.quant.dequantize(scratch);
   const int64_t used =
       c.exact_count.empty() ? 0 : *std::max_element(c.exact_count.begin(), c.exact_count.end());
   return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every count unused
@@ -251,7 +261,7 @@ at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
 
 at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tables,
                                const at::Tensor& positions, const at::Tensor& cos,
-                               const at::Tensor& sin) {
+                               const at::Tensor& sin, Workspace* workspace) {
   const int64_t kv = c.code.size(0), n = c.code.size(1), d = c.exact.size(2);
   if (!c.code.is_cpu()) {
     // Other devices: the same computation in ATen operations.
@@ -262,7 +272,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   }
   // Tables are read in their stored dtype: a narrower row is widened into a
   // small buffer, so no table is converted (or copied) as a whole.
-  at::Tensor out = at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
+  at::Tensor out = workspace ? Workspace::take(workspace->keys, kv, n, d, c.magnitude.options())
+                            : at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
   const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
   const at::Tensor mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
@@ -270,7 +281,9 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
       tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
   const at::Tensor jit = c.jit.contiguous();
   // The stored table with its capacity (no narrowed copy); quantised rows dequantised.
-  const at::Tensor exact = c.quantized() ? c.quant.dequantize() : c.exact.contiguous();
+  const at::Tensor exact =
+      c.quantized() ? c.quant.dequantize(workspace ? &workspace->key_rows : nullptr)
+                    : c.exact.contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   const RowReader cal_r(cal), jit_r(jit), exact_r(exact);
   const int32_t* code_p = code.data_ptr<int32_t>();
@@ -308,7 +321,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
 }
 
 at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
-                        const at::Tensor& weights) {
+                        const at::Tensor& weights, Workspace* workspace) {
   const int64_t kv = c.code.size(0), R = weights.size(1), d = c.exact.size(2);
   at::Tensor code = codes_long(c).unsqueeze(1).expand({kv, R, c.code.size(1)});
   at::Tensor w = weights * c.magnitude.to(weights.scalar_type()).unsqueeze(1);  // [kv, R, n]
@@ -335,7 +348,7 @@ at::Tensor weighted_sum(const CodedVectors& c, const CodebookTables& tables,
   if (cap > 0) {
     add_table(((code >= Kc) & (code < Kc + cap)).to(w.scalar_type()), code - Kc, cap, c.jit);
   }
-  const at::Tensor exact = exact_table(c);
+  const at::Tensor exact = exact_table(c, workspace ? &workspace->value_rows : nullptr);
   const int64_t E = exact.size(1);
   if (E > 0) add_table((code < 0).to(w.scalar_type()), -code - 1, E, exact);
   return out;

@@ -56,9 +56,21 @@ struct SequenceLayer {
   int64_t tokens_seen = 0;
 };
 
+/// float32 scratch reused from one decode step to the next, so that a step
+/// over a long cache does not allocate (and page-fault in) fresh tables:
+/// working memory, not cache storage (memory() does not count it). A tensor
+/// taken from it is valid until the next take of the same buffer.
+struct Workspace {
+  at::Tensor keys, key_rows, value_rows;
+  /// A contiguous [a, b, c] float32 view of `buffer` on `options`' device,
+  /// which grows (doubling) when too small. Contents are undefined.
+  static at::Tensor take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
+                         const at::TensorOptions& options);
+};
+
 /// Every exact row, [kv_heads, rows, d]: `exact` as stored, or the
-/// quantised rows dequantised (float32).
-at::Tensor exact_table(const CodedVectors& coded);
+/// quantised rows dequantised (float32, into `scratch` when given).
+at::Tensor exact_table(const CodedVectors& coded, at::Tensor* scratch = nullptr);
 
 /// `t` [kv_heads, capacity, ...] with at least `needed` rows along dim 1
 /// (capacity doubled, new rows zero).
@@ -87,14 +99,14 @@ at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);
 /// [P, d] indexed by position: [kv_heads, slots, d]. One fused pass on CPU.
 at::Tensor reconstruct_rotated(const CodedVectors& coded, const CodebookTables& tables,
                                const at::Tensor& positions, const at::Tensor& cos,
-                               const at::Tensor& sin);
+                               const at::Tensor& sin, Workspace* workspace = nullptr);
 
 /// sum_s weights[g, r, s] * vector[g, s] for every KV head g and row r,
 /// without rebuilding the vectors: weights times magnitudes are gathered per
 /// entry, then multiplied with the entry tables. weights [kv_heads, R, slots];
 /// returns [kv_heads, R, d].
 at::Tensor weighted_sum(const CodedVectors& coded, const CodebookTables& tables,
-                        const at::Tensor& weights);
+                        const at::Tensor& weights, Workspace* workspace = nullptr);
 
 /// An empty CodedVectors for `kv_heads` heads of size `head_dim` on the
 /// device of `options`, holding exact rows and entries in `dtype` and

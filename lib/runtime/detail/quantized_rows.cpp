@@ -215,14 +215,20 @@ at::Tensor QuantizedRows::dequantize_block(int64_t start, int64_t m) const {
       .reshape({kv, m, d});
 }
 
-at::Tensor QuantizedRows::dequantize() const {
+at::Tensor QuantizedRows::dequantize(at::Tensor* scratch) const {
   const int64_t kv = static_cast<int64_t>(quantized.size()), d = head_dim;
   int64_t E = 0, Q = 0;
   for (int64_t g = 0; g < kv; ++g) {
     E = std::max(E, rows(g));
     Q = std::max(Q, quantized[g]);
   }
-  at::Tensor out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
+  at::Tensor out;
+  if (scratch != nullptr) {
+    out = Workspace::take(*scratch, kv, E, d, tail.options());
+    for (int64_t g = 0; g < kv; ++g) out[g].narrow(0, rows(g), E - rows(g)).zero_();  // padding
+  } else {
+    out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
+  }
   // A block of rows at a time: the unpacking's temporaries stay small.
   const int64_t block = std::max<int64_t>(1, 1024 / group) * group;
   for (int64_t start = 0; start < Q; start += block) {

@@ -79,8 +79,9 @@ struct QuantizedRows {
   /// the schedule above says.
   void append(int64_t g, const at::Tensor& rows);
   /// Every head's rows, dequantised: [kv_heads, max rows, head_dim] float32,
-  /// zero past a head's count.
-  at::Tensor dequantize() const;
+  /// zero past a head's count; written into `scratch` (Workspace::take) when
+  /// given, else a fresh tensor.
+  at::Tensor dequantize(at::Tensor* scratch = nullptr) const;
   int64_t rows(int64_t g) const { return quantized[g] + tail_count[g]; }
   /// Bytes the rows need: packed codes, scales and zero points, the tail.
   int64_t held_bytes() const;
