@@ -414,9 +414,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
     // Values are never rebuilt: probabilities are summed per entry first.
-    outputs.push_back(
-        detail::weighted_sum(S.values, I.value_tables[layer], probs, &I.workspace)
-            .view({heads, t, d}));
+    outputs.push_back(detail::weighted_sum(S.values, I.value_tables[layer], probs, &I.workspace)
+                          .view({heads, t, d}));
   }
   return at::stack(outputs, 0);
 }

@@ -273,7 +273,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   // Tables are read in their stored dtype: a narrower row is widened into a
   // small buffer, so no table is converted (or copied) as a whole.
   at::Tensor out = workspace ? Workspace::take(workspace->keys, kv, n, d, c.magnitude.options())
-                            : at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
+                             : at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
   const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
   const at::Tensor mag = c.magnitude.to(at::kFloat).contiguous();
   const at::Tensor pos = positions.contiguous();
@@ -281,9 +281,9 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
       tables.calibrated.defined() ? tables.calibrated.contiguous() : at::Tensor();
   const at::Tensor jit = c.jit.contiguous();
   // The stored table with its capacity (no narrowed copy); quantised rows dequantised.
-  const at::Tensor exact =
-      c.quantized() ? c.quant.dequantize(workspace ? &workspace->key_rows : nullptr)
-                    : c.exact.contiguous();
+  const at::Tensor exact = c.quantized()
+                               ? c.quant.dequantize(workspace ? &workspace->key_rows : nullptr)
+                               : c.exact.contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   const RowReader cal_r(cal), jit_r(jit), exact_r(exact);
   const int32_t* code_p = code.data_ptr<int32_t>();
