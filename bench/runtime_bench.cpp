@@ -206,14 +206,17 @@ int main(int argc, char** argv) {
         }
       }) /
       steps;
-  const double t_comp =
-      seconds([&] {
-        for (int64_t s = 0; s < steps; ++s) {
-          calibrated->append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
-          calibrated->advance(1);
-        }
-      }) /
-      steps;
+  // Seconds per decode step over `cache`, the same steps for every cache.
+  auto decode_step = [&](CompressedCache& cache) {
+    return seconds([&] {
+             for (int64_t s = 0; s < steps; ++s) {
+               cache.append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
+               cache.advance(1);
+             }
+           }) /
+           steps;
+  };
+  const double t_comp = decode_step(*calibrated);
   const double ratio = calibrated->memory().ratio;
   const double target = t_full * (ratio + 0.1);
   std::printf(
@@ -229,14 +232,7 @@ int main(int argc, char** argv) {
     auto cache = make(CodebookMode::kCalibrated, dtype);
     cache->prefill(0, 0, keys, values, window_att);
     const MemoryReport m = cache->memory();
-    const double t_step =
-        seconds([&] {
-          for (int64_t s = 0; s < steps; ++s) {
-            cache->append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
-            cache->advance(1);
-          }
-        }) /
-        steps;
+    const double t_step = decode_step(*cache);
     const double tokens = static_cast<double>(T + steps);
     std::printf(
         "storage %-8s: %.1f bytes per token and layer (dense %s: %lld), ratio %.3f; decode step "
@@ -262,14 +258,7 @@ int main(int argc, char** argv) {
                                  KvQuantization::kKivi4, KvQuantization::kKivi2}) {
       auto cache = make(v.mode, StorageDtype::kFloat16, quant, v.keep);
       cache->prefill(0, 0, keys, values, window_att);
-      const double t_step =
-          seconds([&] {
-            for (int64_t s = 0; s < steps; ++s) {
-              cache->append_and_attend(0, qs[s], ks[s], vs[s], at::full({1, 1}, T + s, at::kLong));
-              cache->advance(1);
-            }
-          }) /
-          steps;
+      const double t_step = decode_step(*cache);
       const MemoryReport m = cache->memory();
       const double tokens = static_cast<double>(T + steps);
       std::printf(

@@ -34,9 +34,17 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, me
                                    ruler_lengths, ruler_samples, ruler_protocol, ruler_words,
                                    ruler_haystack, seed)
 
-std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks) {
-  std::vector<std::string> out;
-  bool in_ruler = false;  // "ruler:a,b" arrives as "ruler:a", "b"
+namespace {
+
+// `--tasks` split into RULER's tasks and the others ("ruler:a,b" arrives as
+// "ruler:a", "b": the task names after a "ruler:" item join it).
+struct TaskList {
+  std::vector<std::string> ruler, other;
+};
+
+TaskList split_tasks(const std::vector<std::string>& tasks) {
+  TaskList out;
+  bool in_ruler = false;
   for (const auto& t : tasks) {
     std::string name = t;
     if (t.rfind("ruler:", 0) == 0) {
@@ -44,18 +52,25 @@ std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks) {
       in_ruler = true;
     } else if (!in_ruler || !is_ruler_task(t)) {
       in_ruler = false;
+      out.other.push_back(t);
       continue;
     }
     if (name == "all") {
-      for (const auto& n : ruler_task_names()) out.push_back(n);
+      for (const auto& n : ruler_task_names()) out.ruler.push_back(n);
     } else {
       SKV_CHECK(is_ruler_task(name), "RULER task '", name, "' is unknown (allowed: all, ",
                 "niah_single, niah_multikey, niah_multikey_dense, niah_multivalue, ",
                 "niah_multiquery, vt, cwe, fwe)");
-      out.push_back(name);
+      out.ruler.push_back(name);
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks) {
+  return split_tasks(tasks).ruler;
 }
 
 std::string eval_options_json(const EvalOptions& options) { return nlohmann::json(options).dump(); }
@@ -83,22 +98,11 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     }
     for (double r : o.ratios) SKV_CHECK(r > 0 && r <= 1, "ratio ", r, " outside (0, 1]");
     SKV_CHECK_GE(o.shared_requests, 1, "--shared-requests");
-    const std::vector<std::string> ruler = ruler_tasks_of(o.tasks);
-    const std::vector<std::string> ruler_named = [&] {
-      std::vector<std::string> out;
-      bool in_ruler = false;
-      for (const auto& t : o.tasks) {
-        in_ruler = t.rfind("ruler:", 0) == 0 || (in_ruler && is_ruler_task(t));
-        if (in_ruler) out.push_back(t);
-      }
-      return out;
-    }();
-    for (const auto& t : o.tasks) {
-      const bool is_ruler =
-          std::find(ruler_named.begin(), ruler_named.end(), t) != ruler_named.end();
-      SKV_CHECK(
-          is_ruler || t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
-          "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE, ruler:T)");
+    const TaskList task_list = split_tasks(o.tasks);
+    const std::vector<std::string>& ruler = task_list.ruler;
+    for (const auto& t : task_list.other) {
+      SKV_CHECK(t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
+                "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE, ruler:T)");
     }
     std::vector<std::string> protocols = {o.ruler_protocol};
     if (o.ruler_protocol == "both") protocols = {"question-aware", "question-agnostic"};
@@ -132,7 +136,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       if (!o.ruler_haystack.empty()) {
         std::ifstream in(o.ruler_haystack, std::ios::binary);
         SKV_CHECK(in.good(), "cannot open RULER haystack '", o.ruler_haystack, "'");
-        res.haystack.assign(std::istreambuf_iterator<char>(in), {});
+        res.haystack = haystack_words(std::string(std::istreambuf_iterator<char>(in), {}));
       }
       SKV_CHECK_GT(o.ruler_samples, 0, "RULER samples per task and length");
       std::vector<int64_t> lengths = o.ruler_lengths;

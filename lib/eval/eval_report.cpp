@@ -129,44 +129,42 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
 
 std::string ruler_table(const std::vector<EvalRecord>& records) {
   // Task names are "ruler:<task>@<length>:<protocol>" and "ruler:average:<protocol>".
+  using Row = std::pair<std::string, double>;  // method, target ratio
+  struct Table {
+    std::vector<std::string> columns;  // in order of first appearance, without "average"
+    std::vector<Row> rows;             // in order of first appearance
+    std::map<Row, std::map<std::string, const EvalRecord*>> cells;
+  };
   std::vector<std::string> protocols;
-  std::map<std::string, std::vector<std::string>> columns;  // per protocol, in order
+  std::map<std::string, Table> tables;
   for (const auto& r : records) {
     if (r.task.rfind("ruler:", 0) != 0 || r.metric != "string_match_all") continue;
     const size_t colon = r.task.rfind(':');
     const std::string protocol = r.task.substr(colon + 1), column = r.task.substr(6, colon - 6);
-    if (std::find(protocols.begin(), protocols.end(), protocol) == protocols.end()) {
-      protocols.push_back(protocol);
+    if (tables.count(protocol) == 0) protocols.push_back(protocol);
+    Table& t = tables[protocol];
+    if (column != "average" &&
+        std::find(t.columns.begin(), t.columns.end(), column) == t.columns.end()) {
+      t.columns.push_back(column);
     }
-    auto& c = columns[protocol];
-    if (column != "average" && std::find(c.begin(), c.end(), column) == c.end()) {
-      c.push_back(column);
-    }
+    const Row row{r.method, r.target_ratio};
+    if (t.cells.count(row) == 0) t.rows.push_back(row);
+    t.cells[row][column] = &r;
   }
   std::ostringstream s;
   for (const auto& protocol : protocols) {
-    std::vector<std::string> cols = columns[protocol];
+    const Table& t = tables[protocol];
+    std::vector<std::string> cols = t.columns;
     cols.push_back("average");
     s << "\n### RULER, " << protocol << " (mean string_match_all)\n\n| method | ratio |";
     for (const auto& c : cols) s << " " << c << " |";
     s << "\n|---|---|";
     for (size_t i = 0; i < cols.size(); ++i) s << "---|";
     s << "\n";
-    // Rows: (method, target) in order of first appearance.
-    std::vector<std::pair<std::string, double>> rows;
-    std::map<std::pair<std::string, double>, std::map<std::string, const EvalRecord*>> cell;
-    for (const auto& r : records) {
-      if (r.task.rfind("ruler:", 0) != 0 || r.metric != "string_match_all") continue;
-      const size_t colon = r.task.rfind(':');
-      if (r.task.substr(colon + 1) != protocol) continue;
-      const auto key = std::make_pair(r.method, r.target_ratio);
-      if (cell.find(key) == cell.end()) rows.push_back(key);
-      cell[key][r.task.substr(6, colon - 6)] = &r;
-    }
-    for (const auto& key : rows) {
-      const auto& c = cell[key];
+    for (const Row& row : t.rows) {
+      const auto& c = t.cells.at(row);
       const EvalRecord* any = c.begin()->second;
-      s << "| " << key.first << " | "
+      s << "| " << row.first << " | "
         << (any->method == "full" ? std::string("1") : format_number("%.3f", any->measured_ratio))
         << (any->fixed_ratio ? " fixed" : "") << " |";
       for (const auto& col : cols) {

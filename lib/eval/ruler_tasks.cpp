@@ -77,27 +77,11 @@ std::vector<std::string> distinct_words(std::mt19937_64& rng, const std::vector<
 // `units` haystack steps: noise sentences, or words of the given text from a
 // random offset (wrapping around).
 std::vector<std::string> haystack(std::mt19937_64& rng, const RulerResources& res, int64_t units) {
-  std::vector<std::string> out;
   if (res.haystack.empty()) return std::vector<std::string>(units, kNoise);
-  static thread_local std::string cached_text;
-  static thread_local std::vector<std::string> cached_words;
-  if (cached_text != res.haystack) {
-    cached_text = res.haystack;
-    cached_words.clear();
-    std::string w;
-    for (char ch : res.haystack) {
-      if (std::isspace(static_cast<unsigned char>(ch))) {
-        if (!w.empty()) cached_words.push_back(w), w.clear();
-      } else {
-        w += ch;
-      }
-    }
-    if (!w.empty()) cached_words.push_back(w);
-    SKV_CHECK(!cached_words.empty(), "the haystack text holds no words");
-  }
-  const int64_t W = static_cast<int64_t>(cached_words.size());
+  const int64_t W = static_cast<int64_t>(res.haystack.size());
   const int64_t start = pick(rng, W);
-  for (int64_t i = 0; i < units; ++i) out.push_back(cached_words[(start + i) % W]);
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < units; ++i) out.push_back(res.haystack[(start + i) % W]);
   return out;
 }
 
@@ -122,7 +106,7 @@ double uniform(std::mt19937_64& rng) { return std::uniform_real_distribution<dou
 Draft niah(const std::string& task, int64_t units, double depth, uint64_t seed,
            const RulerResources& res) {
   std::mt19937_64 rng(seed);
-  const int64_t keys = task == "niah_multiquery" ? 4 : task == "niah_multikey" ? 4 : 1;
+  const int64_t keys = task == "niah_multiquery" || task == "niah_multikey" ? 4 : 1;
   const std::vector<std::string> key = distinct_words(rng, res.words, keys);
   std::vector<std::pair<std::string, double>> needles;
   Draft d;
@@ -265,6 +249,22 @@ const std::vector<std::string>& ruler_task_names() {
 bool is_ruler_task(const std::string& name) {
   const auto& n = ruler_task_names();
   return std::find(n.begin(), n.end(), name) != n.end();
+}
+
+std::vector<std::string> haystack_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string w;
+  for (char ch : text) {
+    if (!std::isspace(static_cast<unsigned char>(ch))) {
+      w += ch;
+    } else if (!w.empty()) {
+      words.push_back(w);
+      w.clear();
+    }
+  }
+  if (!w.empty()) words.push_back(w);
+  SKV_CHECK(!words.empty(), "the RULER haystack text holds no words");
+  return words;
 }
 
 std::vector<std::string> load_word_list(const std::string& path) {

@@ -45,8 +45,13 @@ struct RulerSample {
 
 struct RulerResources {
   std::vector<std::string> words;  ///< keys and the common-words list (load_word_list)
-  std::string haystack;            ///< NIAH haystack text; empty: RULER's noise sentences
+  /// Words of the NIAH haystack text (haystack_words); empty: RULER's noise sentences.
+  std::vector<std::string> haystack;
 };
+
+/// The whitespace-separated words of `text`, for RulerResources::haystack;
+/// throws when there are none.
+std::vector<std::string> haystack_words(const std::string& text);
 
 /// Lowercase a-z words of 3-10 letters from a word list (one per line),
 /// deduplicated and sorted; throws naming the file when it cannot be read or

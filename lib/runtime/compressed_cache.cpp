@@ -60,14 +60,11 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
     }
   }
   if (params.quantization != KvQuantization::kNone) {
-    // Fail here, not at the first prefill: a probe table checks the layout.
-    const at::Tensor none;
-    if (!calibrated_fp8) {
-      for (auto axis : {detail::QuantAxis::kPerChannel, detail::QuantAxis::kPerToken}) {
-        detail::QuantizedRows::empty(params.quantization, axis, params.storage_dtype,
-                                     geometry.num_kv_heads, geometry.head_dim, params.quant_group,
-                                     params.quant_residual, at::TensorOptions(), none);
-      }
+    // Fail here, not at the first prefill: empty tables check the layout.
+    for (auto axis : {detail::QuantAxis::kPerChannel, detail::QuantAxis::kPerToken}) {
+      detail::QuantizedRows::empty(params.quantization, axis, params.storage_dtype,
+                                   geometry.num_kv_heads, geometry.head_dim, params.quant_group,
+                                   params.quant_residual, at::TensorOptions());
     }
   }
   if (std::isnan(params.key_threshold))

@@ -13,7 +13,7 @@ namespace detail {
 namespace {
 
 // The 127 non-negative finite e4m3 values in bit-pattern order (0x00..0x7E,
-// increasing), and the midpoints between neighbours.
+// increasing).
 const std::vector<float>& e4m3_positive() {
   static const std::vector<float> values = [] {
     std::vector<float> v;
@@ -31,10 +31,13 @@ int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element
 }  // namespace
 
 at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
-  const std::vector<float>& v = e4m3_positive();
-  std::vector<float> mid(v.size() - 1);
-  for (size_t i = 0; i + 1 < v.size(); ++i) mid[i] = (v[i] + v[i + 1]) / 2;
-  at::Tensor bounds = at::tensor(mid, at::kFloat).to(x.device());
+  static const std::vector<float> midpoints = [] {
+    const std::vector<float>& v = e4m3_positive();
+    std::vector<float> mid(v.size() - 1);
+    for (size_t i = 0; i + 1 < v.size(); ++i) mid[i] = (v[i] + v[i + 1]) / 2;
+    return mid;
+  }();
+  at::Tensor bounds = at::tensor(midpoints, at::kFloat).to(x.device());
   at::Tensor a = x.to(at::kFloat).abs().clamp_max(kFp8Max).nan_to_num(0.0);
   at::Tensor index = at::bucketize(a, bounds, /*out_int32=*/true);  // 0..126
   at::Tensor sign = (x < 0).to(at::kInt) * 128;
@@ -42,13 +45,16 @@ at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
 }
 
 at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
-  std::vector<float> table(256);
-  const std::vector<float>& v = e4m3_positive();
-  for (int b = 0; b < 127; ++b) {
-    table[b] = v[b];
-    table[b + 128] = -v[b];
-  }
-  table[127] = table[255] = std::nanf("");  // e4m3fn's NaN; never produced by the encoder
+  static const std::vector<float> table = [] {
+    std::vector<float> t(256);
+    const std::vector<float>& v = e4m3_positive();
+    for (int b = 0; b < 127; ++b) {
+      t[b] = v[b];
+      t[b + 128] = -v[b];
+    }
+    t[127] = t[255] = std::nanf("");  // e4m3fn's NaN; never produced by the encoder
+    return t;
+  }();
   at::Tensor t = at::tensor(table, at::kFloat).to(q.device());
   return t.index_select(0, q.reshape({-1}).to(at::kLong)).view(q.sizes());
 }
