@@ -55,6 +55,60 @@ grep -q "kv heads: *1 (group size 4)" "$WORK/info.txt"
   --seq-len 128 --max-sequences 3 --quiet
 "$PY" -c "import h5py, sys; f = h5py.File(sys.argv[1]); assert f['layers/1/keys'].shape == (384, 1, 8)" "$WORK/cap.h5"
 
+# The SentencePiece recipe: a tiny tokenizer from Debian's spm_train, a task
+# mixture, and a run cut in two pieces (--stop-after, then --resume) that
+# ends where one uninterrupted run would; then model-report with RULER.
+spm_train --input="$SRC/calibration/calibration.txt" --model_prefix="$WORK/spm" --vocab_size=512 \
+  --model_type=bpe --split_digits=true --byte_fallback=true --minloglevel=2 > "$WORK/spm.log" 2>&1
+cat > "$WORK/spm.yaml" <<'YAML'
+mix: [passkey:0.3, niah_single:0.3]
+layers: 2
+hidden: 32
+heads: 4
+kv_heads: 2
+head_dim: 8
+intermediate: 64
+steps: 6
+tokens_per_step: 1024
+min_seq_len: 512
+max_seq_len: 512
+warmup_steps: 2
+log_every: 1
+checkpoint_every: 0
+YAML
+spm_args=(--config "$WORK/spm.yaml" --tokenizer "$WORK/spm.model" --text "$SRC/calibration/calibration.txt" --threads 2)
+"$BIN" train-model "${spm_args[@]}" --out "$WORK/spm_model" --stop-after 4
+"$BIN" train-model "${spm_args[@]}" --out "$WORK/spm_model" --resume "$WORK/spm_model"
+for f in config.json model.safetensors tokenizer.model optimizer.pt trainer_state.json; do
+  test -s "$WORK/spm_model/$f" || { echo "missing $f"; exit 1; }
+done
+"$PY" - "$WORK/spm_model" <<'PY'
+import json, sys
+d = sys.argv[1]
+log = json.load(open(d + "/training_log.json"))
+assert [p["step"] for p in log["loss_curve"]] == [1, 2, 3, 4, 5, 6], log["loss_curve"]
+assert [p["from_step"] for p in log["pieces"]] == [0, 4], log["pieces"]
+assert log["checkpoint_step"] == 6 and log["mix"] == ["passkey:0.3", "niah_single:0.3"]
+assert json.load(open(d + "/trainer_state.json"))["step"] == 6
+assert json.load(open(d + "/config.json"))["vocab_size"] == 512
+PY
+"$BIN" model-report "$WORK/spm_model" --heldout "$SRC/calibration/heldout.txt" \
+  --heldout-modern "$SRC/calibration/calibration.txt" --lengths 512 --depths 0.5 --trials-per-cell 1 \
+  --ruler-tasks niah_single --attention-sequences 1 --out "$WORK/spm_report.json"
+"$PY" -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r['tokenizer'] == 'sentencepiece' and r['heldout_bits_per_byte'] > 0, r
+assert r['heldout_modern_bits_per_byte'] > 0
+assert r['passkey']['trials'] == 1 and r['ruler']['niah_single']['trials'] == 5, r
+assert len(r['attention']) == 2" "$WORK/spm_report.json"
+# Resuming with another schedule is refused, naming the key.
+if "$BIN" train-model "${spm_args[@]}" --out "$WORK/spm_model" --resume "$WORK/spm_model" \
+  --steps 9 2> "$WORK/err3.txt"; then
+  echo "a resume with other steps was accepted"; exit 1
+fi
+grep -q "schedule key 'steps' is 6 but this run has 9" "$WORK/err3.txt"
+
 # A YAML key that no option has is refused, naming it.
 echo "stepz: 3" > "$WORK/bad.yaml"
 if "$BIN" train-model --config "$WORK/bad.yaml" --out "$WORK/m2" 2> "$WORK/err.txt"; then

@@ -1,6 +1,7 @@
-// `spindlekv model-report MODEL_DIR`: what a (byte-level) model can do with a
-// full cache: pass-key and multi-key retrieval accuracy, held-out bits per
-// byte, and the attention structure SpindleKV relies on, per layer.
+// `spindlekv model-report MODEL_DIR`: what a model can do with a full cache:
+// pass-key and multi-key retrieval and RULER tasks over a length x depth
+// grid, held-out bits per byte (comparable across tokenizers), and the
+// attention structure SpindleKV relies on, per layer.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <spdlog/spdlog.h>
@@ -17,8 +18,10 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "eval/retrieval_eval.h"
+#include "eval/ruler_tasks.h"
 #include "model/llama_model.h"
 #include "model/lm_trainer.h"
+#include "model/tokenizer.h"
 #include "runtime/paper_defaults.h"
 #include "yaml_options.h"
 
@@ -29,7 +32,13 @@ struct ModelReportOptions {
   std::string config_path;
   std::string model_dir;
   std::string heldout = "calibration/heldout.txt";  ///< bits per byte and filler text
-  std::vector<int64_t> lengths = {256, 512, 768, 1024};
+  std::string heldout_modern;  ///< a second held-out text (bits per byte only); optional
+  /// Prompt lengths in tokens; empty: a quarter, half, three quarters and all
+  /// of the model's context (at most 4096).
+  std::vector<int64_t> lengths;
+  /// RULER tasks run over the same grid (depths from the sample index, as in RULER).
+  std::vector<std::string> ruler_tasks = {"niah_single", "niah_multikey", "vt"};
+  std::string ruler_words = "/usr/share/dict/words";
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials_per_cell = 10;
   int64_t multikey_pairs = 4;
@@ -55,21 +64,66 @@ void run(CLI::App& sub, ModelReportOptions& o) {
   const ModelConfig& c = model.config();
   SKV_CHECK(c.bos_token_id.has_value(), "model-report needs a bos_token_id in config.json");
   const int64_t bos = *c.bos_token_id;
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model_dir);
+  const bool bytes = tok->name() == "byte";
   const std::string text = with_context("reading --heldout", [&] { return read_file(o.heldout); });
   FillerText filler(text);
   nlohmann::ordered_json report;
   report["model"] = o.model_dir;
+  report["tokenizer"] = tok->name();
   report["heldout"] = o.heldout;
 
-  const int64_t ctx = std::min<int64_t>(c.max_position_embeddings, 1024);
-  const double bpb =
-      bits_per_byte(model, text.substr(0, std::min<size_t>(text.size(), 64 * ctx)), ctx, bos);
+  // Attention statistics and bits per byte use windows of the full context
+  // (up to 2048 tokens).
+  const int64_t ctx = std::min<int64_t>(c.max_position_embeddings, 2048);
+  auto bpb_of = [&](const std::string& t) {
+    return bytes ? bits_per_byte(model, t.substr(0, std::min<size_t>(t.size(), 64 * ctx)), ctx, bos)
+                 : bits_per_byte(model, *tok, t, ctx, 64);
+  };
+  const double bpb = bpb_of(text);
   report["heldout_bits_per_byte"] = bpb;
-  std::cout << "held-out bits per byte (" << ctx << "-byte windows): " << fmt("%.3f", bpb)
-            << "\n\n";
+  std::cout << "held-out bits per byte (" << o.heldout << ", " << ctx
+            << "-token windows): " << fmt("%.3f", bpb) << "\n";
+  if (!o.heldout_modern.empty()) {
+    const double m = bpb_of(
+        with_context("reading --heldout-modern", [&] { return read_file(o.heldout_modern); }));
+    report["heldout_modern"] = o.heldout_modern;
+    report["heldout_modern_bits_per_byte"] = m;
+    std::cout << "held-out bits per byte (" << o.heldout_modern << "): " << fmt("%.3f", m) << "\n";
+  }
+  std::cout << "\n";
+
+  std::vector<int64_t> lengths = o.lengths;
+  if (lengths.empty()) {
+    const int64_t full = std::min<int64_t>(c.max_position_embeddings, 4096);
+    for (int q = 1; q <= 4; ++q) lengths.push_back(full * q / 4);
+  }
+  // One table per task: rows are lengths, columns depths, cells correct/trials.
+  auto print_grid = [&](const std::string& name, double score, int64_t trials,
+                        const std::vector<RetrievalCell>& cells) {
+    std::cout << name << ": " << fmt("%.3f", score) << " over " << trials
+              << " trials\n| length \\ depth |";
+    for (double d : o.depths) std::cout << " " << d << " |";
+    std::cout << "\n|---|";
+    for (size_t i = 0; i < o.depths.size(); ++i) std::cout << "---|";
+    std::cout << "\n";
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const RetrievalCell& cell = cells[i];
+      if (i % o.depths.size() == 0) std::cout << "| " << cell.length << " |";
+      std::cout << " " << cell.correct << "/" << cell.trials << " |";
+      if ((i + 1) % o.depths.size() == 0) std::cout << "\n";
+      out.push_back({{"length", cell.length},
+                     {"depth", cell.depth},
+                     {"trials", cell.trials},
+                     {"correct", cell.correct}});
+    }
+    std::cout << "\n";
+    return out;
+  };
 
   RetrievalGrid grid;
-  grid.lengths = o.lengths;
+  grid.lengths = lengths;
   grid.depths = o.depths;
   grid.trials_per_cell = o.trials_per_cell;
   grid.seed = o.seed;
@@ -78,37 +132,76 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     return model.generate_greedy(prompt, n);
   };
   for (RetrievalTask task : {RetrievalTask::kPasskey, RetrievalTask::kMultikey}) {
-    RetrievalResult r = evaluate_retrieval(task, filler, grid, bos, generate);
+    RetrievalResult r =
+        evaluate_retrieval(task, filler, grid, bos, generate, bytes ? nullptr : tok.get());
     const std::string name = retrieval_task_name(task);
-    std::cout << name << " accuracy: " << fmt("%.3f", r.accuracy()) << " over " << r.trials()
-              << " trials\n| length \\ depth |";
-    for (double d : o.depths) std::cout << " " << d << " |";
-    std::cout << "\n|---|";
-    for (size_t i = 0; i < o.depths.size(); ++i) std::cout << "---|";
-    std::cout << "\n";
-    nlohmann::ordered_json cells = nlohmann::ordered_json::array();
-    for (size_t i = 0; i < r.cells.size(); ++i) {
-      const RetrievalCell& cell = r.cells[i];
-      if (i % o.depths.size() == 0) std::cout << "| " << cell.length << " |";
-      std::cout << " " << cell.correct << "/" << cell.trials << " |";
-      if ((i + 1) % o.depths.size() == 0) std::cout << "\n";
-      cells.push_back({{"length", cell.length},
-                       {"depth", cell.depth},
-                       {"trials", cell.trials},
-                       {"correct", cell.correct}});
-    }
-    std::cout << "\n";
+    auto cells = print_grid(name + " accuracy", r.accuracy(), r.trials(), r.cells);
     report[name] = {{"accuracy", r.accuracy()}, {"trials", r.trials()}, {"cells", cells}};
+  }
+
+  // RULER tasks: sample i of a cell sits at depth (i mod 5) / 4, as in
+  // RULER; a trial counts as correct when every expected string is found.
+  if (o.ruler_tasks == std::vector<std::string>{"none"}) o.ruler_tasks.clear();
+  if (!o.ruler_tasks.empty()) {
+    for (const std::string& task : o.ruler_tasks) {
+      SKV_CHECK(is_ruler_task(task), "--ruler-tasks: unknown RULER task '", task, "'");
+    }
+    RulerResources res;
+    res.words = load_word_list(o.ruler_words);
+    for (const std::string& task : o.ruler_tasks) {
+      std::vector<RetrievalCell> cells;
+      double score_sum = 0;
+      int64_t trials = 0;
+      for (int64_t length : lengths) {
+        std::vector<RetrievalCell> row(o.depths.size());
+        for (size_t d = 0; d < row.size(); ++d) row[d].length = length, row[d].depth = o.depths[d];
+        try {
+          make_ruler_sample(task, *tok, length, 0, o.seed, res);
+        } catch (const Error& e) {
+          spdlog::warn("ruler {} skipped at {} tokens: {}", task, length, e.message());
+          continue;
+        }
+        for (int64_t i = 0; i < o.trials_per_cell * 5; ++i) {
+          const RulerSample s = make_ruler_sample(task, *tok, length, i, o.seed, res);
+          std::vector<int64_t> ids = {bos};
+          const auto p = tok->encode(s.context + s.question);
+          ids.insert(ids.end(), p.begin(), p.end());
+          const double score = string_match_all(
+              tok->decode(model.generate_greedy(ids, s.max_new_tokens, c.eos_token_id)), s.answers);
+          score_sum += score;
+          ++trials;
+          // The cell of the nearest grid depth.
+          size_t best = 0;
+          for (size_t d = 1; d < row.size(); ++d) {
+            if (std::abs(row[d].depth - s.depth) < std::abs(row[best].depth - s.depth)) best = d;
+          }
+          ++row[best].trials;
+          row[best].correct += score >= 1.0;
+        }
+        cells.insert(cells.end(), row.begin(), row.end());
+      }
+      const double mean = trials > 0 ? score_sum / trials : 0;
+      auto cells_json = print_grid("ruler " + task + " (mean string_match_all; cells: all found)",
+                                   mean, trials, cells);
+      report["ruler"][task] = {
+          {"string_match_all", mean}, {"trials", trials}, {"cells", cells_json}};
+    }
   }
 
   // Attention structure on held-out windows of the full context.
   AttentionStatisticsParameters sp;
   std::mt19937_64 rng(o.seed);
   std::vector<std::vector<LayerAttentionStatistics>> per_seq;
+  std::unique_ptr<TokenCorpus> tokens;
+  if (!bytes) tokens = std::make_unique<TokenCorpus>(text, *tok);
   for (int64_t s = 0; s < o.attention_sequences; ++s) {
-    std::string w = filler.window(rng, static_cast<size_t>(ctx - 1));
     std::vector<int64_t> ids = {bos};
-    for (unsigned char ch : w) ids.push_back(ch);
+    if (bytes) {
+      for (unsigned char ch : filler.window(rng, static_cast<size_t>(ctx - 1))) ids.push_back(ch);
+    } else {
+      const std::vector<int64_t> w = tokens->window(rng, ctx - 1);
+      ids.insert(ids.end(), w.begin(), w.end());
+    }
     ForwardCapture cap;
     cap.attention_rows = o.window;
     model.forward(at::tensor(ids, at::kLong).view({1, -1}), nullptr, &cap);
@@ -163,12 +256,23 @@ void register_model_report_command(CLI::App& app) {
   auto o = std::make_shared<ModelReportOptions>();
   CLI::App* sub = app.add_subcommand(
       "model-report",
-      "Retrieval accuracy, held-out bits per byte and attention structure of a byte-level model");
+      "Retrieval accuracy (pass-key, multi-key, RULER), held-out bits per byte and attention "
+      "structure of a model with a full cache");
   add_config_option(*sub, o->config_path);
   sub->add_option("model_dir", o->model_dir, "Model directory")->required();
   sub->add_option("--heldout", o->heldout, "Held-out text (also the filler of retrieval samples)")
       ->capture_default_str();
-  sub->add_option("--lengths", o->lengths, "Prompt lengths in tokens")
+  sub->add_option("--heldout-modern", o->heldout_modern,
+                  "A second held-out text, for bits per byte only");
+  sub->add_option("--ruler-tasks", o->ruler_tasks,
+                  "RULER tasks over the same grid (\"none\": skip)")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--ruler-words", o->ruler_words, "Word list of RULER keys")
+      ->capture_default_str();
+  sub->add_option("--lengths", o->lengths,
+                  "Prompt lengths in tokens (default: 1/4, 1/2, 3/4 and all of the context, "
+                  "at most 4096)")
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--depths", o->depths, "Insertion depths (0..1)")

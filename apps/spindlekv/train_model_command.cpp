@@ -1,9 +1,12 @@
-// `spindlekv train-model`: trains the byte-level reference model from scratch
-// (the recipe behind data/reference-model; see its MODEL_CARD.md).
+// `spindlekv train-model`: trains a reference model from scratch, byte-level
+// (data/reference-model) or with a SentencePiece tokenizer and the task
+// mixture of eval/training_mix.h (data/reference-model-v2); see their
+// MODEL_CARD.md files. --resume continues a run from its last checkpoint.
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -13,7 +16,9 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "core/version.h"
+#include "eval/training_mix.h"
 #include "model/lm_trainer.h"
+#include "model/tokenizer.h"
 #include "yaml_options.h"
 
 namespace spindlekv::cli {
@@ -21,7 +26,12 @@ namespace {
 
 struct TrainModelOptions {
   std::string config_path;
-  std::string init;  ///< start from this model's weights (architecture options ignored)
+  std::string init;    ///< start from this model's weights (architecture options ignored)
+  std::string resume;  ///< continue the run saved in this directory (weights + optimiser)
+  /// SentencePiece model (tokenizer.model); empty: the byte-level recipe.
+  std::string tokenizer;
+  std::vector<std::string> mix;  ///< tokenizer recipe: "task:fraction" items
+  TrainingMixParameters mix_params;
   std::string text = "data/corpus/train.txt";
   std::string out;
   // Architecture (Llama, byte-level vocabulary + BOS/EOS).
@@ -41,9 +51,9 @@ struct TrainModelOptions {
 
 constexpr int64_t kBos = 256, kEos = 257, kVocab = 258;
 
-ModelConfig architecture(const TrainModelOptions& o) {
+ModelConfig architecture(const TrainModelOptions& o, const Tokenizer* tok) {
   ModelConfig c;
-  c.vocab_size = kVocab;
+  c.vocab_size = tok ? tok->vocab_size() : kVocab;
   c.hidden_size = o.hidden;
   c.intermediate_size = o.intermediate;
   c.num_layers = o.layers;
@@ -53,8 +63,8 @@ ModelConfig architecture(const TrainModelOptions& o) {
   c.max_position_embeddings = o.train.max_seq_len;
   c.rms_norm_eps = 1e-5;
   c.rope.theta = o.rope_theta;
-  c.bos_token_id = kBos;
-  c.eos_token_id = kEos;
+  c.bos_token_id = tok ? tok->bos_id : kBos;
+  c.eos_token_id = tok ? tok->eos_id : kEos;
   c.validate();
   return c;
 }
@@ -66,13 +76,20 @@ c10::ScalarType storage_type(const std::string& name) {
   SKV_THROW(kInvalidInput, "--storage-dtype '", name, "' (allowed: float32, float16, bfloat16)");
 }
 
-void save(const LlamaModel& model, const TrainModelOptions& o, const nlohmann::json& log) {
+void save(const LlamaModel& model, const LmTrainer& trainer, const TrainModelOptions& o,
+          const nlohmann::json& log) {
   model.save(o.out, storage_type(o.storage_dtype));
-  nlohmann::json tok = {{"spindlekv_tokenizer", "byte"},
-                        {"bos_token_id", kBos},
-                        {"eos_token_id", kEos},
-                        {"vocab_size", kVocab}};
-  write_file_atomically(o.out + "/tokenizer.json", tok.dump(2) + "\n");
+  if (o.tokenizer.empty()) {
+    nlohmann::json tok = {{"spindlekv_tokenizer", "byte"},
+                          {"bos_token_id", kBos},
+                          {"eos_token_id", kEos},
+                          {"vocab_size", kVocab}};
+    write_file_atomically(o.out + "/tokenizer.json", tok.dump(2) + "\n");
+  } else if (!std::filesystem::exists(o.out + "/tokenizer.model") ||
+             !std::filesystem::equivalent(o.tokenizer, o.out + "/tokenizer.model")) {
+    write_file_atomically(o.out + "/tokenizer.model", read_file(o.tokenizer));
+  }
+  trainer.save_state(o.out);
   write_file_atomically(o.out + "/training_log.json", log.dump(2) + "\n");
 }
 
@@ -80,14 +97,26 @@ void run(CLI::App& sub, TrainModelOptions& o) {
   apply_yaml_config(sub, o.config_path);
   const int threads = configure_threads(o.threads);
   spdlog::info("compute: {}", compute_environment());
+  SKV_CHECK(o.init.empty() || o.resume.empty(), "--init and --resume exclude each other");
   const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
-  FillerText corpus(text);
-  LlamaModel model =
-      o.init.empty() ? LlamaModel::random(architecture(o), o.train.seed) : LlamaModel::load(o.init);
-  if (!o.init.empty()) {
+  std::unique_ptr<Tokenizer> tok;
+  if (!o.tokenizer.empty()) {
+    tok = with_context("reading --tokenizer",
+                       [&] { return load_sentencepiece_tokenizer(o.tokenizer); });
+    SKV_CHECK(tok->bos_id.has_value(), "--tokenizer '", o.tokenizer, "' has no BOS token");
+    o.mix_params.mix = parse_training_mix(o.mix);
+    o.mix_params.tasks = o.train.tasks;
+    o.mix_params.seed = o.train.seed;
+  }
+  const std::string from = o.resume.empty() ? o.init : o.resume;
+  LlamaModel model = from.empty() ? LlamaModel::random(architecture(o, tok.get()), o.train.seed)
+                                  : LlamaModel::load(from);
+  if (!from.empty()) {
     const ModelConfig& c = model.config();
-    SKV_CHECK(c.vocab_size == kVocab && c.bos_token_id == kBos, "--init model '", o.init,
-              "' is not a byte-level model of this recipe (vocab ", c.vocab_size, ")");
+    const ModelConfig want = architecture(o, tok.get());
+    SKV_CHECK(c.vocab_size == want.vocab_size && c.bos_token_id == want.bos_token_id, "model '",
+              from, "' does not match this recipe's vocabulary (vocab ", c.vocab_size,
+              ", expected ", want.vocab_size, ")");
     o.layers = c.num_layers, o.hidden = c.hidden_size, o.heads = c.num_heads;
     o.kv_heads = c.num_kv_heads, o.head_dim = c.head_dim, o.intermediate = c.intermediate_size;
     if (c.max_position_embeddings < o.train.max_seq_len) {
@@ -96,61 +125,85 @@ void run(CLI::App& sub, TrainModelOptions& o) {
       longer.max_position_embeddings = o.train.max_seq_len;
       model = LlamaModel(longer, model.weights());
     }
-    spdlog::info("continuing from the weights of {}", o.init);
+    spdlog::info("continuing from the weights of {}", from);
   }
+  o.train.bos_token = *model.config().bos_token_id;
+  const auto t_corpus = std::chrono::steady_clock::now();
+  FillerText filler(text);
+  SampleSource samples =
+      tok ? training_mix_samples(text, *tok, o.mix_params) : byte_recipe_samples(filler, o.train);
+  spdlog::info("training data ready in {:.1f} s",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t_corpus).count());
+  LmTrainer trainer(model, samples, o.train);
+  nlohmann::json log;
+  if (!o.resume.empty()) {
+    trainer.load_state(o.resume);
+    log = nlohmann::json::parse(read_file(o.resume + "/training_log.json"));
+    spdlog::info("resuming at step {} of {}", trainer.step(), o.train.steps);
+  } else {
+    log = {{"tool_version", version_string()},
+           {"init", o.init},
+           {"text", o.text},
+           {"text_bytes", text.size()},
+           {"tokenizer", o.tokenizer},
+           {"seed", o.train.seed},
+           {"steps", o.train.steps},
+           {"tokens_per_step", o.train.tokens_per_step},
+           {"min_seq_len", o.train.min_seq_len},
+           {"max_seq_len", o.train.max_seq_len},
+           {"learning_rate", o.train.learning_rate},
+           {"answer_loss_weight", o.train.answer_loss_weight},
+           {"parameters", model.parameter_count()},
+           {"training_seconds", 0.0},
+           {"loss_curve", nlohmann::json::array()}};
+    if (tok) {
+      log["mix"] = o.mix;
+      log["text_haystack_fraction"] = o.mix_params.text_haystack_fraction;
+    } else {
+      log["passkey_fraction"] = o.train.passkey_fraction;
+      log["multikey_fraction"] = o.train.multikey_fraction;
+      log["multikey_pairs"] = o.train.tasks.multikey_pairs;
+    }
+  }
+  log["tool_version"] = version_string();
+  log["pieces"].push_back(
+      {{"from_step", trainer.step()}, {"threads", threads}, {"compute", compute_environment()}});
   spdlog::info(
       "training {} parameters: {} layers, hidden {}, {} heads / {} kv heads x {}, "
       "context {}, {} steps, {} threads",
       model.parameter_count(), o.layers, o.hidden, o.heads, o.kv_heads, o.head_dim,
       o.train.max_seq_len, o.train.steps, threads);
   std::filesystem::create_directories(o.out);
-  nlohmann::json log = {{"tool_version", version_string()},
-                        {"init", o.init},
-                        {"text", o.text},
-                        {"text_bytes", text.size()},
-                        {"seed", o.train.seed},
-                        {"steps", o.train.steps},
-                        {"tokens_per_step", o.train.tokens_per_step},
-                        {"min_seq_len", o.train.min_seq_len},
-                        {"max_seq_len", o.train.max_seq_len},
-                        {"learning_rate", o.train.learning_rate},
-                        {"passkey_fraction", o.train.passkey_fraction},
-                        {"multikey_fraction", o.train.multikey_fraction},
-                        {"multikey_pairs", o.train.tasks.multikey_pairs},
-                        {"answer_loss_weight", o.train.answer_loss_weight},
-                        {"threads", threads},
-                        {"parameters", model.parameter_count()},
-                        {"loss_curve", nlohmann::json::array()}};
+  const double seconds_before = log.value("training_seconds", 0.0);
   double window_loss = 0;
   int64_t window_n = 0;
-  const double final_loss =
-      train_language_model(model, corpus, o.train, [&](const LmTrainingProgress& p) {
-        window_loss += p.loss;
-        ++window_n;
-        const int64_t last =
-            o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
-        if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
-          spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s",
-                       p.step + 1, o.train.steps, p.seq_len, window_loss / window_n,
-                       p.learning_rate, p.tokens_per_second, p.elapsed_seconds);
-          log["loss_curve"].push_back({{"step", p.step + 1},
-                                       {"seq_len", p.seq_len},
-                                       {"loss", window_loss / window_n},
-                                       {"seconds", p.elapsed_seconds}});
-          window_loss = 0;
-          window_n = 0;
-        }
-        if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0) {
-          log["checkpoint_step"] = p.step + 1;
-          save(model, o, log);
-        }
-        log["training_seconds"] = p.elapsed_seconds;
-      });
-  log["final_loss"] = final_loss;
-  log["checkpoint_step"] =
+  const int64_t last =
       o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
-  save(model, o, log);
-  spdlog::info("saved {} (final loss {:.4f} nats/byte)", o.out, final_loss);
+  const double final_loss = trainer.run([&](const LmTrainingProgress& p) {
+    window_loss += p.loss;
+    ++window_n;
+    log["training_seconds"] = seconds_before + p.elapsed_seconds;
+    if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
+      spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s", p.step + 1,
+                   o.train.steps, p.seq_len, window_loss / window_n, p.learning_rate,
+                   p.tokens_per_second, p.elapsed_seconds);
+      log["loss_curve"].push_back({{"step", p.step + 1},
+                                   {"seq_len", p.seq_len},
+                                   {"loss", window_loss / window_n},
+                                   {"seconds", seconds_before + p.elapsed_seconds}});
+      window_loss = 0;
+      window_n = 0;
+    }
+    if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0 && p.step + 1 != last) {
+      log["checkpoint_step"] = p.step + 1;
+      save(model, trainer, o, log);
+    }
+  });
+  log["final_loss"] = final_loss;
+  log["checkpoint_step"] = trainer.step();
+  save(model, trainer, o, log);
+  spdlog::info("saved {} at step {} (mean loss of the last steps {:.4f} nats/token)", o.out,
+               trainer.step(), final_loss);
 }
 
 }  // namespace
@@ -158,9 +211,29 @@ void run(CLI::App& sub, TrainModelOptions& o) {
 void register_train_model_command(CLI::App& app) {
   auto o = std::make_shared<TrainModelOptions>();
   CLI::App* sub = app.add_subcommand(
-      "train-model", "Train the byte-level reference model from scratch (LibTorch autograd)");
+      "train-model",
+      "Train a reference model from scratch, byte-level or with a SentencePiece tokenizer "
+      "(LibTorch autograd)");
   add_config_option(*sub, o->config_path);
-  sub->add_option("--init", o->init, "Continue from this model's weights (its architecture wins)");
+  sub->add_option(
+      "--init", o->init,
+      "Start a new run (a next stage) from this model's weights (its architecture wins)");
+  sub->add_option("--resume", o->resume,
+                  "Continue the run checkpointed in this directory (weights, optimiser, step, "
+                  "data); pass the run's own options");
+  sub->add_option("--tokenizer", o->tokenizer,
+                  "SentencePiece model (tokenizer.model): train with it and --mix instead of the "
+                  "byte-level recipe");
+  sub->add_option("--mix", o->mix,
+                  "With --tokenizer: task:fraction items (passkey, multikey, RULER tasks); the "
+                  "rest is plain text")
+      ->delimiter(',');
+  sub->add_option("--text-haystack-fraction", o->mix_params.text_haystack_fraction,
+                  "With --tokenizer: share of RULER NIAH samples whose haystack is corpus text")
+      ->capture_default_str();
+  sub->add_option("--word-list", o->mix_params.word_list,
+                  "With --tokenizer: word list of RULER keys")
+      ->capture_default_str();
   sub->add_option("--text", o->text, "Training text (plain UTF-8)")->capture_default_str();
   sub->add_option("--out", o->out, "Output model directory (Hugging Face layout)")->required();
   sub->add_option("--layers", o->layers, "Decoder layers")->capture_default_str();

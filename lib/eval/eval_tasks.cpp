@@ -127,9 +127,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
 
 EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord& base,
                         const SettingSearch& search) {
-  SKV_CHECK(
-      cx.tokenizer->name() == "byte" && !cx.bos.empty(),
-      "the passkey task needs a byte-level model with a BOS token; use jsonl: tasks otherwise");
+  SKV_CHECK(!cx.bos.empty(), "the passkey task needs a model with a BOS token");
   RetrievalGrid grid;
   grid.lengths = cx.o.passkey_lengths;
   grid.depths = cx.o.passkey_depths;
@@ -151,7 +149,8 @@ EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord
     return out;
   };
   const RetrievalResult res =
-      evaluate_retrieval(RetrievalTask::kPasskey, filler, grid, cx.bos[0], generate);
+      evaluate_retrieval(RetrievalTask::kPasskey, filler, grid, cx.bos[0], generate,
+                         cx.tokenizer->name() == "byte" ? nullptr : cx.tokenizer.get());
   EvalRecord r = base;
   r.task = "passkey";
   r.metric = "accuracy";

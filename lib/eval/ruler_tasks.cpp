@@ -284,6 +284,10 @@ std::vector<std::string> load_word_list(const std::string& path) {
   return {words.begin(), words.end()};
 }
 
+int64_t ruler_max_new_tokens(const std::string& task) {
+  return task == "vt" ? 30 : task == "cwe" ? 120 : task == "fwe" ? 50 : 128;
+}
+
 RulerSample make_ruler_sample(const std::string& task, const Tokenizer& tokenizer, int64_t length,
                               int64_t index, uint64_t seed, const RulerResources& res) {
   return with_context("RULER task '" + task + "' at " + std::to_string(length) + " tokens", [&] {
@@ -292,7 +296,7 @@ RulerSample make_ruler_sample(const std::string& task, const Tokenizer& tokenize
     SKV_CHECK_GT(length, 0, "length");
     const bool needs_words = task.rfind("niah", 0) == 0 || task == "cwe";
     SKV_CHECK(!needs_words || res.words.size() >= 1000, "task needs a word list (load_word_list)");
-    const int64_t max_new = task == "vt" ? 30 : task == "cwe" ? 120 : task == "fwe" ? 50 : 128;
+    const int64_t max_new = ruler_max_new_tokens(task);
     // As RULER: the answer's tokens count against the length (and so does a BOS).
     const int64_t budget = length - max_new - 1;
     const uint64_t s = sample_seed(seed, task, length, index);

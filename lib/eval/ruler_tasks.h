@@ -58,6 +58,9 @@ std::vector<std::string> haystack_words(const std::string& text);
 /// holds fewer than 1000 such words (Debian: package wamerican).
 std::vector<std::string> load_word_list(const std::string& path = "/usr/share/dict/words");
 
+/// RULER's tokens to generate for `task` (vt 30, cwe 120, fwe 50, else 128).
+int64_t ruler_max_new_tokens(const std::string& task);
+
 /// Sample `index` of `task`, its haystack grown as far as `length` tokens of
 /// `tokenizer` allow: as in RULER, the tokens to generate count against the
 /// length, and so does one BOS (1 + context + question + max_new_tokens <=

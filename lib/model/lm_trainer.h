@@ -1,21 +1,33 @@
-// Trains a LlamaModel as a byte-level language model with LibTorch autograd:
-// the recipe of the bundled reference model (data/reference-model).
+// Trains a LlamaModel as a language model with LibTorch autograd: the recipe
+// of the bundled reference models (data/reference-model, byte-level, and
+// data/reference-model-v2, SentencePiece).
 //
-// Each step draws a batch of byte sequences: plain windows of the corpus, and
-// pass-key and multi-key retrieval samples (synthetic_tasks.h) so that the
-// model learns to retrieve across its whole context. Sequences start short
-// and grow to the full context (short sequences learn the language faster;
-// long ones teach long-range retrieval).
+// Each step draws a batch of sequences from a SampleSource: plain windows of
+// a corpus and retrieval samples whose answer tokens weigh more in the loss,
+// so that the model learns to retrieve across its whole context. Sequences
+// start short and grow to the full context (short sequences learn the
+// language faster; long ones teach long-range retrieval).
+//
+// A run can be split into pieces: save_state() writes the optimiser's
+// moments, the step and the data generator beside a checkpoint, and
+// load_state() continues from them exactly where the run stopped.
+//
+// Token ids are int64 throughout; a batch is [B, T] with B = tokens_per_step / T.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "model/llama_model.h"
 #include "model/synthetic_tasks.h"
 
 namespace spindlekv {
+
+class Tokenizer;
 
 struct LmTrainingParameters {
   int64_t steps = 4000;
@@ -34,14 +46,44 @@ struct LmTrainingParameters {
   int64_t warmup_steps = 100;
   double weight_decay = 0.01;
   double grad_clip = 1.0;
-  double passkey_fraction = 0.25;   ///< share of sequences that are pass-key samples
-  double multikey_fraction = 0.35;  ///< share that are multi-key samples
-  /// Loss weight of answer bytes relative to other bytes: the answers are the
-  /// only bytes that require retrieval, and a handful per sequence.
+  double passkey_fraction = 0.25;   ///< byte recipe: share of pass-key samples
+  double multikey_fraction = 0.35;  ///< byte recipe: share of multi-key samples
+  /// Loss weight of answer tokens relative to other tokens: the answers are
+  /// the only tokens that require retrieval, and a handful per sequence.
   double answer_loss_weight = 4.0;
   RetrievalTaskParameters tasks;
   uint64_t seed = 1234;
   int64_t bos_token = 256;  ///< prepended to every sequence
+};
+
+/// One training sequence (after BOS). Shorter than the length asked for: the
+/// rest is padding that is not scored; longer: cut.
+struct TrainingSample {
+  std::vector<int64_t> ids;
+  int64_t answer_begin = -1;  ///< index in `ids` of the first answer token; -1: none
+  int64_t answer_length = 0;
+};
+
+/// Draws a sample of (at most) `length` tokens after BOS.
+using SampleSource = std::function<TrainingSample(std::mt19937_64& rng, int64_t length)>;
+
+/// The byte-level recipe of data/reference-model: windows of `corpus` and
+/// pass-key / multi-key samples in params' proportions (sequences too short
+/// for a task stay plain text).
+SampleSource byte_recipe_samples(const FillerText& corpus, const LmTrainingParameters& params);
+
+/// A tokenised corpus to cut windows of token ids from.
+class TokenCorpus {
+ public:
+  /// Encodes `text` with `tokenizer` in paragraph-aligned pieces of about
+  /// 64 KB (so the cost stays linear); throws when it yields fewer than 64 tokens.
+  TokenCorpus(const std::string& text, const Tokenizer& tokenizer);
+  /// `length` consecutive ids from a uniformly random offset.
+  std::vector<int64_t> window(std::mt19937_64& rng, int64_t length) const;
+  int64_t size() const { return static_cast<int64_t>(ids_.size()); }
+
+ private:
+  std::vector<int32_t> ids_;
 };
 
 struct LmTrainingProgress {
@@ -53,16 +95,45 @@ struct LmTrainingProgress {
   double elapsed_seconds = 0;
 };
 
-/// Runs the recipe on `model` (its weights are updated in place). Calls
-/// `on_step` after every step (for logging and checkpoints). Returns the
-/// mean loss of the last 50 steps.
-double train_language_model(LlamaModel& model, const FillerText& corpus,
-                            const LmTrainingParameters& params,
-                            const std::function<void(const LmTrainingProgress&)>& on_step);
+/// The training loop, resumable. The model's parameters are updated in place.
+class LmTrainer {
+ public:
+  LmTrainer(LlamaModel& model, SampleSource samples, const LmTrainingParameters& params);
+  ~LmTrainer();
+  LmTrainer(const LmTrainer&) = delete;
+  LmTrainer& operator=(const LmTrainer&) = delete;
 
-/// Mean bits per byte of `text` under `model`, in windows of `window` bytes
-/// (each prefixed by `bos_token`), scoring every byte but the first of each window.
+  /// Runs from the current step up to stop_after (or steps), calling
+  /// `on_step` after each. Returns the mean loss of the last 50 steps.
+  double run(const std::function<void(const LmTrainingProgress&)>& on_step);
+
+  /// Writes the optimiser state (`optimizer.pt`) and `trainer_state.json`
+  /// (step, data generator, the parameters that must match to continue) into
+  /// `dir`, each through a temporary file and a rename.
+  void save_state(const std::string& dir) const;
+  /// Restores what save_state wrote. Throws naming the file and key when the
+  /// state is missing or was written with other steps, tokens_per_step,
+  /// sequence lengths or seed.
+  void load_state(const std::string& dir);
+
+  int64_t step() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Mean bits per byte of `text` under a byte-level `model`, in windows of
+/// `window` bytes (each prefixed by `bos_token`), scoring every byte but the
+/// first of each window.
 double bits_per_byte(const LlamaModel& model, const std::string& text, int64_t window,
                      int64_t bos_token);
+
+/// Bits per byte of `text` under `model` with `tokenizer`: the text is cut
+/// into windows of `window` tokens (each after BOS), every token but the
+/// first of each window scored, and the nats divided by the bytes those
+/// scored tokens decode to; comparable across tokenizers.
+double bits_per_byte(const LlamaModel& model, const Tokenizer& tokenizer, const std::string& text,
+                     int64_t window, int64_t max_windows = 64);
 
 }  // namespace spindlekv

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "model/tokenizer.h"
 
 namespace spindlekv {
 namespace {
@@ -124,6 +125,42 @@ RetrievalSample make_multikey_sample(const FillerText& filler, std::mt19937_64& 
   s.prompt = insert_facts(filler.window(rng, total_bytes - overhead), facts) + question;
   s.answer = pairs[0].second;
   return s;
+}
+
+RetrievalSample fit_to_tokens(const std::function<RetrievalSample(std::mt19937_64&, size_t)>& make,
+                              const Tokenizer& tokenizer, int64_t length, size_t min_bytes,
+                              std::mt19937_64& rng) {
+  const std::mt19937_64 start = rng;
+  auto attempt = [&](size_t bytes, std::mt19937_64& r) {
+    r = start;
+    RetrievalSample s = make(r, bytes);
+    const int64_t tokens = 1 + static_cast<int64_t>(tokenizer.encode(s.prompt + s.answer).size());
+    return std::make_pair(std::move(s), tokens);
+  };
+  std::mt19937_64 r;
+  auto [best, tokens] = attempt(min_bytes, r);
+  SKV_CHECK_LE(tokens, length, "even the shortest retrieval sample (", min_bytes,
+               " bytes) takes more tokens than the length");
+  std::mt19937_64 best_rng = r;
+  // Bytes per token is at most a few dozen: grow until too long, then bisect.
+  size_t lo = min_bytes, hi = min_bytes;
+  for (;;) {
+    hi = std::max(hi * 2, static_cast<size_t>(length) * 2);
+    auto [s, n] = attempt(hi, r);
+    if (n > length || hi > static_cast<size_t>(length) * 64) break;
+    best = std::move(s), best_rng = r, lo = hi;
+  }
+  while (hi - lo > 1) {
+    const size_t mid = lo + (hi - lo) / 2;
+    auto [s, n] = attempt(mid, r);
+    if (n <= length) {
+      best = std::move(s), best_rng = r, lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  rng = best_rng;
+  return best;
 }
 
 }  // namespace spindlekv

@@ -7,11 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace spindlekv {
+
+class Tokenizer;
 
 /// One retrieval sample. `prompt + answer` is the full text a model sees in
 /// training; in evaluation it is given `prompt` and must produce `answer`.
@@ -55,5 +58,14 @@ RetrievalSample make_passkey_sample(const FillerText& filler, std::mt19937_64& r
 RetrievalSample make_multikey_sample(const FillerText& filler, std::mt19937_64& rng,
                                      size_t total_bytes, double depth,
                                      const RetrievalTaskParameters& params = {});
+
+/// Builds a sample with `make(rng, prompt_bytes)` whose BOS + prompt + answer
+/// take at most `length` tokens of `tokenizer`, its prompt as long as
+/// bisection on the byte count finds (from `min_bytes`). Every attempt starts
+/// from the same generator state, so the result is deterministic; `rng` ends
+/// as after the chosen attempt. Throws when even `min_bytes` does not fit.
+RetrievalSample fit_to_tokens(const std::function<RetrievalSample(std::mt19937_64&, size_t)>& make,
+                              const Tokenizer& tokenizer, int64_t length, size_t min_bytes,
+                              std::mt19937_64& rng);
 
 }  // namespace spindlekv

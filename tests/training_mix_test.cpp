@@ -1,0 +1,97 @@
+#include "eval/training_mix.h"
+
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "model/tokenizer.h"
+#include "test_util.h"
+
+namespace spindlekv {
+namespace {
+
+// A corpus of distinct sentences, so a window can be located in it.
+std::string corpus_text() {
+  std::string t;
+  for (int i = 0; i < 400; ++i) {
+    t += "Sentence " + std::to_string(i) + " tells of the river and the hill. ";
+  }
+  return t;
+}
+
+std::string span(const Tokenizer& tok, const TrainingSample& s, int64_t begin, int64_t len) {
+  return tok.decode(std::vector<int64_t>(s.ids.begin() + begin, s.ids.begin() + begin + len));
+}
+
+TEST(TrainingMix, ParseRejectsUnknownTasksAndBadFractions) {
+  const auto mix = parse_training_mix({"passkey:0.25", "niah_multikey:0.5"});
+  ASSERT_EQ(mix.size(), 2u);
+  EXPECT_EQ(mix[1].task, "niah_multikey");
+  EXPECT_DOUBLE_EQ(mix[1].fraction, 0.5);
+  EXPECT_SKV_ERROR(parse_training_mix({"bogus:0.1"}), "unknown task 'bogus'");
+  EXPECT_SKV_ERROR(parse_training_mix({"passkey"}), "not task:fraction");
+  EXPECT_SKV_ERROR(parse_training_mix({"passkey:1.5"}), "fraction '1.5' is not in [0, 1]");
+  EXPECT_SKV_ERROR(parse_training_mix({"passkey:x"}), "fraction 'x'");
+  EXPECT_SKV_ERROR(parse_training_mix({"passkey:0.6", "vt:0.6"}), "sum to more than 1");
+}
+
+TEST(TrainingMix, PasskeySamplesFillTheLengthAndMarkTheKey) {
+  auto tok = make_byte_tokenizer(256, 257);
+  const std::string text = corpus_text();
+  TrainingMixParameters p;
+  p.mix = parse_training_mix({"passkey:1"});
+  SampleSource source = training_mix_samples(text, *tok, p);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 5; ++i) {
+    const TrainingSample s = source(rng, 300);
+    ASSERT_EQ(s.ids.size(), 300u);
+    ASSERT_GE(s.answer_begin, 0);
+    ASSERT_EQ(s.answer_length, 6);  // five digits and the line break
+    const std::string answer = span(*tok, s, s.answer_begin, 5);
+    EXPECT_TRUE(std::regex_match(answer, std::regex("[0-9]{5}"))) << answer;
+    const std::string before = span(*tok, s, 0, s.answer_begin);
+    EXPECT_EQ(before.substr(before.size() - 16), "The pass key is ");
+    EXPECT_NE(before.find("The pass key is " + answer + "."), std::string::npos);
+    EXPECT_LE(s.answer_begin + s.answer_length, 300);  // the fit leaves no room to waste
+  }
+}
+
+TEST(TrainingMix, RulerSamplesEndWithTheAskedNeedlesValue) {
+  auto tok = make_byte_tokenizer(256, 257);
+  TrainingMixParameters p;
+  p.mix = parse_training_mix({"niah_multikey:1"});
+  SampleSource source = training_mix_samples(corpus_text(), *tok, p);
+  std::mt19937_64 rng(4);
+  for (int i = 0; i < 4; ++i) {
+    const TrainingSample s = source(rng, 900);
+    ASSERT_EQ(s.ids.size(), 900u);
+    ASSERT_GE(s.answer_begin, 0);
+    const std::string before = span(*tok, s, 0, s.answer_begin);
+    const std::string answer = span(*tok, s, s.answer_begin, s.answer_length);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(answer, m, std::regex(" ([0-9]{7})\\.\n"))) << answer;
+    std::smatch q;
+    ASSERT_TRUE(
+        std::regex_search(before, q, std::regex("special magic numbers for (\\w+) mentioned")))
+        << before;
+    // The needle of the asked key holds the answer; other keys' needles do not.
+    EXPECT_NE(before.find("for " + q[1].str() + " is: " + m[1].str() + "."), std::string::npos);
+    // The room left for longer answers is filled: a blank line, then corpus text.
+    ASSERT_LE(s.answer_begin + s.answer_length + 2, 900);
+    EXPECT_EQ(span(*tok, s, s.answer_begin + s.answer_length, 2), "\n\n");
+  }
+}
+
+TEST(TrainingMix, EmptyMixGivesPlainCorpusWindows) {
+  auto tok = make_byte_tokenizer(256, 257);
+  const std::string text = corpus_text();
+  SampleSource source = training_mix_samples(text, *tok, TrainingMixParameters{});
+  std::mt19937_64 rng(5);
+  const TrainingSample s = source(rng, 100);
+  EXPECT_EQ(s.answer_begin, -1);
+  ASSERT_EQ(s.ids.size(), 100u);
+  EXPECT_NE(text.find(tok->decode(s.ids)), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spindlekv
