@@ -147,6 +147,20 @@ TEST(LlamaModel, ForwardMatchesLoopReferenceWithSlidingWindow) {
   expect_matches_reference(LlamaModel::random(c, 3, 0.2), kTokens);
 }
 
+TEST(LlamaModel, ToDeviceCopiesWeightsAndKeepsTiedEmbeddingsTied) {
+  ModelConfig c = tiny_config(4, 1);
+  c.attention_bias = true;
+  c.tie_word_embeddings = true;
+  const LlamaModel model = LlamaModel::random(c, 2, 0.2);
+  const LlamaModel copy = model.to(c10::kCPU);
+  EXPECT_TRUE(copy.weights().lm_head.is_same(copy.weights().embed_tokens));
+  EXPECT_TRUE(copy.weights().layers[1].k_bias.defined());
+  // Copies, not aliases: training the copy leaves the original alone.
+  EXPECT_FALSE(copy.weights().layers[0].q_proj.is_same(model.weights().layers[0].q_proj));
+  at::Tensor t = at::tensor(kTokens, at::kLong).view({1, -1});
+  EXPECT_TRUE(at::equal(model.forward(t), copy.forward(t)));
+}
+
 TEST(LlamaModel, SlidingWindowChangesLogitsBeyondTheWindow) {
   ModelConfig c = tiny_config(2, 2);
   LlamaModel full = LlamaModel::random(c, 3, 0.2);

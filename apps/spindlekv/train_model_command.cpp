@@ -46,6 +46,7 @@ struct TrainModelOptions {
   int64_t log_every = 25;
   int64_t checkpoint_every = 500;  ///< steps between checkpoints into --out (0: none)
   std::string storage_dtype = "float16";
+  std::string device = "cpu";  ///< "cpu", or "cuda" with a CUDA build of LibTorch
   int threads = 0;
 };
 
@@ -128,6 +129,10 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     spdlog::info("continuing from the weights of {}", from);
   }
   o.train.bos_token = *model.config().bos_token_id;
+  const c10::Device device = with_context("--device", [&] { return c10::Device(o.device); });
+  SKV_CHECK(!device.is_cuda() || at::hasCUDA(), "--device ", o.device,
+            ": this build of LibTorch has no CUDA (build against a CUDA LibTorch)");
+  if (!device.is_cpu()) model = model.to(device);
   const auto t_corpus = std::chrono::steady_clock::now();
   FillerText filler(text);
   SampleSource samples =
@@ -275,6 +280,8 @@ void register_train_model_command(CLI::App& app) {
   sub->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (0: none)")
       ->capture_default_str();
   sub->add_option("--storage-dtype", o->storage_dtype, "float32, float16 or bfloat16")
+      ->capture_default_str();
+  sub->add_option("--device", o->device, "cpu, or cuda with a CUDA build of LibTorch")
       ->capture_default_str();
   sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")
       ->capture_default_str();

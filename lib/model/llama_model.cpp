@@ -136,6 +136,25 @@ LlamaModel LlamaModel::random(const ModelConfig& c, uint64_t seed, double init_s
 
 c10::Device LlamaModel::device() const { return weights_.embed_tokens.device(); }
 
+LlamaModel LlamaModel::to(c10::Device device) const {
+  auto move = [&](const at::Tensor& t) {
+    return t.defined() ? t.to(t.options().device(device), /*non_blocking=*/false, /*copy=*/true)
+                       : t;
+  };
+  ModelWeights w;
+  w.embed_tokens = move(weights_.embed_tokens);
+  for (const LayerWeights& L : weights_.layers) {
+    w.layers.push_back({move(L.q_proj), move(L.k_proj), move(L.v_proj), move(L.o_proj),
+                        move(L.q_bias), move(L.k_bias), move(L.v_bias), move(L.gate_proj),
+                        move(L.up_proj), move(L.down_proj), move(L.input_norm),
+                        move(L.post_attention_norm)});
+  }
+  w.final_norm = move(weights_.final_norm);
+  w.lm_head =
+      weights_.lm_head.is_same(weights_.embed_tokens) ? w.embed_tokens : move(weights_.lm_head);
+  return LlamaModel(config_, std::move(w));
+}
+
 std::vector<std::pair<std::string, at::Tensor>> LlamaModel::named_parameters() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.emplace_back("model.embed_tokens.weight", weights_.embed_tokens);

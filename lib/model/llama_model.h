@@ -101,6 +101,9 @@ class LlamaModel {
   ModelWeights& weights() { return weights_; }
   const ModelWeights& weights() const { return weights_; }
   c10::Device device() const;
+  /// A model whose weights are copies on `device` (tied embeddings stay tied);
+  /// for training or running on a GPU.
+  LlamaModel to(c10::Device device) const;
   /// Number of distinct parameters (tied embeddings counted once).
   int64_t parameter_count() const;
 

@@ -182,6 +182,9 @@ double LmTrainer::run(const std::function<void(const LmTrainingProgress&)>& on_s
     }
     const auto ts = std::chrono::steady_clock::now();
     Batch batch = make_batch(m.samples, m.rng, p, T);
+    const c10::Device dev = m.model.device();
+    batch.targets = batch.targets.to(dev);
+    batch.weights = batch.weights.to(dev);
     at::Tensor logits = m.model.forward(batch.inputs);
     at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
                                            batch.targets.reshape({-1}), {}, at::Reduction::None);
@@ -219,6 +222,10 @@ void LmTrainer::save_state(const std::string& dir) const {
   {
     torch::serialize::OutputArchive archive;
     impl_->optimizer->save(archive);
+    // float32 weights: a checkpoint's model.safetensors may be rounded to 16 bits.
+    for (const auto& [name, t] : impl_->model.named_parameters()) {
+      archive.write("weights/" + name, t.detach(), /*is_buffer=*/true);
+    }
     archive.save_to(opt + ".tmp");
   }
   std::filesystem::rename(opt + ".tmp", opt);
@@ -251,6 +258,24 @@ void LmTrainer::load_state(const std::string& dir) {
   torch::serialize::InputArchive archive;
   archive.load_from(opt);
   impl_->optimizer->load(archive);
+  {
+    at::NoGradGuard no_grad;
+    const auto named = impl_->model.named_parameters();
+    at::Tensor probe;
+    // A state without weights (an older checkpoint) continues from the
+    // model's own weights, as loaded by the caller.
+    const bool has_weights = archive.try_read("weights/" + named.front().first, probe, true);
+    for (const auto& [name, t] : named) {
+      if (!has_weights) break;
+      at::Tensor saved;
+      SKV_CHECK(archive.try_read("weights/" + name, saved, true), opt, ": no float32 weights of '",
+                name, "'");
+      SKV_CHECK(saved.sizes() == t.sizes(), opt, ": weights of '", name, "' have shape ",
+                saved.sizes(), ", the model ", t.sizes());
+      at::Tensor target = t;  // shares storage with the model's parameter
+      target.copy_(saved);
+    }
+  }
   std::istringstream rng(state.at("rng").get<std::string>());
   rng >> impl_->rng;
   SKV_CHECK(!rng.fail(), path, ": key 'rng' is not a generator state");

@@ -107,13 +107,14 @@ class LmTrainer {
   /// `on_step` after each. Returns the mean loss of the last 50 steps.
   double run(const std::function<void(const LmTrainingProgress&)>& on_step);
 
-  /// Writes the optimiser state (`optimizer.pt`) and `trainer_state.json`
+  /// Writes the optimiser state and the float32 weights (`optimizer.pt`) and
+  /// `trainer_state.json`
   /// (step, data generator, the parameters that must match to continue) into
   /// `dir`, each through a temporary file and a rename.
   void save_state(const std::string& dir) const;
-  /// Restores what save_state wrote. Throws naming the file and key when the
-  /// state is missing or was written with other steps, tokens_per_step,
-  /// sequence lengths or seed.
+  /// Restores what save_state wrote, the model's weights included. Throws naming the file and key
+  /// when the state is missing or was written with other steps, tokens_per_step, sequence lengths
+  /// or seed.
   void load_state(const std::string& dir);
 
   int64_t step() const;
