@@ -76,8 +76,43 @@ TEST(LmTrainer, ResumedRunEqualsUninterruptedRun) {
   expect_same_weights(whole, resumed);
 }
 
+TEST(LmTrainer, StateSavedInsideTheStepCallbackContinuesTheRun) {
+  // What train-model does with checkpoint_every: save from on_step.
+  TempDir dir;
+  LlamaModel whole = tiny_model();
+  LmTrainer trainer(whole, random_sample, tiny_schedule());
+  trainer.run([&](const LmTrainingProgress& p) {
+    if (p.step + 1 == 3) {
+      whole.save(dir.path(), at::kHalf);
+      trainer.save_state(dir.path());
+    }
+  });
+  LlamaModel resumed = LlamaModel::load(dir.path());
+  LmTrainer again(resumed, random_sample, tiny_schedule());
+  again.load_state(dir.path());
+  EXPECT_EQ(again.step(), 3);
+  again.run(nullptr);
+  expect_same_weights(whole, resumed);
+}
+
+TEST(LmTrainer, TornCheckpointIsRefused) {
+  TempDir dir, other;
+  LlamaModel model = tiny_model();
+  LmTrainingParameters p = tiny_schedule();
+  p.stop_after = 2;
+  LmTrainer trainer(model, random_sample, p);
+  trainer.save_state(dir.path());  // step 0
+  trainer.run(nullptr);
+  trainer.save_state(other.path());  // step 2
+  std::filesystem::copy_file(other.file("trainer_state.json"), dir.file("trainer_state.json"),
+                             std::filesystem::copy_options::overwrite_existing);
+  LmTrainer fresh(model, random_sample, p);
+  EXPECT_SKV_ERROR(fresh.load_state(dir.path()), "is at step 0");
+}
+
 TEST(LmTrainer, TrainingChangesWeightsAndLowersLoss) {
   LlamaModel model = tiny_model();
+  const at::Tensor before = model.weights().layers[0].q_proj.clone();
   LmTrainingParameters p = tiny_schedule();
   p.steps = 40;
   p.min_seq_len = p.max_seq_len = 16;
@@ -91,6 +126,8 @@ TEST(LmTrainer, TrainingChangesWeightsAndLowersLoss) {
   LmTrainer(model, repeat, p).run([&](const LmTrainingProgress& pr) { losses.push_back(pr.loss); });
   ASSERT_EQ(losses.size(), 40u);
   EXPECT_LT(losses.back(), 0.5 * losses.front());
+  EXPECT_FALSE(at::allclose(before, model.weights().layers[0].q_proj));
+  EXPECT_FALSE(model.weights().layers[0].q_proj.requires_grad());  // handed back frozen
 }
 
 TEST(LmTrainer, LoadStateThrowsWhenScheduleDiffers) {
@@ -106,6 +143,14 @@ TEST(LmTrainer, LoadStateThrowsWhenScheduleDiffers) {
   other.seed = 1;
   LmTrainer reseeded(model, random_sample, other);
   EXPECT_SKV_ERROR(reseeded.load_state(dir.path()), "'seed'");
+  other = tiny_schedule();
+  other.learning_rate = 5e-3;
+  LmTrainer faster(model, random_sample, other);
+  EXPECT_SKV_ERROR(faster.load_state(dir.path()), "'learning_rate'");
+  other = tiny_schedule();
+  other.data_signature = "another corpus";
+  LmTrainer elsewhere(model, random_sample, other);
+  EXPECT_SKV_ERROR(elsewhere.load_state(dir.path()), "'data_signature'");
 }
 
 TEST(LmTrainer, LoadStateThrowsWhenStateIsMissingOrBroken) {
@@ -117,7 +162,9 @@ TEST(LmTrainer, LoadStateThrowsWhenStateIsMissingOrBroken) {
   std::filesystem::remove(dir.file("optimizer.pt"));
   EXPECT_SKV_ERROR(trainer.load_state(dir.path()), "optimizer.pt is missing");
   write_file_atomically(dir.file("trainer_state.json"), "{not json");
-  EXPECT_SKV_ERROR(trainer.load_state(dir.path()), "not JSON");
+  EXPECT_SKV_ERROR(trainer.load_state(dir.path()), "not a trainer state");
+  write_file_atomically(dir.file("trainer_state.json"), R"({"step": 1})");
+  EXPECT_SKV_ERROR(trainer.load_state(dir.path()), "not a trainer state");
 }
 
 TEST(LmTrainer, BitsPerByteOfTokenizedTextMatchesByteLevelForByteTokenizer) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "model/tokenizer.h"
 #include "test_util.h"
 
 namespace spindlekv {
@@ -55,6 +56,23 @@ TEST(SyntheticTasks, TooShortSampleIsRefused) {
   FillerText filler(filler_text());
   std::mt19937_64 rng(3);
   EXPECT_SKV_ERROR(make_passkey_sample(filler, rng, 40, 0.5), "too short");
+}
+
+TEST(SyntheticTasks, FitToTokensTakesTheLongestPromptThatFits) {
+  const FillerText filler(filler_text());
+  auto tok = make_byte_tokenizer(256, 257);  // a token per byte: the fit is exact
+  auto make = [&](std::mt19937_64& r, size_t bytes) {
+    return make_passkey_sample(filler, r, bytes, 0.5);
+  };
+  std::mt19937_64 a(11), b(11);
+  const RetrievalSample s = fit_to_tokens(make, *tok, 200, passkey_min_bytes(), a);
+  EXPECT_EQ(1 + s.prompt.size() + s.answer.size(), 200u);  // BOS + prompt + answer
+  // Deterministic: the same generator state gives the same sample and end state.
+  const RetrievalSample t = fit_to_tokens(make, *tok, 200, passkey_min_bytes(), b);
+  EXPECT_EQ(s.prompt, t.prompt);
+  EXPECT_EQ(a(), b());
+  EXPECT_SKV_ERROR(fit_to_tokens(make, *tok, 40, passkey_min_bytes(), a),
+                   "even the shortest retrieval sample");
 }
 
 }  // namespace

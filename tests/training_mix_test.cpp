@@ -52,7 +52,7 @@ TEST(TrainingMix, PasskeySamplesFillTheLengthAndMarkTheKey) {
     const std::string before = span(*tok, s, 0, s.answer_begin);
     EXPECT_EQ(before.substr(before.size() - 16), "The pass key is ");
     EXPECT_NE(before.find("The pass key is " + answer + "."), std::string::npos);
-    EXPECT_LE(s.answer_begin + s.answer_length, 300);  // the fit leaves no room to waste
+    EXPECT_EQ(s.answer_begin + s.answer_length, 300);  // a token per byte: the fit is exact
   }
 }
 
@@ -91,6 +91,51 @@ TEST(TrainingMix, EmptyMixGivesPlainCorpusWindows) {
   EXPECT_EQ(s.answer_begin, -1);
   ASSERT_EQ(s.ids.size(), 100u);
   EXPECT_NE(text.find(tok->decode(s.ids)), std::string::npos);
+}
+
+TEST(TrainingMix, TaskThatCannotFitTheShortestSequenceIsRefusedByName) {
+  auto tok = make_byte_tokenizer(256, 257);
+  TrainingMixParameters p;
+  p.mix = parse_training_mix({"passkey:0.5", "niah_multikey:0.5"});
+  p.min_length = 200;  // pass-key fits; RULER's multi-key needle set does not
+  EXPECT_SKV_ERROR(training_mix_samples(corpus_text(), *tok, p),
+                   "training mix task 'niah_multikey' at the shortest sequence, 200 tokens");
+  p.min_length = 900;
+  EXPECT_NO_THROW(training_mix_samples(corpus_text(), *tok, p));
+}
+
+// The v2 reference model's committed tokenizer: answers and the blank line
+// after them are the tokens that continue the text, with no stray word-start
+// piece.
+TEST(TrainingMix, SentencePieceSamplesMarkTheAnswerTokens) {
+  auto tok = load_sentencepiece_tokenizer(std::string(SPINDLEKV_SOURCE_DIR) +
+                                          "/data/tokenizer-v2/tokenizer.model");
+  TrainingMixParameters p;
+  p.mix = parse_training_mix({"passkey:0.5", "niah_multikey:0.5"});
+  p.min_length = 512;
+  SampleSource source = training_mix_samples(corpus_text(), *tok, p);
+  std::mt19937_64 rng(8);
+  int ruler = 0;
+  for (int i = 0; i < 8; ++i) {
+    const TrainingSample s = source(rng, 512);
+    ASSERT_EQ(s.ids.size(), 512u);
+    ASSERT_GE(s.answer_begin, 0);
+    const std::string answer = span(*tok, s, s.answer_begin, s.answer_length);
+    const std::string before = span(*tok, s, 0, s.answer_begin);
+    if (before.find("special magic numbers") != std::string::npos) {
+      ++ruler;
+      EXPECT_TRUE(std::regex_match(answer, std::regex("[0-9]{7}\\.\n"))) << answer;
+      ASSERT_LE(s.answer_begin + s.answer_length + 2, 512);
+      const std::vector<int64_t> gap(s.ids.begin() + s.answer_begin + s.answer_length,
+                                     s.ids.begin() + s.answer_begin + s.answer_length + 2);
+      EXPECT_EQ(tok->decode(gap), "\n\n");
+    } else {
+      EXPECT_TRUE(std::regex_match(answer, std::regex("[0-9]{5}\n"))) << answer;
+      EXPECT_NE(before.find("The pass key is " + answer.substr(0, 5)), std::string::npos);
+    }
+  }
+  EXPECT_GT(ruler, 0);
+  EXPECT_LT(ruler, 8);
 }
 
 }  // namespace

@@ -98,23 +98,28 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     const int64_t full = std::min<int64_t>(c.max_position_embeddings, 4096);
     for (int q = 1; q <= 4; ++q) lengths.push_back(full * q / 4);
   }
-  // One table per task: rows are lengths, columns depths, cells correct/trials.
+  // One table per task: rows are lengths, columns depths (or one column
+  // when the task does not place its needle), cells correct/trials.
   auto print_grid = [&](const std::string& name, double score, int64_t trials,
-                        const std::vector<RetrievalCell>& cells) {
-    std::cout << name << ": " << fmt("%.3f", score) << " over " << trials
-              << " trials\n| length \\ depth |";
-    for (double d : o.depths) std::cout << " " << d << " |";
+                        const std::vector<RetrievalCell>& cells, bool by_depth) {
+    const size_t columns = by_depth ? o.depths.size() : 1;
+    std::cout << name << ": " << fmt("%.3f", score) << " over " << trials << " trials\n| length |";
+    if (by_depth) {
+      for (double d : o.depths) std::cout << " depth " << d << " |";
+    } else {
+      std::cout << " all depths |";
+    }
     std::cout << "\n|---|";
-    for (size_t i = 0; i < o.depths.size(); ++i) std::cout << "---|";
+    for (size_t i = 0; i < columns; ++i) std::cout << "---|";
     std::cout << "\n";
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (size_t i = 0; i < cells.size(); ++i) {
       const RetrievalCell& cell = cells[i];
-      if (i % o.depths.size() == 0) std::cout << "| " << cell.length << " |";
+      if (i % columns == 0) std::cout << "| " << cell.length << " |";
       std::cout << " " << cell.correct << "/" << cell.trials << " |";
-      if ((i + 1) % o.depths.size() == 0) std::cout << "\n";
+      if ((i + 1) % columns == 0) std::cout << "\n";
       out.push_back({{"length", cell.length},
-                     {"depth", cell.depth},
+                     {"depth", by_depth ? nlohmann::ordered_json(cell.depth) : nullptr},
                      {"trials", cell.trials},
                      {"correct", cell.correct}});
     }
@@ -135,12 +140,14 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     RetrievalResult r =
         evaluate_retrieval(task, filler, grid, bos, generate, bytes ? nullptr : tok.get());
     const std::string name = retrieval_task_name(task);
-    auto cells = print_grid(name + " accuracy", r.accuracy(), r.trials(), r.cells);
+    auto cells = print_grid(name + " accuracy", r.accuracy(), r.trials(), r.cells, true);
     report[name] = {{"accuracy", r.accuracy()}, {"trials", r.trials()}, {"cells", cells}};
   }
 
-  // RULER tasks: sample i of a cell sits at depth (i mod 5) / 4, as in
-  // RULER; a trial counts as correct when every expected string is found.
+  // RULER tasks. A NIAH sample with index i sits at depth (i mod 5) / 4, as
+  // in RULER, so each cell draws the indices of its depth; the other tasks
+  // do not place a needle at a chosen depth and get one cell per length. A
+  // trial counts as correct when every expected string is found.
   if (o.ruler_tasks == std::vector<std::string>{"none"}) o.ruler_tasks.clear();
   if (!o.ruler_tasks.empty()) {
     for (const std::string& task : o.ruler_tasks) {
@@ -149,40 +156,56 @@ void run(CLI::App& sub, ModelReportOptions& o) {
     RulerResources res;
     res.words = load_word_list(o.ruler_words);
     for (const std::string& task : o.ruler_tasks) {
+      const bool by_depth = task.rfind("niah", 0) == 0;
+      std::vector<int64_t> depth_slot;  // index mod 5 of each grid depth
+      for (double d : o.depths) {
+        const int64_t k = std::lround(d * 4);
+        SKV_CHECK(!by_depth || (std::abs(d * 4 - k) < 1e-9 && k >= 0 && k <= 4), "--depths ", d,
+                  ": RULER's NIAH needles sit at depths 0, 0.25, 0.5, 0.75 and 1");
+        depth_slot.push_back(k);
+      }
+      const size_t columns = by_depth ? o.depths.size() : 1;
+      const int64_t per_cell =
+          by_depth ? o.trials_per_cell : o.trials_per_cell * static_cast<int64_t>(o.depths.size());
       std::vector<RetrievalCell> cells;
       double score_sum = 0;
       int64_t trials = 0;
       for (int64_t length : lengths) {
-        std::vector<RetrievalCell> row(o.depths.size());
-        for (size_t d = 0; d < row.size(); ++d) row[d].length = length, row[d].depth = o.depths[d];
         try {
           make_ruler_sample(task, *tok, length, 0, o.seed, res);
         } catch (const Error& e) {
           spdlog::warn("ruler {} skipped at {} tokens: {}", task, length, e.message());
           continue;
         }
-        for (int64_t i = 0; i < o.trials_per_cell * 5; ++i) {
-          const RulerSample s = make_ruler_sample(task, *tok, length, i, o.seed, res);
-          std::vector<int64_t> ids = {bos};
-          const auto p = tok->encode(s.context + s.question);
-          ids.insert(ids.end(), p.begin(), p.end());
-          const double score = string_match_all(
-              tok->decode(model.generate_greedy(ids, s.max_new_tokens, c.eos_token_id)), s.answers);
-          score_sum += score;
-          ++trials;
-          // The cell of the nearest grid depth.
-          size_t best = 0;
-          for (size_t d = 1; d < row.size(); ++d) {
-            if (std::abs(row[d].depth - s.depth) < std::abs(row[best].depth - s.depth)) best = d;
+        for (size_t col = 0; col < columns; ++col) {
+          RetrievalCell cell;
+          cell.length = length;
+          cell.depth = by_depth ? o.depths[col] : -1;
+          for (int64_t t = 0; t < per_cell; ++t) {
+            const int64_t index = by_depth ? 5 * t + depth_slot[col] : t;
+            const RulerSample s = make_ruler_sample(task, *tok, length, index, o.seed, res);
+            std::vector<int64_t> ids = {bos};
+            const auto p = tok->encode(s.context + s.question);
+            ids.insert(ids.end(), p.begin(), p.end());
+            const double score = string_match_all(
+                tok->decode(model.generate_greedy(ids, s.max_new_tokens, c.eos_token_id)),
+                s.answers);
+            score_sum += score;
+            ++trials;
+            ++cell.trials;
+            cell.correct += score >= 1.0;
           }
-          ++row[best].trials;
-          row[best].correct += score >= 1.0;
+          cells.push_back(cell);
         }
-        cells.insert(cells.end(), row.begin(), row.end());
       }
-      const double mean = trials > 0 ? score_sum / trials : 0;
+      if (trials == 0) {
+        std::cout << "ruler " << task << ": skipped (no length fits it)\n\n";
+        report["ruler"][task] = {{"skipped", true}};
+        continue;
+      }
+      const double mean = score_sum / trials;
       auto cells_json = print_grid("ruler " + task + " (mean string_match_all; cells: all found)",
-                                   mean, trials, cells);
+                                   mean, trials, cells, by_depth);
       report["ruler"][task] = {
           {"string_match_all", mean}, {"trials", trials}, {"cells", cells_json}};
     }

@@ -101,6 +101,9 @@ void run(CLI::App& sub, TrainModelOptions& o) {
   SKV_CHECK(o.init.empty() || o.resume.empty(), "--init and --resume exclude each other");
   const std::string text = with_context("reading --text", [&] { return read_file(o.text); });
   std::unique_ptr<Tokenizer> tok;
+  SKV_CHECK(!o.tokenizer.empty() || o.mix.empty(),
+            "--mix needs --tokenizer (the byte recipe uses --passkey-fraction and "
+            "--multikey-fraction)");
   if (!o.tokenizer.empty()) {
     tok = with_context("reading --tokenizer",
                        [&] { return load_sentencepiece_tokenizer(o.tokenizer); });
@@ -108,6 +111,16 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     o.mix_params.mix = parse_training_mix(o.mix);
     o.mix_params.tasks = o.train.tasks;
     o.mix_params.seed = o.train.seed;
+    o.mix_params.min_length = o.train.min_seq_len;
+  }
+  // What the samples are drawn from; a resume must match it.
+  o.train.data_signature = "text " + o.text + " (" + std::to_string(text.size()) + " bytes)";
+  if (tok) {
+    o.train.data_signature += "; tokenizer " + std::to_string(tok->vocab_size()) + " pieces (" +
+                              std::to_string(read_file(o.tokenizer).size()) + " bytes); mix";
+    for (const std::string& m : o.mix) o.train.data_signature += " " + m;
+    o.train.data_signature +=
+        "; text haystacks " + std::to_string(o.mix_params.text_haystack_fraction);
   }
   const std::string from = o.resume.empty() ? o.init : o.resume;
   LlamaModel model = from.empty() ? LlamaModel::random(architecture(o, tok.get()), o.train.seed)
@@ -116,8 +129,9 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     const ModelConfig& c = model.config();
     const ModelConfig want = architecture(o, tok.get());
     SKV_CHECK(c.vocab_size == want.vocab_size && c.bos_token_id == want.bos_token_id, "model '",
-              from, "' does not match this recipe's vocabulary (vocab ", c.vocab_size,
-              ", expected ", want.vocab_size, ")");
+              from, "' does not match this recipe's vocabulary (vocab ", c.vocab_size, ", BOS ",
+              c.bos_token_id.value_or(-1), "; expected vocab ", want.vocab_size, ", BOS ",
+              want.bos_token_id.value_or(-1), ")");
     o.layers = c.num_layers, o.hidden = c.hidden_size, o.heads = c.num_heads;
     o.kv_heads = c.num_kv_heads, o.head_dim = c.head_dim, o.intermediate = c.intermediate_size;
     if (c.max_position_embeddings < o.train.max_seq_len) {
@@ -134,9 +148,10 @@ void run(CLI::App& sub, TrainModelOptions& o) {
             ": this build of LibTorch has no CUDA (build against a CUDA LibTorch)");
   if (!device.is_cpu()) model = model.to(device);
   const auto t_corpus = std::chrono::steady_clock::now();
-  FillerText filler(text);
+  std::unique_ptr<FillerText> filler;
+  if (!tok) filler = std::make_unique<FillerText>(text);
   SampleSource samples =
-      tok ? training_mix_samples(text, *tok, o.mix_params) : byte_recipe_samples(filler, o.train);
+      tok ? training_mix_samples(text, *tok, o.mix_params) : byte_recipe_samples(*filler, o.train);
   spdlog::info("training data ready in {:.1f} s",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_corpus).count());
   LmTrainer trainer(model, samples, o.train);
@@ -145,6 +160,12 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     trainer.load_state(o.resume);
     log = nlohmann::json::parse(read_file(o.resume + "/training_log.json"));
     spdlog::info("resuming at step {} of {}", trainer.step(), o.train.steps);
+    const int64_t end =
+        o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
+    if (trainer.step() >= end) {
+      spdlog::info("{} is already at step {}: nothing to train", o.resume, trainer.step());
+      return;
+    }
   } else {
     log = {{"tool_version", version_string()},
            {"init", o.init},

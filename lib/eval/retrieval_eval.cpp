@@ -1,5 +1,7 @@
 #include "eval/retrieval_eval.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "model/tokenizer.h"
 
@@ -62,8 +64,10 @@ RetrievalResult evaluate_retrieval(RetrievalTask task, const FillerText& filler,
           std::vector<int64_t> ids = {bos_token};
           const std::vector<int64_t> prompt = tokenizer->encode(s.prompt);
           ids.insert(ids.end(), prompt.begin(), prompt.end());
-          const int64_t answer_tokens =
-              static_cast<int64_t>(tokenizer->encode(s.prompt + s.answer).size() - prompt.size());
+          // The answer's tokens as they continue the prompt (at least one).
+          const int64_t answer_tokens = std::max<int64_t>(
+              1, static_cast<int64_t>(tokenizer->encode(s.prompt + s.answer).size()) -
+                     static_cast<int64_t>(prompt.size()));
           std::string text = tokenizer->decode(generate(ids, answer_tokens));
           text.erase(0, text.find_first_not_of(' '));
           correct = text.compare(0, s.answer.size(), s.answer) == 0;

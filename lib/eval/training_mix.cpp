@@ -20,7 +20,18 @@ struct MixState {
   TokenCorpus corpus;
   RulerResources noise, text;  // NIAH haystacks: RULER's noise, or the corpus's words
   std::vector<double> cumulative;
+  std::vector<int64_t> gap;  // a blank line, as it continues a text
 };
+
+// The ids `suffix` adds after `prefix` (SentencePiece marks a word start
+// with a space, so a text's first piece differs from its continuation).
+std::vector<int64_t> continuation(const Tokenizer& tok, const std::string& prefix,
+                                  const std::string& suffix) {
+  const std::vector<int64_t> a = tok.encode(prefix), b = tok.encode(prefix + suffix);
+  size_t common = 0;
+  while (common < a.size() && common < b.size() && a[common] == b[common]) ++common;
+  return std::vector<int64_t>(b.begin() + static_cast<int64_t>(common), b.end());
+}
 
 // `prompt` + `answer` as ids, with the answer's span; the answer's tokens are
 // those past the prompt's own tokenisation (the common prefix).
@@ -93,7 +104,8 @@ std::vector<MixEntry> parse_training_mix(const std::vector<std::string>& items) 
 SampleSource training_mix_samples(const std::string& text, const Tokenizer& tokenizer,
                                   const TrainingMixParameters& params) {
   auto st = std::make_shared<MixState>(
-      MixState{tokenizer, params, FillerText(text), TokenCorpus(text, tokenizer), {}, {}, {}});
+      MixState{tokenizer, params, FillerText(text), TokenCorpus(text, tokenizer), {}, {}, {}, {}});
+  st->gap = continuation(tokenizer, "end.", "\n\n");
   bool ruler = false;
   double sum = 0;
   for (const MixEntry& e : params.mix) {
@@ -106,7 +118,7 @@ SampleSource training_mix_samples(const std::string& text, const Tokenizer& toke
     // A few hundred thousand words of the corpus are plenty of haystack.
     st->text.haystack = haystack_words(text.substr(0, std::min<size_t>(text.size(), 2000000)));
   }
-  return [st](std::mt19937_64& rng, int64_t length) {
+  SampleSource source = [st](std::mt19937_64& rng, int64_t length) {
     std::uniform_real_distribution<double> uniform(0.0, 1.0);
     const double u = uniform(rng);
     const auto it = std::upper_bound(st->cumulative.begin(), st->cumulative.end(), u);
@@ -117,10 +129,8 @@ SampleSource training_mix_samples(const std::string& text, const Tokenizer& toke
     }
     const std::string& task = st->p.mix[it - st->cumulative.begin()].task;
     TrainingSample s = draw_task(*st, task, rng, length);
-    const int64_t n = static_cast<int64_t>(s.ids.size());
-    if (n < length) {  // fill the rest: a paragraph break, then corpus text
-      const std::vector<int64_t> gap = st->tokenizer.encode("\n\n");
-      s.ids.insert(s.ids.end(), gap.begin(), gap.end());
+    if (static_cast<int64_t>(s.ids.size()) < length) {  // fill the rest: a blank line, then text
+      s.ids.insert(s.ids.end(), st->gap.begin(), st->gap.end());
       if (length > static_cast<int64_t>(s.ids.size())) {
         const std::vector<int64_t> more =
             st->corpus.window(rng, length - static_cast<int64_t>(s.ids.size()));
@@ -130,6 +140,15 @@ SampleSource training_mix_samples(const std::string& text, const Tokenizer& toke
     s.ids.resize(std::min<size_t>(s.ids.size(), static_cast<size_t>(length)));
     return s;
   };
+  if (params.min_length > 0) {
+    std::mt19937_64 scratch(params.seed);
+    for (const MixEntry& e : params.mix) {
+      with_context("training mix task '" + e.task + "' at the shortest sequence, " +
+                       std::to_string(params.min_length) + " tokens",
+                   [&] { draw_task(*st, e.task, scratch, params.min_length); });
+    }
+  }
+  return source;
 }
 
 }  // namespace spindlekv

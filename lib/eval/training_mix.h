@@ -37,6 +37,10 @@ struct TrainingMixParameters {
   RetrievalTaskParameters tasks;                    ///< pass-key / multi-key digits and facts
   uint64_t seed = 1234;                             ///< RULER samples: seed of the generator
   std::string word_list = "/usr/share/dict/words";  ///< RULER keys and words
+  /// Shortest sequence the source will be asked for: every task is drawn
+  /// once at this length when the source is built, so a task that cannot fit
+  /// is refused then, naming it (0: no check).
+  int64_t min_length = 0;
 };
 
 /// The sample source of the mixture. `text` is the training corpus (also the

@@ -77,7 +77,27 @@ nlohmann::json schedule_json(const LmTrainingParameters& p) {
           {"tokens_per_step", p.tokens_per_step},
           {"min_seq_len", p.min_seq_len},
           {"max_seq_len", p.max_seq_len},
-          {"seed", p.seed}};
+          {"seed", p.seed},
+          {"growth_fraction", p.growth_fraction},
+          {"learning_rate", p.learning_rate},
+          {"min_lr_fraction", p.min_lr_fraction},
+          {"warmup_steps", p.warmup_steps},
+          {"weight_decay", p.weight_decay},
+          {"grad_clip", p.grad_clip},
+          {"answer_loss_weight", p.answer_loss_weight},
+          {"passkey_fraction", p.passkey_fraction},
+          {"multikey_fraction", p.multikey_fraction},
+          {"digits", p.tasks.digits},
+          {"multikey_pairs", p.tasks.multikey_pairs},
+          {"bos_token", p.bos_token},
+          {"data_signature", p.data_signature}};
+}
+
+// The keys every saved state has (the first version's); later keys are
+// checked when present.
+bool required_key(const std::string& key) {
+  return key == "steps" || key == "tokens_per_step" || key == "min_seq_len" ||
+         key == "max_seq_len" || key == "seed";
 }
 
 constexpr const char* kStateFile = "trainer_state.json";
@@ -131,7 +151,8 @@ TokenCorpus::TokenCorpus(const std::string& text, const Tokenizer& tokenizer) {
 }
 
 std::vector<int64_t> TokenCorpus::window(std::mt19937_64& rng, int64_t length) const {
-  SKV_CHECK_LT(length, size(), "corpus window of ", length, " tokens exceeds the corpus");
+  SKV_CHECK_LE(length, size(), "corpus window of ", length, " tokens exceeds the corpus of ",
+               size());
   std::uniform_int_distribution<int64_t> start(0, size() - length);
   const int64_t s = start(rng);
   return std::vector<int64_t>(ids_.begin() + s, ids_.begin() + s + length);
@@ -222,6 +243,9 @@ void LmTrainer::save_state(const std::string& dir) const {
   {
     torch::serialize::OutputArchive archive;
     impl_->optimizer->save(archive);
+    // The step ties this file to trainer_state.json: a crash between the two
+    // renames leaves a pair that load_state refuses.
+    archive.write("trainer/step", at::tensor({impl_->step}, at::kLong), /*is_buffer=*/true);
     // float32 weights: a checkpoint's model.safetensors may be rounded to 16 bits.
     for (const auto& [name, t] : impl_->model.named_parameters()) {
       archive.write("weights/" + name, t.detach(), /*is_buffer=*/true);
@@ -239,24 +263,39 @@ void LmTrainer::save_state(const std::string& dir) const {
 void LmTrainer::load_state(const std::string& dir) {
   const std::string path = dir + "/" + kStateFile;
   nlohmann::json state;
+  int64_t step = 0;
+  std::string rng_text;
   try {
     state = nlohmann::json::parse(read_file(path));
+    step = state.at("step").get<int64_t>();
+    rng_text = state.at("rng").get<std::string>();
+    state.at("schedule");
   } catch (const nlohmann::json::exception& e) {
-    SKV_THROW(kInvalidInput, path, ": not JSON (", e.what(), ")");
+    SKV_THROW(kInvalidInput, path, ": not a trainer state (", e.what(), ")");
   }
   const nlohmann::json want = schedule_json(impl_->p);
   for (const auto& [key, value] : want.items()) {
-    SKV_CHECK(state.contains("schedule") && state["schedule"].contains(key), path,
-              ": no schedule key '", key, "'");
+    if (!state["schedule"].contains(key)) {
+      SKV_CHECK(!required_key(key), path, ": no schedule key '", key, "'");
+      continue;
+    }
     SKV_CHECK(state["schedule"][key] == value, path, ": schedule key '", key, "' is ",
               state["schedule"][key].dump(), " but this run has ", value.dump(),
               "; continue with the options of the saved run");
   }
+  SKV_CHECK(step >= 0 && step <= impl_->p.steps, path, ": step ", step, " outside 0..",
+            impl_->p.steps);
   const std::string opt = dir + "/" + kOptimizerFile;
   SKV_CHECK(std::filesystem::exists(opt), opt, " is missing: ", dir,
             " holds weights but no optimiser state to continue from");
+  const c10::Device device = impl_->model.device();
   torch::serialize::InputArchive archive;
-  archive.load_from(opt);
+  archive.load_from(opt, device);
+  at::Tensor saved_step;
+  if (archive.try_read("trainer/step", saved_step, true)) {
+    SKV_CHECK(saved_step.item<int64_t>() == step, "torn checkpoint in ", dir, ": ", opt,
+              " is at step ", saved_step.item<int64_t>(), ", ", path, " at step ", step);
+  }
   impl_->optimizer->load(archive);
   {
     at::NoGradGuard no_grad;
@@ -276,12 +315,10 @@ void LmTrainer::load_state(const std::string& dir) {
       target.copy_(saved);
     }
   }
-  std::istringstream rng(state.at("rng").get<std::string>());
+  std::istringstream rng(rng_text);
   rng >> impl_->rng;
   SKV_CHECK(!rng.fail(), path, ": key 'rng' is not a generator state");
-  impl_->step = state.at("step").get<int64_t>();
-  SKV_CHECK(impl_->step >= 0 && impl_->step <= impl_->p.steps, path, ": step ", impl_->step,
-            " outside 0..", impl_->p.steps);
+  impl_->step = step;
 }
 
 double bits_per_byte(const LlamaModel& model, const std::string& text, int64_t window,

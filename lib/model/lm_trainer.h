@@ -54,6 +54,9 @@ struct LmTrainingParameters {
   RetrievalTaskParameters tasks;
   uint64_t seed = 1234;
   int64_t bos_token = 256;  ///< prepended to every sequence
+  /// What the samples are drawn from (corpus, tokenizer, task mixture), as
+  /// the caller describes it; a resume must match it.
+  std::string data_signature;
 };
 
 /// One training sequence (after BOS). Shorter than the length asked for: the
@@ -69,7 +72,7 @@ using SampleSource = std::function<TrainingSample(std::mt19937_64& rng, int64_t 
 
 /// The byte-level recipe of data/reference-model: windows of `corpus` and
 /// pass-key / multi-key samples in params' proportions (sequences too short
-/// for a task stay plain text).
+/// for a task stay plain text). `corpus` must outlive the source.
 SampleSource byte_recipe_samples(const FillerText& corpus, const LmTrainingParameters& params);
 
 /// A tokenised corpus to cut windows of token ids from.
@@ -112,9 +115,13 @@ class LmTrainer {
   /// (step, data generator, the parameters that must match to continue) into
   /// `dir`, each through a temporary file and a rename.
   void save_state(const std::string& dir) const;
-  /// Restores what save_state wrote, the model's weights included. Throws naming the file and key
-  /// when the state is missing or was written with other steps, tokens_per_step, sequence lengths
-  /// or seed.
+  /// Restores what save_state wrote, the model's weights included, onto the
+  /// model's device. Throws naming the file and key when the state is
+  /// missing, torn (its two files from different steps), or was written with
+  /// other parameters: the schedule (steps, tokens per step, sequence lengths,
+  /// growth, learning rate and warm-up), the optimiser's settings, the loss
+  /// weighting, the tasks, the seed or the data signature. (States written
+  /// before some of these keys existed are checked on the keys they have.)
   void load_state(const std::string& dir);
 
   int64_t step() const;

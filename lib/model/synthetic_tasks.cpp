@@ -1,6 +1,7 @@
 #include "model/synthetic_tasks.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "core/error.h"
@@ -131,11 +132,21 @@ RetrievalSample fit_to_tokens(const std::function<RetrievalSample(std::mt19937_6
                               const Tokenizer& tokenizer, int64_t length, size_t min_bytes,
                               std::mt19937_64& rng) {
   const std::mt19937_64 start = rng;
-  auto attempt = [&](size_t bytes, std::mt19937_64& r) {
+  // A sample of `bytes` and its tokens; an attempt beyond `min_bytes` that
+  // cannot be built (more filler than the text holds) counts as too long.
+  auto attempt = [&](size_t bytes, std::mt19937_64& r) -> std::pair<RetrievalSample, int64_t> {
     r = start;
-    RetrievalSample s = make(r, bytes);
-    const int64_t tokens = 1 + static_cast<int64_t>(tokenizer.encode(s.prompt + s.answer).size());
-    return std::make_pair(std::move(s), tokens);
+    auto build = [&]() -> std::pair<RetrievalSample, int64_t> {
+      RetrievalSample s = make(r, bytes);
+      const auto n = static_cast<int64_t>(tokenizer.encode(s.prompt + s.answer).size());
+      return {std::move(s), 1 + n};
+    };
+    if (bytes == min_bytes) return build();
+    try {
+      return build();
+    } catch (const Error&) {
+      return {RetrievalSample{}, std::numeric_limits<int64_t>::max()};
+    }
   };
   std::mt19937_64 r;
   auto [best, tokens] = attempt(min_bytes, r);
