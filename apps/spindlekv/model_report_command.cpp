@@ -76,10 +76,7 @@ void run(CLI::App& sub, ModelReportOptions& o) {
   // Attention statistics and bits per byte use windows of the full context
   // (up to 2048 tokens).
   const int64_t ctx = std::min<int64_t>(c.max_position_embeddings, 2048);
-  auto bpb_of = [&](const std::string& t) {
-    return bytes ? bits_per_byte(model, t.substr(0, std::min<size_t>(t.size(), 64 * ctx)), ctx, bos)
-                 : bits_per_byte(model, *tok, t, ctx, 64);
-  };
+  auto bpb_of = [&](const std::string& t) { return bits_per_byte(model, *tok, t, ctx, 64); };
   const double bpb = bpb_of(text);
   report["heldout_bits_per_byte"] = bpb;
   std::cout << "held-out bits per byte (" << o.heldout << ", " << ctx

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <tuple>
 
 #include "core/error.h"
 #include "eval/ruler_tasks.h"
@@ -23,27 +24,27 @@ struct MixState {
   std::vector<int64_t> gap;  // a blank line, as it continues a text
 };
 
-// The ids `suffix` adds after `prefix` (SentencePiece marks a word start
-// with a space, so a text's first piece differs from its continuation).
-std::vector<int64_t> continuation(const Tokenizer& tok, const std::string& prefix,
-                                  const std::string& suffix) {
-  const std::vector<int64_t> a = tok.encode(prefix), b = tok.encode(prefix + suffix);
+// The ids of `prefix` + `suffix`, and where `suffix`'s own ids begin: past
+// the common prefix with `prefix`'s tokenisation (SentencePiece marks a word
+// start with a space, so a text's first piece differs from its continuation).
+std::pair<std::vector<int64_t>, size_t> encode_continued(const Tokenizer& tok,
+                                                         const std::string& prefix,
+                                                         const std::string& suffix) {
+  const std::vector<int64_t> a = tok.encode(prefix);
+  std::vector<int64_t> b = tok.encode(prefix + suffix);
   size_t common = 0;
   while (common < a.size() && common < b.size() && a[common] == b[common]) ++common;
-  return std::vector<int64_t>(b.begin() + static_cast<int64_t>(common), b.end());
+  return {std::move(b), common};
 }
 
-// `prompt` + `answer` as ids, with the answer's span; the answer's tokens are
-// those past the prompt's own tokenisation (the common prefix).
+// `prompt` + `answer` as ids, with the answer's span marked.
 TrainingSample encode_with_answer(const Tokenizer& tok, const std::string& prompt,
                                   const std::string& answer) {
   TrainingSample s;
-  s.ids = tok.encode(prompt + answer);
-  const std::vector<int64_t> p = tok.encode(prompt);
-  size_t common = 0;
-  while (common < p.size() && common < s.ids.size() && p[common] == s.ids[common]) ++common;
-  s.answer_begin = static_cast<int64_t>(common);
-  s.answer_length = static_cast<int64_t>(s.ids.size() - common);
+  size_t begin = 0;
+  std::tie(s.ids, begin) = encode_continued(tok, prompt, answer);
+  s.answer_begin = static_cast<int64_t>(begin);
+  s.answer_length = static_cast<int64_t>(s.ids.size() - begin);
   return s;
 }
 
@@ -105,7 +106,8 @@ SampleSource training_mix_samples(const std::string& text, const Tokenizer& toke
                                   const TrainingMixParameters& params) {
   auto st = std::make_shared<MixState>(
       MixState{tokenizer, params, FillerText(text), TokenCorpus(text, tokenizer), {}, {}, {}, {}});
-  st->gap = continuation(tokenizer, "end.", "\n\n");
+  const auto [ids, begin] = encode_continued(tokenizer, "end.", "\n\n");
+  st->gap.assign(ids.begin() + static_cast<int64_t>(begin), ids.end());
   bool ruler = false;
   double sum = 0;
   for (const MixEntry& e : params.mix) {

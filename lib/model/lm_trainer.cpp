@@ -304,15 +304,16 @@ void LmTrainer::load_state(const std::string& dir) {
     // A state without weights (an older checkpoint) continues from the
     // model's own weights, as loaded by the caller.
     const bool has_weights = archive.try_read("weights/" + named.front().first, probe, true);
-    for (const auto& [name, t] : named) {
-      if (!has_weights) break;
-      at::Tensor saved;
-      SKV_CHECK(archive.try_read("weights/" + name, saved, true), opt, ": no float32 weights of '",
-                name, "'");
-      SKV_CHECK(saved.sizes() == t.sizes(), opt, ": weights of '", name, "' have shape ",
-                saved.sizes(), ", the model ", t.sizes());
-      at::Tensor target = t;  // shares storage with the model's parameter
-      target.copy_(saved);
+    if (has_weights) {
+      for (const auto& [name, t] : named) {
+        at::Tensor saved;
+        SKV_CHECK(archive.try_read("weights/" + name, saved, true), opt,
+                  ": no float32 weights of '", name, "'");
+        SKV_CHECK(saved.sizes() == t.sizes(), opt, ": weights of '", name, "' have shape ",
+                  saved.sizes(), ", the model ", t.sizes());
+        at::Tensor target = t;  // shares storage with the model's parameter
+        target.copy_(saved);
+      }
     }
   }
   std::istringstream rng(rng_text);
