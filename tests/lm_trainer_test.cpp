@@ -130,6 +130,40 @@ TEST(LmTrainer, TrainingChangesWeightsAndLowersLoss) {
   EXPECT_FALSE(model.weights().layers[0].q_proj.requires_grad());  // handed back frozen
 }
 
+TEST(LmTrainer, AnswerStatisticsCoverOnlyAnswerTokens) {
+  LlamaModel model = tiny_model();
+  LmTrainingParameters p = tiny_schedule();
+  p.steps = 40;
+  p.min_seq_len = p.max_seq_len = 16;  // 4 rows of 16 per step
+  p.answer_loss_weight = 1.0;          // the answer is known by position, not by weight
+  // A fixed pattern: its answer span becomes predictable.
+  SampleSource pattern = [](std::mt19937_64&, int64_t length) {
+    TrainingSample s;
+    for (int64_t i = 0; i < length; ++i) s.ids.push_back(2 + (i * 7) % 30);
+    s.answer_begin = 10;
+    s.answer_length = 3;
+    return s;
+  };
+  std::vector<LmTrainingProgress> steps;
+  LmTrainer(model, pattern, p).run([&](const LmTrainingProgress& pr) { steps.push_back(pr); });
+  ASSERT_EQ(steps.size(), 40u);
+  for (const auto& s : steps) EXPECT_EQ(s.answer_tokens, 4 * 3);
+  EXPECT_GT(steps.front().answer_loss, 1.0);
+  EXPECT_LT(steps.back().answer_loss, 0.5 * steps.front().answer_loss);
+  EXPECT_DOUBLE_EQ(steps.back().answer_accuracy, 1.0);
+
+  SampleSource text_only = [](std::mt19937_64& rng, int64_t length) {
+    TrainingSample s = random_sample(rng, length);
+    s.answer_begin = -1;
+    return s;
+  };
+  p.steps = 1;
+  LmTrainer(model, text_only, p).run([](const LmTrainingProgress& pr) {
+    EXPECT_EQ(pr.answer_tokens, 0);
+    EXPECT_EQ(pr.answer_loss, 0.0);
+  });
+}
+
 TEST(LmTrainer, LoadStateThrowsWhenScheduleDiffers) {
   TempDir dir;
   LlamaModel model = tiny_model();

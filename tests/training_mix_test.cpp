@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <set>
 
 #include "model/tokenizer.h"
 #include "test_util.h"
@@ -80,6 +81,32 @@ TEST(TrainingMix, RulerSamplesEndWithTheAskedNeedlesValue) {
     ASSERT_LE(s.answer_begin + s.answer_length + 2, 900);
     EXPECT_EQ(span(*tok, s, s.answer_begin + s.answer_length, 2), "\n\n");
   }
+}
+
+TEST(TrainingMix, RepeatSamplesCopyACorpusSpanAfterABlankLine) {
+  auto tok = make_byte_tokenizer(256, 257);
+  const std::string text = corpus_text();
+  TrainingMixParameters p;
+  p.mix = parse_training_mix({"repeat:1"});
+  p.min_length = 100;
+  SampleSource source = training_mix_samples(text, *tok, p);
+  std::mt19937_64 rng(6);
+  std::set<int64_t> spans;
+  for (int i = 0; i < 20; ++i) {
+    const TrainingSample s = source(rng, 100);
+    ASSERT_EQ(s.ids.size(), 100u);
+    const int64_t n = s.answer_length + 1;  // the span; its first token is not an answer
+    spans.insert(n);
+    ASSERT_GE(n, 8);
+    ASSERT_LE(n, 49);  // (100 - 2) / 2
+    ASSERT_EQ(s.answer_begin, n + 3);
+    const std::string first = span(*tok, s, 0, n);
+    EXPECT_NE(text.find(first), std::string::npos);
+    EXPECT_EQ(span(*tok, s, n, 2), "\n\n");
+    EXPECT_EQ(span(*tok, s, n + 2, n), first);
+  }
+  EXPECT_GT(spans.size(), 5u);  // the span's length varies
+  EXPECT_SKV_ERROR(source(rng, 19), "repeat sample length 19 too short");
 }
 
 TEST(TrainingMix, EmptyMixGivesPlainCorpusWindows) {

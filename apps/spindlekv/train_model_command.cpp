@@ -3,6 +3,7 @@
 // mixture of eval/training_mix.h (data/reference-model-v2); see their
 // MODEL_CARD.md files. --resume continues a run from its last checkpoint.
 #include <ATen/ATen.h>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -201,24 +202,36 @@ void run(CLI::App& sub, TrainModelOptions& o) {
       o.train.max_seq_len, o.train.steps, threads);
   std::filesystem::create_directories(o.out);
   const double seconds_before = log.value("training_seconds", 0.0);
-  double window_loss = 0;
-  int64_t window_n = 0;
+  double window_loss = 0, window_answer_loss = 0, window_answer_hits = 0;
+  int64_t window_n = 0, window_answer_tokens = 0;
   const int64_t last =
       o.train.stop_after > 0 ? std::min(o.train.stop_after, o.train.steps) : o.train.steps;
   const double final_loss = trainer.run([&](const LmTrainingProgress& p) {
     window_loss += p.loss;
     ++window_n;
+    window_answer_loss += p.answer_loss * p.answer_tokens;
+    window_answer_hits += p.answer_accuracy * p.answer_tokens;
+    window_answer_tokens += p.answer_tokens;
     log["training_seconds"] = seconds_before + p.elapsed_seconds;
     if ((p.step + 1) % o.log_every == 0 || p.step + 1 == last) {
-      spdlog::info("step {}/{}  seq {}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  {:.0f} s", p.step + 1,
-                   o.train.steps, p.seq_len, window_loss / window_n, p.learning_rate,
-                   p.tokens_per_second, p.elapsed_seconds);
-      log["loss_curve"].push_back({{"step", p.step + 1},
-                                   {"seq_len", p.seq_len},
-                                   {"loss", window_loss / window_n},
-                                   {"seconds", seconds_before + p.elapsed_seconds}});
-      window_loss = 0;
-      window_n = 0;
+      nlohmann::json point = {{"step", p.step + 1},
+                              {"seq_len", p.seq_len},
+                              {"loss", window_loss / window_n},
+                              {"seconds", seconds_before + p.elapsed_seconds}};
+      std::string answers;
+      if (window_answer_tokens > 0) {
+        const double a_loss = window_answer_loss / window_answer_tokens;
+        const double a_acc = window_answer_hits / window_answer_tokens;
+        point["answer_loss"] = a_loss;
+        point["answer_accuracy"] = a_acc;
+        answers = fmt::format("  answer loss {:.3f} acc {:.3f}", a_loss, a_acc);
+      }
+      spdlog::info("step {}/{}  seq {}  loss {:.4f}{}  lr {:.2e}  {:.0f} tok/s  {:.0f} s",
+                   p.step + 1, o.train.steps, p.seq_len, window_loss / window_n, answers,
+                   p.learning_rate, p.tokens_per_second, p.elapsed_seconds);
+      log["loss_curve"].push_back(std::move(point));
+      window_loss = window_answer_loss = window_answer_hits = 0;
+      window_n = window_answer_tokens = 0;
     }
     if (o.checkpoint_every > 0 && (p.step + 1) % o.checkpoint_every == 0 && p.step + 1 != last) {
       log["checkpoint_step"] = p.step + 1;

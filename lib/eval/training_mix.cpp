@@ -13,6 +13,9 @@ namespace {
 
 bool is_byte_task(const std::string& t) { return t == "passkey" || t == "multikey"; }
 
+constexpr const char* kRepeatTask = "repeat";
+constexpr int64_t kRepeatMinSpan = 8;  // tokens
+
 // Everything the source needs, shared by its copies.
 struct MixState {
   const Tokenizer& tokenizer;
@@ -48,9 +51,27 @@ TrainingSample encode_with_answer(const Tokenizer& tok, const std::string& promp
   return s;
 }
 
+// A corpus span, a blank line, and the span again: the second copy (but its
+// first token, which nothing announces) is the answer. The plainest lesson in
+// copying what came before, the mechanism every retrieval task needs.
+TrainingSample draw_repeat(MixState& st, std::mt19937_64& rng, int64_t length) {
+  const int64_t gap = static_cast<int64_t>(st.gap.size());
+  SKV_CHECK_GE(length, 2 * (kRepeatMinSpan + gap), "repeat sample length ", length, " too short");
+  std::uniform_int_distribution<int64_t> span_of(kRepeatMinSpan, (length - gap) / 2);
+  const std::vector<int64_t> span = st.corpus.window(rng, span_of(rng));
+  TrainingSample s;
+  s.ids = span;
+  s.ids.insert(s.ids.end(), st.gap.begin(), st.gap.end());
+  s.ids.insert(s.ids.end(), span.begin(), span.end());
+  s.answer_begin = static_cast<int64_t>(span.size()) + gap + 1;
+  s.answer_length = static_cast<int64_t>(span.size()) - 1;
+  return s;
+}
+
 TrainingSample draw_task(MixState& st, const std::string& task, std::mt19937_64& rng,
                          int64_t length) {
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  if (task == kRepeatTask) return draw_repeat(st, rng, length);
   if (is_byte_task(task)) {
     const bool passkey = task == "passkey";
     const double depth = uniform(rng);
@@ -88,8 +109,9 @@ std::vector<MixEntry> parse_training_mix(const std::vector<std::string>& items) 
     SKV_CHECK(colon != std::string::npos, "training mix item '", item, "' is not task:fraction");
     MixEntry e;
     e.task = item.substr(0, colon);
-    SKV_CHECK(is_byte_task(e.task) || is_ruler_task(e.task), "training mix item '", item,
-              "': unknown task '", e.task, "' (passkey, multikey or a RULER task)");
+    SKV_CHECK(is_byte_task(e.task) || e.task == kRepeatTask || is_ruler_task(e.task),
+              "training mix item '", item, "': unknown task '", e.task,
+              "' (repeat, passkey, multikey or a RULER task)");
     char* end = nullptr;
     const std::string number = item.substr(colon + 1);
     e.fraction = std::strtod(number.c_str(), &end);
@@ -111,7 +133,7 @@ SampleSource training_mix_samples(const std::string& text, const Tokenizer& toke
   bool ruler = false;
   double sum = 0;
   for (const MixEntry& e : params.mix) {
-    ruler = ruler || !is_byte_task(e.task);
+    ruler = ruler || is_ruler_task(e.task);
     st->cumulative.push_back(sum += e.fraction);
   }
   if (ruler) {

@@ -19,7 +19,10 @@ class Tokenizer;
 
 /// One entry of the mixture: a task and its share of the sequences.
 struct MixEntry {
-  /// "passkey", "multikey" (synthetic_tasks.h) or a RULER task (ruler_tasks.h).
+  /// "passkey", "multikey" (synthetic_tasks.h), a RULER task (ruler_tasks.h),
+  /// or "repeat": a corpus span of 8 to half the sequence, a blank line and
+  /// the span again, the second copy weighted as the answer (induction, the
+  /// copying every retrieval task rests on, without any task's format).
   std::string task;
   double fraction = 0;
 };

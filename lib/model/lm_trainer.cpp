@@ -29,6 +29,7 @@ struct Batch {
   at::Tensor inputs;   // [B, T] int64
   at::Tensor targets;  // [B, T] int64
   at::Tensor weights;  // [B, T] float32
+  at::Tensor answer;   // [B, T] bool: the target is an answer token
 };
 
 int64_t seq_len_at(const LmTrainingParameters& p, int64_t step) {
@@ -54,6 +55,7 @@ Batch make_batch(const SampleSource& samples, std::mt19937_64& rng, const LmTrai
   // T + 1 ids per row: inputs are [0, T), targets [1, T].
   at::Tensor rows = at::zeros({B, seq_len + 1}, at::kLong);
   at::Tensor weights = at::zeros({B, seq_len}, at::kFloat);
+  at::Tensor answer = at::zeros({B, seq_len}, at::kBool);
   for (int64_t b = 0; b < B; ++b) {
     TrainingSample s = samples(rng, seq_len);
     const int64_t n = std::min<int64_t>(seq_len, static_cast<int64_t>(s.ids.size()));
@@ -65,10 +67,11 @@ Batch make_batch(const SampleSource& samples, std::mt19937_64& rng, const LmTrai
     if (s.answer_begin >= 0 && s.answer_begin < n) {
       const int64_t len = std::min(s.answer_length, n - s.answer_begin);
       weights[b].narrow(0, s.answer_begin, len).fill_(p.answer_loss_weight);
+      answer[b].narrow(0, s.answer_begin, len).fill_(true);
     }
   }
-  return {rows.narrow(1, 0, seq_len).contiguous(), rows.narrow(1, 1, seq_len).contiguous(),
-          weights};
+  return {rows.narrow(1, 0, seq_len).contiguous(), rows.narrow(1, 1, seq_len).contiguous(), weights,
+          answer};
 }
 
 // The parameters that must agree for a saved state to continue a run.
@@ -215,6 +218,8 @@ double LmTrainer::run(const std::function<void(const LmTrainingProgress&)>& on_s
     loss.backward();
     torch::nn::utils::clip_grad_norm_(m.params, p.grad_clip);
     m.optimizer->step();
+    const at::Tensor answer = batch.answer.reshape({-1}).to(dev);
+    const int64_t answer_tokens = answer.sum().item<int64_t>();
 
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
@@ -222,6 +227,13 @@ double LmTrainer::run(const std::function<void(const LmTrainingProgress&)>& on_s
     prog.step = m.step;
     prog.seq_len = T;
     prog.loss = loss.item<double>();
+    prog.answer_tokens = answer_tokens;
+    if (answer_tokens > 0) {
+      prog.answer_loss = ce.detach().masked_select(answer).mean().item<double>();
+      const at::Tensor hit =
+          logits.detach().reshape({-1, logits.size(-1)}).argmax(-1).eq(batch.targets.reshape({-1}));
+      prog.answer_accuracy = hit.masked_select(answer).to(at::kFloat).mean().item<double>();
+    }
     prog.learning_rate = lr;
     prog.tokens_per_second = batch.inputs.numel() / secs;
     prog.elapsed_seconds =

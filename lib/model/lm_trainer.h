@@ -93,6 +93,12 @@ struct LmTrainingProgress {
   int64_t step = 0;
   int64_t seq_len = 0;
   double loss = 0;  ///< weighted training loss of this step (nats per token)
+  /// Unweighted loss over the answer tokens of retrieval samples (nats per
+  /// token), and the fraction of them the model predicts (argmax): the signal
+  /// that copying has begun. Both are 0 with answer_tokens 0 (text only).
+  double answer_loss = 0;
+  double answer_accuracy = 0;
+  int64_t answer_tokens = 0;
   double learning_rate = 0;
   double tokens_per_second = 0;
   double elapsed_seconds = 0;
