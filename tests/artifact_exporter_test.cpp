@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "capture/capture_file.h"
 #include "capture/capture_runner.h"
@@ -11,6 +12,7 @@
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
 #include "runtime/compressed_cache.h"
+#include "runtime/storage_cost.h"
 #include "test_util.h"
 #include "train/train_runner.h"
 
@@ -136,7 +138,13 @@ TEST_F(ArtifactExporter, BudgetsArePlannedInTheStorageDtypesBytes) {
   ExportOptions o = options("half.safetensors");
   o.kv_dtype = "float16";
   const ExportResult half = run_export(o);
-  EXPECT_EQ(load_artifact(o.out).storage_dtype, "float16");
+  const Artifact half_artifact = load_artifact(o.out);
+  EXPECT_EQ(half_artifact.storage_dtype, "float16");
+  // The recorded options are the ones the budgets were planned with.
+  const auto recorded = nlohmann::json::parse(half_artifact.sources_json).at("options");
+  EXPECT_EQ(recorded.at("budgets").at("element_bytes").get<int64_t>(), 2);
+  EXPECT_EQ(recorded.at("budgets").at("slot_overhead_bytes").get<int64_t>(),
+            storage::coded_slot_bytes(StorageDtype::kFloat16));
   ExportOptions f = options("full.safetensors");
   f.kv_dtype = "float32";
   const ExportResult full = run_export(f);

@@ -85,10 +85,17 @@ ExportResult run_export(const ExportOptions& o) {
     a.gqa_mode = o.gqa_mode;
     a.sharing = books.metadata.sharing;
     a.pyramid_beta = o.budgets.pyramid_beta;
+    const StorageDtype dtype = parse_storage_dtype(o.kv_dtype);
+    a.storage_dtype = to_string(dtype);
+    // The budgets are planned with the storage dtype's cost model; the
+    // artifact records the parameters as used, not the float32 defaults.
+    ExportOptions used = o;
+    used.budgets.slot_overhead_bytes = storage::coded_slot_bytes(dtype);
+    used.budgets.element_bytes = storage::element_bytes(dtype);
     a.sources_json = nlohmann::json{{"codebooks", o.codebooks},
                                     {"capture", o.capture},
                                     {"calibration_hash", cm.calibration_hash},
-                                    {"options", nlohmann::json::parse(export_options_json(o))}}
+                                    {"options", nlohmann::json::parse(export_options_json(used))}}
                          .dump();
     std::vector<LayerBudgetInput> inputs;
     for (int64_t l = 0; l < cm.num_layers; ++l) {
@@ -123,12 +130,7 @@ ExportResult run_export(const ExportOptions& o) {
       });
     }
     ExportResult result;
-    const StorageDtype dtype = parse_storage_dtype(o.kv_dtype);
-    a.storage_dtype = to_string(dtype);
-    BudgetCalibrationParameters budget_params = o.budgets;
-    budget_params.slot_overhead_bytes = storage::coded_slot_bytes(dtype);
-    budget_params.element_bytes = storage::element_bytes(dtype);
-    result.budgets = calibrate_budgets(inputs, a.head_dim, budget_params);
+    result.budgets = calibrate_budgets(inputs, a.head_dim, used.budgets);
     a.pyramid = result.budgets.pyramid;
     a.calibrated = result.budgets.calibrated;
     save_artifact(o.out, a);
