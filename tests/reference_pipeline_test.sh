@@ -92,3 +92,16 @@ if os.system("command -v gnuplot >/dev/null") == 0:
     assert os.path.getsize(os.path.join(d, "plots", "ppl_bits_per_byte.png")) > 1000
 print("reference pipeline: eval wrote", len(r["records"]), "records")
 PY
+# The finished settings kept during the run are removed with the report; a
+# partial-results file left by an interrupted run is neither silently
+# replaced nor taken unless it is one.
+test ! -e "$WORK/eval/results.partial.json"
+mkdir -p "$WORK/eval-partial"
+echo '{}' > "$WORK/eval-partial/results.partial.json"
+EVAL_SMALL=(--model "$SRC/data/reference-model" --out "$WORK/eval-partial" --methods full
+            --tasks ppl --ppl-samples 1 --text "$SRC/calibration/heldout.txt")
+if "$BIN" eval "${EVAL_SMALL[@]}" > /dev/null 2> "$WORK/partial.err"; then exit 1; fi
+grep -q "use --resume to continue" "$WORK/partial.err"
+if "$BIN" eval "${EVAL_SMALL[@]}" --resume > /dev/null 2> "$WORK/partial.err"; then exit 1; fi
+grep -q "not a partial-results file" "$WORK/partial.err"
+echo "reference pipeline: interrupted eval results are kept"

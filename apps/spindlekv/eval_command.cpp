@@ -26,6 +26,7 @@ struct EvalCommandOptions {
   std::string config_path;
   EvalOptions eval;
   bool overwrite = false;
+  bool resume = false;
   int threads = 0;
 };
 
@@ -37,27 +38,45 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
   if (!o.overwrite && std::filesystem::exists(results)) {
     SKV_THROW(kInvalidInput, "output '", results, "' exists (use --overwrite to replace it)");
   }
+  // Finished settings are kept here until the report is written.
+  EvalContinuation continuation;
+  continuation.partial_path =
+      (std::filesystem::path(o.eval.out_dir) / "results.partial.json").string();
+  continuation.resume = o.resume;
+  if (!o.overwrite && !o.resume && std::filesystem::exists(continuation.partial_path)) {
+    SKV_THROW(kInvalidInput, "'", continuation.partial_path,
+              "' holds the finished settings of an interrupted run (use --resume to continue "
+              "it, or --overwrite to start afresh)");
+  }
+  std::filesystem::create_directories(o.eval.out_dir);
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = ::isatty(STDERR_FILENO);
-  auto records = run_eval(o.eval, [&](const EvalProgress& p) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (p.method.empty()) {
-      std::fprintf(stderr, "%s%lld/%lld settings done in %.0f s\n", tty ? "\r" : "",
-                   static_cast<long long>(p.done), static_cast<long long>(p.total), s);
-      return;
-    }
-    const double eta = p.done > 0 ? s / p.done * (p.total - p.done) : 0;
-    std::fprintf(stderr, "%s[%lld/%lld] %-15s ratio %.2f  %.0f s  ETA %.0f s   %s", tty ? "\r" : "",
-                 static_cast<long long>(p.done + 1), static_cast<long long>(p.total),
-                 p.method.c_str(), p.target_ratio, s, eta, tty ? "" : "\n");
-    std::fflush(stderr);
-  });
+  auto records = run_eval(
+      o.eval,
+      [&](const EvalProgress& p) {
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (p.method.empty()) {
+          std::fprintf(stderr, "%s%lld/%lld settings done in %.0f s\n", tty ? "\r" : "",
+                       static_cast<long long>(p.done), static_cast<long long>(p.total), s);
+          return;
+        }
+        const double eta = p.done > 0 ? s / p.done * (p.total - p.done) : 0;
+        std::fprintf(stderr, "%s[%lld/%lld] %-15s ratio %.2f  %.0f s  ETA %.0f s   %s",
+                     tty ? "\r" : "", static_cast<long long>(p.done + 1),
+                     static_cast<long long>(p.total), p.method.c_str(), p.target_ratio, s, eta,
+                     tty ? "" : "\n");
+        std::fflush(stderr);
+      },
+      continuation);
   nlohmann::ordered_json header = {
       {"tool_version", version_string()},
       {"options", nlohmann::ordered_json::parse(eval_options_json(o.eval))},
       {"threads", threads},
-      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
+      {"resumed", o.resume}};
   write_eval_report(o.eval.out_dir, o.eval, records, header.dump());
+  std::filesystem::remove(continuation.partial_path);
   const auto pngs =
       write_eval_plots((std::filesystem::path(o.eval.out_dir) / "plots").string(), records);
   for (const auto& [task, metric] : eval_task_metrics(records)) {
@@ -148,7 +167,12 @@ void register_eval_command(CLI::App& app) {
       ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
       ->capture_default_str();
   sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
-  sub->add_flag("--overwrite", o->overwrite, "Replace existing results");
+  auto* overwrite = sub->add_flag("--overwrite", o->overwrite, "Replace existing results");
+  sub->add_flag("--resume", o->resume,
+                "Continue an interrupted run with the same options: its finished (method, "
+                "ratio) settings are taken from OUT/results.partial.json (methods and ratios "
+                "may be added)")
+      ->excludes(overwrite);
   sub->add_option("--threads", o->threads, "Threads (0: every core)")->capture_default_str();
   sub->callback([sub, o] { run(*sub, *o); });
 }

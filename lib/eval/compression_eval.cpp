@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "core/model_fingerprint.h"
 #include "eval/detail/eval_context.h"
 #include "eval/eval_methods.h"
+#include "eval/eval_records_file.h"
 #include "eval/metrics.h"
 #include "eval/retrieval_eval.h"
 #include "eval/ruler_tasks.h"
@@ -86,7 +88,8 @@ void RangeStat::add(double v) {
 using namespace eval_detail;
 
 std::vector<EvalRecord> run_eval(const EvalOptions& o,
-                                 const std::function<void(const EvalProgress&)>& progress) {
+                                 const std::function<void(const EvalProgress&)>& progress,
+                                 const EvalContinuation& continuation) {
   return with_context("eval", [&] {
     SKV_CHECK(!o.methods.empty() && !o.tasks.empty(), "nothing to evaluate: no methods or tasks");
     std::vector<MethodSpec> methods;
@@ -113,13 +116,30 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     at::manual_seed(static_cast<int64_t>(o.seed));
     Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}, {}};
     if (needs_token_table) cx.layer0_by_token = cx.model.token_kv_table(0);
+    const bool keep_partial = !continuation.partial_path.empty();
+    const std::string fingerprint =
+        needs_artifact || keep_partial ? fingerprint_model(o.model_dir).to_string() : "";
     if (needs_artifact) {
       SKV_CHECK(!o.artifact.empty(),
                 "methods spindle, spindle-hybrid and fp8-calibrated need --artifact");
-      cx.artifact = std::make_shared<Artifact>(
-          load_artifact_for_model(o.artifact, fingerprint_model(o.model_dir).to_string()));
+      cx.artifact = std::make_shared<Artifact>(load_artifact_for_model(o.artifact, fingerprint));
       cx.artifact->check_geometry(cx.model.config().geometry());
     }
+    // Finished settings: read back when continuing, written after each new one.
+    EvalPartialResults partial;
+    if (keep_partial) {
+      partial.signature =
+          eval_run_signature(o, fingerprint, cx.artifact ? cx.artifact->checksum : "");
+      if (continuation.resume && std::filesystem::exists(continuation.partial_path)) {
+        partial.settings = read_eval_partial(continuation.partial_path, partial.signature).settings;
+      }
+    }
+    auto finished = [&](const std::string& method, double target) -> const EvalSettingRecords* {
+      for (const auto& st : partial.settings) {
+        if (st.method == method && st.target == target) return &st;
+      }
+      return nullptr;
+    };
     {
       std::ifstream in(o.text, std::ios::binary);
       SKV_CHECK(in.good(), "cannot open text '", o.text, "'");
@@ -167,16 +187,26 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       total += m.single_setting() ? 1 : static_cast<int64_t>(o.ratios.size());
     }
     for (const auto& m : methods) {
+      const std::vector<double> targets = m.single_setting() ? std::vector<double>{1.0} : o.ratios;
       // The held-out contexts, prefilled once per method (with the attention
       // rows its policy needs): the probes of the ratio search and the inputs
-      // of the ppl and fidelity tasks.
+      // of the ppl and fidelity tasks. Not needed when every setting is done.
       std::vector<Prefill> prefills;
-      for (const auto& x : samples) {
-        prefills.push_back(run_prefill(cx, x.context, rows_needed(cx, m, x.context.size())));
+      const bool all_finished = std::all_of(targets.begin(), targets.end(),
+                                            [&](double t) { return finished(m.name, t); });
+      for (size_t i = 0; i < samples.size() && !all_finished; ++i) {
+        prefills.push_back(
+            run_prefill(cx, samples[i].context, rows_needed(cx, m, samples[i].context.size())));
       }
-      const std::vector<double> targets = m.single_setting() ? std::vector<double>{1.0} : o.ratios;
       for (double target : targets) {
+        if (const EvalSettingRecords* st = finished(m.name, target)) {
+          records.insert(records.end(), st->records.begin(), st->records.end());
+          ++done;
+          continue;
+        }
         if (progress) progress({m.name, "", target, done, total});
+        at::manual_seed(static_cast<int64_t>(o.seed));  // each setting on its own
+        const size_t first_record = records.size();
         const SettingSearch search(cx, m, target);
         // Each held-out context gets its own setting; records keep their range.
         std::vector<Setting> settings;
@@ -197,6 +227,13 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
         for (const auto& t : o.tasks) {
           if (t.rfind("jsonl:", 0) != 0) continue;
           for (auto& r : task_jsonl(cx, m, base, search, t.substr(6))) records.push_back(r);
+        }
+        if (keep_partial) {
+          partial.settings.push_back(
+              {m.name, target,
+               std::vector<EvalRecord>(records.begin() + static_cast<int64_t>(first_record),
+                                       records.end())});
+          write_eval_partial(continuation.partial_path, partial);
         }
         ++done;
       }

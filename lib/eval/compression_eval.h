@@ -134,8 +134,24 @@ struct EvalProgress {
   int64_t done = 0, total = 0;  ///< (method, ratio) pairs
 };
 
-/// Runs every method x ratio x task; deterministic for a fixed seed.
+/// Where run_eval keeps its finished settings so that an interrupted run
+/// continues (eval/eval_records_file.h).
+struct EvalContinuation {
+  /// Partial-results file, rewritten atomically after each finished (method,
+  /// ratio) setting; empty: none is kept.
+  std::string partial_path;
+  /// Read `partial_path` first (when it exists) and take the settings it
+  /// holds instead of running them again; its signature (every option but
+  /// methods, ratios and the output directory, the model's fingerprint, the
+  /// artifact's checksum) must equal this run's.
+  bool resume = false;
+};
+
+/// Runs every method x ratio x task; deterministic for a fixed seed, and
+/// each setting independent of the others (the generator is reseeded per
+/// setting), so a continued run gives the records of an uninterrupted one.
 std::vector<EvalRecord> run_eval(const EvalOptions& options,
-                                 const std::function<void(const EvalProgress&)>& progress = {});
+                                 const std::function<void(const EvalProgress&)>& progress = {},
+                                 const EvalContinuation& continuation = {});
 
 }  // namespace spindlekv

@@ -12,6 +12,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "eval/eval_methods.h"
+#include "eval/eval_records_file.h"
 #include "eval/statistics.h"
 
 namespace spindlekv {
@@ -36,11 +37,6 @@ std::vector<std::string> eval_methods_of(const std::vector<EvalRecord>& rs) {
 }
 
 namespace {
-
-nlohmann::ordered_json range_json(const RangeStat& r) {
-  if (r.n == 0) return nullptr;
-  return {{"mean", r.mean}, {"min", r.min}, {"max", r.max}};
-}
 
 std::string range_text(const RangeStat& r, const char* f = "%.3f") {
   if (r.n == 0) return "-";
@@ -267,38 +263,7 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     for (const auto& r : records) {
       const EvalMemory& m = r.memory;
       const EvalSettings& st = r.settings;
-      nlohmann::ordered_json rec = {
-          {"method", r.method},
-          {"task", r.task},
-          {"metric", r.metric},
-          {"value", r.value},
-          {"n", r.n},
-          {"ci95", std::isnan(r.ci_low) ? nlohmann::ordered_json()
-                                        : nlohmann::ordered_json({r.ci_low, r.ci_high})},
-          {"target_ratio", r.target_ratio},
-          {"measured_ratio", r.measured_ratio},
-          {"ratio_matched", r.ratio_matched},
-          {"fixed_ratio", r.fixed_ratio},
-          {"paper_ratio", r.paper_ratio},
-          {"memory",
-           {{"held_bytes", m.held_bytes},
-            {"shared_bytes_total", m.shared_bytes_total},
-            {"shared_bytes_charged", m.shared_bytes_charged},
-            {"full_bytes", m.full_bytes},
-            {"ratio", m.ratio},
-            {"ratio_excluding_shared", m.ratio_excluding_shared},
-            {"kv_dtype", m.kv_dtype},
-            {"shared_requests", m.shared_requests}}},
-          {"settings",
-           {{"reserve_ratio", range_json(st.reserve_ratio)},
-            {"key_threshold", range_json(st.key_threshold)},
-            {"value_threshold", range_json(st.value_threshold)},
-            {"kept_fraction_per_layer", st.kept_fraction}}},
-          {"compression_ms", r.compression_ms},
-          {"decode_tokens_per_second", r.decode_tokens_per_second}};
-      if (!r.outcomes.empty()) rec["outcomes"] = r.outcomes;
-      rec["detail"] = nlohmann::ordered_json::parse(r.detail_json);
-      js["records"].push_back(std::move(rec));
+      js["records"].push_back(eval_record_to_json(r));
       csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << "," << r.n << ","
           << r.ci_low << "," << r.ci_high << "," << r.target_ratio << "," << r.measured_ratio << ","
           << m.ratio_excluding_shared << "," << m.shared_bytes_charged << "," << m.shared_requests
