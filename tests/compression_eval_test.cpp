@@ -168,7 +168,12 @@ TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {
   EXPECT_SKV_ERROR(run_eval(o), "method 'quest' is unknown");
   o.methods = {"spindle"};
   EXPECT_SKV_ERROR(run_eval(o), "need --artifact");
+  o.methods = {"snapkv", "full", "snapkv"};
+  EXPECT_SKV_ERROR(run_eval(o), "method 'snapkv' is listed twice");
   o.methods = {"full"};
+  o.ratios = {0.2, 0.3, 0.2};
+  EXPECT_SKV_ERROR(run_eval(o), "ratio 0.2 is listed twice");
+  o.ratios = {0.2};
   o.tasks = {"bleu"};
   EXPECT_SKV_ERROR(run_eval(o), "allowed: ppl, passkey, fidelity, jsonl:FILE");
 }

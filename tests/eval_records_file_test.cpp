@@ -111,6 +111,28 @@ TEST(EvalRecordsFile, ReadRefusesBrokenFilesAndAnotherRunsOptions) {
   EXPECT_SKV_ERROR(eval_record_from_json(bad), "record key 'n' has the wrong type");
 }
 
+TEST(EvalRecordsFile, SignatureNamesInputsByContentNotPath) {
+  testutil::TempDir dir;
+  EvalOptions o;
+  o.text = kSource + "/calibration/heldout.txt";
+  o.tasks = {"ppl"};
+  const nlohmann::json here = eval_run_signature(o, "model", "");
+  // The same text elsewhere, another output directory and methods: the same run.
+  std::filesystem::copy_file(o.text, dir.file("copy.txt"));
+  EvalOptions moved = o;
+  moved.text = dir.file("copy.txt");
+  moved.out_dir = dir.path();
+  moved.methods = {"full"};
+  EXPECT_EQ(eval_run_signature(moved, "model", ""), here);
+  // Edited text, another model or artifact: another run.
+  { std::ofstream(dir.file("copy.txt"), std::ios::app) << "more"; }
+  EXPECT_NE(eval_run_signature(moved, "model", ""), here);
+  EXPECT_NE(eval_run_signature(o, "other model", ""), here);
+  EXPECT_NE(eval_run_signature(o, "model", "checksum"), here);
+  o.text = dir.file("missing.txt");
+  EXPECT_SKV_ERROR(eval_run_signature(o, "model", ""), "missing.txt");
+}
+
 EvalOptions small_options(const std::string& out) {
   EvalOptions o;
   o.model_dir = kSource + "/data/reference-model";

@@ -104,4 +104,8 @@ if "$BIN" eval "${EVAL_SMALL[@]}" > /dev/null 2> "$WORK/partial.err"; then exit 
 grep -q "use --resume to continue" "$WORK/partial.err"
 if "$BIN" eval "${EVAL_SMALL[@]}" --resume > /dev/null 2> "$WORK/partial.err"; then exit 1; fi
 grep -q "not a partial-results file" "$WORK/partial.err"
+rm "$WORK/eval-partial/results.partial.json"
+echo '{}' > "$WORK/eval-partial/results.json"
+if "$BIN" eval "${EVAL_SMALL[@]}" --resume > /dev/null 2> "$WORK/partial.err"; then exit 1; fi
+grep -q "nothing to resume" "$WORK/partial.err"
 echo "reference pipeline: interrupted eval results are kept"

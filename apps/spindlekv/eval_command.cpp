@@ -35,7 +35,7 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
   const int threads = configure_threads(o.threads);
   spdlog::info("compute: {}", compute_environment());
   const std::string results = (std::filesystem::path(o.eval.out_dir) / "results.json").string();
-  if (!o.overwrite && std::filesystem::exists(results)) {
+  if (!o.overwrite && !o.resume && std::filesystem::exists(results)) {
     SKV_THROW(kInvalidInput, "output '", results, "' exists (use --overwrite to replace it)");
   }
   // Finished settings are kept here until the report is written.
@@ -48,6 +48,13 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
               "' holds the finished settings of an interrupted run (use --resume to continue "
               "it, or --overwrite to start afresh)");
   }
+  if (o.resume && !std::filesystem::exists(continuation.partial_path) &&
+      std::filesystem::exists(results)) {
+    SKV_THROW(kInvalidInput, "nothing to resume in '", o.eval.out_dir, "': its run finished ('",
+              results, "' exists, no results.partial.json)");
+  }
+  // Starting afresh: an earlier run's finished settings are not taken later.
+  if (o.overwrite) std::filesystem::remove(continuation.partial_path);
   std::filesystem::create_directories(o.eval.out_dir);
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = ::isatty(STDERR_FILENO);

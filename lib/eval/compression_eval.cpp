@@ -100,6 +100,16 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
       needs_token_table |= methods.back().token_id_layer0;
     }
     for (double r : o.ratios) SKV_CHECK(r > 0 && r <= 1, "ratio ", r, " outside (0, 1]");
+    for (size_t i = 0; i < o.methods.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        SKV_CHECK(o.methods[i] != o.methods[j], "method '", o.methods[i], "' is listed twice");
+      }
+    }
+    for (size_t i = 0; i < o.ratios.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        SKV_CHECK(o.ratios[i] != o.ratios[j], "ratio ", o.ratios[i], " is listed twice");
+      }
+    }
     SKV_CHECK_GE(o.shared_requests, 1, "--shared-requests");
     const TaskList task_list = split_tasks(o.tasks);
     const std::vector<std::string>& ruler = task_list.ruler;

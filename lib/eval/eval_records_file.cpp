@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/model_fingerprint.h"
 #include "core/version.h"
 
 namespace spindlekv {
@@ -133,7 +134,26 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
 nlohmann::json eval_run_signature(const EvalOptions& options, const std::string& model_fingerprint,
                                   const std::string& artifact_checksum) {
   nlohmann::json sig = nlohmann::json::parse(eval_options_json(options));
-  for (const char* key : {"methods", "ratios", "out_dir"}) sig.erase(key);
+  // Inputs by content, not by path: a run continued from another directory
+  // or machine is the same run, and an edited file is not.
+  auto file_hash = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    SKV_CHECK(in.good(), "cannot open '", path, "'");
+    return hash_bytes(std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  for (const char* key : {"methods", "ratios", "out_dir", "model_dir", "artifact", "text",
+                          "ruler_words", "ruler_haystack"}) {
+    sig.erase(key);
+  }
+  sig["text"] = file_hash(options.text);
+  if (!ruler_tasks_of(options.tasks).empty()) {
+    sig["ruler_words"] = file_hash(options.ruler_words);
+    if (!options.ruler_haystack.empty()) sig["ruler_haystack"] = file_hash(options.ruler_haystack);
+  }
+  for (auto& task : sig["tasks"]) {
+    const std::string t = task.get<std::string>();
+    if (t.rfind("jsonl:", 0) == 0) task = "jsonl:" + file_hash(t.substr(6));
+  }
   sig["tool_version"] = version_string();
   sig["model_fingerprint"] = model_fingerprint;
   sig["artifact_checksum"] = artifact_checksum;

@@ -37,8 +37,10 @@ struct EvalPartialResults {
 
 /// The signature of a run with `options`: every option except methods,
 /// ratios and the output directory (a resumed run may add methods or
-/// ratios), plus `model_fingerprint` and `artifact_checksum` ("" without an
-/// artifact).
+/// ratios), its input files by content hash instead of path (held-out text,
+/// JSONL tasks, RULER's word list and haystack), plus `model_fingerprint`
+/// and `artifact_checksum` ("" without an artifact). Throws naming a file
+/// that cannot be read.
 nlohmann::json eval_run_signature(const EvalOptions& options, const std::string& model_fingerprint,
                                   const std::string& artifact_checksum);
 
