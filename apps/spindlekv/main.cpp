@@ -9,12 +9,16 @@
 #include "commands.h"
 #include "core/blas_kernels.h"
 #include "core/error.h"
+#include "core/memory_policy.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
   // Before anything computes: OpenBLAS may have picked kernels far below the
   // CPU's (core/blas_kernels.h); this re-executes once with better ones.
   spindlekv::fix_blas_kernels(argc, argv);
+  // Large tensors freed in one step are reused by the next without page
+  // faults (core/memory_policy.h).
+  spindlekv::keep_freed_memory_mapped();
   // Logs go to stderr so that stdout carries only results.
   spdlog::set_default_logger(spdlog::stderr_color_mt("spindlekv"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
