@@ -15,11 +15,13 @@
 #include "capture/capture_runner.h"
 #include "core/atomic_file.h"
 #include "core/blas_kernels.h"
+#include "core/memory_policy.h"
 #include "core/threads.h"
 #include "model/llama_model.h"
 
 int main(int argc, char** argv) {
   spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
+  spindlekv::keep_freed_memory_mapped();    // as the CLI does (core/memory_policy.h)
   int64_t sequences = 8, seq_len = 1024, hidden = 256, layers = 6, compression = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];

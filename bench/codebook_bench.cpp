@@ -13,11 +13,13 @@
 #include <string>
 
 #include "core/blas_kernels.h"
+#include "core/memory_policy.h"
 #include "core/threads.h"
 #include "train/codebook_trainer.h"
 
 int main(int argc, char** argv) {
   spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
+  spindlekv::keep_freed_memory_mapped();    // as the CLI does (core/memory_policy.h)
   int64_t n = 50000, dim = 128, K = 1024, iterations = 10, clusters = 2000;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];

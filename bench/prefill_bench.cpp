@@ -16,6 +16,7 @@
 #include <string>
 
 #include "core/blas_kernels.h"
+#include "core/memory_policy.h"
 #include "core/threads.h"
 #include "model/llama_model.h"
 
@@ -36,6 +37,7 @@ double seconds_best_of(int reps, const std::function<void()>& fn) {
 
 int main(int argc, char** argv) {
   spindlekv::fix_blas_kernels(argc, argv);
+  spindlekv::keep_freed_memory_mapped();  // as the CLI does (core/memory_policy.h)
   int64_t tokens = 2048, layers = 8, hidden = 1024;
   int threads = 0, reps = 3;
   for (int i = 1; i < argc; ++i) {

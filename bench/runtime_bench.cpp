@@ -27,6 +27,7 @@
 #include <string>
 
 #include "core/blas_kernels.h"
+#include "core/memory_policy.h"
 #include "core/model_config.h"
 #include "core/rope.h"
 #include "core/threads.h"
@@ -64,6 +65,7 @@ at::Tensor clustered(const at::Tensor& centres, int64_t T, double noise) {
 
 int main(int argc, char** argv) {
   spindlekv::fix_blas_kernels(argc, argv);  // SPINDLEKV_NO_BLAS_FIX=1 turns it off
+  spindlekv::keep_freed_memory_mapped();    // as the CLI does (core/memory_policy.h)
   int64_t T = 8192, heads = 32, kv = 8, d = 128, K = 1024, naive_n = 1536, steps = 32;
   double reserve = 0.2;
   int threads = 0;
