@@ -7,6 +7,7 @@
 
 #include "core/rope.h"
 #include "core/safetensors_reader.h"
+#include "device_util.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
 #include "runtime/artifact.h"
@@ -17,6 +18,7 @@
 namespace spindlekv {
 namespace {
 
+using testutil::random_artifact;
 using testutil::TempDir;
 
 std::vector<int64_t> text_tokens(const std::string& text) {
@@ -28,33 +30,6 @@ std::vector<int64_t> text_tokens(const std::string& text) {
 const std::string kText =
     "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a "
     "single step. The key is 48213. Remember it: 48213. ";
-
-// An artifact of random unit codebooks for `c` (16 entries per layer).
-std::shared_ptr<Artifact> random_artifact(const ModelConfig& c, uint64_t seed) {
-  auto a = std::make_shared<Artifact>();
-  a->num_layers = c.num_layers;
-  a->num_heads = c.num_heads;
-  a->num_kv_heads = c.num_kv_heads;
-  a->head_dim = c.head_dim;
-  at::manual_seed(seed);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    ArtifactLayer L;
-    L.key_codebook = at::randn({c.num_kv_heads, 16, c.head_dim});
-    L.key_codebook /= L.key_codebook.norm(2, -1, true);
-    L.value_codebook = at::randn({1, 16, c.head_dim});
-    L.value_codebook /= L.value_codebook.norm(2, -1, true);
-    L.key_sizes.assign(c.num_kv_heads, 16);
-    L.value_sizes = {16};
-    L.key_coverage.assign(c.num_kv_heads, 0.5);
-    L.value_coverage = {0.5};
-    a->layers.push_back(L);
-  }
-  a->pyramid.context_ratios = {0.0, 1.0};
-  a->pyramid.fractions = {std::vector<double>(c.num_layers, 0.0),
-                          std::vector<double>(c.num_layers, 1.0)};
-  a->calibrated = a->pyramid;
-  return a;
-}
 
 // Logits of greedy decoding with the model's own full cache: the prefill's
 // last logits, then one row per decoded token.

@@ -1,14 +1,19 @@
 #include "test_util.h"
 
+#include "device_util.h"
+
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
 
 #include "core/atomic_file.h"
 #include "model/llama_model.h"
+#include "runtime/artifact.h"
 
 namespace spindlekv::testutil {
 
@@ -24,6 +29,47 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::shared_ptr<Artifact> random_artifact(const ModelConfig& c, uint64_t seed) {
+  auto a = std::make_shared<Artifact>();
+  a->num_layers = c.num_layers;
+  a->num_heads = c.num_heads;
+  a->num_kv_heads = c.num_kv_heads;
+  a->head_dim = c.head_dim;
+  at::manual_seed(seed);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    ArtifactLayer L;
+    L.key_codebook = at::randn({c.num_kv_heads, 16, c.head_dim});
+    L.key_codebook /= L.key_codebook.norm(2, -1, true);
+    L.value_codebook = at::randn({1, 16, c.head_dim});
+    L.value_codebook /= L.value_codebook.norm(2, -1, true);
+    L.key_sizes.assign(c.num_kv_heads, 16);
+    L.value_sizes = {16};
+    L.key_coverage.assign(c.num_kv_heads, 0.5);
+    L.value_coverage = {0.5};
+    a->layers.push_back(L);
+  }
+  a->pyramid.context_ratios = {0.0, 1.0};
+  a->pyramid.fractions = {std::vector<double>(c.num_layers, 0.0),
+                          std::vector<double>(c.num_layers, 1.0)};
+  a->calibrated = a->pyramid;
+  return a;
+}
+c10::Device test_device() {
+  const char* name = std::getenv("SPINDLEKV_TEST_DEVICE");
+  if (name == nullptr || *name == '\0') return c10::kCPU;
+  std::optional<c10::Device> device;
+  try {
+    device = c10::Device(name);
+  } catch (const std::exception& e) {
+    SKV_THROW(kInvalidInput, "SPINDLEKV_TEST_DEVICE='", name, "' is not a device: ", e.what());
+  }
+  if (device->is_cuda()) {
+    SKV_CHECK(at::hasCUDA(), "SPINDLEKV_TEST_DEVICE='", name,
+              "' but this LibTorch build has no CUDA device");
+  }
+  return *device;
 }
 
 ModelConfig tiny_config(int64_t heads, int64_t kv_heads, int64_t head_dim) {

@@ -342,6 +342,14 @@ TEST(Tokenizer, BpeLoadThrowsUnsupportedWhenLayoutIsUnknown) {
 
 // -------------------------------------------------------- SentencePiece ---
 
+// A runtime-only build without the SentencePiece library has no plugin
+// (CMakeLists.txt: SPINDLEKV_RUNTIME_ONLY); its SentencePiece tests skip.
+#if !SPINDLEKV_HAVE_SENTENCEPIECE
+#define SKIP_WITHOUT_SENTENCEPIECE() GTEST_SKIP() << "built without the SentencePiece plugin"
+#else
+#define SKIP_WITHOUT_SENTENCEPIECE() (void)0
+#endif
+
 // Trains a tiny model into `dir`/tokenizer.model.
 void train_sentencepiece(const TempDir& dir) {
   std::string corpus;
@@ -362,6 +370,7 @@ void train_sentencepiece(const TempDir& dir) {
 }
 
 TEST(Tokenizer, SentencePieceRoundTripsWhenModelIsTrained) {
+  SKIP_WITHOUT_SENTENCEPIECE();
   TempDir dir;
   train_sentencepiece(dir);
   const auto tok = load_tokenizer(dir.str());
@@ -382,6 +391,7 @@ TEST(Tokenizer, SentencePieceRoundTripsWhenModelIsTrained) {
 }
 
 TEST(Tokenizer, SentencePieceLoadThrowsNamingFileWhenMissingOrCorrupt) {
+  SKIP_WITHOUT_SENTENCEPIECE();
   TempDir dir;
   const std::string path = dir.file("tokenizer.model");
   expect_error([&] { load_sentencepiece_tokenizer(path); }, ErrorKind::kIo, {path});
@@ -448,6 +458,7 @@ TEST(Tokenizer, LoadPicksBpeWithSpecialIdsWhenDirectoryHasHfFiles) {
 }
 
 TEST(Tokenizer, LoadPrefersSentencePieceWhenTokenizerJsonIsNotByteLevel) {
+  SKIP_WITHOUT_SENTENCEPIECE();
   TempDir dir;
   train_sentencepiece(dir);
   json j = tiny_bpe_json();  // Llama-2 style: BPE with a Metaspace pre-tokenizer
