@@ -56,6 +56,7 @@ std::shared_ptr<Artifact> random_artifact(const ModelConfig& c, uint64_t seed) {
   a->calibrated = a->pyramid;
   return a;
 }
+
 c10::Device test_device() {
   const char* name = std::getenv("SPINDLEKV_TEST_DEVICE");
   if (name == nullptr || *name == '\0') return c10::kCPU;
