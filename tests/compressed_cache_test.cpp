@@ -302,22 +302,6 @@ TEST(CompressedCache, ByteAccountingCountsTheStorageDtypesWidths) {
   EXPECT_SKV_ERROR(parse_storage_dtype("fp8"), "allowed: float32, float16, bfloat16");
 }
 
-// Codes held as int16 widen to int32, keeping every code, once one does not
-// fit: here the 32769th exact row of a head.
-TEST(CompressedCacheStorage, CodesWidenWhenTheyOutgrowSixteenBits) {
-  detail::CodedVectors c = detail::empty_coded(1, 4, at::TensorOptions(), StorageDtype::kFloat16);
-  ASSERT_EQ(c.code.scalar_type(), at::kShort);
-  at::Tensor first =
-      at::tensor({0L, -1L, -32768L, static_cast<int64_t>(detail::kZeroCode)}).view({1, 4});
-  detail::append_codes(c, first);
-  EXPECT_EQ(c.code.scalar_type(), at::kShort);
-  EXPECT_TRUE(at::equal(detail::codes_long(c), first));
-  at::Tensor next = at::tensor({-32769L, 40000L}).view({1, 2});
-  detail::append_codes(c, next);
-  EXPECT_EQ(c.code.scalar_type(), at::kInt);
-  EXPECT_TRUE(at::equal(detail::codes_long(c), at::cat({first, next}, 1)));
-}
-
 int64_t held_bytes_with(const ModelConfig& c, GqaMode gqa, const at::Tensor& kept,
                         LayerMemory* out = nullptr) {
   CompressionParameters p;

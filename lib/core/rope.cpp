@@ -1,6 +1,8 @@
 #include "core/rope.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 
@@ -65,6 +67,44 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTables& t) {
 
 at::Tensor unapply_rope(const at::Tensor& x, const RopeTables& t) {
   return x * t.cos - rotate_half(x) * t.sin;
+}
+
+// One row of RoPE, written so that the compiler vectorises it; on x86-64
+// GCC also emits AVX2 and AVX-512 variants, chosen by the loader (ifunc).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SKV_CPU_VARIANTS \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SKV_CPU_VARIANTS
+#endif
+
+namespace {
+
+template <typename T>
+SKV_CPU_VARIANTS void rope_row(const T* __restrict x, float scale, const float* __restrict cos,
+                               const float* __restrict sin, float* __restrict out, int64_t d) {
+  const int64_t half = d / 2;
+  for (int64_t j = 0; j < half; ++j) {
+    const float x1 = static_cast<float>(x[j]) * scale;
+    const float x2 = static_cast<float>(x[j + half]) * scale;
+    out[j] = x1 * cos[j] - x2 * sin[j];
+    out[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
+  }
+}
+
+}  // namespace
+
+void apply_rope_row(const float* x, float scale, const float* cos, const float* sin, float* out,
+                    int64_t d) {
+  rope_row(x, scale, cos, sin, out, d);
+}
+void apply_rope_row(const c10::Half* x, float scale, const float* cos, const float* sin, float* out,
+                    int64_t d) {
+  rope_row(x, scale, cos, sin, out, d);
+}
+void apply_rope_row(const c10::BFloat16* x, float scale, const float* cos, const float* sin,
+                    float* out, int64_t d) {
+  rope_row(x, scale, cos, sin, out, d);
 }
 
 }  // namespace spindlekv

@@ -33,15 +33,16 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
 at::Tensor unapply_rope(const at::Tensor& x, const RopeTables& tables);
 
 /// apply_rope on one row, for fused loops: out [d] = rotation of (scale * x)
-/// by the table rows cos, sin [d] (d even). out must not alias x.
-inline void apply_rope_row(const float* x, float scale, const float* cos, const float* sin,
-                           float* out, int64_t d) {
-  const int64_t half = d / 2;
-  for (int64_t j = 0; j < half; ++j) {
-    const float x1 = x[j] * scale, x2 = x[j + half] * scale;
-    out[j] = x1 * cos[j] - x2 * sin[j];
-    out[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
-  }
-}
+/// by the table rows cos, sin [d] (d even), x stored as float32, float16 or
+/// bfloat16 and widened on the fly. out must not alias x, cos or sin.
+/// Compiled for AVX-512 and AVX2 besides the baseline on x86-64, the variant
+/// picked at load time for the CPU it runs on; every variant rounds alike
+/// (no contraction into fused multiply-adds).
+void apply_rope_row(const float* x, float scale, const float* cos, const float* sin, float* out,
+                    int64_t d);
+void apply_rope_row(const c10::Half* x, float scale, const float* cos, const float* sin, float* out,
+                    int64_t d);
+void apply_rope_row(const c10::BFloat16* x, float scale, const float* cos, const float* sin,
+                    float* out, int64_t d);
 
 }  // namespace spindlekv

@@ -98,10 +98,13 @@ MemoryReport CompressedCache::memory() const {
       m.distinct_entries += kc.distinct + vc.distinct;
       m.shared_entry_bytes += (kc.calibrated_distinct + vc.calibrated_distinct) * vec;
       m.full_bytes += 2 * S.tokens_seen * kv * vec;
-      for (const at::Tensor& t :
-           {S.positions, S.member, S.keys.code, S.keys.magnitude, S.keys.exact, S.keys.jit,
-            S.values.code, S.values.magnitude, S.values.exact, S.values.jit}) {
-        m.allocated_bytes += nbytes(t);
+      // Growing tensors count their capacity (append_columns).
+      m.allocated_bytes += detail::allocated_bytes(S.positions, S.positions_buffer) +
+                           detail::allocated_bytes(S.member, S.member_buffer);
+      for (const detail::CodedVectors* c : {&S.keys, &S.values}) {
+        m.allocated_bytes += detail::allocated_bytes(c->code, c->code_buffer) +
+                             detail::allocated_bytes(c->magnitude, c->magnitude_buffer) +
+                             nbytes(c->exact) + nbytes(c->jit);
       }
       // The paper's formula, per K and V: kept fraction x (codebook size /
       // kept vectors) x (1 + index and magnitude overhead / d_h), where kept

@@ -130,8 +130,8 @@ void CompressedCache::Impl::append_token_ids(int64_t layer, SequenceLayer& S, co
   at::Tensor ones =
       at::ones({kv, t}, float_options().dtype(detail::magnitude_scalar_type(params.storage_dtype)));
   for (detail::CodedVectors* c : {&S.keys, &S.values}) {
-    detail::append_codes(*c, code);
-    c->magnitude = at::cat({c->magnitude, ones}, 1);
+    detail::append_codes(*c, code, 0, token_vocab - 1);
+    detail::append_magnitudes(*c, ones);
   }
 }
 
@@ -374,9 +374,11 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
       S.filled = true;
     }
     at::Tensor pos_b = positions[b];
-    S.positions = at::cat({S.positions, pos_b.to(at::kInt).unsqueeze(0).expand({kv, t})}, 1);
+    S.positions = detail::append_columns(S.positions_buffer, S.positions,
+                                         pos_b.to(at::kInt).unsqueeze(0).expand({kv, t}));
     if (S.member.defined()) {
-      S.member = at::cat({S.member, at::ones({heads, t}, S.member.options())}, 1);
+      S.member = detail::append_columns(S.member_buffer, S.member,
+                                        at::ones({heads, t}, S.member.options()));
     }
     if (I.token_id_layer[layer]) {
       SKV_CHECK(I.pending_tokens.defined() && I.pending_tokens.dim() == 2 &&
@@ -402,12 +404,12 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     at::Tensor scores = at::bmm(q, K.transpose(1, 2))
                             .mul_(1.0 / std::sqrt(static_cast<double>(d)))
                             .view({kv, group, t, n});
-    at::Tensor kpos = S.positions.to(at::kLong).view({kv, 1, 1, n});
+    at::Tensor kpos = S.positions.to(at::kLong).reshape({kv, 1, 1, n});
     at::Tensor qpos = pos_b.view({1, 1, t, 1});
     at::Tensor visible = (kpos >= 0) & (kpos <= qpos);
     if (I.geometry.sliding_window > 0)
       visible = visible & (kpos > qpos - I.geometry.sliding_window);
-    if (S.member.defined()) visible = visible & S.member.view({kv, group, 1, n});
+    if (S.member.defined()) visible = visible & S.member.reshape({kv, group, 1, n});
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
     // Values are never rebuilt: probabilities are summed per entry first.

@@ -30,27 +30,28 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   return {best, arg};
 }
 
-// Rows of a contiguous float32, float16 or bfloat16 table as float32: a
-// pointer into the table, or the row widened into `buffer`.
-class RowReader {
+// Rows of a contiguous float32, float16 or bfloat16 table, rotated by RoPE
+// as stored: a narrower row is widened inside the row kernel, so no table is
+// converted (or copied) as a whole.
+class RowRotator {
  public:
-  explicit RowReader(const at::Tensor& t) {
+  explicit RowRotator(const at::Tensor& t) {
     if (!t.defined() || t.numel() == 0) return;
     type_ = t.scalar_type();
     SKV_CHECK(type_ == at::kFloat || type_ == at::kHalf || type_ == at::kBFloat16, "table dtype ",
               t.scalar_type(), " is not a storage dtype");
     data_ = t.data_ptr();
   }
-  const float* row(int64_t index, int64_t d, float* buffer) const {
-    if (type_ == at::kFloat) return static_cast<const float*>(data_) + index * d;
-    if (type_ == at::kHalf) {
-      const c10::Half* r = static_cast<const c10::Half*>(data_) + index * d;
-      for (int64_t j = 0; j < d; ++j) buffer[j] = static_cast<float>(r[j]);
+  /// out [d] = row `index` times `scale`, rotated by the table rows cos, sin.
+  void rotate(int64_t index, int64_t d, float scale, const float* cos, const float* sin,
+              float* out) const {
+    if (type_ == at::kFloat) {
+      apply_rope_row(static_cast<const float*>(data_) + index * d, scale, cos, sin, out, d);
+    } else if (type_ == at::kHalf) {
+      apply_rope_row(static_cast<const c10::Half*>(data_) + index * d, scale, cos, sin, out, d);
     } else {
-      const c10::BFloat16* r = static_cast<const c10::BFloat16*>(data_) + index * d;
-      for (int64_t j = 0; j < d; ++j) buffer[j] = static_cast<float>(r[j]);
+      apply_rope_row(static_cast<const c10::BFloat16*>(data_) + index * d, scale, cos, sin, out, d);
     }
-    return buffer;
   }
 
  private:
@@ -66,6 +67,37 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
   std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
   shape[1] = std::max(needed, 2 * cap) - cap;
   return at::cat({t, at::zeros(shape, t.options())}, 1);
+}
+
+namespace {
+
+bool views_leading_columns(const at::Tensor& view, const at::Tensor& buffer) {
+  return buffer.defined() && view.defined() && view.numel() > 0 &&
+         view.data_ptr() == buffer.data_ptr() && view.scalar_type() == buffer.scalar_type() &&
+         view.device() == buffer.device() && view.dim() == 2 && view.size(0) == buffer.size(0) &&
+         view.stride(0) == buffer.stride(0) && view.stride(1) == 1;
+}
+
+}  // namespace
+
+at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const at::Tensor& extra) {
+  SKV_CHECK(current.dim() == 2 && extra.dim() == 2 && extra.size(0) == current.size(0),
+            "append_columns: cannot append ", extra.sizes(), " to ", current.sizes());
+  const int64_t rows = current.size(0), n = current.size(1), t = extra.size(1);
+  if (t == 0) return current;
+  if (!(views_leading_columns(current, buffer) && n + t <= buffer.size(1))) {
+    const int64_t capacity = std::max<int64_t>({n + t, 2 * n, 16});
+    at::Tensor grown = at::empty({rows, capacity}, current.options());
+    if (n > 0) grown.narrow(1, 0, n).copy_(current);
+    buffer = grown;
+  }
+  buffer.narrow(1, n, t).copy_(extra);
+  return buffer.narrow(1, 0, n + t);
+}
+
+int64_t allocated_bytes(const at::Tensor& view, const at::Tensor& buffer) {
+  const at::Tensor& t = views_leading_columns(view, buffer) ? buffer : view;
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
 }
 
 at::Tensor Workspace::take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
@@ -122,22 +154,23 @@ at::Tensor codes_long(const CodedVectors& c) {
   return code;
 }
 
-void append_codes(CodedVectors& out, const at::Tensor& codes) {
-  // Codes start int16 where the storage dtype allows it (empty_coded).
-  bool fits = out.code.scalar_type() == at::kShort;
-  if (fits && codes.numel() > 0) {
-    at::Tensor real = codes.masked_select(codes != kZeroCode);
-    fits =
-        real.numel() == 0 || (real.min().item<int64_t>() >= std::numeric_limits<int16_t>::min() &&
-                              real.max().item<int64_t>() < kZeroCode16);
-  }
+void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, int64_t highest) {
+  // Codes start int16 where the storage dtype allows it (empty_coded); the
+  // caller's bounds decide, so no code is read back from the device.
+  const bool fits = out.code.scalar_type() == at::kShort &&
+                    lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16;
   if (fits) {
-    out.code =
-        at::cat({out.code, codes.masked_fill(codes == kZeroCode, kZeroCode16).to(at::kShort)}, 1);
+    out.code = append_columns(out.code_buffer, out.code,
+                              codes.masked_fill(codes == kZeroCode, kZeroCode16).to(at::kShort));
     return;
   }
   if (out.code.scalar_type() == at::kShort) out.code = codes_long(out).to(at::kInt);
-  out.code = at::cat({out.code, codes.to(at::kInt)}, 1);
+  out.code = append_columns(out.code_buffer, out.code, codes.to(at::kInt));
+}
+
+void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
+  out.magnitude = append_columns(out.magnitude_buffer, out.magnitude,
+                                 magnitudes.to(out.magnitude.scalar_type()));
 }
 
 void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Tensor& valid,
@@ -225,8 +258,12 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     mags = at::where(open, at::ones_like(mags), mags);
     out.exact_count = needed;
   }
-  append_codes(out, code);
-  out.magnitude = at::cat({out.magnitude, mags.to(out.magnitude.scalar_type())}, 1);
+  // Every code is a calibrated entry, a just-in-time entry or an exact row
+  // in use (or kZeroCode).
+  const int64_t most_exact = *std::max_element(out.exact_count.begin(), out.exact_count.end());
+  const int64_t most_jit = *std::max_element(out.jit_count.begin(), out.jit_count.end());
+  append_codes(out, code, -most_exact, Kc + most_jit);
+  append_magnitudes(out, mags);
 }
 
 at::Tensor reconstruct(const CodedVectors& c, const CodebookTables& tables) {
@@ -270,8 +307,8 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
                       RopeTables{cos.index_select(0, idx).view({kv, n, d}),
                                  sin.index_select(0, idx).view({kv, n, d})});
   }
-  // Tables are read in their stored dtype: a narrower row is widened into a
-  // small buffer, so no table is converted (or copied) as a whole.
+  // Tables are read in their stored dtype (RowRotator): no table is converted
+  // (or copied) as a whole.
   at::Tensor out = workspace ? Workspace::take(workspace->keys, kv, n, d, c.magnitude.options())
                              : at::empty({kv, n, d}, c.magnitude.options().dtype(at::kFloat));
   const at::Tensor code = codes_long(c).to(at::kInt).contiguous();
@@ -285,7 +322,7 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
                                ? c.quant.dequantize(workspace ? &workspace->key_rows : nullptr)
                                : c.exact.contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
-  const RowReader cal_r(cal), jit_r(jit), exact_r(exact);
+  const RowRotator cal_r(cal), jit_r(jit), exact_r(exact);
   const int32_t* code_p = code.data_ptr<int32_t>();
   const int32_t* pos_p = pos.data_ptr<int32_t>();
   const float* mag_p = mag.data_ptr<float>();
@@ -296,25 +333,25 @@ at::Tensor reconstruct_rotated(const CodedVectors& c, const CodebookTables& tabl
   const int64_t exact_cap = exact.size(1);
   const bool shared = tables.shared();
   at::parallel_for(0, kv * n, 512, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer(d);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = i / n;
       const int64_t cd = code_p[i];
       float* o = out_p + i * d;
-      const float* src = nullptr;
+      const RowRotator* table = nullptr;
+      int64_t index = 0;
       if (cd >= 0 && cd < Kc) {
-        src = cal_r.row((shared ? 0 : g) * Kc + cd, d, buffer.data());
+        table = &cal_r, index = (shared ? 0 : g) * Kc + cd;
       } else if (cd >= Kc && cd < Kc + cap) {
-        src = jit_r.row(g * cap + (cd - Kc), d, buffer.data());
+        table = &jit_r, index = g * cap + (cd - Kc);
       } else if (cd < 0) {
-        src = exact_r.row(g * exact_cap + (-cd - 1), d, buffer.data());
+        table = &exact_r, index = g * exact_cap + (-cd - 1);
       }
-      if (src == nullptr || pos_p[i] < 0) {
+      if (table == nullptr || pos_p[i] < 0) {
         std::fill(o, o + d, 0.0f);
         continue;
       }
       const int64_t row = static_cast<int64_t>(pos_p[i]) * d;
-      apply_rope_row(src, mag_p[i], cos_p + row, sin_p + row, o, d);
+      table->rotate(index, d, mag_p[i], cos_p + row, sin_p + row, o);
     }
   });
   return out;

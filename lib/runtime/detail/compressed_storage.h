@@ -36,8 +36,11 @@ struct CodebookTables {
 /// -code - 1 of the slot's KV head; kZeroCode: zero. Both per-head tables are
 /// padded to a common capacity (grown by doubling) with counts in use.
 struct CodedVectors {
-  at::Tensor code;                   ///< [kv_heads, slots] int16 or int32 (storage_cost.h)
-  at::Tensor magnitude;              ///< [kv_heads, slots] (1 for exact rows, 0 for zero)
+  at::Tensor code;       ///< [kv_heads, slots] int16 or int32 (storage_cost.h)
+  at::Tensor magnitude;  ///< [kv_heads, slots] (1 for exact rows, 0 for zero)
+  /// Capacity behind code and magnitude while they are views of their
+  /// leading columns (append_columns); undefined or stale otherwise.
+  at::Tensor code_buffer, magnitude_buffer;
   at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows (unquantised)
   std::vector<int64_t> exact_count;  ///< rows in use per KV head
   /// A quantised cache's exact rows (quant.mode != kNone): then `exact`
@@ -52,6 +55,7 @@ struct SequenceLayer {
   bool filled = false;
   at::Tensor positions;  ///< [kv_heads, slots] int32, -1 for padding
   at::Tensor member;     ///< [heads, slots] bool; undefined: every head sees every valid slot
+  at::Tensor positions_buffer, member_buffer;  ///< capacity behind them (append_columns)
   CodedVectors keys, values;
   int64_t tokens_seen = 0;
 };
@@ -76,15 +80,33 @@ at::Tensor exact_table(const CodedVectors& coded, at::Tensor* scratch = nullptr)
 /// (capacity doubled, new rows zero).
 at::Tensor grow_rows(const at::Tensor& t, int64_t needed);
 
+/// `current` [rows, n] with `extra` [rows, t] appended along dim 1, as a
+/// view of the leading n + t columns of `buffer` [rows, capacity]. While
+/// `current` is such a view of `buffer` with room for `extra`, only `extra`
+/// is copied; otherwise (a tensor assigned elsewhere, another dtype, or
+/// full) `buffer` is replaced by one of doubled capacity. So a cache that
+/// grows by one column per decode step copies amortised O(rows) elements per
+/// step, not everything it holds. Columns past n of an older view are
+/// overwritten: views of other lengths must not be kept.
+at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const at::Tensor& extra);
+
+/// Bytes allocated for `view`: its buffer's when it is a view of `buffer`.
+int64_t allocated_bytes(const at::Tensor& view, const at::Tensor& buffer);
+
 /// The codes of `coded` as int64 (kZeroCode for zero slots), whatever their
 /// stored width.
 at::Tensor codes_long(const CodedVectors& coded);
 
 /// Appends codes [kv_heads, t] int64 (kZeroCode for zero slots) to `out`:
 /// as int16 while `out` holds int16 codes (empty_coded starts so where
-/// storage_cost.h says) and every code fits, else as int32, widening the
-/// codes already held.
-void append_codes(CodedVectors& out, const at::Tensor& codes);
+/// storage_cost.h says) and every code lies in [lowest, highest] within
+/// int16 (below kZeroCode16), else as int32, widening the codes already
+/// held. The bounds (of every code but kZeroCode) come from the caller's
+/// host-side counts, so nothing is read back from the device.
+void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, int64_t highest);
+
+/// Appends magnitudes [kv_heads, t] (any floating dtype) to `out`.
+void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes);
 
 /// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
 /// and appends them as new slots of `out`.
