@@ -1,5 +1,5 @@
 // Smoke test of the committed second reference model (data/reference-model-v2,
-// docs/reference_model_v2.md): it loads with the geometry issue #18 asks for,
+// data/reference-model-v2/MODEL_CARD.md): it loads with the geometry issue #18 asks for,
 // its tokenizer round-trips text, and a forward pass predicts held-out text
 // and retrieves a pass key at its full context. CI's speed-sensitive tests
 // keep using the small v1 model; this one runs a few 2048-token forwards.
