@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -159,6 +160,33 @@ TEST(CompressionEval, QuantisersReportTheirOwnRatioAndCombinationsReachTheTarget
   EXPECT_LT(snap.settings.reserve_ratio.max, 1.0);
   const std::string table = summary_table(records, "ppl", "bits_per_byte");
   EXPECT_NE(table.find("fixed)"), std::string::npos) << table;
+}
+
+// Context + continuation may fill the model's whole context: the decoding
+// speed measured after the continuation then takes no step past it (and
+// none at all when no position is left).
+TEST(CompressionEval, PplFillsTheWholeContextWithoutPassingIt) {
+  testutil::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"full", "snapkv"};
+  o.ratios = {0.3};
+  o.tasks = {"ppl"};
+  o.ppl_samples = 1;
+  o.ppl_continuation = 4;
+  for (const int64_t free : {8, 0}) {  // the model's max_position_embeddings is 1024
+    o.ppl_context = 1024 - 4 - free;
+    o.out_dir = dir.file("free" + std::to_string(free));
+    const auto records = run_eval(o);
+    ASSERT_EQ(records.size(), 2u);
+    for (const EvalRecord& r : records) {
+      EXPECT_TRUE(std::isfinite(r.value)) << r.method;
+      if (free > 0) {
+        EXPECT_GT(r.decode_tokens_per_second, 0.0) << r.method;
+      } else {
+        EXPECT_EQ(r.decode_tokens_per_second, 0.0) << r.method;
+      }
+    }
+  }
 }
 
 TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {

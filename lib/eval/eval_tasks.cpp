@@ -80,11 +80,16 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
       at::Tensor logp = at::log_softmax(prev.to(at::kDouble), -1);
       nats -= logp.gather(1, cont.view({-1, 1}).to(logp.device())).sum().item<double>();
       bytes += x.continuation_bytes;
-      if (i == 0) {  // decoding speed: greedy steps after the continuation
+      // Decoding speed: greedy steps after the continuation, as many as the
+      // model's context leaves room for (at most 16).
+      const int64_t room = cx.model.config().max_position_embeddings -
+                           static_cast<int64_t>(x.context.size() + x.continuation.size());
+      const int64_t steps = std::min<int64_t>(16, room + 1);
+      if (i == 0 && steps >= 2) {
         const auto t0 = Clock::now();
-        decode_greedy(cx.model, *cache, logits.narrow(0, logits.size(0) - 1, 1), 16);
+        decode_greedy(cx.model, *cache, logits.narrow(0, logits.size(0) - 1, 1), steps);
         seconds_decode += since(t0);
-        decoded += 15;
+        decoded += steps - 1;
       }
     }
     if (fidelity) {
