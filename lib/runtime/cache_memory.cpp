@@ -33,7 +33,7 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
     out.distinct += out.calibrated_distinct;
   }
   for (int64_t j : c.jit_count) out.distinct += j;
-  for (int64_t e : c.exact_count) out.distinct += e;
+  for (int64_t e : detail::exact_rows_in_use(c)) out.distinct += e;
   return out;
 }
 
@@ -83,7 +83,7 @@ MemoryReport CompressedCache::memory() const {
           m.exact_bytes += c->quant.held_bytes();
           m.allocated_bytes += c->quant.allocated_bytes();
         } else {
-          for (int64_t e : c->exact_count) m.exact_bytes += e * vec;
+          for (int64_t e : detail::exact_rows_in_use(*c)) m.exact_bytes += e * vec;
         }
       }
       int64_t jit_entries = 0;

@@ -363,7 +363,20 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   const bool extend =
       I.params.extend_codebook_when_decoding && (I.params.codebook == CodebookMode::kJustInTime ||
                                                  I.params.codebook == CodebookMode::kHybrid);
-  const at::Tensor positions = positions_in.to(I.device, at::kLong);
+  // The RoPE table must cover every new position: read on the host where
+  // the caller keeps positions (as engines do), else once for the batch.
+  int64_t last_position = -1;
+  if (positions_in.numel() > 0) {
+    if (positions_in.is_cpu()) {
+      const at::Tensor p = positions_in.to(at::kLong).contiguous();
+      const int64_t* pp = p.data_ptr<int64_t>();
+      last_position = *std::max_element(pp, pp + p.numel());
+    } else {
+      last_position = positions_in.max().item<int64_t>();
+    }
+  }
+  I.ensure_rope(last_position + 1);
+  const at::Tensor positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < B; ++b) {
     SequenceLayer& S = I.slot(b, layer);
@@ -390,13 +403,12 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     } else {
       at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
       detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
-                           I.params.codebook, extend);
+                           I.params.codebook, extend, /*defer_counts=*/true);
       detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
-                           I.params.codebook, extend);
+                           I.params.codebook, extend, /*defer_counts=*/true);
     }
     S.tokens_seen += t;
 
-    I.ensure_rope(pos_b.max().item<int64_t>() + 1);
     at::Tensor K = detail::reconstruct_rotated(S.keys, I.key_tables[layer], S.positions, I.rope_cos,
                                                I.rope_sin, &I.workspace);
     const int64_t n = K.size(1);

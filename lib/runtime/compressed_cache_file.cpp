@@ -169,8 +169,8 @@ void CompressedCache::save(const std::string& path) const {
                                  {"tokens_seen", S.tokens_seen},
                                  {"key_jit_count", S.keys.jit_count},
                                  {"value_jit_count", S.values.jit_count},
-                                 {"key_exact_count", S.keys.exact_count},
-                                 {"value_exact_count", S.values.exact_count}});
+                                 {"key_exact_count", detail::exact_rows_in_use(S.keys)},
+                                 {"value_exact_count", detail::exact_rows_in_use(S.values)}});
         if (S.keys.quantized()) {
           seq["layers"].back()["key_quantized"] = S.keys.quant.quantized;
           seq["layers"].back()["key_recent"] = S.keys.quant.tail_count;
@@ -281,6 +281,8 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
             c->jit = t(k + ".jit");
             c->jit_count = layers[l].at(singular + "_jit_count").get<std::vector<int64_t>>();
             c->exact_count = layers[l].at(singular + "_exact_count").get<std::vector<int64_t>>();
+            c->exact_used = at::Tensor();
+            c->exact_unsettled = 0;
             SKV_CHECK(c->exact.scalar_type() == detail::entry_scalar_type(I.params.storage_dtype) &&
                           c->jit.scalar_type() == c->exact.scalar_type() &&
                           c->magnitude.scalar_type() ==

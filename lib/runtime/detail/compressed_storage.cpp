@@ -23,7 +23,10 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   at::Tensor sims = at::bmm(dirs, t.transpose(1, 2));  // [kv, t, K]
   std::vector<int64_t> per_head(kv);
   for (int64_t g = 0; g < kv; ++g) per_head[g] = counts[counts.size() == 1 ? 0 : g];
-  at::Tensor limit = at::tensor(per_head, at::kLong).to(dirs.device()).view({kv, 1, 1});
+  // A host-to-device copy that does not wait for the device.
+  at::Tensor limit =
+      at::tensor(per_head, at::kLong).to(dirs.device(), at::kLong, /*non_blocking=*/true);
+  limit = limit.view({kv, 1, 1});
   at::Tensor slot = at::arange(K, dirs.options().dtype(at::kLong)).view({1, 1, K});
   sims = sims.masked_fill(slot >= limit, -3.0);
   auto [best, arg] = sims.max(2);
@@ -113,8 +116,10 @@ at::Tensor Workspace::take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
 at::Tensor exact_table(const CodedVectors& c, at::Tensor* scratch) {
   if (c.quantized()) return c.quant.dequantize(scratch);
   const int64_t used =
-      c.exact_count.empty() ? 0 : *std::max_element(c.exact_count.begin(), c.exact_count.end());
-  return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every count unused
+      c.exact_count.empty()
+          ? 0
+          : *std::max_element(c.exact_count.begin(), c.exact_count.end()) + c.exact_unsettled;
+  return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every bound unused
 }
 
 at::ScalarType entry_scalar_type(StorageDtype dtype) {
@@ -173,19 +178,71 @@ void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
                                  magnitudes.to(out.magnitude.scalar_type()));
 }
 
+std::vector<int64_t> exact_rows_in_use(const CodedVectors& c) {
+  if (c.exact_unsettled == 0 || !c.exact_used.defined()) return c.exact_count;
+  const at::Tensor used = c.exact_used.to(at::kCPU).contiguous();
+  const int64_t* u = used.data_ptr<int64_t>();
+  return std::vector<int64_t>(u, u + used.numel());
+}
+
+void settle_exact_rows(CodedVectors& c) {
+  if (c.exact_unsettled == 0) return;
+  c.exact_count = exact_rows_in_use(c);
+  c.exact_unsettled = 0;  // exact_used stays: it agrees with exact_count
+}
+
+namespace {
+
+// The misses `open` [kv, t] of `vectors` [kv, t, d] become exact rows of
+// `out` at places computed on the device, each head's in order after the
+// rows it uses: nothing is read back. Returns the rows' codes [kv, t]
+// (-row - 1 where open) and widens the host bound by t.
+at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& vectors,
+                                 const at::Tensor& open) {
+  const int64_t kv = vectors.size(0), t = vectors.size(1), d = vectors.size(2);
+  if (!out.exact_used.defined()) {
+    out.exact_used = at::tensor(out.exact_count, at::kLong)
+                         .to(vectors.device(), at::kLong, /*non_blocking=*/true);
+  }
+  const at::Tensor open_long = open.to(at::kLong);
+  const at::Tensor row = out.exact_used.view({kv, 1}) + open_long.cumsum(1) - 1;  // [kv, t]
+  // Rows in use stay below `bound`; slot `bound` (never in use) takes every
+  // vector that is not a miss, as zeros, so the rows past those in use stay zero.
+  const int64_t bound =
+      *std::max_element(out.exact_count.begin(), out.exact_count.end()) + out.exact_unsettled + t;
+  out.exact = grow_rows(out.exact, bound + 1);
+  const int64_t cap = out.exact.size(1);
+  const at::Tensor head = at::arange(kv, row.options()).view({kv, 1});
+  const at::Tensor dest = (head * cap + at::where(open, row, at::full_like(row, bound))).view({-1});
+  const at::Tensor rows = vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0);
+  out.exact.view({kv * cap, d})
+      .index_copy_(0, dest, rows.reshape({kv * t, d}).to(out.exact.scalar_type()));
+  out.exact_used = out.exact_used + open_long.sum(1);
+  out.exact_unsettled += t;
+  return -row - 1;
+}
+
+}  // namespace
+
 void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Tensor& valid,
-                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses) {
+                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses,
+                  bool defer_counts) {
   const at::Tensor vectors = vectors_in.to(at::kFloat);
   const int64_t kv = vectors.size(0), t = vectors.size(1);
   if (t == 0) return;
+  const bool use_calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
+  const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
+  // What is decided on the host: where a quantised table's rows go, which
+  // just-in-time entries to build. Then the counts are read back first.
+  const bool defer = defer_counts && !out.quantized() && !(use_jit && build_jit_from_misses) &&
+                     out.exact_unsettled + t <= kExactSettleSlots;
+  if (!defer) settle_exact_rows(out);
   auto [dirs, mags] = split_magnitude(vectors);
   mags = mags.masked_fill(valid.logical_not(), 0.0);
   at::Tensor code =
       at::full({kv, t}, static_cast<int64_t>(kZeroCode), vectors.options().dtype(at::kLong));
   at::Tensor open = mags > 0;  // vectors that still need a code
   const int64_t Kc = tables.calibrated_capacity();
-  const bool use_calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
-  const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
 
   if (use_calibrated && Kc > 0) {
     auto [best, arg] = nearest(dirs, tables.calibrated, tables.calibrated_sizes);
@@ -227,40 +284,47 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     }
     open = at::zeros_like(open);
   }
-  at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
-  if (misses.sum().item<int64_t>() > 0) {
-    // No entry: the vector is kept exact; the r-th miss of head g takes row
-    // exact_count[g] + r of that head's table, and its code points there.
-    std::vector<int64_t> needed(kv);
-    const int64_t* m = misses.data_ptr<int64_t>();
-    for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + m[g];
-    at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
-    at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
-    if (out.quantized()) {
-      // Each head's misses, in order, join its quantised table.
-      at::Tensor open_cpu = open.to(at::kCPU);
-      for (int64_t g = 0; g < kv; ++g) {
-        if (m[g] == 0) continue;
-        at::Tensor which = open_cpu[g].nonzero().view({-1}).to(vectors.device());
-        out.quant.append(g, vectors[g].index_select(0, which));
-      }
-    } else {
-      out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
-      const int64_t cap = out.exact.size(1);
-      at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
-      at::Tensor flat_open = open.reshape({-1});
-      at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
-      at::Tensor rows =
-          vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
-      out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
-    }
-    code = at::where(open, -row - 1, code);
+  if (defer) {
+    code = at::where(open, append_exact_deferred(out, vectors, open), code);
     mags = at::where(open, at::ones_like(mags), mags);
-    out.exact_count = needed;
+  } else {
+    at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
+    if (misses.sum().item<int64_t>() > 0) {
+      // No entry: the vector is kept exact; the r-th miss of head g takes row
+      // exact_count[g] + r of that head's table, and its code points there.
+      std::vector<int64_t> needed(kv);
+      const int64_t* m = misses.data_ptr<int64_t>();
+      for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + m[g];
+      at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
+      at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
+      if (out.quantized()) {
+        // Each head's misses, in order, join its quantised table.
+        at::Tensor open_cpu = open.to(at::kCPU);
+        for (int64_t g = 0; g < kv; ++g) {
+          if (m[g] == 0) continue;
+          at::Tensor which = open_cpu[g].nonzero().view({-1}).to(vectors.device());
+          out.quant.append(g, vectors[g].index_select(0, which));
+        }
+      } else {
+        out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
+        const int64_t cap = out.exact.size(1);
+        at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
+        at::Tensor flat_open = open.reshape({-1});
+        at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
+        at::Tensor rows =
+            vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
+        out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
+      }
+      code = at::where(open, -row - 1, code);
+      mags = at::where(open, at::ones_like(mags), mags);
+      out.exact_count = needed;
+      out.exact_used = at::Tensor();  // made again from exact_count when next deferred
+    }
   }
   // Every code is a calibrated entry, a just-in-time entry or an exact row
-  // in use (or kZeroCode).
-  const int64_t most_exact = *std::max_element(out.exact_count.begin(), out.exact_count.end());
+  // in use (or kZeroCode), whose bounds the host knows.
+  const int64_t most_exact =
+      *std::max_element(out.exact_count.begin(), out.exact_count.end()) + out.exact_unsettled;
   const int64_t most_jit = *std::max_element(out.jit_count.begin(), out.jit_count.end());
   append_codes(out, code, -most_exact, Kc + most_jit);
   append_magnitudes(out, mags);

@@ -42,7 +42,14 @@ struct CodedVectors {
   /// leading columns (append_columns); undefined or stale otherwise.
   at::Tensor code_buffer, magnitude_buffer;
   at::Tensor exact;                  ///< [kv_heads, capacity, d] exact rows (unquantised)
-  std::vector<int64_t> exact_count;  ///< rows in use per KV head
+  std::vector<int64_t> exact_count;  ///< rows in use per KV head, as last read on the host
+  /// Rows in use per KV head on the device, [kv_heads] int64, counting those
+  /// appended by decode steps that read nothing back (append_coded with
+  /// defer_counts); undefined until the first such step. exact_unsettled:
+  /// slots appended since exact_count was last brought up to date, so
+  /// exact_count[g] + exact_unsettled bounds head g's rows in use.
+  at::Tensor exact_used;
+  int64_t exact_unsettled = 0;
   /// A quantised cache's exact rows (quant.mode != kNone): then `exact`
   /// stays empty and row r of head g is quant's row r.
   QuantizedRows quant;
@@ -108,10 +115,27 @@ void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, in
 /// Appends magnitudes [kv_heads, t] (any floating dtype) to `out`.
 void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes);
 
+/// Decode steps a cache may append with its exact-row counts left on the
+/// device before append_coded reads them back once.
+constexpr int64_t kExactSettleSlots = 64;
+
 /// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
-/// and appends them as new slots of `out`.
+/// and appends them as new slots of `out`. With `defer_counts` (decode),
+/// nothing is read back from the device where nothing needs deciding on the
+/// host: misses become exact rows at device-computed places, and their count
+/// is read back once per kExactSettleSlots appended slots (settle_exact_rows).
+/// Building just-in-time entries and a quantised table's rows read it always.
 void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor& valid,
-                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses);
+                  const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses,
+                  bool defer_counts = false);
+
+/// Exact rows in use per KV head (read back from the device when some were
+/// appended with deferred counts).
+std::vector<int64_t> exact_rows_in_use(const CodedVectors& coded);
+
+/// Brings exact_count up to date (one read from the device if any count is
+/// deferred).
+void settle_exact_rows(CodedVectors& coded);
 
 /// Dense vectors [kv_heads, slots, d] rebuilt from codes.
 at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);
