@@ -122,6 +122,55 @@ TEST(QuantizedRows, RecentWindowFollowsKivisSchedule) {
                    "head_dim 6");
 }
 
+// The CPU's one-pass dequantisation against the formulas it replaces, in
+// ATen operations on the stored tensors: equal bit for bit, with heads of
+// different row counts (padding stays zero) and a recent window.
+TEST(QuantizedRows, CpuDequantisationEqualsTheAtenFormulasBitForBit) {
+  const at::TensorOptions o;
+  const int64_t kv = 2, d = 64, group = 32, residual = 32;
+  for (KvQuantization mode :
+       {KvQuantization::kFp8, KvQuantization::kKivi4, KvQuantization::kKivi2}) {
+    for (QuantAxis axis : {QuantAxis::kPerChannel, QuantAxis::kPerToken}) {
+      for (StorageDtype dtype : {StorageDtype::kFloat32, StorageDtype::kFloat16}) {
+        QuantizedRows r = QuantizedRows::empty(mode, axis, dtype, kv, d, group, residual, o);
+        at::manual_seed(11);
+        r.append(0, at::randn({150, d}) * 3);
+        r.append(1, at::randn({97, d}));
+        for (int64_t i = 0; i < 5; ++i) r.append(1, at::randn({1, d}));
+        const at::Tensor got = r.dequantize();
+        const int64_t bits = storage::quantized_bits(mode);
+        for (int64_t g = 0; g < kv; ++g) {
+          const int64_t m = r.quantized[g];
+          ASSERT_GT(m, 0);
+          at::Tensor q = detail::unpack_bits(r.packed[g].narrow(0, 0, m), bits);
+          at::Tensor want;
+          if (mode == KvQuantization::kFp8) {
+            want = detail::fp8_e4m3_decode(q) * r.fp8_scale[g];
+          } else if (axis == QuantAxis::kPerChannel) {
+            want = detail::dequantize_int(q.view({m / group, group, d}).transpose(1, 2),
+                                          r.scale[g].narrow(0, 0, m / group),
+                                          r.zero[g].narrow(0, 0, m / group))
+                       .transpose(1, 2)
+                       .reshape({m, d});
+          } else {
+            const int64_t cg = r.channel_group();
+            want = detail::dequantize_int(q.view({m, d / cg, cg}), r.scale[g].narrow(0, 0, m),
+                                          r.zero[g].narrow(0, 0, m))
+                       .reshape({m, d});
+          }
+          EXPECT_TRUE(at::equal(got[g].narrow(0, 0, m), want))
+              << to_string(mode) << " axis " << static_cast<int>(axis) << " " << to_string(dtype)
+              << " head " << g;
+          const int64_t t = r.tail_count[g];
+          EXPECT_TRUE(at::equal(got[g].narrow(0, m, t), r.tail[g].narrow(0, 0, t).to(at::kFloat)));
+          const int64_t pad = got.size(1) - m - t;
+          EXPECT_EQ(got[g].narrow(0, m + t, pad).abs().sum().item<float>(), 0.0f);
+        }
+      }
+    }
+  }
+}
+
 CompressionParameters quantised(KvQuantization mode, StorageDtype dtype) {
   CompressionParameters p;
   p.reserve_ratio = 1;

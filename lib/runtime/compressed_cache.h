@@ -184,6 +184,13 @@ class CompressedCache : public AttentionCache {
   // AttentionCache
   int64_t batch_size() const override;
   int64_t next_position(int64_t sequence) const override;
+  /// Decoding reads nothing back from the device (so the host can queue the
+  /// next step while this one runs) when `positions` is on the host, as an
+  /// engine keeps them, and nothing is decided on the host: no layer held as
+  /// token ids (its K/V are checked against the table), no quantised exact
+  /// rows, no just-in-time entries built while decoding
+  /// (extend_codebook_when_decoding). The exact rows' count is then read
+  /// back once per 64 decoded tokens.
   at::Tensor append_and_attend(int64_t layer, const at::Tensor& queries,
                                const at::Tensor& keys_pre_rope, const at::Tensor& values,
                                const at::Tensor& positions) override;

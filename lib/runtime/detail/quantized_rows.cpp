@@ -1,6 +1,7 @@
 #include "runtime/detail/quantized_rows.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +29,67 @@ const std::vector<float>& e4m3_positive() {
 
 int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
 
+const std::vector<float>& e4m3_table();
+
+// The quantised rows of every head written straight into `out` [kv, E, d]
+// float32, on the CPU: one pass over the packed bytes, no temporaries. The
+// same arithmetic as dequantize_block's ATen operations (a product rounded,
+// then a sum rounded: this file is built with -ffp-contract=off), so the
+// result is the same bit for bit. Scales and zero points are read in their
+// stored dtype S.
+template <typename S>
+void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
+  const int64_t kv = static_cast<int64_t>(r.quantized.size()), d = r.head_dim;
+  const int64_t bits = storage::quantized_bits(r.mode), per = 8 / bits;
+  const int mask = (1 << bits) - 1;
+  const at::Tensor packed = r.packed.contiguous();
+  const int64_t cap = packed.size(1), row_bytes = packed.size(2);
+  const uint8_t* pk = packed.data_ptr<uint8_t>();
+  const bool fp8 = r.mode == KvQuantization::kFp8;
+  const at::Tensor fp8_scale = fp8 ? r.fp8_scale.to(at::kFloat).contiguous() : at::Tensor();
+  const float* f8s = fp8 ? fp8_scale.data_ptr<float>() : nullptr;
+  const float* lut = e4m3_table().data();
+  const at::Tensor scale = fp8 ? at::Tensor() : r.scale.contiguous();
+  const at::Tensor zero = fp8 ? at::Tensor() : r.zero.contiguous();
+  const S* sc = fp8 ? nullptr : scale.data_ptr<S>();
+  const S* zr = fp8 ? nullptr : zero.data_ptr<S>();
+  const int64_t stat_rows = fp8 ? 0 : scale.size(1), stat_cols = fp8 ? 0 : scale.size(2);
+  const bool per_channel = r.axis == QuantAxis::kPerChannel;
+  const int64_t cg = r.channel_group();
+  int64_t Q = 0;
+  for (int64_t q : r.quantized) Q = std::max(Q, q);
+  at::parallel_for(0, kv * Q, 64, [&](int64_t begin, int64_t end) {
+    float codes[1024];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t g = i / Q, row = i % Q;
+      if (row >= r.quantized[g]) continue;
+      const uint8_t* p = pk + (g * cap + row) * row_bytes;
+      float* o = out + (g * E + row) * d;
+      if (fp8) {
+        const float s = f8s[g];
+        for (int64_t c = 0; c < d; ++c) o[c] = lut[p[c]] * s;
+        continue;
+      }
+      for (int64_t c = 0; c < d; ++c) {
+        codes[c] = static_cast<float>((p[c / per] >> (bits * (c % per))) & mask);
+      }
+      if (per_channel) {
+        const S* s = sc + (g * stat_rows + row / r.group) * stat_cols;
+        const S* z = zr + (g * stat_rows + row / r.group) * stat_cols;
+        for (int64_t c = 0; c < d; ++c) {
+          o[c] = codes[c] * static_cast<float>(s[c]) + static_cast<float>(z[c]);
+        }
+      } else {
+        const S* s = sc + (g * stat_rows + row) * stat_cols;
+        const S* z = zr + (g * stat_rows + row) * stat_cols;
+        for (int64_t c = 0; c < d; ++c) {
+          o[c] = codes[c] * static_cast<float>(s[c / cg]) + static_cast<float>(z[c / cg]);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
@@ -44,7 +106,10 @@ at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
   return (index + sign).to(at::kByte);
 }
 
-at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
+namespace {
+
+// float32 of every e4m3 bit pattern.
+const std::vector<float>& e4m3_table() {
   static const std::vector<float> table = [] {
     std::vector<float> t(256);
     const std::vector<float>& v = e4m3_positive();
@@ -55,7 +120,13 @@ at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
     t[127] = t[255] = std::nanf("");  // e4m3fn's NaN; never produced by the encoder
     return t;
   }();
-  at::Tensor t = at::tensor(table, at::kFloat).to(q.device());
+  return table;
+}
+
+}  // namespace
+
+at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
+  at::Tensor t = at::tensor(e4m3_table(), at::kFloat).to(q.device());
   return t.index_select(0, q.reshape({-1}).to(at::kLong)).view(q.sizes());
 }
 
@@ -235,7 +306,15 @@ at::Tensor QuantizedRows::dequantize(at::Tensor* scratch) const {
   } else {
     out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
   }
-  // A block of rows at a time: the unpacking's temporaries stay small.
+  if (out.is_cpu() && Q > 0 && d <= 1024) {
+    if (mode == KvQuantization::kFp8 || scale.scalar_type() == at::kFloat) {
+      dequantize_quantized_cpu<float>(*this, E, out.data_ptr<float>());
+    } else {
+      dequantize_quantized_cpu<c10::Half>(*this, E, out.data_ptr<float>());
+    }
+    Q = 0;  // done
+  }
+  // Other devices: a block of rows at a time, so the unpacking's temporaries stay small.
   const int64_t block = std::max<int64_t>(1, 1024 / group) * group;
   for (int64_t start = 0; start < Q; start += block) {
     const int64_t m = std::min(block, Q - start);
