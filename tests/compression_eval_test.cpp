@@ -243,6 +243,17 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
   EXPECT_TRUE(method_spec("spindle+fp8").is_spindle());
   EXPECT_SKV_ERROR(method_spec("full+kivi4"), "a quantiser is a suffix of a method that evicts");
   EXPECT_SKV_ERROR(method_spec("kivi4+kivi2"), "a quantiser is a suffix");
+  // +pool: a SpindleKV variant's eviction pools importance as SnapKV's does.
+  EXPECT_EQ(method_spec("spindle").make_policy()->name(), "window-attention(repeat, pool 1)");
+  EXPECT_EQ(method_spec("snapkv").make_policy()->name(), "window-attention(repeat, pool 7)");
+  const MethodSpec pooled = method_spec("spindle-jit+pool+kivi4+l0");
+  EXPECT_EQ(pooled.make_policy()->name(), "window-attention(repeat, pool 7)");
+  EXPECT_EQ(pooled.codebook, CodebookMode::kJustInTime);
+  EXPECT_EQ(pooled.quantization, KvQuantization::kKivi4);
+  EXPECT_TRUE(pooled.token_id_layer0);
+  EXPECT_EQ(method_spec("spindle+pool").budget, BudgetKind::kCalibrated);
+  EXPECT_SKV_ERROR(method_spec("snapkv+pool"), "follows a SpindleKV variant");
+  EXPECT_SKV_ERROR(method_spec("spindle+kivi4+pool"), "follows a SpindleKV variant");
 }
 
 }  // namespace

@@ -110,7 +110,9 @@ void register_eval_command(CLI::App& app) {
   for (const auto& m : known_methods()) all_methods += (all_methods.empty() ? "" : ",") + m;
   sub->add_option("--methods", e.methods,
                   "Methods to compare, of: " + all_methods +
-                      "; a method that evicts also with a quantiser suffix (+fp8, "
+                      "; a SpindleKV variant also with +pool (importance max-pooled over 7 "
+                      "neighbours, as SnapKV does); a method that evicts also with a quantiser "
+                      "suffix (+fp8, "
                       "+fp8-calibrated, +kivi4, +kivi2: its exact rows quantised); each but full "
                       "also with +l0 (layer 0 held as token ids). fp8, fp8-calibrated, kivi4 and "
                       "kivi2 alone quantise the full cache: a fixed ratio, reported as measured")

@@ -28,6 +28,9 @@ constexpr Quantiser kQuantisers[] = {
     {"kivi2", KvQuantization::kKivi2, Fp8Scales::kDynamic},
 };
 
+// SnapKV's (and PyramidKV's) max-pooling of importance over neighbours.
+constexpr int64_t kSnapKvPooling = 7;
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() > suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -57,6 +60,17 @@ MethodSpec method_spec(const std::string& name) {
       return m;
     }
   }
+  const std::string pool = "+pool";
+  if (ends_with(name, pool)) {  // a SpindleKV variant that pools importance as SnapKV does
+    MethodSpec m = method_spec(name.substr(0, name.size() - pool.size()));
+    SKV_CHECK(m.is_spindle() && m.quantization == KvQuantization::kNone && !m.token_id_layer0,
+              "method '", name, "': +pool follows a SpindleKV variant directly (the baselines ",
+              "pool already; quantiser and +l0 come after it, as in 'spindle+pool+kivi4')");
+    m.name = name;
+    const GqaMode gqa = m.gqa;
+    m.make_policy = [gqa] { return std::make_shared<WindowAttentionPolicy>(gqa, kSnapKvPooling); };
+    return m;
+  }
   MethodSpec m;
   m.name = name;
   for (const Quantiser& q : kQuantisers) {
@@ -82,17 +96,17 @@ MethodSpec method_spec(const std::string& name) {
     m.gqa = GqaMode::kGroupAverage;
     m.make_policy = [] { return std::make_shared<H2oPolicy>(0.5, GqaMode::kGroupAverage); };
   } else if (name == "snapkv") {
-    m.make_policy = window(GqaMode::kRepeat, 7);
+    m.make_policy = window(GqaMode::kRepeat, kSnapKvPooling);
   } else if (name == "snapkv-mean") {  // scores averaged over the group (AdaKV, KVCache-Factory)
     m.gqa = GqaMode::kGroupAverage;
-    m.make_policy = window(GqaMode::kGroupAverage, 7);
+    m.make_policy = window(GqaMode::kGroupAverage, kSnapKvPooling);
   } else if (name == "pyramidkv") {
     m.budget = BudgetKind::kPyramid;
-    m.make_policy = window(GqaMode::kRepeat, 7);
+    m.make_policy = window(GqaMode::kRepeat, kSnapKvPooling);
   } else if (name == "pyramidkv-mean") {
     m.budget = BudgetKind::kPyramid;
     m.gqa = GqaMode::kGroupAverage;
-    m.make_policy = window(GqaMode::kGroupAverage, 7);
+    m.make_policy = window(GqaMode::kGroupAverage, kSnapKvPooling);
   } else if (name == "pyramidinfer") {
     m.budget = BudgetKind::kPyramid;
     m.gqa = GqaMode::kGroupAverage;
@@ -113,8 +127,8 @@ MethodSpec method_spec(const std::string& name) {
     std::string all;
     for (const auto& k : known_methods()) all += (all.empty() ? "" : ", ") + k;
     SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all,
-              "; a method that evicts also with +fp8, +fp8-calibrated, +kivi4 or +kivi2; each "
-              "also with +l0)");
+              "; a SpindleKV variant also with +pool; a method that evicts also with +fp8, "
+              "+fp8-calibrated, +kivi4 or +kivi2; each also with +l0)");
   }
   return m;
 }

@@ -44,10 +44,12 @@ struct MethodSpec {
 
 /// Every method name `spindlekv eval` knows, in its default order.
 std::vector<std::string> known_methods();
-/// The spec of `name`: a known method, a method that evicts with a
-/// quantiser as suffix ("snapkv+kivi4", "spindle+fp8"), each optionally
-/// followed by "+l0" (layer 0 held as token ids); throws naming the known
-/// methods if unknown.
+/// The spec of `name`: a known method, a SpindleKV variant with "+pool"
+/// (its eviction max-pools importance over 7 neighbours, as SnapKV does;
+/// the paper does not pool), a method that evicts with a quantiser as
+/// suffix ("snapkv+kivi4", "spindle+pool+fp8"), each optionally followed by
+/// "+l0" (layer 0 held as token ids); throws naming the known methods if
+/// unknown.
 MethodSpec method_spec(const std::string& name);
 
 }  // namespace spindlekv
