@@ -31,17 +31,26 @@ int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element
 
 const std::vector<float>& e4m3_table();
 
+// The codes of one packed row: `bytes` bytes of 8 / BITS codes each, low
+// bits first.
+template <int BITS>
+void unpack_row(const uint8_t* p, int64_t bytes, float* codes) {
+  constexpr int per = 8 / BITS, mask = (1 << BITS) - 1;
+  for (int64_t j = 0; j < bytes; ++j) {
+    const int b = p[j];
+    for (int k = 0; k < per; ++k) codes[j * per + k] = static_cast<float>((b >> (BITS * k)) & mask);
+  }
+}
+
 // The quantised rows of every head written straight into `out` [kv, E, d]
-// float32, on the CPU: one pass over the packed bytes, no temporaries. The
-// same arithmetic as dequantize_block's ATen operations (a product rounded,
-// then a sum rounded: this file is built with -ffp-contract=off), so the
-// result is the same bit for bit. Scales and zero points are read in their
-// stored dtype S.
-template <typename S>
+// float32, on the CPU: one pass over the packed bytes, scales and zero
+// points widened to float32 first (a 32nd of the codes' count). The same
+// arithmetic as dequantize_block's ATen operations (a product rounded, then
+// a sum rounded: this file is built with -ffp-contract=off), so the result
+// is the same bit for bit.
 void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
   const int64_t kv = static_cast<int64_t>(r.quantized.size()), d = r.head_dim;
-  const int64_t bits = storage::quantized_bits(r.mode), per = 8 / bits;
-  const int mask = (1 << bits) - 1;
+  const int64_t bits = storage::quantized_bits(r.mode);
   const at::Tensor packed = r.packed.contiguous();
   const int64_t cap = packed.size(1), row_bytes = packed.size(2);
   const uint8_t* pk = packed.data_ptr<uint8_t>();
@@ -49,16 +58,16 @@ void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
   const at::Tensor fp8_scale = fp8 ? r.fp8_scale.to(at::kFloat).contiguous() : at::Tensor();
   const float* f8s = fp8 ? fp8_scale.data_ptr<float>() : nullptr;
   const float* lut = e4m3_table().data();
-  const at::Tensor scale = fp8 ? at::Tensor() : r.scale.contiguous();
-  const at::Tensor zero = fp8 ? at::Tensor() : r.zero.contiguous();
-  const S* sc = fp8 ? nullptr : scale.data_ptr<S>();
-  const S* zr = fp8 ? nullptr : zero.data_ptr<S>();
+  const at::Tensor scale = fp8 ? at::Tensor() : r.scale.to(at::kFloat).contiguous();
+  const at::Tensor zero = fp8 ? at::Tensor() : r.zero.to(at::kFloat).contiguous();
+  const float* sc = fp8 ? nullptr : scale.data_ptr<float>();
+  const float* zr = fp8 ? nullptr : zero.data_ptr<float>();
   const int64_t stat_rows = fp8 ? 0 : scale.size(1), stat_cols = fp8 ? 0 : scale.size(2);
   const bool per_channel = r.axis == QuantAxis::kPerChannel;
   const int64_t cg = r.channel_group();
   int64_t Q = 0;
   for (int64_t q : r.quantized) Q = std::max(Q, q);
-  at::parallel_for(0, kv * Q, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, kv * Q, 256, [&](int64_t begin, int64_t end) {
     float codes[1024];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t g = i / Q, row = i % Q;
@@ -70,20 +79,25 @@ void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
         for (int64_t c = 0; c < d; ++c) o[c] = lut[p[c]] * s;
         continue;
       }
-      for (int64_t c = 0; c < d; ++c) {
-        codes[c] = static_cast<float>((p[c / per] >> (bits * (c % per))) & mask);
+      if (bits == 4) {
+        unpack_row<4>(p, row_bytes, codes);
+      } else if (bits == 2) {
+        unpack_row<2>(p, row_bytes, codes);
+      } else {
+        unpack_row<8>(p, row_bytes, codes);
       }
       if (per_channel) {
-        const S* s = sc + (g * stat_rows + row / r.group) * stat_cols;
-        const S* z = zr + (g * stat_rows + row / r.group) * stat_cols;
-        for (int64_t c = 0; c < d; ++c) {
-          o[c] = codes[c] * static_cast<float>(s[c]) + static_cast<float>(z[c]);
-        }
+        const float* s = sc + (g * stat_rows + row / r.group) * stat_cols;
+        const float* z = zr + (g * stat_rows + row / r.group) * stat_cols;
+        for (int64_t c = 0; c < d; ++c) o[c] = codes[c] * s[c] + z[c];
       } else {
-        const S* s = sc + (g * stat_rows + row) * stat_cols;
-        const S* z = zr + (g * stat_rows + row) * stat_cols;
-        for (int64_t c = 0; c < d; ++c) {
-          o[c] = codes[c] * static_cast<float>(s[c / cg]) + static_cast<float>(z[c / cg]);
+        const float* s = sc + (g * stat_rows + row) * stat_cols;
+        const float* z = zr + (g * stat_rows + row) * stat_cols;
+        for (int64_t k = 0; k < stat_cols; ++k) {
+          const float sk = s[k], zk = z[k];
+          float* ok = o + k * cg;
+          const float* ck = codes + k * cg;
+          for (int64_t c = 0; c < cg; ++c) ok[c] = ck[c] * sk + zk;
         }
       }
     }
@@ -307,11 +321,7 @@ at::Tensor QuantizedRows::dequantize(at::Tensor* scratch) const {
     out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
   }
   if (out.is_cpu() && Q > 0 && d <= 1024) {
-    if (mode == KvQuantization::kFp8 || scale.scalar_type() == at::kFloat) {
-      dequantize_quantized_cpu<float>(*this, E, out.data_ptr<float>());
-    } else {
-      dequantize_quantized_cpu<c10::Half>(*this, E, out.data_ptr<float>());
-    }
+    dequantize_quantized_cpu(*this, E, out.data_ptr<float>());
     Q = 0;  // done
   }
   // Other devices: a block of rows at a time, so the unpacking's temporaries stay small.
