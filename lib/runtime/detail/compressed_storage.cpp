@@ -113,12 +113,15 @@ at::Tensor Workspace::take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
   return buffer.narrow(0, 0, need).view({a, b, c});
 }
 
+int64_t exact_rows_bound(const CodedVectors& c) {
+  return c.exact_count.empty()
+             ? 0
+             : *std::max_element(c.exact_count.begin(), c.exact_count.end()) + c.exact_unsettled;
+}
+
 at::Tensor exact_table(const CodedVectors& c, at::Tensor* scratch) {
   if (c.quantized()) return c.quant.dequantize(scratch);
-  const int64_t used =
-      c.exact_count.empty()
-          ? 0
-          : *std::max_element(c.exact_count.begin(), c.exact_count.end()) + c.exact_unsettled;
+  const int64_t used = exact_rows_bound(c);
   return c.exact.narrow(1, 0, std::min(used, c.exact.size(1)));  // rows past every bound unused
 }
 
@@ -208,8 +211,7 @@ at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& vectors,
   const at::Tensor row = out.exact_used.view({kv, 1}) + open_long.cumsum(1) - 1;  // [kv, t]
   // Rows in use stay below `bound`; slot `bound` (never in use) takes every
   // vector that is not a miss, as zeros, so the rows past those in use stay zero.
-  const int64_t bound =
-      *std::max_element(out.exact_count.begin(), out.exact_count.end()) + out.exact_unsettled + t;
+  const int64_t bound = exact_rows_bound(out) + t;
   out.exact = grow_rows(out.exact, bound + 1);
   const int64_t cap = out.exact.size(1);
   const at::Tensor head = at::arange(kv, row.options()).view({kv, 1});
@@ -323,8 +325,7 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
   }
   // Every code is a calibrated entry, a just-in-time entry or an exact row
   // in use (or kZeroCode), whose bounds the host knows.
-  const int64_t most_exact =
-      *std::max_element(out.exact_count.begin(), out.exact_count.end()) + out.exact_unsettled;
+  const int64_t most_exact = exact_rows_bound(out);
   const int64_t most_jit = *std::max_element(out.jit_count.begin(), out.jit_count.end());
   append_codes(out, code, -most_exact, Kc + most_jit);
   append_magnitudes(out, mags);

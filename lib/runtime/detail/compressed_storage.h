@@ -129,6 +129,10 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor
                   const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses,
                   bool defer_counts = false);
 
+/// A host-side bound on every head's exact rows in use: the most any head
+/// had when last read, plus the slots appended since.
+int64_t exact_rows_bound(const CodedVectors& coded);
+
 /// Exact rows in use per KV head (read back from the device when some were
 /// appended with deferred counts).
 std::vector<int64_t> exact_rows_in_use(const CodedVectors& coded);

@@ -29,7 +29,20 @@ const std::vector<float>& e4m3_positive() {
 
 int64_t nbytes(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
 
-const std::vector<float>& e4m3_table();
+// float32 of every e4m3 bit pattern.
+const std::vector<float>& e4m3_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(256);
+    const std::vector<float>& v = e4m3_positive();
+    for (int b = 0; b < 127; ++b) {
+      t[b] = v[b];
+      t[b + 128] = -v[b];
+    }
+    t[127] = t[255] = std::nanf("");  // e4m3fn's NaN; never produced by the encoder
+    return t;
+  }();
+  return table;
+}
 
 // The codes of one packed row: `bytes` bytes of 8 / BITS codes each, low
 // bits first.
@@ -48,7 +61,7 @@ void unpack_row(const uint8_t* p, int64_t bytes, float* codes) {
 // arithmetic as dequantize_block's ATen operations (a product rounded, then
 // a sum rounded: this file is built with -ffp-contract=off), so the result
 // is the same bit for bit.
-void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
+void dequantize_quantized_cpu(const QuantizedRows& r, int64_t Q, int64_t E, float* out) {
   const int64_t kv = static_cast<int64_t>(r.quantized.size()), d = r.head_dim;
   const int64_t bits = storage::quantized_bits(r.mode);
   const at::Tensor packed = r.packed.contiguous();
@@ -65,8 +78,6 @@ void dequantize_quantized_cpu(const QuantizedRows& r, int64_t E, float* out) {
   const int64_t stat_rows = fp8 ? 0 : scale.size(1), stat_cols = fp8 ? 0 : scale.size(2);
   const bool per_channel = r.axis == QuantAxis::kPerChannel;
   const int64_t cg = r.channel_group();
-  int64_t Q = 0;
-  for (int64_t q : r.quantized) Q = std::max(Q, q);
   at::parallel_for(0, kv * Q, 256, [&](int64_t begin, int64_t end) {
     float codes[1024];
     for (int64_t i = begin; i < end; ++i) {
@@ -119,25 +130,6 @@ at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
   at::Tensor sign = (x < 0).to(at::kInt) * 128;
   return (index + sign).to(at::kByte);
 }
-
-namespace {
-
-// float32 of every e4m3 bit pattern.
-const std::vector<float>& e4m3_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(256);
-    const std::vector<float>& v = e4m3_positive();
-    for (int b = 0; b < 127; ++b) {
-      t[b] = v[b];
-      t[b + 128] = -v[b];
-    }
-    t[127] = t[255] = std::nanf("");  // e4m3fn's NaN; never produced by the encoder
-    return t;
-  }();
-  return table;
-}
-
-}  // namespace
 
 at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
   at::Tensor t = at::tensor(e4m3_table(), at::kFloat).to(q.device());
@@ -321,17 +313,17 @@ at::Tensor QuantizedRows::dequantize(at::Tensor* scratch) const {
     out = at::zeros({kv, E, d}, tail.options().dtype(at::kFloat));
   }
   if (out.is_cpu() && Q > 0 && d <= 1024) {
-    dequantize_quantized_cpu(*this, E, out.data_ptr<float>());
-    Q = 0;  // done
-  }
-  // Other devices: a block of rows at a time, so the unpacking's temporaries stay small.
-  const int64_t block = std::max<int64_t>(1, 1024 / group) * group;
-  for (int64_t start = 0; start < Q; start += block) {
-    const int64_t m = std::min(block, Q - start);
-    const at::Tensor deq = dequantize_block(start, m);
-    for (int64_t g = 0; g < kv; ++g) {
-      const int64_t mg = std::min(m, quantized[g] - start);
-      if (mg > 0) out[g].narrow(0, start, mg).copy_(deq[g].narrow(0, 0, mg));
+    dequantize_quantized_cpu(*this, Q, E, out.data_ptr<float>());
+  } else {
+    // Other devices: a block of rows at a time, so the unpacking's temporaries stay small.
+    const int64_t block = std::max<int64_t>(1, 1024 / group) * group;
+    for (int64_t start = 0; start < Q; start += block) {
+      const int64_t m = std::min(block, Q - start);
+      const at::Tensor deq = dequantize_block(start, m);
+      for (int64_t g = 0; g < kv; ++g) {
+        const int64_t mg = std::min(m, quantized[g] - start);
+        if (mg > 0) out[g].narrow(0, start, mg).copy_(deq[g].narrow(0, 0, mg));
+      }
     }
   }
   for (int64_t g = 0; g < kv; ++g) {
