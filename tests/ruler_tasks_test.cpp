@@ -49,6 +49,31 @@ TEST(RulerTasks, SamplesAreDeterministicAndFitTheirLength) {
   }
 }
 
+TEST(RulerTasks, BothProtocolsFitWhenATokeniserSplitsContextAndQuestionApart) {
+  // SentencePiece starts each encode with a word boundary, so the
+  // question-agnostic protocol (context and question tokenised apart) can
+  // take a token more than the joint prompt; over a text haystack that
+  // token overflowed the model's context.
+  const auto tok = load_sentencepiece_tokenizer(std::string(SPINDLEKV_SOURCE_DIR) +
+                                                "/data/tokenizer-v2/tokenizer.model");
+  RulerResources res = resources();
+  std::ifstream in(std::string(SPINDLEKV_SOURCE_DIR) + "/calibration/v2/heldout.txt");
+  res.haystack = haystack_words(std::string(std::istreambuf_iterator<char>(in), {}));
+  int64_t longer_apart = 0;
+  for (const std::string task : {"niah_single", "niah_multikey"}) {
+    for (int64_t index = 0; index < 10; ++index) {
+      const RulerSample s = make_ruler_sample(task, *tok, 2048, index, 7, res);
+      const int64_t joint = static_cast<int64_t>(tok->encode(s.context + s.question).size());
+      const int64_t apart =
+          static_cast<int64_t>(tok->encode(s.context).size() + tok->encode(s.question).size());
+      longer_apart += apart > joint;
+      EXPECT_EQ(s.tokens, std::max(joint, apart)) << task << " " << index;
+      EXPECT_LE(1 + s.tokens + s.max_new_tokens, 2048) << task << " " << index;
+    }
+  }
+  EXPECT_GT(longer_apart, 0) << "the fixture no longer exercises the split";
+}
+
 TEST(RulerTasks, NeedlesSitAtTheirDepthAndAnswersAreInTheText) {
   const auto tok = make_byte_tokenizer();
   for (int64_t index = 0; index < 5; ++index) {

@@ -309,8 +309,13 @@ RulerSample make_ruler_sample(const std::string& task, const Tokenizer& tokenize
       if (task == "fwe") return frequent_words(units, s);
       return niah(task, units, depth, s, res);
     };
+    // The prompt as either protocol feeds it: the question-agnostic one
+    // tokenises the context and the question apart, which can take a token
+    // more (a SentencePiece word boundary), so both must fit.
     auto tokens = [&](const Draft& d) {
-      return static_cast<int64_t>(tokenizer.encode(d.context + d.question).size());
+      const auto joint = tokenizer.encode(d.context + d.question).size();
+      const auto apart = tokenizer.encode(d.context).size() + tokenizer.encode(d.question).size();
+      return static_cast<int64_t>(std::max(joint, apart));
     };
     if (task == "cwe") {
       for (int64_t f : {30, 20, 10, 6, 4}) {

@@ -40,7 +40,7 @@ struct RulerSample {
   std::vector<std::string> answers;  ///< every one must appear in the generation
   double depth = -1;                 ///< where the (first asked) needle sits, 0..1; -1: none
   int64_t max_new_tokens = 0;        ///< RULER's tokens to generate
-  int64_t tokens = 0;                ///< tokens of context + question (no BOS)
+  int64_t tokens = 0;  ///< tokens of context + question (no BOS), the larger of joint and apart
 };
 
 struct RulerResources {
@@ -64,8 +64,9 @@ int64_t ruler_max_new_tokens(const std::string& task);
 /// Sample `index` of `task`, its haystack grown as far as `length` tokens of
 /// `tokenizer` allow: as in RULER, the tokens to generate count against the
 /// length, and so does one BOS (1 + context + question + max_new_tokens <=
-/// length, as close as the haystack's step permits); deterministic in (seed,
-/// task, length, index).
+/// length, as close as the haystack's step permits, with context and question
+/// counted both tokenised together and apart, as the two protocols feed them);
+/// deterministic in (seed, task, length, index).
 /// NIAH needles sit at depth (index mod 5) / 4. Throws naming the task when
 /// even an empty haystack does not fit.
 RulerSample make_ruler_sample(const std::string& task, const Tokenizer& tokenizer, int64_t length,
