@@ -6,6 +6,10 @@
 # tests/device_parity_test.cpp compares every cache mode on the GPU with the
 # CPU. Needs .gpu_deps/ (bash scripts/gpu_deps.sh, on a machine with the
 # Debian packages) when nlohmann-json, xxHash or googletest are not installed.
+# Then the GPU benchmark: bench/hf_peer.py writes a 4-layer Llama-3-8B-shaped
+# model and times Hugging Face transformers on it, and bench/gpu_bench
+# measures ours against dense attention and transformers (GPU_BENCH_ARGS adds
+# options; SKIP_BENCH=1 skips both).
 # Logs go to $OUT (the device tool's output folder) or build-gpu/.
 #   TORCH_PREFIX=/path/to/libtorch/share/cmake  overrides the LibTorch
 #   SPINDLEKV_TEST_DEVICE=cuda:1                 another device
@@ -26,16 +30,23 @@ third_party=()
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSPINDLEKV_RUNTIME_ONLY=ON \
-  -DSPINDLEKV_BUILD_BENCH=OFF -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "${third_party[@]}" \
+  -DSPINDLEKV_BUILD_BENCH=ON -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "${third_party[@]}" \
   > "$LOGS/configure.log" 2>&1 || { tail -n 40 "$LOGS/configure.log"; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" > "$LOGS/build.log" 2>&1 || { tail -n 60 "$LOGS/build.log"; exit 1; }
 export SPINDLEKV_TEST_DEVICE=${SPINDLEKV_TEST_DEVICE:-cuda}
 status=0
-(cd "$BUILD" && ctest --output-on-failure -j 4 --timeout 600) > "$LOGS/ctest.log" 2>&1 || status=$?
+(cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) > "$LOGS/ctest.log" 2>&1 || status=$?
 grep -E "tests passed|tests failed|Failed|\*\*\*" "$LOGS/ctest.log" | tail -n 30
 # The device tests must have run, not skipped.
 if grep -E "DeviceParity.*(Skipped|Not Run)" "$LOGS/ctest.log"; then
   echo "gpu_check: the device tests skipped on $SPINDLEKV_TEST_DEVICE" >&2
   status=1
+fi
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  PYTHONUNBUFFERED=1 python3 bench/hf_peer.py "$BUILD/hf-model" "$LOGS/hf_peer.json" \
+    > "$LOGS/hf_peer.log" 2>&1 || { echo "gpu_check: hf_peer.py failed"; tail -n 20 "$LOGS/hf_peer.log"; }
+  # shellcheck disable=SC2086
+  "$BUILD/gpu_bench" --model "$BUILD/hf-model" --hf-result "$LOGS/hf_peer.json" \
+    ${GPU_BENCH_ARGS:-} 2>&1 | tee "$LOGS/gpu_bench.txt" || { echo "gpu_check: gpu_bench failed"; status=1; }
 fi
 exit "$status"

@@ -87,6 +87,33 @@ TEST(ModelConfig, UnsupportedRopeTypeIsNamed) {
                    "rope_scaling type 'yarn'");
 }
 
+// transformers >= 5 writes rope_theta and the scaling together.
+TEST(ModelConfig, ReadsRopeParametersOfTransformersFive) {
+  ModelConfig c = parse_model_config(R"({"architectures":["LlamaForCausalLM"],
+    "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+    "vocab_size":100,"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,
+    "factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+    "original_max_position_embeddings":8192}})",
+                                     "c.json");
+  EXPECT_DOUBLE_EQ(c.rope.theta, 500000.0);
+  EXPECT_EQ(c.rope.scaling, RopeScaling::kLlama3);
+  EXPECT_DOUBLE_EQ(c.rope.factor, 8.0);
+  ModelConfig plain = parse_model_config(R"({"architectures":["LlamaForCausalLM"],
+    "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+    "vocab_size":100,"rope_parameters":{"rope_type":"default","rope_theta":250000.0}})",
+                                         "c.json");
+  EXPECT_DOUBLE_EQ(plain.rope.theta, 250000.0);
+  EXPECT_EQ(plain.rope.scaling, RopeScaling::kNone);
+}
+
+TEST(ModelConfig, RopeParametersPerLayerTypeAreRefused) {
+  EXPECT_SKV_ERROR(parse_model_config(R"({"architectures":["LlamaForCausalLM"],
+    "hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+    "vocab_size":100,"rope_parameters":{"full_attention":{"rope_theta":1e6}}})",
+                                      "c.json"),
+                   "key 'rope_parameters' must be an object with rope_type or rope_theta");
+}
+
 TEST(ModelConfig, WrongTypeIsNamedWithValue) {
   EXPECT_SKV_ERROR(parse_model_config(R"({"architectures":["LlamaForCausalLM"],
     "hidden_size":"big","intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,

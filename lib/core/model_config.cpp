@@ -44,9 +44,21 @@ std::optional<int64_t> get_token_id(const json& j, const char* key) {
 
 void parse_rope(const json& j, ModelConfig& c) {
   c.rope.theta = get_double(j, "rope_theta", 10000.0);
-  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return;
-  const json& s = j["rope_scaling"];
-  SKV_CHECK(s.is_object(), "key 'rope_scaling' must be an object or null, got ", s.dump());
+  const char* key = "rope_scaling";
+  if ((!j.contains(key) || j[key].is_null()) && j.contains("rope_parameters") &&
+      !j["rope_parameters"].is_null()) {
+    // transformers >= 5 writes theta and scaling together in rope_parameters.
+    key = "rope_parameters";
+    const json& p = j[key];
+    SKV_CHECK(p.is_object() && (p.contains("rope_type") || p.contains("rope_theta")),
+              "key 'rope_parameters' must be an object with rope_type or rope_theta (one set "
+              "for every layer), got ",
+              p.dump());
+    c.rope.theta = get_double(p, "rope_theta", c.rope.theta);
+  }
+  if (!j.contains(key) || j[key].is_null()) return;
+  const json& s = j[key];
+  SKV_CHECK(s.is_object(), "key '", key, "' must be an object or null, got ", s.dump());
   std::string type;
   if (s.contains("rope_type"))
     type = s["rope_type"].get<std::string>();
@@ -66,7 +78,7 @@ void parse_rope(const json& j, ModelConfig& c) {
     SKV_CHECK_GT(c.rope.high_freq_factor, c.rope.low_freq_factor,
                  "rope_scaling: high_freq_factor must exceed low_freq_factor");
   } else {
-    SKV_THROW(kUnsupported, "rope_scaling type '", type,
+    SKV_THROW(kUnsupported, key, " type '", type,
               "' is not supported (supported: default, linear, llama3)");
   }
 }

@@ -1,6 +1,7 @@
 #include "model/attention.h"
 
 #include <ATen/ATen.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -35,13 +36,14 @@ at::Tensor block_probabilities(const at::Tensor& qg, const at::Tensor& kt, const
                                double scale) {
   const int64_t B = qg.size(0), hkv = qg.size(1), g = qg.size(2), d = qg.size(4);
   const int64_t Tk = kt.size(-1);
-  at::Tensor qc = qg.narrow(3, start, n).reshape({B * hkv, g * n, d});
+  // Float32 whatever the model's dtype: these rows score importance.
+  at::Tensor qc = qg.narrow(3, start, n).reshape({B * hkv, g * n, d}).to(at::kFloat);
   at::Tensor bias = visibility_bias(q_pos.narrow(0, start, n), k_pos, window)
                         .unsqueeze(0)
                         .expand({g, n, Tk})
                         .reshape({1, g * n, Tk})
                         .expand({B * hkv, g * n, Tk});
-  at::Tensor scores = at::baddbmm(bias, qc, kt, /*beta=*/1.0, /*alpha=*/scale);
+  at::Tensor scores = at::baddbmm(bias, qc, kt.to(at::kFloat), /*beta=*/1.0, /*alpha=*/scale);
   return at::softmax(scores, -1);
 }
 
@@ -73,6 +75,34 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
   const int64_t* qp = qp_cpu.data_ptr<int64_t>();
   const int64_t* kp = kp_cpu.data_ptr<int64_t>();
   const bool keys_sorted = std::is_sorted(kp, kp + Tk);
+  AttentionResult result;
+  if (probability_rows > 0) {
+    const int64_t rows = std::min(probability_rows, Tq);
+    result.probabilities = block_probabilities(qg, kt, q_positions, k_positions, sliding_window,
+                                               Tq - rows, rows, scale)
+                               .view({B, hkv, g, rows, Tk})
+                               .reshape({B, h, rows, Tk});
+  }
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  // On a GPU, LibTorch's fused attention (flash or memory-efficient, GQA
+  // without repeating K/V) where its two masks are ours: every query sees
+  // every key (decoding), or queries and keys are the same positions 0..T-1
+  // in order (a prefill from scratch, causal).
+  if (!q.device().is_cpu() && Tq > 0 && Tk > 0) {
+    const auto [qmin_it, qmax_it] = std::minmax_element(qp, qp + Tq);
+    const int64_t qmin = *qmin_it, qmax = *qmax_it;
+    const bool window_open = sliding_window <= 0 || qmax - kp[0] < sliding_window;
+    const bool sees_all = keys_sorted && kp[Tk - 1] <= qmin && window_open;
+    bool causal = Tq == Tk && keys_sorted && window_open;
+    for (int64_t i = 0; causal && i < Tq; ++i) causal = qp[i] == i && kp[i] == i;
+    if (sees_all || causal) {
+      result.output = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                       /*is_causal=*/causal && !sees_all, scale,
+                                                       /*enable_gqa=*/true);
+      return result;
+    }
+  }
+#endif
 
   // Query blocks small enough for the scores to stay in cache, and never
   // above max_score_bytes.
@@ -116,18 +146,11 @@ AttentionResult grouped_query_attention(const at::Tensor& q, const at::Tensor& k
     } else {
       mask_columns(lo, hi);
     }
-    at::Tensor p = at::softmax(scores, -1);
+    // Softmax accumulates in float32 in every dtype (as Hugging Face's eager path).
+    at::Tensor p = at::softmax(scores, -1, at::kFloat).to(v.scalar_type());
     outs.push_back(at::bmm(p, v3.narrow(1, lo, m)).view({B, hkv, g, n, d}));
   }
-  AttentionResult result;
   result.output = (outs.size() == 1 ? outs[0] : at::cat(outs, 3)).reshape({B, h, Tq, d});
-  if (probability_rows > 0) {
-    const int64_t rows = std::min(probability_rows, Tq);
-    result.probabilities = block_probabilities(qg, kt, q_positions, k_positions, sliding_window,
-                                               Tq - rows, rows, scale)
-                               .view({B, hkv, g, rows, Tk})
-                               .reshape({B, h, rows, Tk});
-  }
   return result;
 }
 

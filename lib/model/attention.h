@@ -1,7 +1,10 @@
 // Causal grouped-query attention over a set of cached keys with explicit
 // positions (so that caches with evicted tokens attend correctly).
 //
-// Shapes (float32, any device):
+// Shapes (float32, bfloat16 or float16, any device; softmax accumulates in
+// float32 and the probabilities are float32). On a GPU with LibTorch >= 2.5,
+// decoding and a prefill from position 0 run LibTorch's fused
+// scaled_dot_product_attention; the blocked path below serves the rest.
 //   q [batch, heads, q_tokens, head_dim]          post-RoPE queries
 //   k, v [batch, kv_heads, k_tokens, head_dim]    post-RoPE keys, values
 //   q_positions [q_tokens] int64, k_positions [k_tokens] int64

@@ -27,7 +27,11 @@ bool ForwardCapture::wants(int64_t layer) const {
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  if (x.scalar_type() == at::kFloat) {
+    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  }
+  const at::Tensor xf = x.to(at::kFloat);  // as Hugging Face: normalise in float32
+  return (xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) * weight;
 }
 
 namespace {
@@ -57,7 +61,10 @@ LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights)
   inv_freq_ = rope_inverse_frequencies(config_.rope, config_.head_dim);
 }
 
-LlamaModel LlamaModel::load(const std::string& model_dir, c10::Device device) {
+LlamaModel LlamaModel::load(const std::string& model_dir, c10::Device device,
+                            c10::ScalarType dtype) {
+  SKV_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+            "model dtype must be float32, bfloat16 or float16, got ", at::toString(dtype));
   return with_context("loading model '" + model_dir + "'", [&] {
     ModelConfig c = load_model_config(model_dir);
     Checkpoint ckpt(model_dir);
@@ -66,7 +73,7 @@ LlamaModel LlamaModel::load(const std::string& model_dir, c10::Device device) {
     auto get = [&](const std::string& name, std::vector<int64_t> shape) {
       at::Tensor t = ckpt.get_float(name, shape);
       check_finite(t, name, model_dir);
-      return t.to(device);
+      return t.to(device, dtype);
     };
     ModelWeights w;
     w.embed_tokens = get("model.embed_tokens.weight", {c.vocab_size, H});
@@ -136,9 +143,16 @@ LlamaModel LlamaModel::random(const ModelConfig& c, uint64_t seed, double init_s
 
 c10::Device LlamaModel::device() const { return weights_.embed_tokens.device(); }
 
-LlamaModel LlamaModel::to(c10::Device device) const {
+c10::ScalarType LlamaModel::dtype() const { return weights_.embed_tokens.scalar_type(); }
+
+LlamaModel LlamaModel::to(c10::Device device) const { return to(device, dtype()); }
+
+LlamaModel LlamaModel::to(c10::Device device, c10::ScalarType dtype) const {
+  SKV_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+            "model dtype must be float32, bfloat16 or float16, got ", at::toString(dtype));
   auto move = [&](const at::Tensor& t) {
-    return t.defined() ? t.to(t.options().device(device), /*non_blocking=*/false, /*copy=*/true)
+    return t.defined() ? t.to(t.options().device(device).dtype(dtype), /*non_blocking=*/false,
+                              /*copy=*/true)
                        : t;
   };
   ModelWeights w;
@@ -288,8 +302,8 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
       at::tensor(starts, at::kLong).to(dev).view({B, 1}) +
       at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, T});
   RopeTables flat = rope_tables(inv_freq_.to(dev), positions.reshape({-1}));
-  const RopeTables tables{flat.cos.view({B, 1, T, c.head_dim}),
-                          flat.sin.view({B, 1, T, c.head_dim})};
+  const RopeTables tables{flat.cos.view({B, 1, T, c.head_dim}).to(dtype()),
+                          flat.sin.view({B, 1, T, c.head_dim}).to(dtype())};
   cache.observe_tokens(tokens);
   at::Tensor x = at::embedding(weights_.embed_tokens, tokens);
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -302,7 +316,7 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
     at::Tensor v =
         project(h, L.v_proj, L.v_bias).view({B, T, c.num_kv_heads, c.head_dim}).transpose(1, 2);
     at::Tensor o = cache.append_and_attend(i, apply_rope(q, tables), k, v, positions);
-    x = finish_layer(i, x, o);
+    x = finish_layer(i, x, o.to(x.scalar_type()));
   }
   cache.advance(T);
   if (last_logits_only) x = x.narrow(1, T - 1, 1);
@@ -349,6 +363,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens_in, KvCache* cache, Forw
   at::Tensor positions =
       at::arange(start, start + T, at::TensorOptions().dtype(at::kLong).device(dev));
   RopeTables tables = rope_tables(inv_freq_.to(dev), positions);
+  tables.cos = tables.cos.to(dtype());  // as Hugging Face: RoPE in the model's dtype
+  tables.sin = tables.sin.to(dtype());
 
   at::Tensor x = at::embedding(weights_.embed_tokens, tokens);
   for (int64_t i = 0; i < config_.num_layers; ++i) {

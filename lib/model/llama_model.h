@@ -6,7 +6,8 @@
 // device LibTorch has, and gradients flow through it when the weights require
 // grad (the reference-model trainer uses the same code).
 //
-// Shapes, float32 unless said otherwise:
+// Shapes, in the model's dtype() (float32 unless loaded in 16 bits) unless
+// said otherwise:
 //   tokens  [batch, tokens] int64
 //   logits  [batch, tokens, vocab]
 //   keys, values  [batch, kv_heads, tokens, head_dim]
@@ -90,9 +91,11 @@ class LlamaModel {
   LlamaModel(ModelConfig config, ModelWeights weights);
 
   /// Loads config.json and the safetensors checkpoint from a Hugging Face
-  /// model directory, converts to float32 and moves to `device`. Throws
-  /// spindlekv::Error naming the directory, file and tensor at fault.
-  static LlamaModel load(const std::string& model_dir, c10::Device device = c10::kCPU);
+  /// model directory, converts to `dtype` (float32, bfloat16 or float16) and
+  /// moves to `device`. Throws spindlekv::Error naming the directory, file
+  /// and tensor at fault.
+  static LlamaModel load(const std::string& model_dir, c10::Device device = c10::kCPU,
+                         c10::ScalarType dtype = c10::ScalarType::Float);
 
   /// Random weights (normal, std `init_std`; norms 1), deterministic for `seed`.
   static LlamaModel random(const ModelConfig& config, uint64_t seed, double init_std = 0.02);
@@ -101,9 +104,15 @@ class LlamaModel {
   ModelWeights& weights() { return weights_; }
   const ModelWeights& weights() const { return weights_; }
   c10::Device device() const;
+  /// What the weights, activations and K/V are held in (float32 unless the
+  /// model was loaded or converted to bfloat16/float16). In 16 bits, RMSNorm
+  /// and softmax accumulate in float32, as Hugging Face's Llama does.
+  c10::ScalarType dtype() const;
   /// A model whose weights are copies on `device` (tied embeddings stay tied);
   /// for training or running on a GPU.
   LlamaModel to(c10::Device device) const;
+  /// The same, converted to `dtype` (float32, bfloat16 or float16).
+  LlamaModel to(c10::Device device, c10::ScalarType dtype) const;
   /// Number of distinct parameters (tied embeddings counted once).
   int64_t parameter_count() const;
 
@@ -152,7 +161,8 @@ class LlamaModel {
   at::Tensor inv_freq_;
 };
 
-/// RMSNorm: x / sqrt(mean(x^2) + eps) * weight, over the last dimension.
+/// RMSNorm: x / sqrt(mean(x^2) + eps) * weight, over the last dimension,
+/// computed in float32 and returned in x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 }  // namespace spindlekv
