@@ -121,11 +121,10 @@ std::shared_ptr<Artifact> synthetic_artifact(const CacheGeometry& g, int64_t K, 
   for (int64_t l = 0; l < g.num_layers; ++l) {
     at::Tensor kc = at::randn({g.num_kv_heads, K, g.head_dim});
     at::Tensor vc = at::randn({g.num_kv_heads, K, g.head_dim});
-    a->layers.push_back({kc / kc.norm(2, -1, true), vc / vc.norm(2, -1, true),
-                         std::vector<int64_t>(g.num_kv_heads, K),
-                         std::vector<int64_t>(g.num_kv_heads, K),
-                         std::vector<double>(g.num_kv_heads, 0.85),
-                         std::vector<double>(g.num_kv_heads, 0.85)});
+    a->layers.push_back(
+        {kc / kc.norm(2, -1, true), vc / vc.norm(2, -1, true),
+         std::vector<int64_t>(g.num_kv_heads, K), std::vector<int64_t>(g.num_kv_heads, K),
+         std::vector<double>(g.num_kv_heads, 0.85), std::vector<double>(g.num_kv_heads, 0.85)});
   }
   a->pyramid.context_ratios = {0.0, 1.0};
   a->pyramid.fractions = {std::vector<double>(g.num_layers, 0.0),
@@ -303,15 +302,14 @@ void model_bench(const std::string& dir, const std::string& hf_result, int64_t T
     KvCache full;
     at::Tensor next = model.forward(tokens, &full, nullptr, true).view({1, -1}).argmax(-1);
     model.forward(next.view({1, 1}), &full, nullptr, true);  // warm-up step
-    const double t_full = timed([&] {
-                            for (int64_t s = 0; s < steps; ++s) {
-                              next = model.forward(next.view({1, 1}), &full, nullptr, true)
-                                         .view({1, -1})
-                                         .argmax(-1);
-                              next.item<int64_t>();  // the host reads each token, as decoding does
-                            }
-                          }) /
-                          steps;
+    const double t_full =
+        timed([&] {
+          for (int64_t s = 0; s < steps; ++s) {
+            next = model.forward(next.view({1, 1}), &full, nullptr, true).view({1, -1}).argmax(-1);
+            next.item<int64_t>();  // the host reads each token, as decoding does
+          }
+        }) /
+        steps;
     std::printf("decode, full cache (bf16): %.2f ms/step\n", 1e3 * t_full);
     auto artifact = synthetic_artifact(c.geometry(), 1024, 2);
     for (double r : {1.0, 0.2}) {
@@ -400,8 +398,8 @@ int main(int argc, char** argv) {
     at::manual_seed(0);
     std::printf("gpu_bench on %s, LibTorch %d.%d, %s\n", device.c_str(), TORCH_VERSION_MAJOR,
                 TORCH_VERSION_MINOR, kHasSdpa ? "scaled_dot_product_attention" : "no SDPA");
-    for (double T : tokens) layer_bench(static_cast<int64_t>(T), batches, ratios, steps, max_seconds,
-                                           jit_max_tokens);
+    for (double T : tokens)
+      layer_bench(static_cast<int64_t>(T), batches, ratios, steps, max_seconds, jit_max_tokens);
     if (!model.empty()) model_bench(model, hf_result, e2e_tokens, steps);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_bench: %s\n", e.what());
