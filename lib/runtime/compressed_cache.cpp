@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/rope.h"
 #include "runtime/detail/compressed_cache_impl.h"
+#include "runtime/detail/decode_attention.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 
@@ -377,7 +378,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   }
   I.ensure_rope(last_position + 1);
   const at::Tensor positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
-  std::vector<at::Tensor> outputs;
+  std::vector<const SequenceLayer*> layers;
   for (int64_t b = 0; b < B; ++b) {
     SequenceLayer& S = I.slot(b, layer);
     if (!S.filled) {  // decoding from an empty cache
@@ -408,7 +409,19 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
                            I.params.codebook, extend, /*defer_counts=*/true);
     }
     S.tokens_seen += t;
-
+    layers.push_back(&S);
+  }
+  if (t == 1 && I.params.fused_decode &&
+      detail::fused_decode_applies(layers, I.key_tables[layer], I.value_tables[layer], I.device,
+                                   heads, d)) {
+    return detail::fused_decode_attention(layers, I.key_tables[layer], I.value_tables[layer],
+                                          queries, positions, I.rope_cos, I.rope_sin,
+                                          I.geometry.sliding_window);
+  }
+  std::vector<at::Tensor> outputs;
+  for (int64_t b = 0; b < B; ++b) {
+    const SequenceLayer& S = *layers[b];
+    at::Tensor pos_b = positions[b];
     at::Tensor K = detail::reconstruct_rotated(S.keys, I.key_tables[layer], S.positions, I.rope_cos,
                                                I.rope_sin, &I.workspace);
     const int64_t n = K.size(1);

@@ -71,6 +71,11 @@ struct CompressionParameters {
   /// Just-in-time and hybrid modes: a decoded vector with no entry above
   /// theta becomes a new entry (the paper); otherwise it stays exact.
   bool extend_codebook_when_decoding = true;
+  /// On a CUDA device of a CUDA build, a decode step of one new token per
+  /// sequence attends in one fused kernel over the whole batch
+  /// (runtime/detail/decode_kernel.cu); false takes the ATen reference path
+  /// (always taken on the CPU). An execution choice: not saved with a cache.
+  bool fused_decode = true;
   /// What exact rows and codebook entries are held in, and the dense cache
   /// the memory ratio divides by (runtime/storage_cost.h). Attention is
   /// computed in float32 whatever it is.
