@@ -14,6 +14,7 @@
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/cache_access.h"
+#include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/detail/decode_attention.h"
 #include "test_util.h"
 
@@ -22,8 +23,8 @@ namespace {
 
 using testutil::test_device;
 
-#define SKIP_WITHOUT_KERNEL()                                                       \
-  if (test_device().is_cpu() || !detail::fused_decode_built()) {                    \
+#define SKIP_WITHOUT_KERNEL()                                                        \
+  if (test_device().is_cpu() || !detail::fused_decode_built()) {                     \
     GTEST_SKIP() << "needs a CUDA build and SPINDLEKV_TEST_DEVICE=cuda (gpu_check)"; \
   }
 
@@ -61,8 +62,8 @@ std::vector<Case> cases() {
                 {StorageDtype::kBFloat16, "bfloat16"}};
   for (const auto& m : modes) {
     for (const auto& t : dtypes) {
-      out.push_back({std::string(m.name) + "/" + t.name + "/d32", 4, 1, 32,
-                     params(m.mode, 0.4, t.dtype)});
+      out.push_back(
+          {std::string(m.name) + "/" + t.name + "/d32", 4, 1, 32, params(m.mode, 0.4, t.dtype)});
     }
     out.push_back({std::string(m.name) + "/bfloat16/d128", 32, 8, 128,
                    params(m.mode, 0.3, StorageDtype::kBFloat16)});
@@ -70,7 +71,8 @@ std::vector<Case> cases() {
   CompressionParameters avg = params(CodebookMode::kCalibrated, 0.3, StorageDtype::kFloat16);
   avg.gqa = GqaMode::kGroupAverage;  // no membership mask
   out.push_back({"calibrated/group-average/d64", 8, 2, 64, avg});
-  out.push_back({"all-kept/d256", 8, 8, 256, params(CodebookMode::kNone, 1.0, StorageDtype::kFloat16)});
+  out.push_back(
+      {"all-kept/d256", 8, 8, 256, params(CodebookMode::kNone, 1.0, StorageDtype::kFloat16)});
   Case window{"sliding-window/d64", 8, 2, 64,
               params(CodebookMode::kCalibrated, 0.5, StorageDtype::kFloat32)};
   window.sliding_window = 20;

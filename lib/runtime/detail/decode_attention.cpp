@@ -45,7 +45,7 @@ bool side_applies(const CodedVectors& c, at::ScalarType entry, at::ScalarType ma
          c.jit.is_contiguous();
 }
 
-DecodeSide side(const CodedVectors& c) {
+[[maybe_unused]] DecodeSide side(const CodedVectors& c) {
   DecodeSide s;
   s.code = c.code.data_ptr();
   s.code_stride = c.code.stride(0);
@@ -59,7 +59,7 @@ DecodeSide side(const CodedVectors& c) {
   return s;
 }
 
-DecodeTable table(const CodebookTables& t) {
+[[maybe_unused]] DecodeTable table(const CodebookTables& t) {
   DecodeTable out;
   out.capacity = t.calibrated_capacity();
   out.rows = out.capacity > 0 ? t.calibrated.data_ptr() : nullptr;
@@ -99,7 +99,8 @@ bool fused_decode_applies(const std::vector<const SequenceLayer*>& layers,
     if (!side_applies(S->keys, entry, magnitude) || !side_applies(S->values, entry, magnitude))
       return false;
     if (!rows_of_columns(S->positions) || S->positions.scalar_type() != at::kInt) return false;
-    if (S->member.defined() && (!rows_of_columns(S->member) || S->member.scalar_type() != at::kBool))
+    if (S->member.defined() &&
+        (!rows_of_columns(S->member) || S->member.scalar_type() != at::kBool))
       return false;
   }
   return true;

@@ -61,9 +61,9 @@ struct DecodeLaunch {
   DecodeSequence seq[kDecodeMaxSequences];
   int32_t count = 0;
   DecodeTable key_table, value_table;
-  const float* queries = nullptr;          ///< [count, heads, D]
+  const float* queries = nullptr;            ///< [count, heads, D]
   const int64_t* query_positions = nullptr;  ///< [count] on the device
-  const float* cos = nullptr;              ///< [P, D]
+  const float* cos = nullptr;                ///< [P, D]
   const float* sin = nullptr;
   float* out = nullptr;      ///< [count, heads, D]
   float* partial = nullptr;  ///< [count, kv, splits, group, D + 2] scratch
