@@ -63,6 +63,52 @@ TEST(JitCodebook, FastBuilderEqualsNaiveOnClusteredVectors) {
   EXPECT_GT(sims.min().item<double>(), 0.95 - 1e-6);
 }
 
+TEST(JitCodebook, FastBuilderEqualsNaiveAcrossSizesAndDensities) {
+  // Sizes around the 8-bit byte and 64-bit word boundaries; thresholds from
+  // a near-empty graph (every vertex its own entry) to a near-complete one
+  // (long runs of equal degrees, stale heap keys after every pick).
+  at::manual_seed(11);
+  for (int64_t n : {1, 7, 63, 64, 65, 130}) {
+    at::Tensor centres = at::randn({3, 8});
+    at::Tensor x = centres.repeat({(n + 2) / 3, 1}).narrow(0, 0, n) + 0.6 * at::randn({n, 8});
+    at::Tensor dirs = split_magnitude(x).first;
+    for (double threshold : {0.99, 0.8, 0.3, -0.5}) {
+      JitCodebook fast = build_jit_codebook(dirs, threshold);
+      JitCodebook naive = build_jit_codebook_naive(dirs, threshold);
+      EXPECT_TRUE(at::equal(fast.entries, naive.entries))
+          << "n " << n << " threshold " << threshold;
+      EXPECT_TRUE(at::equal(fast.index, naive.index)) << "n " << n << " threshold " << threshold;
+    }
+  }
+}
+
+TEST(JitCodebook, SimilarityBitsAreTheThresholdedProductWithoutSelfLoops) {
+  at::manual_seed(5);
+  const int64_t n = 77;
+  at::Tensor dirs = split_magnitude(at::randn({n, 6})).first;
+  const at::Tensor whole = similarity_bits(dirs, 0.2, 0);
+  ASSERT_EQ(whole.sizes(), (std::vector<int64_t>{n, 16}));
+  // Blocks of 5 rows (the last one short) give the same bits, and so do
+  // both ways of packing them.
+  EXPECT_TRUE(at::equal(similarity_bits(dirs, 0.2, 5), whole));
+  EXPECT_TRUE(at::equal(similarity_bits(dirs, 0.2, 5, BitPacking::kTensorOps), whole));
+  EXPECT_TRUE(at::equal(similarity_bits(dirs, 0.2, 0, BitPacking::kTensorOps), whole));
+  EXPECT_TRUE(at::equal(similarity_bits(dirs, 0.2, 5, BitPacking::kHostLoop), whole));
+  at::Tensor expected = at::mm(dirs, dirs.t()) > 0.2;
+  expected.fill_diagonal_(false);
+  const uint8_t* b = whole.data_ptr<uint8_t>();
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < 128; ++j) {
+      const bool bit = (b[i * 16 + j / 8] >> (j % 8)) & 1;
+      const bool want = j < n && expected[i][j].item<bool>();
+      wrong += bit != want;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(similarity_bits(at::zeros({0, 6}), 0.2, 0).numel(), 0);
+}
+
 TEST(JitCodebook, ZeroVectorsGetNoEntry) {
   at::Tensor x = at::tensor({1.0f, 0.0f, 0.0f, 0.0f, 2.0f, 0.0f}).view({3, 2});
   auto [dirs, mags] = split_magnitude(x);

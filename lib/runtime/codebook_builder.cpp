@@ -2,13 +2,63 @@
 #include "runtime/detail/jit_reference.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "core/error.h"
 
 namespace spindlekv {
+
+at::Tensor similarity_bits(const at::Tensor& unit, double threshold, int64_t block_rows,
+                           BitPacking packing) {
+  const int64_t n = unit.size(0), words = (n + 63) / 64;
+  if (n == 0) return at::empty({0, 0}, at::kByte);
+  const int64_t width = words * 64;  // columns, padded with zeros to whole words
+  const at::Tensor u = unit.contiguous();
+  const bool on_host =
+      packing == BitPacking::kHostLoop || (packing == BitPacking::kAuto && u.is_cpu());
+  // A block's similarities: about 2^26 floats on a device; on the host 2^22,
+  // so the temporaries stay below malloc's mmap threshold and are reused
+  // instead of being faulted in afresh for every block.
+  const int64_t block = block_rows > 0
+                            ? block_rows
+                            : std::max<int64_t>(64, (int64_t{1} << (on_host ? 22 : 26)) / width);
+  at::Tensor packed = at::zeros({n, words * 8}, on_host ? at::TensorOptions().dtype(at::kByte)
+                                                        : u.options().dtype(at::kByte));
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t rows = std::min(block, n - start);
+    at::Tensor above = (at::mm(u.narrow(0, start, rows), u.t()) > threshold).contiguous();
+    if (on_host) {
+      // Bit k of byte b of row i: column 8 b + k; no self-loops.
+      const at::Tensor above_cpu = above.to(at::kCPU);
+      const bool* a = above_cpu.data_ptr<bool>();
+      uint8_t* out = packed.data_ptr<uint8_t>() + start * words * 8;
+      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const bool* in = a + r * n;
+          uint8_t* o = out + r * words * 8;
+          for (int64_t j = 0; j < n; ++j) o[j >> 3] |= static_cast<uint8_t>(in[j]) << (j & 7);
+          const int64_t self = start + r;
+          o[self >> 3] &= static_cast<uint8_t>(~(1u << (self & 7)));
+        }
+      });
+      continue;
+    }
+    // The same packing as tensor operations, on the directions' device.
+    const at::Tensor self = at::arange(start, start + rows, u.options().dtype(at::kLong));
+    above.view({-1}).index_fill_(0, at::arange(rows, self.options()) * n + self, false);
+    at::Tensor b = at::constant_pad_nd(above.to(at::kByte), {0, width - n})
+                       .view({rows, words * 8, 8});  // [rows, byte, bit]
+    at::Tensor out = packed.narrow(0, start, rows);
+    out.copy_(b.select(2, 0));
+    for (int64_t k = 1; k < 8; ++k) out.bitwise_or_(b.select(2, k).__lshift__(k));
+  }
+  return packed.to(at::kCPU).contiguous();
+}
+
 namespace {
 
 void check_directions(const at::Tensor& directions) {
@@ -17,39 +67,29 @@ void check_directions(const at::Tensor& directions) {
             at::toString(directions.scalar_type()));
 }
 
-// Rows of the similarity graph as bitsets, built a block of rows at a time so
-// the float similarity matrix never exists whole. Zero rows have no edges.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the similarity graph's bytes are read back as little-endian 64-bit words");
+
+// The similarity graph's rows as bitsets (similarity_bits), on the host.
 struct BitGraph {
   int64_t n = 0;
   int64_t words = 0;
-  std::vector<uint64_t> bits;
-  bool edge(int64_t i, int64_t j) const { return (bits[i * words + j / 64] >> (j % 64)) & 1u; }
-  const uint64_t* row(int64_t i) const { return bits.data() + i * words; }
+  at::Tensor bytes;  ///< [n, words * 8] uint8 on the CPU: the rows' words, little-endian
+  const uint64_t* row(int64_t i) const {
+    return reinterpret_cast<const uint64_t*>(bytes.data_ptr<uint8_t>()) + i * words;
+  }
 };
 
 BitGraph similarity_graph(const at::Tensor& unit, double threshold) {
   BitGraph g;
   g.n = unit.size(0);
   g.words = (g.n + 63) / 64;
-  g.bits.assign(static_cast<size_t>(g.n * g.words), 0);
-  const at::Tensor cpu = unit.to(at::kCPU).contiguous();
-  const int64_t block = 1024;
-  for (int64_t start = 0; start < g.n; start += block) {
-    const int64_t rows = std::min(block, g.n - start);
-    at::Tensor above = (at::mm(cpu.narrow(0, start, rows), cpu.t()) > threshold).contiguous();
-    const bool* a = above.data_ptr<bool>();
-    for (int64_t r = 0; r < rows; ++r) {
-      uint64_t* out = g.bits.data() + (start + r) * g.words;
-      for (int64_t j = 0; j < g.n; ++j) {
-        if (a[r * g.n + j] && j != start + r) out[j / 64] |= uint64_t{1} << (j % 64);
-      }
-    }
-  }
+  g.bytes = similarity_bits(unit, threshold, /*block_rows=*/0, BitPacking::kAuto);
   return g;
 }
 
 std::vector<uint8_t> nonzero_rows(const at::Tensor& unit) {
-  at::Tensor nz = (unit.to(at::kCPU).abs().sum(1) > 0).to(at::kByte).contiguous();
+  at::Tensor nz = (unit.abs().sum(1) > 0).to(at::kByte).to(at::kCPU).contiguous();
   const uint8_t* p = nz.data_ptr<uint8_t>();
   return std::vector<uint8_t>(p, p + unit.size(0));
 }
@@ -149,11 +189,28 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
   std::vector<int64_t> removed;
   int64_t left = 0;
   for (uint8_t a : alive_init) left += a;
+  // The next pick: the vertices in blocks of 64 (one word of `remaining`),
+  // each with its best vertex (most remaining neighbours, ties: the lowest
+  // index; -1 when the block is empty). A pick scans the n / 64 block bests
+  // in order; only blocks whose vertices left or lost neighbours are
+  // rescanned after it.
+  std::vector<int64_t> block_best(static_cast<size_t>(g.words), -1);
+  std::vector<uint8_t> dirty(static_cast<size_t>(g.words), 1);
+  const auto rescan = [&](int64_t w) {
+    int64_t best = -1;
+    for (uint64_t m = remaining[w]; m; m &= m - 1) {
+      const int64_t i = w * 64 + __builtin_ctzll(m);
+      if (best < 0 || degree[i] > degree[best]) best = i;
+    }
+    block_best[w] = best;
+    dirty[w] = 0;
+  };
   while (left > 0) {
     int64_t best = -1;
-    for (int64_t i = 0; i < n; ++i) {
-      if (((remaining[i / 64] >> (i % 64)) & 1u) && (best < 0 || degree[i] > degree[best]))
-        best = i;
+    for (int64_t w = 0; w < g.words; ++w) {
+      if (dirty[w]) rescan(w);
+      const int64_t i = block_best[w];
+      if (i >= 0 && (best < 0 || degree[i] > degree[best])) best = i;
     }
     const int64_t entry = static_cast<int64_t>(picked.size());
     picked.push_back(best);
@@ -170,6 +227,7 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
     for (int64_t r : removed) {
       index[r] = entry;
       remaining[r / 64] &= ~(uint64_t{1} << (r % 64));
+      dirty[r / 64] = 1;
     }
     left -= static_cast<int64_t>(removed.size());
     // Every vertex still in the graph loses one neighbour per removed vertex
@@ -178,6 +236,7 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
       const uint64_t* rr = g.row(r);
       for (int64_t w = 0; w < g.words; ++w) {
         uint64_t m = rr[w] & remaining[w];
+        if (m) dirty[w] = 1;
         while (m) {
           --degree[w * 64 + __builtin_ctzll(m)];
           m &= m - 1;

@@ -68,8 +68,12 @@ struct JitCodebook {
 /// remaining vertex with the most remaining neighbours (ties: lowest index);
 /// its direction becomes an entry, and it and its remaining neighbours point
 /// to it and leave the graph. A vertex always covers itself, so every
-/// non-zero vector gets an entry. O(n^2) time: degrees are decremented as
-/// vertices leave, instead of recounted each round; G is held as bits.
+/// non-zero vector gets an entry. G is built on the directions' device in
+/// blocked matrix products and read back to the host once, as bits (n^2 / 8
+/// bytes); the cover then runs on the host with no device round trip per
+/// pick: degrees are decremented as vertices leave (O(edges + n^2 / 64)) and
+/// the next pick scans one best vertex per 64 (O(n / 64) per pick, plus 64
+/// per block whose vertices changed).
 JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold);
 
 }  // namespace spindlekv

@@ -1,5 +1,5 @@
 // Internal: the reference the just-in-time builder is tested and benchmarked
-// against (not installed).
+// against, and its similarity graph (not installed).
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -11,5 +11,21 @@ namespace spindlekv {
 /// build_jit_codebook's greedy cover written as printed (degrees recounted
 /// over the remaining graph every round, O(n^3)); the same result.
 JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double threshold);
+
+/// How similarity_bits packs each block of the thresholded product into bits.
+enum class BitPacking {
+  kAuto,       ///< the host loop for CPU tensors, tensor operations on a device
+  kHostLoop,   ///< a loop over the block on the host (the block is copied there)
+  kTensorOps,  ///< ATen operations on the directions' device (no host copy per block)
+};
+
+/// The similarity graph of `unit` [n, d] float32 as build_jit_codebook holds
+/// it: [n, ceil(n / 64) * 8] uint8 on the CPU, bit k of byte b of row i set
+/// when cos(i, 8 b + k) > threshold and i != 8 b + k (padding bits zero).
+/// Computed on `unit`'s device `block_rows` rows at a time (0: rows such
+/// that one block's similarities hold about 2^26 floats on a device, 2^22 on
+/// the host).
+at::Tensor similarity_bits(const at::Tensor& unit, double threshold, int64_t block_rows,
+                           BitPacking packing = BitPacking::kAuto);
 
 }  // namespace spindlekv
