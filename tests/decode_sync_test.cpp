@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "device_util.h"
 #include "runtime/artifact.h"
@@ -121,6 +123,63 @@ TEST(DecodeSync, DecodeStepReadsNothingBackInEveryCodebookMode) {
                                       << to_string(dtype) << ", step " << s;
       }
     }
+  }
+}
+
+// Operations issued while it lives, by name (the test's thread only).
+class OpCounter {
+ public:
+  OpCounter() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
+    counts().clear();
+  }
+  ~OpCounter() { at::removeCallback(handle_); }
+  int operator[](const std::string& name) const {
+    auto it = counts().find(name);
+    return it == counts().end() ? 0 : it->second;
+  }
+
+ private:
+  static std::map<std::string, int>& counts() {
+    static std::map<std::string, int> c;
+    return c;
+  }
+  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
+    ++counts()[fn.name()];
+    return nullptr;
+  }
+  at::CallbackHandle handle_;
+};
+
+TEST(DecodeSync, ADecodeStepMatchesTheWholeBatchAgainstTheCodebookOnce) {
+  // Splitting vectors into magnitude and direction, and the calibrated
+  // table's product, run once per step and layer whatever the batch size:
+  // a launch per sequence is what made batch 16 slow on a GPU.
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
+  const CacheGeometry g = c.geometry();
+  auto artifact = testutil::random_artifact(c, 5);
+  for (CodebookMode mode : {CodebookMode::kNone, CodebookMode::kCalibrated}) {
+    CompressionParameters p = params(mode, 0.5);
+    int norms[2] = {0, 0}, products[2] = {0, 0};
+    const int64_t batches[2] = {1, 6};
+    for (int i = 0; i < 2; ++i) {
+      const int64_t B = batches[i];
+      CompressedCache cache(g, B, p, artifact);
+      for (int64_t b = 0; b < B; ++b) {
+        cache.prefill(b, 0, at::randn({g.num_kv_heads, 24, g.head_dim}),
+                      at::randn({g.num_kv_heads, 24, g.head_dim}),
+                      at::softmax(at::randn({g.num_heads, p.window, 24}), -1));
+      }
+      const Step step = decode_step(g, B, 24);
+      OpCounter ops;
+      cache.append_and_attend(0, step.queries, step.keys, step.values, step.positions);
+      norms[i] = ops["aten::norm"];
+      // The ATen attention takes one product per sequence for the scores;
+      // anything beyond that is the codebook's.
+      products[i] = ops["aten::bmm"] - static_cast<int>(B);
+    }
+    EXPECT_GT(norms[0], 0);
+    EXPECT_EQ(norms[1], norms[0]) << "codebook mode " << static_cast<int>(mode);
+    EXPECT_EQ(products[1], products[0]) << "codebook mode " << static_cast<int>(mode);
   }
 }
 

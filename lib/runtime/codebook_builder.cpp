@@ -12,49 +12,61 @@
 
 namespace spindlekv {
 
+namespace {
+
+// Packs `above` [rows, n] bool, rows start.. of the graph, into `packed`
+// [n, words * 8] uint8 on the CPU with a loop on the host. Bit k of byte b
+// of row i: column 8 b + k; no self-loops.
+void pack_on_host(const at::Tensor& above, int64_t start, at::Tensor& packed) {
+  const int64_t rows = above.size(0), n = above.size(1), bytes = packed.size(1);
+  const at::Tensor above_cpu = above.to(at::kCPU);
+  const bool* a = above_cpu.data_ptr<bool>();
+  uint8_t* out = packed.data_ptr<uint8_t>() + start * bytes;
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const bool* in = a + r * n;
+      uint8_t* o = out + r * bytes;
+      for (int64_t j = 0; j < n; ++j) o[j >> 3] |= static_cast<uint8_t>(in[j]) << (j & 7);
+      const int64_t self = start + r;
+      o[self >> 3] &= static_cast<uint8_t>(~(1u << (self & 7)));
+    }
+  });
+}
+
+// The same packing as tensor operations on `above`'s device, into `packed`
+// on that device.
+void pack_with_tensor_ops(at::Tensor above, int64_t start, at::Tensor& packed) {
+  const int64_t rows = above.size(0), n = above.size(1), bytes = packed.size(1);
+  const at::Tensor self = at::arange(start, start + rows, above.options().dtype(at::kLong));
+  above.view({-1}).index_fill_(0, at::arange(rows, self.options()) * n + self, false);
+  const at::Tensor b = at::constant_pad_nd(above.to(at::kByte), {0, bytes * 8 - n})
+                           .view({rows, bytes, 8});  // [rows, byte, bit]
+  at::Tensor out = packed.narrow(0, start, rows);
+  out.copy_(b.select(2, 0));
+  for (int64_t k = 1; k < 8; ++k) out.bitwise_or_(b.select(2, k).__lshift__(k));
+}
+
+}  // namespace
+
 at::Tensor similarity_bits(const at::Tensor& unit, double threshold, int64_t block_rows,
                            BitPacking packing) {
   const int64_t n = unit.size(0), words = (n + 63) / 64;
   if (n == 0) return at::empty({0, 0}, at::kByte);
-  const int64_t width = words * 64;  // columns, padded with zeros to whole words
   const at::Tensor u = unit.contiguous();
   const bool on_host =
       packing == BitPacking::kHostLoop || (packing == BitPacking::kAuto && u.is_cpu());
   // A block's similarities: about 2^26 floats on a device; on the host 2^22,
   // so the temporaries stay below malloc's mmap threshold and are reused
   // instead of being faulted in afresh for every block.
-  const int64_t block = block_rows > 0
-                            ? block_rows
-                            : std::max<int64_t>(64, (int64_t{1} << (on_host ? 22 : 26)) / width);
+  const int64_t block =
+      block_rows > 0 ? block_rows
+                     : std::max<int64_t>(64, (int64_t{1} << (on_host ? 22 : 26)) / (words * 64));
   at::Tensor packed = at::zeros({n, words * 8}, on_host ? at::TensorOptions().dtype(at::kByte)
                                                         : u.options().dtype(at::kByte));
   for (int64_t start = 0; start < n; start += block) {
     const int64_t rows = std::min(block, n - start);
     at::Tensor above = (at::mm(u.narrow(0, start, rows), u.t()) > threshold).contiguous();
-    if (on_host) {
-      // Bit k of byte b of row i: column 8 b + k; no self-loops.
-      const at::Tensor above_cpu = above.to(at::kCPU);
-      const bool* a = above_cpu.data_ptr<bool>();
-      uint8_t* out = packed.data_ptr<uint8_t>() + start * words * 8;
-      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          const bool* in = a + r * n;
-          uint8_t* o = out + r * words * 8;
-          for (int64_t j = 0; j < n; ++j) o[j >> 3] |= static_cast<uint8_t>(in[j]) << (j & 7);
-          const int64_t self = start + r;
-          o[self >> 3] &= static_cast<uint8_t>(~(1u << (self & 7)));
-        }
-      });
-      continue;
-    }
-    // The same packing as tensor operations, on the directions' device.
-    const at::Tensor self = at::arange(start, start + rows, u.options().dtype(at::kLong));
-    above.view({-1}).index_fill_(0, at::arange(rows, self.options()) * n + self, false);
-    at::Tensor b = at::constant_pad_nd(above.to(at::kByte), {0, width - n})
-                       .view({rows, words * 8, 8});  // [rows, byte, bit]
-    at::Tensor out = packed.narrow(0, start, rows);
-    out.copy_(b.select(2, 0));
-    for (int64_t k = 1; k < 8; ++k) out.bitwise_or_(b.select(2, k).__lshift__(k));
+    on_host ? pack_on_host(above, start, packed) : pack_with_tensor_ops(above, start, packed);
   }
   return packed.to(at::kCPU).contiguous();
 }
@@ -70,23 +82,14 @@ void check_directions(const at::Tensor& directions) {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the similarity graph's bytes are read back as little-endian 64-bit words");
 
-// The similarity graph's rows as bitsets (similarity_bits), on the host.
+// The similarity graph's rows as bitsets on the host (similarity_bits).
 struct BitGraph {
-  int64_t n = 0;
-  int64_t words = 0;
   at::Tensor bytes;  ///< [n, words * 8] uint8 on the CPU: the rows' words, little-endian
+  int64_t words = bytes.size(1) / 8;
   const uint64_t* row(int64_t i) const {
     return reinterpret_cast<const uint64_t*>(bytes.data_ptr<uint8_t>()) + i * words;
   }
 };
-
-BitGraph similarity_graph(const at::Tensor& unit, double threshold) {
-  BitGraph g;
-  g.n = unit.size(0);
-  g.words = (g.n + 63) / 64;
-  g.bytes = similarity_bits(unit, threshold, /*block_rows=*/0, BitPacking::kAuto);
-  return g;
-}
 
 std::vector<uint8_t> nonzero_rows(const at::Tensor& unit) {
   at::Tensor nz = (unit.abs().sum(1) > 0).to(at::kByte).to(at::kCPU).contiguous();
@@ -171,7 +174,7 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
   check_directions(directions);
   const int64_t n = directions.size(0);
   const std::vector<uint8_t> alive_init = nonzero_rows(directions);
-  const BitGraph g = similarity_graph(directions, threshold);
+  const BitGraph g{similarity_bits(directions, threshold, /*block_rows=*/0)};
   // remaining[] as bits too, so a row's remaining neighbours are word ANDs.
   std::vector<uint64_t> remaining(static_cast<size_t>(g.words), 0);
   std::vector<int64_t> degree(n, 0);

@@ -378,6 +378,32 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   }
   I.ensure_rope(last_position + 1);
   const at::Tensor positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
+  // Every sequence's new K/V are matched against the shared tables at once
+  // (one product per step, not one per sequence); each sequence then appends
+  // its columns. What is the same for every sequence is made once.
+  detail::SharedMatch key_match, value_match;
+  const bool token_ids = I.token_id_layer[layer];
+  if (!token_ids) {
+    auto columns = [&](const at::Tensor& x) {  // [B, kv, t, d] -> [kv, B * t, d]
+      return x.to(I.device, at::kFloat).transpose(0, 1).reshape({kv, B * t, d});
+    };
+    const at::Tensor every = at::Tensor();  // every new row is valid
+    key_match =
+        detail::match_shared(columns(keys_pre_rope), every, I.key_tables[layer], I.params.codebook);
+    value_match =
+        detail::match_shared(columns(values_in), every, I.value_tables[layer], I.params.codebook);
+    // Exact rows as they come, for every sequence at once, where no
+    // just-in-time stage changes which vectors stay exact.
+    if (I.params.quantization == KvQuantization::kNone &&
+        (I.params.codebook == CodebookMode::kNone ||
+         I.params.codebook == CodebookMode::kCalibrated)) {
+      const at::ScalarType entry = detail::entry_scalar_type(I.params.storage_dtype);
+      key_match.prepare_exact_rows(B, entry);
+      value_match.prepare_exact_rows(B, entry);
+    }
+  }
+  const at::Tensor new_positions = positions.to(at::kInt);  // [B, t]
+  at::Tensor member_ones;  // [heads, t], made when a sequence has a membership mask
   std::vector<const SequenceLayer*> layers;
   for (int64_t b = 0; b < B; ++b) {
     SequenceLayer& S = I.slot(b, layer);
@@ -387,14 +413,13 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
       S.values = I.empty_coded(false, layer);
       S.filled = true;
     }
-    at::Tensor pos_b = positions[b];
     S.positions = detail::append_columns(S.positions_buffer, S.positions,
-                                         pos_b.to(at::kInt).unsqueeze(0).expand({kv, t}));
+                                         new_positions[b].unsqueeze(0).expand({kv, t}));
     if (S.member.defined()) {
-      S.member = detail::append_columns(S.member_buffer, S.member,
-                                        at::ones({heads, t}, S.member.options()));
+      if (!member_ones.defined()) member_ones = at::ones({heads, t}, S.member.options());
+      S.member = detail::append_columns(S.member_buffer, S.member, member_ones);
     }
-    if (I.token_id_layer[layer]) {
+    if (token_ids) {
       SKV_CHECK(I.pending_tokens.defined() && I.pending_tokens.dim() == 2 &&
                     I.pending_tokens.size(0) == B && I.pending_tokens.size(1) == t,
                 "layer ", layer, " is held as token ids: call observe_tokens([", B, ", ", t,
@@ -402,11 +427,10 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
       I.append_token_ids(layer, S, I.pending_tokens[b], keys_pre_rope[b].to(I.device),
                          values_in[b].to(I.device));
     } else {
-      at::Tensor all_valid = at::ones({kv, t}, positions.options().dtype(at::kBool));
-      detail::append_coded(S.keys, keys_pre_rope[b].to(I.device), all_valid, I.key_tables[layer],
-                           I.params.codebook, extend, /*defer_counts=*/true);
-      detail::append_coded(S.values, values_in[b].to(I.device), all_valid, I.value_tables[layer],
-                           I.params.codebook, extend, /*defer_counts=*/true);
+      detail::append_matched(S.keys, key_match.columns(b, t), I.key_tables[layer],
+                             I.params.codebook, extend, /*defer_counts=*/true);
+      detail::append_matched(S.values, value_match.columns(b, t), I.value_tables[layer],
+                             I.params.codebook, extend, /*defer_counts=*/true);
     }
     S.tokens_seen += t;
     layers.push_back(&S);
@@ -417,6 +441,13 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     return detail::fused_decode_attention(layers, I.key_tables[layer], I.value_tables[layer],
                                           queries, positions, I.rope_cos, I.rope_sin,
                                           I.geometry.sliding_window);
+  }
+  // The value codebook widened to float32 once for the batch, not once per
+  // sequence (weighted_sum widens a narrower table slice by slice).
+  detail::CodebookTables value_table = I.value_tables[layer];
+  if (B > 1 && value_table.calibrated.defined() &&
+      value_table.calibrated.scalar_type() != at::kFloat) {
+    value_table.calibrated = value_table.calibrated.to(at::kFloat);
   }
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < B; ++b) {
@@ -438,8 +469,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     scores.masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).view({kv, group * t, n});
     // Values are never rebuilt: probabilities are summed per entry first.
-    outputs.push_back(detail::weighted_sum(S.values, I.value_tables[layer], probs, &I.workspace)
-                          .view({heads, t, d}));
+    outputs.push_back(
+        detail::weighted_sum(S.values, value_table, probs, &I.workspace).view({heads, t, d}));
   }
   return at::stack(outputs, 0);
 }

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/rope.h"
@@ -164,21 +165,22 @@ at::Tensor codes_long(const CodedVectors& c) {
 
 void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, int64_t highest) {
   // Codes start int16 where the storage dtype allows it (empty_coded); the
-  // caller's bounds decide, so no code is read back from the device.
+  // caller's bounds decide, so no code is read back from the device. Every
+  // code but kZeroCode lies below kZeroCode16 then, so clamping maps exactly
+  // kZeroCode to kZeroCode16; the copy into the buffer narrows the dtype.
   const bool fits = out.code.scalar_type() == at::kShort &&
                     lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16;
   if (fits) {
-    out.code = append_columns(out.code_buffer, out.code,
-                              codes.masked_fill(codes == kZeroCode, kZeroCode16).to(at::kShort));
+    out.code = append_columns(out.code_buffer, out.code, codes.clamp_max(kZeroCode16));
     return;
   }
   if (out.code.scalar_type() == at::kShort) out.code = codes_long(out).to(at::kInt);
-  out.code = append_columns(out.code_buffer, out.code, codes.to(at::kInt));
+  out.code = append_columns(out.code_buffer, out.code, codes);  // kZeroCode fits int32
 }
 
 void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
-  out.magnitude = append_columns(out.magnitude_buffer, out.magnitude,
-                                 magnitudes.to(out.magnitude.scalar_type()));
+  // The copy into the buffer converts to the stored dtype.
+  out.magnitude = append_columns(out.magnitude_buffer, out.magnitude, magnitudes);
 }
 
 std::vector<int64_t> exact_rows_in_use(const CodedVectors& c) {
@@ -196,72 +198,115 @@ void settle_exact_rows(CodedVectors& c) {
 
 namespace {
 
-// The misses `open` [kv, t] of `vectors` [kv, t, d] become exact rows of
-// `out` at places computed on the device, each head's in order after the
-// rows it uses: nothing is read back. Returns the rows' codes [kv, t]
-// (-row - 1 where open) and widens the host bound by t.
-at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& vectors,
-                                 const at::Tensor& open) {
-  const int64_t kv = vectors.size(0), t = vectors.size(1), d = vectors.size(2);
+// The misses `open` [kv, t] become exact rows of `out` at places computed on
+// the device, each head's in order after the rows it uses: nothing is read
+// back. `rows` [kv * t, d] holds the misses (zero elsewhere) and `rank`
+// [kv, t] each miss's rank among its head's (SharedMatch::open_rank).
+// Returns each slot's row [kv, t] (meaningful where open) and widens the
+// host bound by t.
+at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& rows, const at::Tensor& open,
+                                 const at::Tensor& rank) {
+  const int64_t kv = open.size(0), t = open.size(1), d = out.exact.size(2);
   if (!out.exact_used.defined()) {
-    out.exact_used = at::tensor(out.exact_count, at::kLong)
-                         .to(vectors.device(), at::kLong, /*non_blocking=*/true);
+    out.exact_used =
+        at::tensor(out.exact_count, at::kLong).to(open.device(), at::kLong, /*non_blocking=*/true);
   }
-  const at::Tensor open_long = open.to(at::kLong);
-  const at::Tensor row = out.exact_used.view({kv, 1}) + open_long.cumsum(1) - 1;  // [kv, t]
+  const at::Tensor row = out.exact_used.view({kv, 1}) + rank;  // [kv, t]
   // Rows in use stay below `bound`; slot `bound` (never in use) takes every
   // vector that is not a miss, as zeros, so the rows past those in use stay zero.
   const int64_t bound = exact_rows_bound(out) + t;
   out.exact = grow_rows(out.exact, bound + 1);
   const int64_t cap = out.exact.size(1);
-  const at::Tensor head = at::arange(kv, row.options()).view({kv, 1});
-  const at::Tensor dest = (head * cap + at::where(open, row, at::full_like(row, bound))).view({-1});
-  const at::Tensor rows = vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0);
-  out.exact.view({kv * cap, d})
-      .index_copy_(0, dest, rows.reshape({kv * t, d}).to(out.exact.scalar_type()));
-  out.exact_used = out.exact_used + open_long.sum(1);
+  const at::Tensor dest =
+      at::where(open, row, bound).add_(at::arange(0, kv * cap, cap, row.options()).view({kv, 1}));
+  out.exact.view({kv * cap, d}).index_copy_(0, dest.view({-1}), rows.to(out.exact.scalar_type()));
+  out.exact_used.add_(open.sum(1));
   out.exact_unsettled += t;
-  return -row - 1;
+  return row;
 }
 
 }  // namespace
 
-void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Tensor& valid,
+SharedMatch SharedMatch::columns(int64_t s, int64_t count) const {
+  SharedMatch m;
+  auto cols = [&](const at::Tensor& x) { return x.defined() ? x.narrow(1, s * count, count) : x; };
+  m.vectors = cols(vectors);
+  m.dirs = cols(dirs);
+  m.magnitude = cols(magnitude);
+  m.code = cols(code);
+  m.open = cols(open);
+  m.open_rank = cols(open_rank);
+  m.exact_magnitude = cols(exact_magnitude);
+  if (exact_rows.defined()) m.exact_rows = exact_rows.narrow(0, s, 1);
+  return m;
+}
+
+void SharedMatch::prepare_exact_rows(int64_t sequences, at::ScalarType entry) {
+  const int64_t kv = open.size(0), N = open.size(1), d = vectors.size(2);
+  SKV_CHECK(sequences > 0 && N % sequences == 0, "cannot split ", N, " columns into ", sequences,
+            " sequences");
+  const int64_t t = N / sequences;
+  open_rank = open.view({kv, sequences, t}).to(at::kLong).cumsum(2).sub_(1).view({kv, N});
+  exact_rows = vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0)
+                   .view({kv, sequences, t, d})
+                   .transpose(0, 1)
+                   .to(entry)
+                   .contiguous();
+  exact_magnitude = at::where(open, 1.0f, magnitude);
+}
+
+SharedMatch match_shared(const at::Tensor& vectors_in, const at::Tensor& valid,
+                         const CodebookTables& tables, CodebookMode mode) {
+  SharedMatch m;
+  m.vectors = vectors_in.to(at::kFloat);
+  const int64_t kv = m.vectors.size(0), N = m.vectors.size(1);
+  std::tie(m.dirs, m.magnitude) = split_magnitude(m.vectors);
+  if (valid.defined()) m.magnitude = m.magnitude.masked_fill(valid.logical_not(), 0.0);
+  m.code = at::full({kv, N}, static_cast<int64_t>(kZeroCode), m.vectors.options().dtype(at::kLong));
+  m.open = m.magnitude > 0;  // vectors that still need a code
+  const bool use_calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
+  if (use_calibrated && tables.calibrated_capacity() > 0 && N > 0) {
+    auto [best, arg] = nearest(m.dirs, tables.calibrated, tables.calibrated_sizes);
+    at::Tensor hit = m.open & (best > tables.threshold);
+    m.code = at::where(hit, arg, m.code);
+    m.open = m.open & hit.logical_not();
+  }
+  return m;
+}
+
+void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor& valid,
                   const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses,
                   bool defer_counts) {
-  const at::Tensor vectors = vectors_in.to(at::kFloat);
-  const int64_t kv = vectors.size(0), t = vectors.size(1);
+  if (vectors.size(1) == 0) return;
+  append_matched(out, match_shared(vectors, valid, tables, mode), tables, mode,
+                 build_jit_from_misses, defer_counts);
+}
+
+void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTables& tables,
+                    CodebookMode mode, bool build_jit_from_misses, bool defer_counts) {
+  const at::Tensor& vectors = m.vectors;
+  const int64_t kv = vectors.size(0), t = vectors.size(1), d = vectors.size(2);
   if (t == 0) return;
-  const bool use_calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
   const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
   // What is decided on the host: where a quantised table's rows go, which
   // just-in-time entries to build. Then the counts are read back first.
   const bool defer = defer_counts && !out.quantized() && !(use_jit && build_jit_from_misses) &&
                      out.exact_unsettled + t <= kExactSettleSlots;
   if (!defer) settle_exact_rows(out);
-  auto [dirs, mags] = split_magnitude(vectors);
-  mags = mags.masked_fill(valid.logical_not(), 0.0);
-  at::Tensor code =
-      at::full({kv, t}, static_cast<int64_t>(kZeroCode), vectors.options().dtype(at::kLong));
-  at::Tensor open = mags > 0;  // vectors that still need a code
+  at::Tensor code = m.code, open = m.open, mags = m.magnitude;
+  bool open_changed = false;  // by the just-in-time stage: m's prepared rows no longer apply
   const int64_t Kc = tables.calibrated_capacity();
-
-  if (use_calibrated && Kc > 0) {
-    auto [best, arg] = nearest(dirs, tables.calibrated, tables.calibrated_sizes);
-    at::Tensor hit = open & (best > tables.threshold);
-    code = at::where(hit, arg, code);
-    open = open & hit.logical_not();
-  }
   const int64_t jit_total = [&] {
     int64_t s = 0;
     for (int64_t c : out.jit_count) s += c;
     return s;
   }();
   if (use_jit && jit_total > 0) {
-    auto [best, arg] = nearest(dirs, out.jit, out.jit_count);
+    auto [best, arg] = nearest(m.dirs, out.jit, out.jit_count);
     at::Tensor hit = open & (best > tables.threshold);
     code = at::where(hit, arg + Kc, code);
     open = open & hit.logical_not();
+    open_changed = true;
   }
   if (use_jit && build_jit_from_misses && open.any().item<bool>()) {
     // Algorithm 1 on each KV head's misses; the chosen directions become
@@ -273,10 +318,11 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
     for (int64_t g = 0; g < kv; ++g) {
       rows[g] = open_cpu[g].nonzero().view({-1}).to(vectors.device());
       if (rows[g].numel() == 0) continue;
-      built[g] = build_jit_codebook(dirs[g].index_select(0, rows[g]), tables.threshold);
+      built[g] = build_jit_codebook(m.dirs[g].index_select(0, rows[g]), tables.threshold);
       needed[g] += built[g].entries.size(0);
     }
     out.jit = grow_rows(out.jit, *std::max_element(needed.begin(), needed.end()));
+    code = code.clone();  // m's codes stay as matched
     for (int64_t g = 0; g < kv; ++g) {
       if (rows[g].numel() == 0) continue;
       const int64_t base = out.jit_count[g], J = built[g].entries.size(0);
@@ -285,25 +331,32 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors_in, const at::Ten
       out.jit_count[g] += J;
     }
     open = at::zeros_like(open);
+    open_changed = true;
   }
   if (defer) {
-    code = at::where(open, append_exact_deferred(out, vectors, open), code);
-    mags = at::where(open, at::ones_like(mags), mags);
+    const bool prepared = !open_changed && m.open_rank.defined();
+    const at::Tensor rank = prepared ? m.open_rank : open.to(at::kLong).cumsum(1).sub_(1);
+    const at::Tensor rows =
+        prepared ? m.exact_rows.reshape({kv * t, d})
+                 : vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0).reshape({kv * t, d});
+    const at::Tensor row = append_exact_deferred(out, rows, open, rank);
+    code = at::where(open, row.neg().sub_(1), code);
+    mags = prepared ? m.exact_magnitude : at::where(open, 1.0f, mags);
   } else {
     at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
     if (misses.sum().item<int64_t>() > 0) {
       // No entry: the vector is kept exact; the r-th miss of head g takes row
       // exact_count[g] + r of that head's table, and its code points there.
       std::vector<int64_t> needed(kv);
-      const int64_t* m = misses.data_ptr<int64_t>();
-      for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + m[g];
+      const int64_t* miss = misses.data_ptr<int64_t>();
+      for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + miss[g];
       at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
       at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
       if (out.quantized()) {
         // Each head's misses, in order, join its quantised table.
         at::Tensor open_cpu = open.to(at::kCPU);
         for (int64_t g = 0; g < kv; ++g) {
-          if (m[g] == 0) continue;
+          if (miss[g] == 0) continue;
           at::Tensor which = open_cpu[g].nonzero().view({-1}).to(vectors.device());
           out.quant.append(g, vectors[g].index_select(0, which));
         }

@@ -119,12 +119,56 @@ void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes);
 /// device before append_coded reads them back once.
 constexpr int64_t kExactSettleSlots = 64;
 
-/// Codes vectors [kv_heads, t, d] (rows with valid[g, i] false are padding)
-/// and appends them as new slots of `out`. With `defer_counts` (decode),
-/// nothing is read back from the device where nothing needs deciding on the
-/// host: misses become exact rows at device-computed places, and their count
-/// is read back once per kExactSettleSlots appended slots (settle_exact_rows).
-/// Building just-in-time entries and a quantised table's rows read it always.
+/// The part of coding vectors [kv_heads, N, d] that depends only on what a
+/// batch of sequences shares (the calibrated tables): magnitudes, directions
+/// and calibrated hits. A decode step matches every sequence's new vectors
+/// in one pass (match_shared) and then appends each sequence's columns
+/// (append_matched), so the batch costs one table product, not one per
+/// sequence. Columns [b * t, (b + 1) * t) are sequence b's when sequences
+/// of t vectors each are matched together.
+struct SharedMatch {
+  at::Tensor vectors;    ///< [kv_heads, N, d] float32
+  at::Tensor dirs;       ///< [kv_heads, N, d] unit directions (zero for zero vectors)
+  at::Tensor magnitude;  ///< [kv_heads, N] float32, 0 where not valid
+  at::Tensor code;       ///< [kv_heads, N] int64: a calibrated entry, or kZeroCode
+  at::Tensor open;       ///< [kv_heads, N] bool: valid, nonzero and no calibrated entry
+  /// Sequence `s`'s columns (of `count` each), as views.
+  SharedMatch columns(int64_t s, int64_t count) const;
+  /// Computes open_rank, exact_rows and exact_magnitude for `sequences`
+  /// sequences of equal length, rows in `entry` (the exact table's dtype),
+  /// so that a decode step's appends read them instead of computing them
+  /// once per sequence. Valid while no just-in-time stage changes `open`.
+  void prepare_exact_rows(int64_t sequences, at::ScalarType entry);
+  /// Within each sequence's columns, the open vectors up to and including
+  /// this one, minus 1 ([kv_heads, N] int64): the r-th miss of a head
+  /// (from 0) goes r rows past the rows that head uses.
+  at::Tensor open_rank;
+  /// The open vectors as exact rows hold them, zero elsewhere:
+  /// [sequences, kv_heads, N / sequences, d] in the entry dtype.
+  at::Tensor exact_rows;
+  /// magnitude with 1 where open (an exact row's magnitude), [kv_heads, N].
+  at::Tensor exact_magnitude;
+};
+
+/// Stage one of append_coded, for vectors [kv_heads, N, d] of one or more
+/// sequences (rows with valid[g, i] false are padding; an undefined `valid`
+/// makes every row valid).
+SharedMatch match_shared(const at::Tensor& vectors, const at::Tensor& valid,
+                         const CodebookTables& tables, CodebookMode mode);
+
+/// Stage two of append_coded: matches `m`'s open vectors against `out`'s
+/// just-in-time entries (building new ones from the misses with
+/// `build_jit_from_misses`), keeps the rest exact and appends them all as
+/// new slots of `out`. With `defer_counts` (decode), nothing is read back
+/// from the device where nothing needs deciding on the host: misses become
+/// exact rows at device-computed places, and their count is read back once
+/// per kExactSettleSlots appended slots (settle_exact_rows). Building
+/// just-in-time entries and a quantised table's rows read it always.
+void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTables& tables,
+                    CodebookMode mode, bool build_jit_from_misses, bool defer_counts = false);
+
+/// Codes vectors [kv_heads, t, d] and appends them as new slots of `out`:
+/// match_shared, then append_matched.
 void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor& valid,
                   const CodebookTables& tables, CodebookMode mode, bool build_jit_from_misses,
                   bool defer_counts = false);
