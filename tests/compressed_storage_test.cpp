@@ -40,6 +40,38 @@ TEST(CompressedStorage, CodesWidenWhenTheBoundReachesTheZeroCode) {
   EXPECT_TRUE(at::equal(detail::codes_long(c), at::cat({codes, codes}, 1)));
 }
 
+// The nearest entry, in blocks of directions or all at once, is the best
+// of a plain product over the entries each head uses.
+TEST(CompressedStorage, NearestEntryInBlocksEqualsOneProduct) {
+  at::manual_seed(7);
+  const int64_t kv = 2, n = 50, d = 8, K = 9;
+  at::Tensor dirs = at::randn({kv, n, d});
+  dirs = dirs / dirs.norm(2, -1, true);
+  for (const bool shared : {true, false}) {
+    at::Tensor table = at::randn({shared ? 1 : kv, K, d});
+    table = table / table.norm(2, -1, true);
+    const std::vector<int64_t> counts =
+        shared ? std::vector<int64_t>{K} : std::vector<int64_t>{5, K};  // head 0: 5 in use
+    at::Tensor expected_best = at::empty({kv, n}), expected_arg = at::empty({kv, n}, at::kLong);
+    for (int64_t g = 0; g < kv; ++g) {
+      const int64_t used = counts[shared ? 0 : g];
+      auto [b, a] = at::mm(dirs[g], table[shared ? 0 : g].narrow(0, 0, used).t()).max(1);
+      expected_best[g].copy_(b);
+      expected_arg[g].copy_(a);
+    }
+    for (int64_t block : {0, 1, 7, 50, 64}) {
+      auto [best, arg] = detail::nearest(dirs, table, counts, block);
+      EXPECT_TRUE(at::equal(arg, expected_arg)) << "block " << block << ", shared " << shared;
+      EXPECT_TRUE(at::allclose(best, expected_best, 1e-6, 1e-6))
+          << "block " << block << ", shared " << shared;
+    }
+    // Narrower tables are widened to the directions' dtype.
+    auto [best16, arg16] = detail::nearest(dirs, table.to(at::kHalf), counts, 7);
+    EXPECT_TRUE(at::allclose(best16, expected_best, 2e-3, 2e-3));
+    EXPECT_LT(arg16.narrow(1, 0, n).select(0, 0).max().item<int64_t>(), counts[0]);
+  }
+}
+
 // One column at a time: the result equals at::cat, and until the capacity
 // is reached every step writes into the same buffer (nothing held is copied).
 TEST(CompressedStorage, AppendColumnsGrowsInPlaceUntilTheCapacityDoubles) {

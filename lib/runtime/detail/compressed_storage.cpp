@@ -12,27 +12,50 @@
 
 namespace spindlekv {
 namespace detail {
-namespace {
 
-// Best entry of `table` [groups, K, d] for each direction [kv, t, d], with
-// entries past `counts[g]` excluded. Returns (similarity, index) [kv, t].
 std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tensor& table,
-                                          const std::vector<int64_t>& counts) {
-  const int64_t kv = dirs.size(0), K = table.size(1);
+                                          const std::vector<int64_t>& counts, int64_t block_rows) {
+  const int64_t kv = dirs.size(0), n = dirs.size(1), K = table.size(1);
   at::Tensor t = table.to(dirs.scalar_type());  // entries may be stored narrower
-  t = t.size(0) == 1 ? t.expand({kv, K, t.size(2)}) : t;
-  at::Tensor sims = at::bmm(dirs, t.transpose(1, 2));  // [kv, t, K]
+  t = (t.size(0) == 1 ? t.expand({kv, K, t.size(2)}) : t).transpose(1, 2);  // [kv, d, K]
+  bool all_in_use = true;
   std::vector<int64_t> per_head(kv);
-  for (int64_t g = 0; g < kv; ++g) per_head[g] = counts[counts.size() == 1 ? 0 : g];
-  // A host-to-device copy that does not wait for the device.
-  at::Tensor limit =
-      at::tensor(per_head, at::kLong).to(dirs.device(), at::kLong, /*non_blocking=*/true);
-  limit = limit.view({kv, 1, 1});
-  at::Tensor slot = at::arange(K, dirs.options().dtype(at::kLong)).view({1, 1, K});
-  sims = sims.masked_fill(slot >= limit, -3.0);
-  auto [best, arg] = sims.max(2);
+  for (int64_t g = 0; g < kv; ++g) {
+    per_head[g] = counts[counts.size() == 1 ? 0 : g];
+    all_in_use = all_in_use && per_head[g] >= K;
+  }
+  at::Tensor unused;  // [kv, 1, K] bool: entries past a head's count
+  if (!all_in_use) {
+    // A host-to-device copy that does not wait for the device.
+    const at::Tensor limit =
+        at::tensor(per_head, at::kLong).to(dirs.device(), at::kLong, /*non_blocking=*/true);
+    unused =
+        at::arange(K, dirs.options().dtype(at::kLong)).view({1, 1, K}) >= limit.view({kv, 1, 1});
+  }
+  auto block = [&](const at::Tensor& d) {
+    at::Tensor sims = at::bmm(d, t);  // [kv, rows, K]
+    if (unused.defined()) sims.masked_fill_(unused, -3.0);
+    return sims.max(2);
+  };
+  const int64_t rows =
+      block_rows > 0 ? block_rows
+                     : std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, kv * K));
+  if (n <= rows) {
+    auto [best, arg] = block(dirs);
+    return {best, arg};
+  }
+  at::Tensor best = at::empty({kv, n}, dirs.options());
+  at::Tensor arg = at::empty({kv, n}, dirs.options().dtype(at::kLong));
+  for (int64_t start = 0; start < n; start += rows) {
+    const int64_t m = std::min(rows, n - start);
+    auto [b, a] = block(dirs.narrow(1, start, m));
+    best.narrow(1, start, m).copy_(b);
+    arg.narrow(1, start, m).copy_(a);
+  }
   return {best, arg};
 }
+
+namespace {
 
 // Rows of a contiguous float32, float16 or bfloat16 table, rotated by RoPE
 // as stored: a narrower row is widened inside the row kernel, so no table is

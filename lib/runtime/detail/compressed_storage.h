@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "runtime/codebook_builder.h"
@@ -114,6 +115,16 @@ void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, in
 
 /// Appends magnitudes [kv_heads, t] (any floating dtype) to `out`.
 void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes);
+
+/// The best entry of `table` [groups, K, d] (groups 1 or kv_heads) for each
+/// direction of `dirs` [kv_heads, n, d], entries past counts[g] (one count,
+/// or one per head) excluded: (cosine [kv_heads, n], index [kv_heads, n]
+/// int64). The similarities are made `block_rows` directions at a time (0:
+/// blocks of about 2^22 floats), so a long prefill's [kv_heads, n, K]
+/// product is never one fresh allocation of hundreds of MB.
+std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tensor& table,
+                                          const std::vector<int64_t>& counts,
+                                          int64_t block_rows = 0);
 
 /// Decode steps a cache may append with its exact-row counts left on the
 /// device before append_coded reads them back once.
