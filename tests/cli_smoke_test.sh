@@ -46,6 +46,15 @@ grep -q "kv heads: *1 (group size 4)" "$WORK/info.txt"
 
 "$BIN" run "$WORK/model" --prompt "In the beginning" --max-new 8 --logits-out "$WORK/logits.npy"
 "$PY" -c "import numpy as n, sys; a = n.load(sys.argv[1]); assert a.shape == (17, 258), a.shape; assert n.isfinite(a).all()" "$WORK/logits.npy"
+# The same model in bfloat16: float32 logits close to the float32 model's;
+# a dtype that is no model dtype is refused by name.
+"$BIN" run "$WORK/model" --prompt "In the beginning" --max-new 2 --dtype bfloat16 \
+  --logits-out "$WORK/logits_bf16.npy"
+"$PY" -c "import numpy as n, sys; a, b = n.load(sys.argv[1]), n.load(sys.argv[2]); assert a.shape == b.shape and a.dtype == n.float32, (a.shape, a.dtype); assert n.abs(a - b).max() < 0.1 * (1 + n.abs(b).max()), n.abs(a - b).max()" "$WORK/logits_bf16.npy" "$WORK/logits.npy"
+if "$BIN" run "$WORK/model" --prompt "x" --dtype fp64 2> "$WORK/err_dtype.txt"; then
+  echo "--dtype fp64 was accepted"; exit 1
+fi
+grep -q "dtype 'fp64' is not a model dtype" "$WORK/err_dtype.txt"
 
 "$BIN" model-report "$WORK/model" --heldout "$SRC/calibration/heldout.txt" --lengths 128 \
   --depths 0.5 --trials-per-cell 2 --multikey-pairs 1 --attention-sequences 1 --out "$WORK/report.json"
@@ -54,6 +63,10 @@ grep -q "kv heads: *1 (group size 4)" "$WORK/info.txt"
 "$BIN" capture --model "$WORK/model" --text "$SRC/calibration/calibration.txt" --out "$WORK/cap.h5" \
   --seq-len 128 --max-sequences 3 --quiet
 "$PY" -c "import h5py, sys; f = h5py.File(sys.argv[1]); assert f['layers/1/keys'].shape == (384, 1, 8)" "$WORK/cap.h5"
+# Captured in bfloat16: the same datasets, stored as float32.
+"$BIN" capture --model "$WORK/model" --text "$SRC/calibration/calibration.txt" \
+  --out "$WORK/cap_bf16.h5" --seq-len 128 --max-sequences 1 --dtype bfloat16 --quiet
+"$PY" -c "import h5py, sys; f = h5py.File(sys.argv[1]); k = f['layers/1/keys']; assert k.shape == (128, 1, 8) and k.dtype == 'float32', (k.shape, k.dtype)" "$WORK/cap_bf16.h5"
 
 # The SentencePiece recipe: a tiny tokenizer from Debian's spm_train, a task
 # mixture, and a run cut in two pieces (--stop-after, then --resume) that

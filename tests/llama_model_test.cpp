@@ -347,6 +347,27 @@ TEST(LlamaModelLoad, Float32RoundTripIsExact) {
   EXPECT_TRUE(at::equal(model.forward(t), back.forward(t)));
 }
 
+TEST(LlamaModelLoad, ModelDtypeNamesRoundTripAndBadNamesAreRefused) {
+  for (c10::ScalarType t : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    EXPECT_EQ(parse_model_dtype(model_dtype_name(t)), t);
+  }
+  EXPECT_SKV_ERROR(parse_model_dtype("fp16", "--dtype"), "--dtype 'fp16' is not a model dtype");
+  EXPECT_SKV_ERROR(parse_model_dtype("float64"), "allowed: float32, bfloat16, float16");
+}
+
+TEST(LlamaModelLoad, LoadsInTheDtypeAskedForAndStaysCloseToFloat32) {
+  testutil::TempDir dir;
+  LlamaModel model = LlamaModel::random(tiny_config(), 9, 0.2);
+  model.save(dir.path(), at::kFloat);
+  const at::Tensor t = at::tensor(kTokens, at::kLong).view({1, -1});
+  const at::Tensor reference = model.forward(t);
+  const LlamaModel bf16 = LlamaModel::load(dir.path(), c10::kCPU, parse_model_dtype("bfloat16"));
+  EXPECT_EQ(bf16.dtype(), at::kBFloat16);
+  const at::Tensor logits = bf16.forward(t).to(at::kFloat);
+  EXPECT_LT((logits - reference).abs().max().item<float>(),
+            0.1f * (1 + reference.abs().max().item<float>()));
+}
+
 TEST(LlamaModelLoad, Bfloat16CheckpointLoadsAsRoundedWeights) {
   testutil::TempDir dir;
   LlamaModel model = LlamaModel::random(tiny_config(), 10, 0.2);

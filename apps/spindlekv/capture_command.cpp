@@ -105,6 +105,9 @@ void register_capture_command(CLI::App& app) {
       sub->add_flag("--resume", c.resume, "Continue an interrupted capture (<out>.partial)");
   sub->add_flag("--overwrite", c.overwrite, "Replace an existing output")->excludes(resume);
   sub->add_option("--device", c.device, "Compute device (cpu, cuda)")->capture_default_str();
+  sub->add_option("--dtype", c.dtype,
+                  "Weights and compute: float32, bfloat16 or float16 (K/V stored as float32)")
+      ->capture_default_str();
   sub->add_option("--threads", o->threads, "Intra-op threads (0: every core)")
       ->capture_default_str();
   sub->add_flag("--quiet", o->quiet, "No progress bar");

@@ -28,6 +28,7 @@ struct RunOptions {
   std::string logits_out;  ///< .npy path for [tokens, vocab] float32 logits
   int threads = 0;         ///< 0: every core
   std::string device = "cpu";
+  std::string dtype = "float32";  ///< the model's weights and compute: float32, bfloat16, float16
 };
 
 std::vector<int64_t> parse_token_list(const std::string& text) {
@@ -51,7 +52,8 @@ void run(const RunOptions& opt) {
   configure_threads(opt.threads);
   spdlog::info("compute: {}", compute_environment());
   c10::InferenceMode inference;
-  LlamaModel model = LlamaModel::load(opt.model_dir, c10::Device(opt.device));
+  LlamaModel model = LlamaModel::load(opt.model_dir, c10::Device(opt.device),
+                                      parse_model_dtype(opt.dtype, "--dtype"));
   std::unique_ptr<Tokenizer> tokenizer;
   try {
     tokenizer = load_tokenizer(opt.model_dir);
@@ -102,6 +104,10 @@ void register_run_command(CLI::App& app) {
   sub->add_option("--threads", opt->threads, "Intra-op threads (0: every core)")
       ->capture_default_str();
   sub->add_option("--device", opt->device, "Compute device (cpu, cuda, cuda:1)")
+      ->capture_default_str();
+  sub->add_option("--dtype", opt->dtype,
+                  "Weights and compute: float32, bfloat16 or float16 (norms and softmax "
+                  "accumulate in float32)")
       ->capture_default_str();
   sub->callback([opt] { run(*opt); });
 }

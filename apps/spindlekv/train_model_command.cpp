@@ -71,16 +71,9 @@ ModelConfig architecture(const TrainModelOptions& o, const Tokenizer* tok) {
   return c;
 }
 
-c10::ScalarType storage_type(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "float16") return at::kHalf;
-  if (name == "bfloat16") return at::kBFloat16;
-  SKV_THROW(kInvalidInput, "--storage-dtype '", name, "' (allowed: float32, float16, bfloat16)");
-}
-
 void save(const LlamaModel& model, const LmTrainer& trainer, const TrainModelOptions& o,
           const nlohmann::json& log) {
-  model.save(o.out, storage_type(o.storage_dtype));
+  model.save(o.out, parse_model_dtype(o.storage_dtype, "--storage-dtype"));
   if (o.tokenizer.empty()) {
     nlohmann::json tok = {{"spindlekv_tokenizer", "byte"},
                           {"bos_token_id", kBos},

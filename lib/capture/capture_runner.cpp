@@ -27,7 +27,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AttentionStatisticsParameters, keep_fractions
 // Every field but stop_requested (a pointer, not an option).
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CaptureOptions, model_dir, text_paths, out, layers, seq_len,
                                    max_sequences, max_tokens, window, positions_per_sequence, seed,
-                                   flush_every, compression_level, resume, overwrite, stats, device)
+                                   flush_every, compression_level, resume, overwrite, stats, device,
+                                   dtype)
 
 std::string capture_options_json(const CaptureOptions& options) {
   return nlohmann::json(options).dump();
@@ -209,7 +210,8 @@ CaptureSummary run_capture(const CaptureOptions& o,
               "' (use --resume to continue it or --overwrite to start over)");
   }
 
-  LlamaModel model = LlamaModel::load(o.model_dir, c10::Device(o.device));
+  LlamaModel model =
+      LlamaModel::load(o.model_dir, c10::Device(o.device), parse_model_dtype(o.dtype, "--dtype"));
   const ModelConfig& c = model.config();
   SKV_CHECK_LE(o.seq_len, c.max_position_embeddings, "--seq-len exceeds the model's ",
                "max_position_embeddings");

@@ -40,6 +40,9 @@ struct CaptureOptions {
   bool overwrite = false;  ///< replace <out> and any <out>.partial
   AttentionStatisticsParameters stats;
   std::string device = "cpu";
+  /// The model's weights and compute: float32, bfloat16 or float16. The
+  /// captured K/V are stored as float32 whatever it is.
+  std::string dtype = "float32";
   /// Checked between sequences: when set, the run flushes and stops
   /// unfinished (as after Ctrl-C), leaving <out>.partial for --resume.
   const std::atomic<bool>* stop_requested = nullptr;

@@ -15,6 +15,27 @@
 #include "runtime/attention_cache.h"
 
 namespace spindlekv {
+
+c10::ScalarType parse_model_dtype(const std::string& name, const std::string& what) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  SKV_THROW(kInvalidInput, what, " '", name, "' is not a model dtype (allowed: float32, ",
+            "bfloat16, float16)");
+}
+
+const char* model_dtype_name(c10::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      return "unsupported";
+  }
+}
 namespace fs = std::filesystem;
 
 int64_t KvCache::size(int64_t layer) const {
@@ -210,7 +231,7 @@ void LlamaModel::save(const std::string& dir, c10::ScalarType dtype) const {
       tensors.emplace_back(name, t.detach().to(at::kCPU).to(dtype));
     }
     ModelConfig c = config_;
-    c.torch_dtype = dtype == at::kFloat ? "float32" : dtype == at::kHalf ? "float16" : "bfloat16";
+    c.torch_dtype = model_dtype_name(dtype);
     write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
     write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_json(c));
   });

@@ -86,6 +86,13 @@ struct ForwardCapture {
   bool wants(int64_t layer) const;
 };
 
+/// The model dtype named "float32", "bfloat16" or "float16"; throws
+/// kInvalidInput naming `what` (the option or key it came from), the name
+/// and the allowed ones.
+c10::ScalarType parse_model_dtype(const std::string& name, const std::string& what = "dtype");
+/// The name parse_model_dtype takes for a model dtype.
+const char* model_dtype_name(c10::ScalarType dtype);
+
 class LlamaModel {
  public:
   LlamaModel(ModelConfig config, ModelWeights weights);
