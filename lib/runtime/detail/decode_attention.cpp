@@ -9,8 +9,12 @@
 #include "runtime/detail/decode_launch.h"
 
 #ifdef SPINDLEKV_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <map>
+#include <mutex>
 #endif
 
 namespace spindlekv {
@@ -67,6 +71,31 @@ bool side_applies(const CodedVectors& c, at::ScalarType entry, at::ScalarType ma
   return out;
 }
 
+#ifdef SPINDLEKV_WITH_CUDA
+// What a CUDA device is, asked once per device: whether the kernels were
+// built for it, and its multiprocessors.
+struct DeviceFacts {
+  bool runs = false;
+  int multiprocessors = 1;
+};
+
+const DeviceFacts& device_facts(const c10::Device& device) {
+  static std::mutex mutex;
+  static std::map<int, DeviceFacts> known;
+  const int index = device.has_index() ? device.index() : c10::cuda::current_device();
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(index);
+  if (it == known.end()) {
+    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));
+    DeviceFacts facts;
+    facts.runs = decode_kernel_runs_here();
+    facts.multiprocessors = decode_multiprocessors(index);
+    it = known.emplace(index, facts).first;
+  }
+  return it->second;
+}
+#endif
+
 }  // namespace
 
 bool fused_decode_built() {
@@ -81,6 +110,9 @@ bool fused_decode_applies(const std::vector<const SequenceLayer*>& layers,
                           const CodebookTables& keys, const CodebookTables& values,
                           const c10::Device& device, int64_t heads, int64_t head_dim) {
   if (!fused_decode_built() || !device.is_cuda() || layers.empty()) return false;
+#ifdef SPINDLEKV_WITH_CUDA
+  if (!device_facts(device).runs) return false;
+#endif
   if (head_dim != 32 && head_dim != 64 && head_dim != 128 && head_dim != 256) return false;
   const CodedVectors& first = layers.front()->keys;
   const int64_t kv = first.code.size(0);
@@ -125,7 +157,7 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
   const at::Tensor positions = positions_in.to(device, at::kLong).reshape({B}).contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   at::Tensor out = at::empty({B, heads, d}, queries.options());
-  static const int sms = decode_multiprocessors(device.index() < 0 ? 0 : device.index());
+  const int sms = device_facts(device).multiprocessors;
   void* stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   for (int64_t start = 0; start < B; start += kDecodeMaxSequences) {
     const int64_t count = std::min<int64_t>(kDecodeMaxSequences, B - start);

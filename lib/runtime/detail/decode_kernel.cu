@@ -226,6 +226,13 @@ int decode_multiprocessors(int device) {
   return count;
 }
 
+bool decode_kernel_runs_here() {
+  cudaFuncAttributes attributes;
+  const bool runs = cudaFuncGetAttributes(&attributes, decode_merge) == cudaSuccess;
+  if (!runs) (void)cudaGetLastError();  // leave no error for the next launch to report
+  return runs;
+}
+
 const char* launch_decode_attention(const DecodeLaunch& L, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   if (L.count <= 0 || L.count > kDecodeMaxSequences) return "sequence count out of range";

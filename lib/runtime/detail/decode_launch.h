@@ -76,6 +76,11 @@ struct DecodeLaunch {
 /// Multiprocessors of CUDA device `device` (to size the split).
 int decode_multiprocessors(int device);
 
+/// Whether the kernels were built for the current CUDA device (an
+/// architecture, or PTX it can compile): a build for sm_80 and sm_90 has
+/// nothing for a V100 or T4, where the ATen path serves instead.
+bool decode_kernel_runs_here();
+
 /// Queues both kernels on `stream` (a cudaStream_t); returns a CUDA error
 /// string, or nullptr when queued. Head dims 32, 64, 128 and 256 only.
 const char* launch_decode_attention(const DecodeLaunch& launch, void* stream);
