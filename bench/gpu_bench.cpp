@@ -22,6 +22,7 @@
 //                  [--jit-max-tokens N] [--model DIR] [--hf-result FILE]
 //                  [--e2e-tokens N]
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -31,8 +32,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -73,6 +76,96 @@ double timed(const std::function<void()>& fn, int reps = 1, int warmup = 0) {
   sync();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
 }
+
+// ATen calls made directly inside SpindleKV's profiler scopes
+// ("spindlekv::decode_append", "spindlekv::decode_attend", ...), counting a
+// call only when it or a call it makes does work (views and allocations
+// alone do not): about one kernel launch each on a GPU, so the count says
+// what a step costs in launches on any device.
+class ScopeCalls {
+ public:
+  ScopeCalls() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&enter, &leave))) {
+    state() = State();
+  }
+  ~ScopeCalls() { at::removeCallback(handle_); }
+  int64_t operator[](const std::string& scope) const {
+    const auto it = state().counts.find(scope);
+    return it == state().counts.end() ? 0 : it->second;
+  }
+
+ private:
+  struct Frame {
+    std::string scope;
+    int depth = 0;      // ATen calls open inside this scope
+    bool work = false;  // the open top-level call did work
+  };
+  struct State {
+    std::vector<Frame> frames;
+    std::map<std::string, int64_t> counts;
+  };
+  struct Marker : at::ObserverContext {
+    explicit Marker(bool s) : scope(s) {}
+    bool scope;
+  };
+  static State& state() {
+    static thread_local State s;
+    return s;
+  }
+  static bool is_view(const char* name) {
+    static const char* const kViews[] = {"aten::view",
+                                         "aten::narrow",
+                                         "aten::slice",
+                                         "aten::select",
+                                         "aten::expand",
+                                         "aten::unsqueeze",
+                                         "aten::squeeze",
+                                         "aten::transpose",
+                                         "aten::permute",
+                                         "aten::t",
+                                         "aten::as_strided",
+                                         "aten::alias",
+                                         "aten::detach",
+                                         "aten::reshape",
+                                         "aten::_reshape_alias",
+                                         "aten::empty",
+                                         "aten::empty_like",
+                                         "aten::empty_strided",
+                                         "aten::resolve_conj",
+                                         "aten::resolve_neg",
+                                         "aten::to",
+                                         "aten::contiguous",
+                                         "aten::lift_fresh",
+                                         "aten::resize_"};
+    for (const char* v : kViews) {
+      if (std::strcmp(name, v) == 0) return true;
+    }
+    return false;
+  }
+  static std::unique_ptr<at::ObserverContext> enter(const at::RecordFunction& fn) {
+    State& s = state();
+    if (fn.scope() == at::RecordScope::USER_SCOPE &&
+        std::strncmp(fn.name(), "spindlekv::", 11) == 0) {
+      s.frames.push_back(Frame{fn.name()});
+      return std::make_unique<Marker>(true);
+    }
+    if (s.frames.empty()) return nullptr;
+    Frame& f = s.frames.back();
+    if (f.depth++ == 0) f.work = false;
+    if (!is_view(fn.name())) f.work = true;
+    return std::make_unique<Marker>(false);
+  }
+  static void leave(const at::RecordFunction&, at::ObserverContext* context) {
+    if (context == nullptr) return;
+    State& s = state();
+    if (static_cast<Marker*>(context)->scope) {
+      s.frames.pop_back();
+      return;
+    }
+    Frame& f = s.frames.back();
+    if (--f.depth == 0 && f.work) ++s.counts[f.scope];
+  }
+  at::CallbackHandle handle_;
+};
 
 std::vector<double> parse_list(const std::string& s) {
   std::vector<double> out;
@@ -269,12 +362,23 @@ void layer_bench(int64_t T, const std::vector<double>& batches, const std::vecto
                                 for (int64_t s = 1; s < steps; ++s) step(s);
                               }) /
                               (steps - 1);
+        int64_t append_calls = 0, attend_calls = 0;
+        {
+          ScopeCalls calls;
+          host_pos.fill_(T + steps);  // one step more (step 0's vectors), counted
+          cache.append_and_attend(0, qs[0].narrow(0, 0, B), ks[0].narrow(0, 0, B),
+                                  vs[0].narrow(0, 0, B), host_pos);
+          cache.advance(1);
+          append_calls = calls["spindlekv::decode_append"];
+          attend_calls = calls["spindlekv::decode_attend"];
+        }
         const double ratio = cache.memory().ratio;
         std::printf(
             "  %-10s r=%.1f: memory ratio %.3f; decode %.3f ms/step = %.2fx dense (x (ratio + "
-            "0.1) = %.2f); compression (batch 1) %.1f ms = %.1f%% of the prefill attention\n",
+            "0.1) = %.2f); compression (batch 1) %.1f ms = %.1f%% of the prefill attention; "
+            "ATen calls per step: append %lld, attend %lld\n",
             mode.name, r, ratio, 1e3 * t_step, t_step / t_dense, ratio + 0.1, 1e3 * t0,
-            100 * t0 / t_prefill);
+            100 * t0 / t_prefill, (long long)append_calls, (long long)attend_calls);
         std::fflush(stdout);
       }
     }

@@ -1,6 +1,7 @@
 #include "runtime/compressed_cache.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -258,6 +259,7 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
   Impl& I = *impl_;
   with_context(
       "prefill of sequence " + std::to_string(sequence) + " layer " + std::to_string(layer), [&] {
+        RECORD_USER_SCOPE("spindlekv::prefill");  // profilers and bench/gpu_bench see it
         SequenceLayer& S = I.slot(sequence, layer);
         SKV_CHECK(!S.filled, "the layer already holds tokens; prefill a fresh sequence");
         const int64_t kv = I.geometry.num_kv_heads, heads = I.geometry.num_heads,
@@ -364,77 +366,84 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
   const bool extend =
       I.params.extend_codebook_when_decoding && (I.params.codebook == CodebookMode::kJustInTime ||
                                                  I.params.codebook == CodebookMode::kHybrid);
-  // The RoPE table must cover every new position: read on the host where
-  // the caller keeps positions (as engines do), else once for the batch.
-  int64_t last_position = -1;
-  if (positions_in.numel() > 0) {
-    if (positions_in.is_cpu()) {
-      const at::Tensor p = positions_in.to(at::kLong).contiguous();
-      const int64_t* pp = p.data_ptr<int64_t>();
-      last_position = *std::max_element(pp, pp + p.numel());
-    } else {
-      last_position = positions_in.max().item<int64_t>();
+  std::vector<const SequenceLayer*> layers;  // this layer of each sequence
+  at::Tensor positions;                      // [B, t] int64 on the cache's device
+  {
+    // Profilers (and bench/gpu_bench's operation counts) see the two halves
+    // of a step as "spindlekv::decode_append" and "spindlekv::decode_attend".
+    RECORD_USER_SCOPE("spindlekv::decode_append");
+    // The RoPE table must cover every new position: read on the host where
+    // the caller keeps positions (as engines do), else once for the batch.
+    int64_t last_position = -1;
+    if (positions_in.numel() > 0) {
+      if (positions_in.is_cpu()) {
+        const at::Tensor p = positions_in.to(at::kLong).contiguous();
+        const int64_t* pp = p.data_ptr<int64_t>();
+        last_position = *std::max_element(pp, pp + p.numel());
+      } else {
+        last_position = positions_in.max().item<int64_t>();
+      }
+    }
+    I.ensure_rope(last_position + 1);
+    positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
+    // Every sequence's new K/V are matched against the shared tables at once
+    // (one product per step, not one per sequence); each sequence then appends
+    // its columns. What is the same for every sequence is made once.
+    detail::SharedMatch key_match, value_match;
+    const bool token_ids = I.token_id_layer[layer];
+    if (!token_ids) {
+      auto columns = [&](const at::Tensor& x) {  // [B, kv, t, d] -> [kv, B * t, d]
+        return x.to(I.device, at::kFloat).transpose(0, 1).reshape({kv, B * t, d});
+      };
+      const at::Tensor every = at::Tensor();  // every new row is valid
+      key_match = detail::match_shared(columns(keys_pre_rope), every, I.key_tables[layer],
+                                       I.params.codebook);
+      value_match =
+          detail::match_shared(columns(values_in), every, I.value_tables[layer], I.params.codebook);
+      // Exact rows as they come, for every sequence at once, where no
+      // just-in-time stage changes which vectors stay exact.
+      if (I.params.quantization == KvQuantization::kNone &&
+          (I.params.codebook == CodebookMode::kNone ||
+           I.params.codebook == CodebookMode::kCalibrated)) {
+        const at::ScalarType entry = detail::entry_scalar_type(I.params.storage_dtype);
+        key_match.prepare_exact_rows(B, entry);
+        value_match.prepare_exact_rows(B, entry);
+      }
+    }
+    const at::Tensor new_positions = positions.to(at::kInt);  // [B, t]
+    at::Tensor member_ones;  // [heads, t], made when a sequence has a membership mask
+    for (int64_t b = 0; b < B; ++b) {
+      SequenceLayer& S = I.slot(b, layer);
+      if (!S.filled) {  // decoding from an empty cache
+        S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
+        S.keys = I.empty_coded(true, layer);
+        S.values = I.empty_coded(false, layer);
+        S.filled = true;
+      }
+      S.positions = detail::append_columns(S.positions_buffer, S.positions,
+                                           new_positions[b].unsqueeze(0).expand({kv, t}));
+      if (S.member.defined()) {
+        if (!member_ones.defined()) member_ones = at::ones({heads, t}, S.member.options());
+        S.member = detail::append_columns(S.member_buffer, S.member, member_ones);
+      }
+      if (token_ids) {
+        SKV_CHECK(I.pending_tokens.defined() && I.pending_tokens.dim() == 2 &&
+                      I.pending_tokens.size(0) == B && I.pending_tokens.size(1) == t,
+                  "layer ", layer, " is held as token ids: call observe_tokens([", B, ", ", t,
+                  "] ids) before append_and_attend");
+        I.append_token_ids(layer, S, I.pending_tokens[b], keys_pre_rope[b].to(I.device),
+                           values_in[b].to(I.device));
+      } else {
+        detail::append_matched(S.keys, key_match.columns(b, t), I.key_tables[layer],
+                               I.params.codebook, extend, /*defer_counts=*/true);
+        detail::append_matched(S.values, value_match.columns(b, t), I.value_tables[layer],
+                               I.params.codebook, extend, /*defer_counts=*/true);
+      }
+      S.tokens_seen += t;
+      layers.push_back(&S);
     }
   }
-  I.ensure_rope(last_position + 1);
-  const at::Tensor positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
-  // Every sequence's new K/V are matched against the shared tables at once
-  // (one product per step, not one per sequence); each sequence then appends
-  // its columns. What is the same for every sequence is made once.
-  detail::SharedMatch key_match, value_match;
-  const bool token_ids = I.token_id_layer[layer];
-  if (!token_ids) {
-    auto columns = [&](const at::Tensor& x) {  // [B, kv, t, d] -> [kv, B * t, d]
-      return x.to(I.device, at::kFloat).transpose(0, 1).reshape({kv, B * t, d});
-    };
-    const at::Tensor every = at::Tensor();  // every new row is valid
-    key_match =
-        detail::match_shared(columns(keys_pre_rope), every, I.key_tables[layer], I.params.codebook);
-    value_match =
-        detail::match_shared(columns(values_in), every, I.value_tables[layer], I.params.codebook);
-    // Exact rows as they come, for every sequence at once, where no
-    // just-in-time stage changes which vectors stay exact.
-    if (I.params.quantization == KvQuantization::kNone &&
-        (I.params.codebook == CodebookMode::kNone ||
-         I.params.codebook == CodebookMode::kCalibrated)) {
-      const at::ScalarType entry = detail::entry_scalar_type(I.params.storage_dtype);
-      key_match.prepare_exact_rows(B, entry);
-      value_match.prepare_exact_rows(B, entry);
-    }
-  }
-  const at::Tensor new_positions = positions.to(at::kInt);  // [B, t]
-  at::Tensor member_ones;  // [heads, t], made when a sequence has a membership mask
-  std::vector<const SequenceLayer*> layers;
-  for (int64_t b = 0; b < B; ++b) {
-    SequenceLayer& S = I.slot(b, layer);
-    if (!S.filled) {  // decoding from an empty cache
-      S.positions = at::empty({kv, 0}, positions.options().dtype(at::kInt));
-      S.keys = I.empty_coded(true, layer);
-      S.values = I.empty_coded(false, layer);
-      S.filled = true;
-    }
-    S.positions = detail::append_columns(S.positions_buffer, S.positions,
-                                         new_positions[b].unsqueeze(0).expand({kv, t}));
-    if (S.member.defined()) {
-      if (!member_ones.defined()) member_ones = at::ones({heads, t}, S.member.options());
-      S.member = detail::append_columns(S.member_buffer, S.member, member_ones);
-    }
-    if (token_ids) {
-      SKV_CHECK(I.pending_tokens.defined() && I.pending_tokens.dim() == 2 &&
-                    I.pending_tokens.size(0) == B && I.pending_tokens.size(1) == t,
-                "layer ", layer, " is held as token ids: call observe_tokens([", B, ", ", t,
-                "] ids) before append_and_attend");
-      I.append_token_ids(layer, S, I.pending_tokens[b], keys_pre_rope[b].to(I.device),
-                         values_in[b].to(I.device));
-    } else {
-      detail::append_matched(S.keys, key_match.columns(b, t), I.key_tables[layer],
-                             I.params.codebook, extend, /*defer_counts=*/true);
-      detail::append_matched(S.values, value_match.columns(b, t), I.value_tables[layer],
-                             I.params.codebook, extend, /*defer_counts=*/true);
-    }
-    S.tokens_seen += t;
-    layers.push_back(&S);
-  }
+  RECORD_USER_SCOPE("spindlekv::decode_attend");
   if (t == 1 && I.params.fused_decode &&
       detail::fused_decode_applies(layers, I.key_tables[layer], I.value_tables[layer], I.device,
                                    heads, d)) {

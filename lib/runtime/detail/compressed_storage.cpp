@@ -223,13 +223,15 @@ namespace {
 
 // The misses `open` [kv, t] become exact rows of `out` at places computed on
 // the device, each head's in order after the rows it uses: nothing is read
-// back. `rows` [kv * t, d] holds the misses (zero elsewhere) and `rank`
-// [kv, t] each miss's rank among its head's (SharedMatch::open_rank).
-// Returns each slot's row [kv, t] (meaningful where open) and widens the
-// host bound by t.
+// back. `rows` [kv, t, d] holds the misses (zero elsewhere), `rank` [kv, t]
+// each miss's rank among its head's, `count` [kv, 1] the misses per head and
+// `head` [kv, 1] int64 the head indices (SharedMatch::prepare_exact_rows).
+// Returns the slots' exact-row codes, -row - 1 [kv, t] (meaningful where
+// open), and widens the host bound by t.
 at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& rows, const at::Tensor& open,
-                                 const at::Tensor& rank) {
-  const int64_t kv = open.size(0), t = open.size(1), d = out.exact.size(2);
+                                 const at::Tensor& rank, const at::Tensor& count,
+                                 const at::Tensor& head) {
+  const int64_t kv = open.size(0), t = open.size(1);
   if (!out.exact_used.defined()) {
     out.exact_used =
         at::tensor(out.exact_count, at::kLong).to(open.device(), at::kLong, /*non_blocking=*/true);
@@ -239,13 +241,10 @@ at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& rows, cons
   // vector that is not a miss, as zeros, so the rows past those in use stay zero.
   const int64_t bound = exact_rows_bound(out) + t;
   out.exact = grow_rows(out.exact, bound + 1);
-  const int64_t cap = out.exact.size(1);
-  const at::Tensor dest =
-      at::where(open, row, bound).add_(at::arange(0, kv * cap, cap, row.options()).view({kv, 1}));
-  out.exact.view({kv * cap, d}).index_copy_(0, dest.view({-1}), rows.to(out.exact.scalar_type()));
-  out.exact_used.add_(open.sum(1));
+  out.exact.index_put_({head, at::where(open, row, bound)}, rows.to(out.exact.scalar_type()));
+  out.exact_used.add_(count.view({kv}));
   out.exact_unsettled += t;
-  return row;
+  return at::rsub(row, -1);  // -1 - row
 }
 
 }  // namespace
@@ -260,7 +259,9 @@ SharedMatch SharedMatch::columns(int64_t s, int64_t count) const {
   m.open = cols(open);
   m.open_rank = cols(open_rank);
   m.exact_magnitude = cols(exact_magnitude);
-  if (exact_rows.defined()) m.exact_rows = exact_rows.narrow(0, s, 1);
+  if (exact_rows.defined()) m.exact_rows = exact_rows[s];
+  if (open_count.defined()) m.open_count = open_count.narrow(1, s, 1);
+  m.head_index = head_index;
   return m;
 }
 
@@ -270,12 +271,14 @@ void SharedMatch::prepare_exact_rows(int64_t sequences, at::ScalarType entry) {
             " sequences");
   const int64_t t = N / sequences;
   open_rank = open.view({kv, sequences, t}).to(at::kLong).cumsum(2).sub_(1).view({kv, N});
+  open_count = open.view({kv, sequences, t}).sum(2);  // [kv, sequences] int64
   exact_rows = vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0)
                    .view({kv, sequences, t, d})
                    .transpose(0, 1)
                    .to(entry)
                    .contiguous();
   exact_magnitude = at::where(open, 1.0f, magnitude);
+  head_index = at::arange(kv, open_rank.options()).view({kv, 1});
 }
 
 SharedMatch match_shared(const at::Tensor& vectors_in, const at::Tensor& valid,
@@ -357,13 +360,15 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     open_changed = true;
   }
   if (defer) {
+    // What prepare_exact_rows made for the batch, or the same for this call.
     const bool prepared = !open_changed && m.open_rank.defined();
-    const at::Tensor rank = prepared ? m.open_rank : open.to(at::kLong).cumsum(1).sub_(1);
-    const at::Tensor rows =
-        prepared ? m.exact_rows.reshape({kv * t, d})
-                 : vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0).reshape({kv * t, d});
-    const at::Tensor row = append_exact_deferred(out, rows, open, rank);
-    code = at::where(open, row.neg().sub_(1), code);
+    const at::Tensor open_long = prepared ? at::Tensor() : open.to(at::kLong);
+    const at::Tensor exact_codes = append_exact_deferred(
+        out, prepared ? m.exact_rows : vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0),
+        open, prepared ? m.open_rank : open_long.cumsum(1).sub_(1),
+        prepared ? m.open_count : open_long.sum(1),
+        prepared ? m.head_index : at::arange(kv, open_long.options()).view({kv, 1}));
+    code = at::where(open, exact_codes, code);
     mags = prepared ? m.exact_magnitude : at::where(open, 1.0f, mags);
   } else {
     at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head

@@ -145,7 +145,7 @@ struct SharedMatch {
   at::Tensor open;       ///< [kv_heads, N] bool: valid, nonzero and no calibrated entry
   /// Sequence `s`'s columns (of `count` each), as views.
   SharedMatch columns(int64_t s, int64_t count) const;
-  /// Computes open_rank, exact_rows and exact_magnitude for `sequences`
+  /// Computes the members below for `sequences`
   /// sequences of equal length, rows in `entry` (the exact table's dtype),
   /// so that a decode step's appends read them instead of computing them
   /// once per sequence. Valid while no just-in-time stage changes `open`.
@@ -155,8 +155,14 @@ struct SharedMatch {
   /// (from 0) goes r rows past the rows that head uses.
   at::Tensor open_rank;
   /// The open vectors as exact rows hold them, zero elsewhere:
-  /// [sequences, kv_heads, N / sequences, d] in the entry dtype.
+  /// [sequences, kv_heads, N / sequences, d] in the entry dtype (columns()
+  /// gives one sequence's [kv_heads, N / sequences, d]).
   at::Tensor exact_rows;
+  /// Open vectors per head and sequence, [kv_heads, sequences] int64
+  /// (columns() gives [kv_heads, 1]).
+  at::Tensor open_count;
+  /// 0 .. kv_heads - 1 as [kv_heads, 1] int64.
+  at::Tensor head_index;
   /// magnitude with 1 where open (an exact row's magnitude), [kv_heads, N].
   at::Tensor exact_magnitude;
 };
