@@ -189,6 +189,34 @@ TEST(CompressionEval, PplFillsTheWholeContextWithoutPassingIt) {
   }
 }
 
+TEST(CompressionEval, ABfloat16ModelScoresCloseToFloat32AndIsRecorded) {
+  testutil::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"full", "snapkv"};
+  o.ratios = {0.3};
+  o.tasks = {"ppl"};
+  o.ppl_samples = 2;
+  o.ppl_context = 256;
+  o.ppl_continuation = 32;
+  std::vector<double> bits[2];
+  for (int i = 0; i < 2; ++i) {
+    o.model_dtype = i == 0 ? "float32" : "bfloat16";
+    o.out_dir = dir.file(o.model_dtype);
+    for (const EvalRecord& r : run_eval(o)) bits[i].push_back(r.value);
+  }
+  ASSERT_EQ(bits[0].size(), 2u);
+  ASSERT_EQ(bits[1].size(), 2u);
+  for (int m = 0; m < 2; ++m) {
+    EXPECT_TRUE(std::isfinite(bits[1][m]));
+    EXPECT_NEAR(bits[1][m], bits[0][m], 0.05) << "method " << m;
+    EXPECT_NE(bits[1][m], bits[0][m]) << "method " << m << ": the dtype changed nothing";
+  }
+  // results.json records it with every other option.
+  EXPECT_EQ(nlohmann::json::parse(eval_options_json(o))["model_dtype"], "bfloat16");
+  o.model_dtype = "fp64";
+  EXPECT_SKV_ERROR(run_eval(o), "model dtype 'fp64' is not a model dtype");
+}
+
 TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {
   testutil::TempDir dir;
   EvalOptions o = reference_options(dir.path());

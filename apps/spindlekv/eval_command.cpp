@@ -175,6 +175,11 @@ void register_eval_command(CLI::App& app) {
                   "divides by: float32, float16, bfloat16")
       ->check(CLI::IsMember({"float32", "float16", "bfloat16"}))
       ->capture_default_str();
+  sub->add_option("--dtype", e.model_dtype,
+                  "The model's weights and compute: float32, bfloat16 or float16 (norms and "
+                  "softmax accumulate in float32)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+      ->capture_default_str();
   sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
   auto* overwrite = sub->add_flag("--overwrite", o->overwrite, "Replace existing results");
   sub->add_flag("--resume", o->resume,

@@ -33,8 +33,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, me
                                    tasks, text, ppl_samples, ppl_context, ppl_continuation,
                                    passkey_lengths, passkey_depths, passkey_trials, jsonl_max_new,
                                    jsonl_limit, window, ratio_tolerance, shared_requests, kv_dtype,
-                                   ruler_lengths, ruler_samples, ruler_protocol, ruler_words,
-                                   ruler_haystack, seed)
+                                   model_dtype, ruler_lengths, ruler_samples, ruler_protocol,
+                                   ruler_words, ruler_haystack, seed)
 
 namespace {
 
@@ -124,7 +124,14 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
                 "' is unknown (allowed: question-aware, question-agnostic, both)");
     }
     at::manual_seed(static_cast<int64_t>(o.seed));
-    Context cx{o, LlamaModel::load(o.model_dir), load_tokenizer(o.model_dir), nullptr, "", {}, {}};
+    const c10::ScalarType model_dtype = parse_model_dtype(o.model_dtype, "model dtype");
+    Context cx{o,
+               LlamaModel::load(o.model_dir, c10::kCPU, model_dtype),
+               load_tokenizer(o.model_dir),
+               nullptr,
+               "",
+               {},
+               {}};
     if (needs_token_table) cx.layer0_by_token = cx.model.token_kv_table(0);
     const bool keep_partial = !continuation.partial_path.empty();
     const std::string fingerprint =

@@ -62,6 +62,9 @@ struct EvalOptions {
   /// What every method's cache holds vectors in, and the dense cache the
   /// ratio divides by ("float32", "float16", "bfloat16").
   std::string kv_dtype = "float16";
+  /// The model's weights and compute ("float32", "bfloat16", "float16");
+  /// norms and softmax accumulate in float32 whatever it is.
+  std::string model_dtype = "float32";
   /// RULER sample lengths in tokens (BOS and answer included); empty: the
   /// model's context up to 4096 (1024 for the bundled reference model).
   std::vector<int64_t> ruler_lengths;
