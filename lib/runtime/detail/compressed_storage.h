@@ -145,10 +145,10 @@ struct SharedMatch {
   at::Tensor open;       ///< [kv_heads, N] bool: valid, nonzero and no calibrated entry
   /// Sequence `s`'s columns (of `count` each), as views.
   SharedMatch columns(int64_t s, int64_t count) const;
-  /// Computes the members below for `sequences`
-  /// sequences of equal length, rows in `entry` (the exact table's dtype),
-  /// so that a decode step's appends read them instead of computing them
-  /// once per sequence. Valid while no just-in-time stage changes `open`.
+  /// Computes the members below for `sequences` sequences of equal length,
+  /// rows in `entry` (the exact table's dtype), so that a decode step's
+  /// appends read them instead of computing them once per sequence. Valid
+  /// while no just-in-time stage changes `open`.
   void prepare_exact_rows(int64_t sequences, at::ScalarType entry);
   /// Within each sequence's columns, the open vectors up to and including
   /// this one, minus 1 ([kv_heads, N] int64): the r-th miss of a head
