@@ -23,31 +23,45 @@
 namespace spindlekv {
 namespace {
 
-int g_reads = 0;  // callbacks are thread-local: the test's thread only
-
-std::unique_ptr<at::ObserverContext> count_read_back(const at::RecordFunction& fn) {
-  static const char* const kReadBack[] = {
-      "aten::item",       "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select",
-      "aten::equal",      "aten::is_nonzero",          "aten::_unique", "aten::_unique2",
-      "aten::unique_dim", "aten::unique_consecutive",  "aten::allclose"};
-  for (const char* name : kReadBack) {
-    if (std::strcmp(fn.name(), name) == 0) ++g_reads;
+// Operations issued while it lives, by name (the test's thread only).
+class OpCounter {
+ public:
+  OpCounter() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
+    counts().clear();
   }
-  return nullptr;
-}
+  ~OpCounter() { at::removeCallback(handle_); }
+  int operator[](const std::string& name) const {
+    auto it = counts().find(name);
+    return it == counts().end() ? 0 : it->second;
+  }
+
+ private:
+  static std::map<std::string, int>& counts() {
+    static std::map<std::string, int> c;
+    return c;
+  }
+  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
+    ++counts()[fn.name()];
+    return nullptr;
+  }
+  at::CallbackHandle handle_;
+};
 
 // Operations that read the device back, issued while it lives.
 class ReadBackCounter {
  public:
-  ReadBackCounter()
-      : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count_read_back))) {
-    g_reads = 0;
+  int reads() const {
+    static const char* const kReadBack[] = {
+        "aten::item",       "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select",
+        "aten::equal",      "aten::is_nonzero",          "aten::_unique", "aten::_unique2",
+        "aten::unique_dim", "aten::unique_consecutive",  "aten::allclose"};
+    int n = 0;
+    for (const char* name : kReadBack) n += ops_[name];
+    return n;
   }
-  ~ReadBackCounter() { at::removeCallback(handle_); }
-  int reads() const { return g_reads; }
 
  private:
-  at::CallbackHandle handle_;
+  OpCounter ops_;
 };
 
 struct Step {
@@ -125,30 +139,6 @@ TEST(DecodeSync, DecodeStepReadsNothingBackInEveryCodebookMode) {
     }
   }
 }
-
-// Operations issued while it lives, by name (the test's thread only).
-class OpCounter {
- public:
-  OpCounter() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
-    counts().clear();
-  }
-  ~OpCounter() { at::removeCallback(handle_); }
-  int operator[](const std::string& name) const {
-    auto it = counts().find(name);
-    return it == counts().end() ? 0 : it->second;
-  }
-
- private:
-  static std::map<std::string, int>& counts() {
-    static std::map<std::string, int> c;
-    return c;
-  }
-  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
-    ++counts()[fn.name()];
-    return nullptr;
-  }
-  at::CallbackHandle handle_;
-};
 
 TEST(DecodeSync, ADecodeStepMatchesTheWholeBatchAgainstTheCodebookOnce) {
   // Splitting vectors into magnitude and direction, and the calibrated

@@ -36,6 +36,7 @@ const char* model_dtype_name(c10::ScalarType dtype) {
       return "unsupported";
   }
 }
+
 namespace fs = std::filesystem;
 
 int64_t KvCache::size(int64_t layer) const {

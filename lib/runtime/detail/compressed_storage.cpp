@@ -360,16 +360,23 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     open_changed = true;
   }
   if (defer) {
-    // What prepare_exact_rows made for the batch, or the same for this call.
-    const bool prepared = !open_changed && m.open_rank.defined();
-    const at::Tensor open_long = prepared ? at::Tensor() : open.to(at::kLong);
-    const at::Tensor exact_codes = append_exact_deferred(
-        out, prepared ? m.exact_rows : vectors.masked_fill(open.logical_not().unsqueeze(2), 0.0),
-        open, prepared ? m.open_rank : open_long.cumsum(1).sub_(1),
-        prepared ? m.open_count : open_long.sum(1),
-        prepared ? m.head_index : at::arange(kv, open_long.options()).view({kv, 1}));
-    code = at::where(open, exact_codes, code);
-    mags = prepared ? m.exact_magnitude : at::where(open, 1.0f, mags);
+    // The batch's prepared rows, or this call's own where none were prepared
+    // or the just-in-time stage changed which vectors stay exact.
+    SharedMatch own;
+    const SharedMatch* p = &m;
+    if (open_changed || !m.open_rank.defined()) {
+      own.vectors = vectors;
+      own.open = open;
+      own.magnitude = mags;
+      own.prepare_exact_rows(1, out.exact.scalar_type());
+      own = own.columns(0, t);
+      p = &own;
+    }
+    code = at::where(
+        open,
+        append_exact_deferred(out, p->exact_rows, open, p->open_rank, p->open_count, p->head_index),
+        code);
+    mags = p->exact_magnitude;
   } else {
     at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
     if (misses.sum().item<int64_t>() > 0) {
