@@ -2,7 +2,9 @@
 // ATen path it replaces, on $SPINDLEKV_TEST_DEVICE: the same cache built
 // twice, one decoding with CompressionParameters::fused_decode, one
 // without. The GPU tests skip on the CPU and in a build without the kernel
-// (CI has neither); scripts/gpu_check.sh runs them on CUDA.
+// (CI has neither); scripts/gpu_check.sh runs them on CUDA. The
+// FusedDecodeEmulated tests run the kernels' own source on the CPU under an
+// emulation of CUDA (simt.h), so CI checks their arithmetic and indexing.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "device_util.h"
+#include "emulated_decode_kernel.h"
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/cache_access.h"
@@ -181,6 +184,48 @@ TEST(FusedDecode, NeverTakenOnTheCpu) {
   const auto& impl = detail::CacheAccess::impl(cache);
   EXPECT_FALSE(detail::fused_decode_applies({&impl.sequences[0][0]}, impl.key_tables[0],
                                             impl.value_tables[0], c10::kCPU, 4, 32));
+}
+
+// The kernels' own source on the CPU (emulated_decode_kernel.h), sized for 8
+// multiprocessors so that longer sequences split over several blocks.
+class FusedDecodeEmulated : public ::testing::Test {
+ protected:
+  void SetUp() override { detail::set_cpu_decode_launcher(testutil::emulated_decode_launch, 8); }
+  void TearDown() override { detail::set_cpu_decode_launcher(nullptr); }
+
+  // The fused and the ATen decode of `c` on the CPU agree, and the fused
+  // one made `launches` launches per layer and step.
+  void expect_kernel_matches(const Case& c, const std::vector<int64_t>& lengths, int64_t steps,
+                             int64_t launches) {
+    const int64_t before = testutil::emulated_decode_launches();
+    const auto fused = decode(c, true, lengths, steps, c10::kCPU);
+    EXPECT_EQ(testutil::emulated_decode_launches() - before, launches * steps * 2)  // 2 layers
+        << c.name << ": the fused path did not serve every step";
+    expect_same(fused, decode(c, false, lengths, steps, c10::kCPU), c.name);
+  }
+};
+
+TEST_F(FusedDecodeEmulated, KernelSourceMatchesTheAtenPathInEveryModeDtypeAndHeadSize) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE(c.name);
+    expect_kernel_matches(c, {40, 57, 23}, 2, 1);
+  }
+}
+
+TEST_F(FusedDecodeEmulated, KernelSourceSplitOverSeveralBlocksMatchesTheAtenPath) {
+  // 8 multiprocessors, 2 sequences x 2 KV heads: 8 splits wanted, about
+  // 350 and 150 slots held, so several splits per sequence, some empty.
+  Case c{"calibrated/float16/d64", 8, 2, 64,
+         params(CodebookMode::kCalibrated, 0.5, StorageDtype::kFloat16)};
+  expect_kernel_matches(c, {700, 300}, 2, 1);
+}
+
+TEST_F(FusedDecodeEmulated, KernelSourceOverMoreSequencesThanOneLaunchMatchesTheAtenPath) {
+  Case c{"eviction/bfloat16/d32", 4, 2, 32,
+         params(CodebookMode::kNone, 0.4, StorageDtype::kBFloat16)};
+  std::vector<int64_t> lengths;
+  for (int64_t b = 0; b < 19; ++b) lengths.push_back(16 + 3 * b);
+  expect_kernel_matches(c, lengths, 2, 2);
 }
 
 }  // namespace

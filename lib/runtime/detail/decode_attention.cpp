@@ -15,6 +15,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #endif
 
 namespace spindlekv {
@@ -49,7 +50,7 @@ bool side_applies(const CodedVectors& c, at::ScalarType entry, at::ScalarType ma
          c.jit.is_contiguous();
 }
 
-[[maybe_unused]] DecodeSide side(const CodedVectors& c) {
+DecodeSide side(const CodedVectors& c) {
   DecodeSide s;
   s.code = c.code.data_ptr();
   s.code_stride = c.code.stride(0);
@@ -63,13 +64,17 @@ bool side_applies(const CodedVectors& c, at::ScalarType entry, at::ScalarType ma
   return s;
 }
 
-[[maybe_unused]] DecodeTable table(const CodebookTables& t) {
+DecodeTable table(const CodebookTables& t) {
   DecodeTable out;
   out.capacity = t.calibrated_capacity();
   out.rows = out.capacity > 0 ? t.calibrated.data_ptr() : nullptr;
   out.shared = t.shared() ? 1 : 0;
   return out;
 }
+
+// The tests' CPU launcher (set_cpu_decode_launcher).
+DecodeLauncher g_cpu_launcher = nullptr;
+int g_cpu_multiprocessors = 4;
 
 #ifdef SPINDLEKV_WITH_CUDA
 // What a CUDA device is, asked once per device: whether the kernels were
@@ -109,10 +114,15 @@ bool fused_decode_built() {
 bool fused_decode_applies(const std::vector<const SequenceLayer*>& layers,
                           const CodebookTables& keys, const CodebookTables& values,
                           const c10::Device& device, int64_t heads, int64_t head_dim) {
-  if (!fused_decode_built() || !device.is_cuda() || layers.empty()) return false;
+  if (layers.empty()) return false;
+  if (device.is_cuda()) {
+    if (!fused_decode_built()) return false;
 #ifdef SPINDLEKV_WITH_CUDA
-  if (!device_facts(device).runs) return false;
+    if (!device_facts(device).runs) return false;
 #endif
+  } else if (!device.is_cpu() || g_cpu_launcher == nullptr) {
+    return false;
+  }
   if (head_dim != 32 && head_dim != 64 && head_dim != 128 && head_dim != 256) return false;
   const CodedVectors& first = layers.front()->keys;
   const int64_t kv = first.code.size(0);
@@ -143,22 +153,36 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
                                   const at::Tensor& queries_in, const at::Tensor& positions_in,
                                   const at::Tensor& cos, const at::Tensor& sin,
                                   int64_t sliding_window) {
-#ifndef SPINDLEKV_WITH_CUDA
-  SKV_THROW(kInternal, "fused decode attention: this build has no CUDA kernel");
-#else
   const int64_t B = queries_in.size(0), heads = queries_in.size(1), d = queries_in.size(3);
   SKV_CHECK(queries_in.size(2) == 1, "fused decode takes one new token per sequence, got ",
             queries_in.size(2));
   SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), B, "layers per sequence");
   const c10::Device device = layers.front()->keys.code.device();
-  const c10::cuda::CUDAGuard guard(device);
+  DecodeLauncher launch = nullptr;
+  void* stream = nullptr;
+  int sms = 1;
+#ifdef SPINDLEKV_WITH_CUDA
+  std::optional<c10::cuda::CUDAGuard> guard;
+#endif
+  if (device.is_cpu()) {
+    SKV_CHECK(g_cpu_launcher != nullptr, "fused decode attention on the CPU needs a CPU launcher");
+    launch = g_cpu_launcher;
+    sms = g_cpu_multiprocessors;
+  } else {
+#ifdef SPINDLEKV_WITH_CUDA
+    guard.emplace(device);
+    launch = launch_decode_attention;
+    sms = device_facts(device).multiprocessors;
+    stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+#else
+    SKV_THROW(kInternal, "fused decode attention: this build has no CUDA kernel");
+#endif
+  }
   const int64_t kv = layers.front()->keys.code.size(0), group = heads / kv;
   const at::Tensor queries = queries_in.to(device, at::kFloat).reshape({B, heads, d}).contiguous();
   const at::Tensor positions = positions_in.to(device, at::kLong).reshape({B}).contiguous();
   const at::Tensor cos_c = cos.contiguous(), sin_c = sin.contiguous();
   at::Tensor out = at::empty({B, heads, d}, queries.options());
-  const int sms = device_facts(device).multiprocessors;
-  void* stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   for (int64_t start = 0; start < B; start += kDecodeMaxSequences) {
     const int64_t count = std::min<int64_t>(kDecodeMaxSequences, B - start);
     DecodeLaunch L;
@@ -198,11 +222,15 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
     decode_type(layers.front()->keys.magnitude.scalar_type(), &L.magnitude_type);
     at::Tensor partial = at::empty({count * kv * L.splits * group * (d + 2)}, queries.options());
     L.partial = partial.data_ptr<float>();
-    const char* error = launch_decode_attention(L, stream);
+    const char* error = launch(L, stream);
     SKV_CHECK(error == nullptr, "fused decode attention: ", error);
   }
   return out.view({B, heads, 1, d});
-#endif
+}
+
+void set_cpu_decode_launcher(DecodeLauncher launcher, int multiprocessors) {
+  g_cpu_launcher = launcher;
+  g_cpu_multiprocessors = std::max(1, multiprocessors);
 }
 
 }  // namespace detail

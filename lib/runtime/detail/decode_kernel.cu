@@ -1,223 +1,13 @@
-// Fused decode attention over a compressed cache (issue #16), in the manner
-// of FlashDecoding: one block per (split of the slots, KV head, sequence)
-// reads each slot's code, magnitude and position, gathers its key row
-// (calibrated entry, just-in-time entry or exact row: the tables are small
-// and stay in L2), rotates it by RoPE at the slot's position, scores it
-// against the group's queries, and folds the gathered value row into an
-// online softmax; a second kernel merges the splits. One new token per
-// sequence. The ATen path of compressed_cache.cpp is the reference.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// The fused decode kernels of decode_kernels.cuh on a GPU: queued with
+// cudaLaunchKernel on the caller's stream, plus what the host side
+// (decode_attention.cpp) asks of the device. Compiled by nvcc without ATen.
 #include <cuda_runtime.h>
 
-#include <cmath>
-#include <cstdint>
-
+#include "runtime/detail/decode_kernels.cuh"
 #include "runtime/detail/decode_launch.h"
 
 namespace spindlekv {
 namespace detail {
-namespace {
-
-constexpr int kThreads = 128;
-constexpr int kMaxG = kDecodeMaxGroup;
-
-__device__ __forceinline__ float widen(float x) { return x; }
-__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// Row `slot` of KV head g of one side, times its magnitude, the P pairs of
-// this lane: x[i] = dim lane * P + i, x[P + i] = that dim + D / 2. False
-// (and zeros) for a zero code.
-template <int D, int P, typename TE, typename TM>
-__device__ __forceinline__ bool load_row(const DecodeSide& s, const DecodeTable& t, int g,
-                                         int64_t slot, int lane, float (&x)[2 * P]) {
-  int64_t code;
-  bool zero;
-  if (s.code_bytes == 2) {
-    const int16_t c = static_cast<const int16_t*>(s.code)[g * s.code_stride + slot];
-    code = c;
-    zero = c == INT16_MAX;
-  } else {
-    const int32_t c = static_cast<const int32_t*>(s.code)[g * s.code_stride + slot];
-    code = c;
-    zero = c == INT32_MAX;
-  }
-  const TE* row = nullptr;
-  if (!zero) {
-    if (code >= 0 && code < t.capacity) {
-      row = static_cast<const TE*>(t.rows) + ((t.shared ? 0 : g) * t.capacity + code) * D;
-    } else if (code >= t.capacity && code < t.capacity + s.jit_capacity) {
-      row = static_cast<const TE*>(s.jit) + (g * s.jit_capacity + code - t.capacity) * D;
-    } else if (code < 0 && -code - 1 < s.exact_capacity) {
-      row = static_cast<const TE*>(s.exact) + (g * s.exact_capacity + (-code - 1)) * D;
-    }
-  }
-  if (row == nullptr) {
-#pragma unroll
-    for (int i = 0; i < 2 * P; ++i) x[i] = 0.f;
-    return false;
-  }
-  const float mag = widen(static_cast<const TM*>(s.magnitude)[g * s.magnitude_stride + slot]);
-#pragma unroll
-  for (int i = 0; i < P; ++i) {
-    x[i] = widen(row[lane * P + i]) * mag;
-    x[P + i] = widen(row[D / 2 + lane * P + i]) * mag;
-  }
-  return true;
-}
-
-template <int D, typename TE, typename TM>
-__global__ void __launch_bounds__(kThreads) decode_partial(const DecodeLaunch L) {
-  constexpr int LANES = D / 2 < 32 ? D / 2 : 32;  // lanes per slot
-  constexpr int P = D / 2 / LANES;                // pairs per lane
-  constexpr int VG = kThreads / LANES;            // slots in flight per block
-  __shared__ float s_m[VG][kMaxG], s_l[VG][kMaxG];
-  __shared__ float s_acc[VG][kMaxG][D];
-
-  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  const DecodeSequence& S = L.seq[b];
-  const int group = L.heads / L.kv_heads;
-  const int lane = threadIdx.x % LANES, vg = threadIdx.x / LANES;
-  const unsigned mask =
-      LANES == 32 ? 0xffffffffu : (((1u << LANES) - 1u) << ((threadIdx.x % 32) / LANES * LANES));
-  const int64_t n = S.slots;
-  const int64_t per = (n + L.splits - 1) / L.splits;
-  const int64_t begin = split * per;
-  const int64_t end = begin + per < n ? begin + per : n;
-  const int64_t qpos = L.query_positions[b];
-
-  float q[kMaxG][2 * P], acc[kMaxG][2 * P], m[kMaxG], l[kMaxG];
-#pragma unroll
-  for (int h = 0; h < kMaxG; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int i = 0; i < P; ++i) {
-      const float* qh = L.queries + (static_cast<int64_t>(b) * L.heads + g * group + h) * D;
-      const bool in = h < group;
-      q[h][i] = in ? qh[lane * P + i] * L.scale : 0.f;
-      q[h][P + i] = in ? qh[D / 2 + lane * P + i] * L.scale : 0.f;
-      acc[h][i] = acc[h][P + i] = 0.f;
-    }
-  }
-
-  for (int64_t s = begin + vg; s < end; s += VG) {
-    const int32_t kp = S.positions[g * S.positions_stride + s];
-    if (kp < 0 || kp > qpos || (L.sliding_window > 0 && kp <= qpos - L.sliding_window)) continue;
-    float k[2 * P], v[2 * P];
-    if (load_row<D, P, TE, TM>(S.keys, L.key_table, g, s, lane, k)) {
-      const float* c = L.cos + static_cast<int64_t>(kp) * D;
-      const float* sn = L.sin + static_cast<int64_t>(kp) * D;
-#pragma unroll
-      for (int i = 0; i < P; ++i) {
-        const int j = lane * P + i;
-        const float a = k[i], bb = k[P + i];
-        k[i] = a * c[j] - bb * sn[j];
-        k[P + i] = bb * c[j + D / 2] + a * sn[j + D / 2];
-      }
-    }
-    load_row<D, P, TE, TM>(S.values, L.value_table, g, s, lane, v);
-#pragma unroll
-    for (int h = 0; h < kMaxG; ++h) {
-      if (h >= group) break;
-      float dot = 0.f;
-#pragma unroll
-      for (int i = 0; i < 2 * P; ++i) dot += q[h][i] * k[i];
-#pragma unroll
-      for (int off = LANES / 2; off > 0; off /= 2) dot += __shfl_xor_sync(mask, dot, off);
-      if (S.member != nullptr && !S.member[(g * group + h) * S.member_stride + s]) continue;
-      const float mn = fmaxf(m[h], dot);
-      const float corr = __expf(m[h] - mn);  // 0 while m is -inf
-      const float p = __expf(dot - mn);
-      l[h] = l[h] * corr + p;
-#pragma unroll
-      for (int i = 0; i < 2 * P; ++i) acc[h][i] = acc[h][i] * corr + p * v[i];
-      m[h] = mn;
-    }
-  }
-
-  // Merge the block's slots in flight, then write the split's partial.
-#pragma unroll
-  for (int h = 0; h < kMaxG; ++h) {
-    if (h >= group) break;
-    if (lane == 0) {
-      s_m[vg][h] = m[h];
-      s_l[vg][h] = l[h];
-    }
-#pragma unroll
-    for (int i = 0; i < P; ++i) {
-      s_acc[vg][h][lane * P + i] = acc[h][i];
-      s_acc[vg][h][D / 2 + lane * P + i] = acc[h][P + i];
-    }
-  }
-  __syncthreads();
-  float* out = L.partial + ((static_cast<int64_t>(b) * L.kv_heads + g) * L.splits + split) *
-                               group * (D + 2);
-  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-    const int h = idx / D, j = idx % D;
-    float M = -INFINITY;
-    for (int w = 0; w < VG; ++w) M = fmaxf(M, s_m[w][h]);
-    float A = 0.f, Lsum = 0.f;
-    if (M != -INFINITY) {
-      for (int w = 0; w < VG; ++w) {
-        const float e = __expf(s_m[w][h] - M);
-        A += s_acc[w][h][j] * e;
-        Lsum += s_l[w][h] * e;
-      }
-    }
-    float* rec = out + h * (D + 2);
-    rec[j] = A;
-    if (j == 0) {
-      rec[D] = M;
-      rec[D + 1] = Lsum;
-    }
-  }
-}
-
-// One block per (query head, sequence), one thread per dimension.
-__global__ void decode_merge(const DecodeLaunch L) {
-  const int head = blockIdx.x, b = blockIdx.y, j = threadIdx.x, D = L.head_dim;
-  const int group = L.heads / L.kv_heads, g = head / group, h = head % group;
-  const float* base =
-      L.partial + (static_cast<int64_t>(b) * L.kv_heads + g) * L.splits * group * (D + 2);
-  float M = -INFINITY;
-  for (int s = 0; s < L.splits; ++s) M = fmaxf(M, base[(s * group + h) * (D + 2) + D]);
-  float A = 0.f, Lsum = 0.f;
-  if (M != -INFINITY) {
-    for (int s = 0; s < L.splits; ++s) {
-      const float* rec = base + (s * group + h) * (D + 2);
-      const float e = __expf(rec[D] - M);
-      A += rec[j] * e;
-      Lsum += rec[D + 1] * e;
-    }
-  }
-  L.out[(static_cast<int64_t>(b) * L.heads + head) * D + j] = Lsum > 0.f ? A / Lsum : 0.f;
-}
-
-template <int D, typename TE, typename TM>
-void launch_typed(const DecodeLaunch& L, cudaStream_t stream) {
-  const dim3 grid(L.splits, L.kv_heads, L.count);
-  decode_partial<D, TE, TM><<<grid, kThreads, 0, stream>>>(L);
-}
-
-template <int D>
-bool launch_dim(const DecodeLaunch& L, cudaStream_t stream) {
-  if (L.magnitude_type == kDecodeFloat32) {
-    if (L.entry_type == kDecodeFloat32) return launch_typed<D, float, float>(L, stream), true;
-    if (L.entry_type == kDecodeFloat16) return launch_typed<D, __half, float>(L, stream), true;
-    if (L.entry_type == kDecodeBFloat16)
-      return launch_typed<D, __nv_bfloat16, float>(L, stream), true;
-  } else if (L.magnitude_type == kDecodeFloat16) {
-    if (L.entry_type == kDecodeFloat32) return launch_typed<D, float, __half>(L, stream), true;
-    if (L.entry_type == kDecodeFloat16) return launch_typed<D, __half, __half>(L, stream), true;
-    if (L.entry_type == kDecodeBFloat16)
-      return launch_typed<D, __nv_bfloat16, __half>(L, stream), true;
-  }
-  return false;
-}
-
-}  // namespace
 
 int decode_multiprocessors(int device) {
   int count = 0;
@@ -235,30 +25,13 @@ bool decode_kernel_runs_here() {
 
 const char* launch_decode_attention(const DecodeLaunch& L, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  if (L.count <= 0 || L.count > kDecodeMaxSequences) return "sequence count out of range";
-  if (L.kv_heads <= 0 || L.heads % L.kv_heads != 0 || L.heads / L.kv_heads > kMaxG)
-    return "query heads per KV head out of range";
-  bool ok = false;
-  switch (L.head_dim) {
-    case 32:
-      ok = launch_dim<32>(L, stream);
-      break;
-    case 64:
-      ok = launch_dim<64>(L, stream);
-      break;
-    case 128:
-      ok = launch_dim<128>(L, stream);
-      break;
-    case 256:
-      ok = launch_dim<256>(L, stream);
-      break;
-    default:
-      return "head_dim not 32, 64, 128 or 256";
-  }
-  if (!ok) return "entry or magnitude dtype not supported";
-  decode_merge<<<dim3(L.heads, L.count), L.head_dim, 0, stream>>>(L);
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  // cudaLaunchKernel copies the arguments when it queues the launch.
+  void* args[] = {const_cast<DecodeLaunch*>(&L)};
+  return dispatch_decode(L, [&](DecodeKernel kernel, dim3 grid, dim3 block) -> const char* {
+    const cudaError_t e =
+        cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, args, 0, stream);
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  });
 }
 
 }  // namespace detail
