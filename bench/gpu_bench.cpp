@@ -20,7 +20,8 @@
 // Usage: gpu_bench [--device cuda] [--tokens 8192,32768,131072] [--batch 1,16]
 //                  [--ratios 0.1,0.2] [--steps N] [--max-seconds S]
 //                  [--jit-max-tokens N] [--model DIR] [--hf-result FILE]
-//                  [--e2e-tokens N]
+//                  [--e2e-tokens N] [--call-names 1]
+// --call-names 1 lists the counted ATen calls of each decode step by name.
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
@@ -62,6 +63,7 @@ constexpr bool kHasSdpa = false;
 #endif
 
 c10::Device g_device = c10::kCPU;
+bool g_call_names = false;  // --call-names
 
 void sync() {
   if (g_device.is_cuda()) torch::cuda::synchronize();
@@ -92,6 +94,17 @@ class ScopeCalls {
     const auto it = state().counts.find(scope);
     return it == state().counts.end() ? 0 : it->second;
   }
+  // "name xN, ..." of the calls counted in `scope`, most frequent first.
+  std::string names(const std::string& scope) const {
+    std::vector<std::pair<int64_t, std::string>> sorted;
+    for (const auto& [name, n] : state().names[scope]) sorted.emplace_back(-n, name);
+    std::sort(sorted.begin(), sorted.end());
+    std::string out;
+    for (const auto& [n, name] : sorted) {
+      out += (out.empty() ? "" : ", ") + name + " x" + std::to_string(-n);
+    }
+    return out;
+  }
 
  private:
   struct Frame {
@@ -102,6 +115,7 @@ class ScopeCalls {
   struct State {
     std::vector<Frame> frames;
     std::map<std::string, int64_t> counts;
+    std::map<std::string, std::map<std::string, int64_t>> names;  // scope -> call -> count
   };
   struct Marker : at::ObserverContext {
     explicit Marker(bool s) : scope(s) {}
@@ -154,7 +168,7 @@ class ScopeCalls {
     if (!is_view(fn.name())) f.work = true;
     return std::make_unique<Marker>(false);
   }
-  static void leave(const at::RecordFunction&, at::ObserverContext* context) {
+  static void leave(const at::RecordFunction& fn, at::ObserverContext* context) {
     if (context == nullptr) return;
     State& s = state();
     if (static_cast<Marker*>(context)->scope) {
@@ -162,7 +176,10 @@ class ScopeCalls {
       return;
     }
     Frame& f = s.frames.back();
-    if (--f.depth == 0 && f.work) ++s.counts[f.scope];
+    if (--f.depth == 0 && f.work) {
+      ++s.counts[f.scope];
+      ++s.names[f.scope][fn.name()];
+    }
   }
   at::CallbackHandle handle_;
 };
@@ -371,6 +388,11 @@ void layer_bench(int64_t T, const std::vector<double>& batches, const std::vecto
           cache.advance(1);
           append_calls = calls["spindlekv::decode_append"];
           attend_calls = calls["spindlekv::decode_attend"];
+          if (g_call_names) {
+            std::printf("  %-10s r=%.1f: append calls: %s\n  %-10s r=%.1f: attend calls: %s\n",
+                        mode.name, r, calls.names("spindlekv::decode_append").c_str(), mode.name, r,
+                        calls.names("spindlekv::decode_attend").c_str());
+          }
         }
         const double ratio = cache.memory().ratio;
         std::printf(
@@ -490,6 +512,8 @@ int main(int argc, char** argv) {
       jit_max_tokens = std::atoll(v.c_str());
     else if (a == "--e2e-tokens")
       e2e_tokens = std::atoll(v.c_str());
+    else if (a == "--call-names")
+      g_call_names = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
