@@ -9,7 +9,7 @@
 
 namespace spindlekv::testutil {
 namespace {
-int64_t g_launches = 0;
+int64_t g_launches = 0, g_append_launches = 0;
 }  // namespace
 
 const char* emulated_decode_launch(const detail::DecodeLaunch& launch, void* /*stream*/) {
@@ -21,6 +21,16 @@ const char* emulated_decode_launch(const detail::DecodeLaunch& launch, void* /*s
       });
 }
 
+const char* emulated_append_launch(const detail::AppendLaunch& launch, void* /*stream*/) {
+  ++g_append_launches;
+  return detail::dispatch_append(
+      launch, [&](detail::AppendKernel kernel, dim3 grid, dim3 block) -> const char* {
+        simt::run([&] { kernel(launch); }, grid, block);
+        return nullptr;
+      });
+}
+
 int64_t emulated_decode_launches() { return g_launches; }
+int64_t emulated_append_launches() { return g_append_launches; }
 
 }  // namespace spindlekv::testutil

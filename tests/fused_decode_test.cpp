@@ -6,9 +6,14 @@
 // FusedDecodeEmulated tests run the kernels' own source on the CPU under an
 // emulation of CUDA (simt.h), so CI checks their arithmetic and indexing.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,14 +92,17 @@ std::vector<Case> cases() {
 // (keys and values half on the artifact's entries) and decodes `steps`
 // tokens, returning every step's output of every layer.
 std::vector<at::Tensor> decode(const Case& c, bool fused, const std::vector<int64_t>& lengths,
-                               int64_t steps, c10::Device device) {
+                               int64_t steps, c10::Device device,
+                               std::unique_ptr<CompressedCache>* keep = nullptr) {
   ModelConfig config = testutil::tiny_config(c.heads, c.kv_heads, c.head_dim);
   CacheGeometry g = config.geometry();
   g.sliding_window = c.sliding_window;
   const auto artifact = testutil::random_artifact(config, 7);
   CompressionParameters p = c.params;
   p.fused_decode = fused;
-  CompressedCache cache(g, static_cast<int64_t>(lengths.size()), p, artifact, device);
+  auto owned = std::make_unique<CompressedCache>(g, static_cast<int64_t>(lengths.size()), p,
+                                                 artifact, device);
+  CompressedCache& cache = *owned;
   at::manual_seed(11);
   const int64_t B = static_cast<int64_t>(lengths.size());
   for (int64_t b = 0; b < B; ++b) {
@@ -125,6 +133,7 @@ std::vector<at::Tensor> decode(const Case& c, bool fused, const std::vector<int6
     }
     cache.advance(1);
   }
+  if (keep != nullptr) *keep = std::move(owned);
   return out;
 }
 
@@ -190,17 +199,27 @@ TEST(FusedDecode, NeverTakenOnTheCpu) {
 // multiprocessors so that longer sequences split over several blocks.
 class FusedDecodeEmulated : public ::testing::Test {
  protected:
-  void SetUp() override { detail::set_cpu_decode_launcher(testutil::emulated_decode_launch, 8); }
+  void SetUp() override {
+    detail::set_cpu_decode_launcher(testutil::emulated_decode_launch, 8,
+                                    testutil::emulated_append_launch);
+  }
   void TearDown() override { detail::set_cpu_decode_launcher(nullptr); }
 
   // The fused and the ATen decode of `c` on the CPU agree, and the fused
-  // one made `launches` launches per layer and step.
+  // one made `launches` launches per layer and step (of the append too,
+  // where its codebook mode has no just-in-time stage).
   void expect_kernel_matches(const Case& c, const std::vector<int64_t>& lengths, int64_t steps,
                              int64_t launches) {
     const int64_t before = testutil::emulated_decode_launches();
+    const int64_t appends_before = testutil::emulated_append_launches();
     const auto fused = decode(c, true, lengths, steps, c10::kCPU);
     EXPECT_EQ(testutil::emulated_decode_launches() - before, launches * steps * 2)  // 2 layers
-        << c.name << ": the fused path did not serve every step";
+        << c.name << ": the fused attention did not serve every step";
+    const bool fused_append =
+        c.params.codebook == CodebookMode::kNone || c.params.codebook == CodebookMode::kCalibrated;
+    EXPECT_EQ(testutil::emulated_append_launches() - appends_before,
+              fused_append ? launches * steps * 2 : 0)
+        << c.name << ": the fused append did not serve every step it applies to";
     expect_same(fused, decode(c, false, lengths, steps, c10::kCPU), c.name);
   }
 };
@@ -226,6 +245,156 @@ TEST_F(FusedDecodeEmulated, KernelSourceOverMoreSequencesThanOneLaunchMatchesThe
   std::vector<int64_t> lengths;
   for (int64_t b = 0; b < 19; ++b) lengths.push_back(16 + 3 * b);
   expect_kernel_matches(c, lengths, 2, 2);
+}
+
+// What one side holds after the fused and the ATen appends: the same codes,
+// magnitudes and exact rows.
+void expect_same_side(const detail::CodedVectors& got, const detail::CodedVectors& want,
+                      const std::string& what) {
+  EXPECT_TRUE(at::equal(detail::codes_long(got), detail::codes_long(want))) << what << ": codes";
+  EXPECT_EQ(got.code.scalar_type(), want.code.scalar_type()) << what;
+  EXPECT_TRUE(at::allclose(got.magnitude.to(at::kFloat), want.magnitude.to(at::kFloat), 1e-5, 0))
+      << what << ": magnitudes";
+  const std::vector<int64_t> used = detail::exact_rows_in_use(got);
+  ASSERT_EQ(used, detail::exact_rows_in_use(want)) << what << ": exact rows in use";
+  for (size_t g = 0; g < used.size(); ++g) {
+    EXPECT_TRUE(at::equal(got.exact[g].narrow(0, 0, used[g]), want.exact[g].narrow(0, 0, used[g])))
+        << what << ": exact rows of head " << g;
+  }
+}
+
+TEST_F(FusedDecodeEmulated, AppendKernelStoresWhatTheAtenAppendStores) {
+  // The append alone fused (the emulated attention is the slow part), for
+  // 66 steps: past the 64 deferred appends after which the exact-row counts
+  // are read back.
+  detail::set_cpu_decode_launcher(nullptr, 8, testutil::emulated_append_launch);
+  const std::pair<CodebookMode, StorageDtype> variants[] = {
+      {CodebookMode::kNone, StorageDtype::kFloat32},
+      {CodebookMode::kCalibrated, StorageDtype::kFloat16},
+      {CodebookMode::kCalibrated, StorageDtype::kBFloat16}};
+  for (const auto& [mode, dtype] : variants) {
+    {
+      Case c{"append", 4, 2, 32, params(mode, 0.4, dtype)};
+      const std::string name =
+          std::string(mode == CodebookMode::kNone ? "eviction" : "calibrated") + "/" +
+          std::to_string(static_cast<int>(dtype));
+      SCOPED_TRACE(name);
+      const std::vector<int64_t> lengths = {30, 12, 21};
+      std::unique_ptr<CompressedCache> fused, aten;
+      const int64_t appends = testutil::emulated_append_launches();
+      const int64_t decodes = testutil::emulated_decode_launches();
+      decode(c, true, lengths, 66, c10::kCPU, &fused);
+      decode(c, false, lengths, 66, c10::kCPU, &aten);
+      EXPECT_EQ(testutil::emulated_append_launches() - appends, 66 * 2);
+      EXPECT_EQ(testutil::emulated_decode_launches(), decodes);  // the attention in ATen
+      const auto& F = detail::CacheAccess::impl(*fused);
+      const auto& A = detail::CacheAccess::impl(*aten);
+      for (size_t b = 0; b < lengths.size(); ++b) {
+        for (int64_t l = 0; l < 2; ++l) {
+          const std::string what =
+              name + ", sequence " + std::to_string(b) + ", layer " + std::to_string(l);
+          const auto& f = F.sequences[b][l];
+          const auto& a = A.sequences[b][l];
+          EXPECT_TRUE(at::equal(f.positions, a.positions)) << what << ": positions";
+          EXPECT_EQ(f.member.defined(), a.member.defined()) << what;
+          if (f.member.defined()) EXPECT_TRUE(at::equal(f.member, a.member)) << what;
+          EXPECT_EQ(f.tokens_seen, a.tokens_seen) << what;
+          expect_same_side(f.keys, a.keys, what + ", keys");
+          expect_same_side(f.values, a.values, what + ", values");
+        }
+      }
+    }
+  }
+}
+
+// Calls that do work (not views, allocations or conversions to the same
+// dtype) made directly inside the profiler scope "spindlekv::decode_append":
+// about one launch each on a GPU.
+class AppendWork {
+ public:
+  AppendWork() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&enter, &leave))) {
+    state() = State();
+  }
+  ~AppendWork() { at::removeCallback(handle_); }
+  int64_t calls() const { return state().calls; }
+
+ private:
+  struct State {
+    int scope = 0, depth = 0;
+    bool work = false;
+    int64_t calls = 0;
+  };
+  struct Marker : at::ObserverContext {
+    explicit Marker(bool s) : scope(s) {}
+    bool scope;
+  };
+  static State& state() {
+    static State s;
+    return s;
+  }
+  static std::unique_ptr<at::ObserverContext> enter(const at::RecordFunction& fn) {
+    State& s = state();
+    if (std::strcmp(fn.name(), "spindlekv::decode_append") == 0) {
+      ++s.scope;
+      return std::make_unique<Marker>(true);
+    }
+    if (s.scope == 0) return nullptr;
+    static const std::set<std::string> kViews = {
+        "aten::view",    "aten::narrow",         "aten::slice",      "aten::select",
+        "aten::expand",  "aten::unsqueeze",      "aten::squeeze",    "aten::transpose",
+        "aten::t",       "aten::as_strided",     "aten::alias",      "aten::detach",
+        "aten::reshape", "aten::_reshape_alias", "aten::empty",      "aten::empty_strided",
+        "aten::to",      "aten::contiguous",     "aten::lift_fresh", "aten::resize_"};
+    if (s.depth++ == 0) s.work = false;
+    if (!kViews.count(fn.name())) s.work = true;
+    return std::make_unique<Marker>(false);
+  }
+  static void leave(const at::RecordFunction&, at::ObserverContext* context) {
+    if (context == nullptr) return;
+    State& s = state();
+    if (static_cast<Marker*>(context)->scope) {
+      --s.scope;
+      return;
+    }
+    if (--s.depth == 0 && s.work) ++s.calls;
+  }
+  at::CallbackHandle handle_;
+};
+
+// The fewest calls that did work in the append of one decode step of layer
+// 0, over `steps` steps (some steps also grow a buffer).
+int64_t fewest_append_calls(int64_t batch, int64_t steps) {
+  Case c{"calibrated/bfloat16/d64", 8, 2, 64,
+         params(CodebookMode::kCalibrated, 0.4, StorageDtype::kBFloat16)};
+  ModelConfig config = testutil::tiny_config(c.heads, c.kv_heads, c.head_dim);
+  const CacheGeometry g = config.geometry();
+  CompressedCache cache(g, batch, c.params, testutil::random_artifact(config, 7));
+  at::manual_seed(5);
+  for (int64_t b = 0; b < batch; ++b) {
+    cache.prefill(b, 0, at::randn({2, 20 + b, 64}), at::randn({2, 20 + b, 64}),
+                  at::softmax(at::randn({8, 4, 20 + b}), -1));
+  }
+  int64_t fewest = -1;
+  for (int64_t s = 0; s < steps; ++s) {
+    at::Tensor positions = at::empty({batch, 1}, at::kLong);
+    for (int64_t b = 0; b < batch; ++b) positions[b][0] = 20 + b + s;
+    const at::Tensor q = at::randn({batch, 8, 1, 64}), k = at::randn({batch, 2, 1, 64}),
+                     v = at::randn({batch, 2, 1, 64});
+    AppendWork work;
+    cache.append_and_attend(0, q, k, v, positions);
+    fewest = fewest < 0 ? work.calls() : std::min(fewest, work.calls());
+    cache.advance(1);
+  }
+  return fewest;
+}
+
+TEST_F(FusedDecodeEmulated, AFusedAppendsCallsDoNotGrowWithTheBatch) {
+  detail::set_cpu_decode_launcher(nullptr, 8, testutil::emulated_append_launch);
+  const int64_t one = fewest_append_calls(1, 6), six = fewest_append_calls(6, 6);
+  EXPECT_EQ(six, one);
+  EXPECT_LE(one, 6);                         // converting K and V, the positions, the kernel
+  detail::set_cpu_decode_launcher(nullptr);  // the ATen append: calls per sequence
+  EXPECT_GT(fewest_append_calls(6, 6), fewest_append_calls(1, 6) + 5 * 10);
 }
 
 }  // namespace

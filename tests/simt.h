@@ -65,6 +65,8 @@ using __half = c10::Half;
 using __nv_bfloat16 = c10::BFloat16;
 inline float __half2float(__half x) { return static_cast<float>(x); }
 inline float __bfloat162float(__nv_bfloat16 x) { return static_cast<float>(x); }
+inline __half __float2half_rn(float x) { return __half(x); }  // c10: round to nearest even
+inline __nv_bfloat16 __float2bfloat16_rn(float x) { return __nv_bfloat16(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline void __syncthreads() { spindlekv::simt::sync_threads(); }
 inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask) {

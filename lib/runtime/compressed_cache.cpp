@@ -391,7 +391,14 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     // its columns. What is the same for every sequence is made once.
     detail::SharedMatch key_match, value_match;
     const bool token_ids = I.token_id_layer[layer];
-    if (!token_ids) {
+    // On a GPU, one kernel codes every sequence's new token (decode_kernels.cuh).
+    const bool fused_append =
+        t == 1 && !token_ids && I.params.fused_decode &&
+        detail::fused_append_applies(
+            I.params.codebook, I.params.quantization != KvQuantization::kNone,
+            I.params.storage_dtype, I.key_tables[layer], I.value_tables[layer], I.device, kv, d);
+    std::vector<SequenceLayer*> appended;  // by fused_append, after the loop
+    if (!token_ids && !fused_append) {
       auto columns = [&](const at::Tensor& x) {  // [B, kv, t, d] -> [kv, B * t, d]
         return x.to(I.device, at::kFloat).transpose(0, 1).reshape({kv, B * t, d});
       };
@@ -410,7 +417,8 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
         value_match.prepare_exact_rows(B, entry);
       }
     }
-    const at::Tensor new_positions = positions.to(at::kInt);  // [B, t]
+    const at::Tensor new_positions =
+        fused_append ? at::Tensor() : positions.to(at::kInt);  // [B, t]
     at::Tensor member_ones;  // [heads, t], made when a sequence has a membership mask
     for (int64_t b = 0; b < B; ++b) {
       SequenceLayer& S = I.slot(b, layer);
@@ -419,6 +427,12 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
         S.keys = I.empty_coded(true, layer);
         S.values = I.empty_coded(false, layer);
         S.filled = true;
+      }
+      if (fused_append) {
+        S.tokens_seen += t;
+        appended.push_back(&S);
+        layers.push_back(&S);
+        continue;
       }
       S.positions = detail::append_columns(S.positions_buffer, S.positions,
                                            new_positions[b].unsqueeze(0).expand({kv, t}));
@@ -441,6 +455,10 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
       }
       S.tokens_seen += t;
       layers.push_back(&S);
+    }
+    if (fused_append) {
+      detail::fused_append(appended, I.key_tables[layer], I.value_tables[layer], I.params.codebook,
+                           keys_pre_rope, values_in, positions, heads);
     }
   }
   RECORD_USER_SCOPE("spindlekv::decode_attend");

@@ -107,10 +107,10 @@ bool views_leading_columns(const at::Tensor& view, const at::Tensor& buffer) {
 
 }  // namespace
 
-at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const at::Tensor& extra) {
-  SKV_CHECK(current.dim() == 2 && extra.dim() == 2 && extra.size(0) == current.size(0),
-            "append_columns: cannot append ", extra.sizes(), " to ", current.sizes());
-  const int64_t rows = current.size(0), n = current.size(1), t = extra.size(1);
+at::Tensor extend_columns(at::Tensor& buffer, const at::Tensor& current, int64_t t) {
+  SKV_CHECK(current.dim() == 2 && t >= 0, "extend_columns: cannot add ", t, " columns to ",
+            current.sizes());
+  const int64_t rows = current.size(0), n = current.size(1);
   if (t == 0) return current;
   if (!(views_leading_columns(current, buffer) && n + t <= buffer.size(1))) {
     const int64_t capacity = std::max<int64_t>({n + t, 2 * n, 16});
@@ -118,8 +118,17 @@ at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const a
     if (n > 0) grown.narrow(1, 0, n).copy_(current);
     buffer = grown;
   }
-  buffer.narrow(1, n, t).copy_(extra);
   return buffer.narrow(1, 0, n + t);
+}
+
+at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const at::Tensor& extra) {
+  SKV_CHECK(current.dim() == 2 && extra.dim() == 2 && extra.size(0) == current.size(0),
+            "append_columns: cannot append ", extra.sizes(), " to ", current.sizes());
+  const int64_t n = current.size(1), t = extra.size(1);
+  if (t == 0) return current;
+  at::Tensor out = extend_columns(buffer, current, t);
+  out.narrow(1, n, t).copy_(extra);
+  return out;
 }
 
 int64_t allocated_bytes(const at::Tensor& view, const at::Tensor& buffer) {
@@ -311,7 +320,7 @@ void append_coded(CodedVectors& out, const at::Tensor& vectors, const at::Tensor
 void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTables& tables,
                     CodebookMode mode, bool build_jit_from_misses, bool defer_counts) {
   const at::Tensor& vectors = m.vectors;
-  const int64_t kv = vectors.size(0), t = vectors.size(1), d = vectors.size(2);
+  const int64_t kv = vectors.size(0), t = vectors.size(1);
   if (t == 0) return;
   const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
   // What is decided on the host: where a quantised table's rows go, which

@@ -98,6 +98,10 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed);
 /// overwritten: views of other lengths must not be kept.
 at::Tensor append_columns(at::Tensor& buffer, const at::Tensor& current, const at::Tensor& extra);
 
+/// As append_columns with `t` columns left for the caller to write (their
+/// contents are undefined): the view of n + t leading columns of `buffer`.
+at::Tensor extend_columns(at::Tensor& buffer, const at::Tensor& current, int64_t t);
+
 /// Bytes allocated for `view`: its buffer's when it is a view of `buffer`.
 int64_t allocated_bytes(const at::Tensor& view, const at::Tensor& buffer);
 

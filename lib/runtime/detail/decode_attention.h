@@ -17,6 +17,7 @@ namespace spindlekv {
 namespace detail {
 
 struct DecodeLaunch;  // decode_launch.h
+struct AppendLaunch;
 
 /// True when this build has the CUDA kernel.
 bool fused_decode_built();
@@ -38,15 +39,37 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
                                   const at::Tensor& cos, const at::Tensor& sin,
                                   int64_t sliding_window);
 
+/// Whether fused_append can code a decode step's new K/V on `device`:
+/// CodebookMode kNone or kCalibrated (no just-in-time stage), unquantised
+/// exact rows, at most 64 KV heads, head_dim at most 256, and the
+/// calibrated tables in the entry dtype of `dtype`. The caller also needs
+/// one new token per sequence and K/V that are not token ids.
+bool fused_append_applies(CodebookMode mode, bool quantized, StorageDtype dtype,
+                          const CodebookTables& keys, const CodebookTables& values,
+                          const c10::Device& device, int64_t kv, int64_t head_dim);
+
+/// Codes one new token per sequence into `layers` (filled ones, one per
+/// sequence) in one launch per 16 sequences, as append_matched does with
+/// deferred exact-row counts, and appends its position (and membership) to
+/// each. new_keys (before RoPE) and new_values [batch, kv, 1, head_dim},
+/// any floating dtype; positions [batch, 1] int64. Call only where
+/// fused_append_applies.
+void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTables& keys,
+                  const CodebookTables& values, CodebookMode mode, const at::Tensor& new_keys,
+                  const at::Tensor& new_values, const at::Tensor& positions, int64_t heads);
+
 /// Queues one launch's kernels; returns an error string, or nullptr.
 using DecodeLauncher = const char* (*)(const DecodeLaunch& launch, void* stream);
+using AppendLauncher = const char* (*)(const AppendLaunch& launch, void* stream);
 
-/// For tests: makes the fused path serve CPU caches too, each launch run by
-/// `launcher` (tests/fused_decode_test.cpp runs the kernels' own source
-/// under a CPU emulation of CUDA, tests/simt.h), with the split sized for
-/// `multiprocessors`. nullptr (the default) turns it off. Not thread-safe:
-/// set it where no cache is decoding.
-void set_cpu_decode_launcher(DecodeLauncher launcher, int multiprocessors = 4);
+/// For tests: makes the fused path serve CPU caches too, each attention
+/// launch run by `launcher` and each append by `append`
+/// (tests/fused_decode_test.cpp runs the kernels' own source under a CPU
+/// emulation of CUDA, tests/simt.h), with the split sized for
+/// `multiprocessors`. A null launcher (the default) leaves its half to the
+/// ATen path. Not thread-safe: set them where no cache is decoding.
+void set_cpu_decode_launcher(DecodeLauncher launcher, int multiprocessors = 4,
+                             AppendLauncher append = nullptr);
 
 }  // namespace detail
 }  // namespace spindlekv

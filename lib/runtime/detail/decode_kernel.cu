@@ -34,5 +34,15 @@ const char* launch_decode_attention(const DecodeLaunch& L, void* stream_ptr) {
   });
 }
 
+const char* launch_decode_append(const AppendLaunch& L, void* stream_ptr) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  void* args[] = {const_cast<AppendLaunch*>(&L)};
+  return dispatch_append(L, [&](AppendKernel kernel, dim3 grid, dim3 block) -> const char* {
+    const cudaError_t e =
+        cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, args, 0, stream);
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  });
+}
+
 }  // namespace detail
 }  // namespace spindlekv

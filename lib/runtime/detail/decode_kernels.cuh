@@ -4,8 +4,10 @@
 // just-in-time entry or exact row: the tables are small and stay in L2),
 // rotates it by RoPE at the slot's position, scores it against the group's
 // queries, and folds the gathered value row into an online softmax; a second
-// kernel merges the splits. One new token per sequence. The ATen path of
-// compressed_cache.cpp is the reference.
+// kernel merges the splits. One new token per sequence. A third kernel,
+// decode_append, codes each sequence's new K/V into its tables before the
+// attention (one block per KV head, sequence and side). The ATen path of
+// compressed_cache.cpp and compressed_storage.cpp is the reference.
 //
 // Device code only, and only CUDA's vocabulary: decode_kernel.cu compiles it
 // with nvcc; tests/simt.h defines that vocabulary on the CPU so that
@@ -254,6 +256,152 @@ const char* dispatch_decode(const DecodeLaunch& L, Launch&& launch) {
   if (const char* error = launch(partial, grid, dim3(kThreads))) return error;
   return launch(decode_merge, dim3(static_cast<unsigned>(L.heads), static_cast<unsigned>(L.count)),
                 dim3(static_cast<unsigned>(L.head_dim)));
+}
+
+// ---- The append: one block per (KV head, sequence, side). ----
+
+constexpr int kAppendThreads = 128;
+static_assert(sizeof(AppendLaunch) <= 4096, "a kernel parameter holds at most 4 KiB");
+
+template <typename T>
+__device__ __forceinline__ T narrow_to(float x);
+template <>
+__device__ __forceinline__ float narrow_to<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half narrow_to<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow_to<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// As match_shared + append_matched for one vector (CodebookMode kNone or
+// kCalibrated, deferred exact rows): magnitude and direction; the table's
+// best entry in use (the lowest index among equals) codes it when its cosine
+// exceeds the threshold; otherwise it becomes the head's next exact row
+// (magnitude 1); a zero vector takes the zero code.
+template <typename TE, typename TM>
+__global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaunch L) {
+  __shared__ float s_x[kAppendMaxDim], s_dir[kAppendMaxDim];
+  __shared__ float s_best[kAppendThreads];
+  __shared__ int s_arg[kAppendThreads];
+  __shared__ int64_t s_row;
+  const int g = blockIdx.x, b = blockIdx.y, side = blockIdx.z, tid = threadIdx.x;
+  const int D = L.head_dim;
+  const AppendSequence& S = L.seq[b];
+  const AppendSide& A = S.side[side];
+  const AppendTable& T = L.table[side];
+  const int64_t n = S.column;
+
+  float sq = 0.f;
+  for (int i = tid; i < D; i += kAppendThreads) {
+    const float x = A.vectors[static_cast<int64_t>(g) * D + i];
+    s_x[i] = x;
+    sq += x * x;
+  }
+  s_best[tid] = sq;
+  __syncthreads();
+  for (int w = kAppendThreads / 2; w > 0; w /= 2) {
+    if (tid < w) s_best[tid] += s_best[tid + w];
+    __syncthreads();
+  }
+  const float mag = sqrtf(s_best[0]);
+  __syncthreads();  // s_best is reused below
+  for (int i = tid; i < D; i += kAppendThreads) s_dir[i] = mag > 0.f ? s_x[i] / mag : 0.f;
+  __syncthreads();
+
+  const int entries = T.rows != nullptr && mag > 0.f ? T.count[g] : 0;
+  float best = -INFINITY;
+  int arg = 0;
+  const TE* rows = entries > 0 ? static_cast<const TE*>(T.rows) + (T.shared ? 0 : g) * T.capacity * D
+                              : nullptr;
+  for (int e = tid; e < entries; e += kAppendThreads) {
+    float dot = 0.f;
+    for (int i = 0; i < D; ++i) dot += s_dir[i] * widen(rows[static_cast<int64_t>(e) * D + i]);
+    if (dot > best) {
+      best = dot;
+      arg = e;
+    }
+  }
+  s_best[tid] = best;
+  s_arg[tid] = arg;
+  __syncthreads();
+  for (int w = kAppendThreads / 2; w > 0; w /= 2) {
+    if (tid < w) {
+      const float o = s_best[tid + w];
+      if (o > s_best[tid] || (o == s_best[tid] && s_arg[tid + w] < s_arg[tid])) {
+        s_best[tid] = o;
+        s_arg[tid] = s_arg[tid + w];
+      }
+    }
+    __syncthreads();
+  }
+
+  if (tid == 0) {
+    int64_t code = INT32_MAX;  // the zero code
+    float stored = mag;
+    int64_t row = -1;
+    if (mag > 0.f) {
+      if (entries > 0 && s_best[0] > T.threshold) {
+        code = s_arg[0];
+      } else if (A.exact_used[g] < A.exact_capacity) {
+        row = A.exact_used[g];
+        A.exact_used[g] = row + 1;
+        code = -row - 1;
+        stored = 1.f;
+      } else {  // no room: the host sizes the table, so never; stay in bounds
+        stored = 0.f;
+      }
+    }
+    s_row = row;
+    if (A.code_bytes == 2) {
+      static_cast<int16_t*>(A.code)[g * A.code_stride + n] =
+          static_cast<int16_t>(code < INT16_MAX ? code : INT16_MAX);
+    } else {
+      static_cast<int32_t*>(A.code)[g * A.code_stride + n] = static_cast<int32_t>(code);
+    }
+    static_cast<TM*>(A.magnitude)[g * A.magnitude_stride + n] = narrow_to<TM>(stored);
+    if (side == 0) S.positions[g * S.positions_stride + n] = static_cast<int32_t>(L.query_positions[b]);
+  }
+  const int group = L.heads / L.kv_heads;
+  if (side == 0 && S.member != nullptr) {
+    for (int h = tid; h < group; h += kAppendThreads) S.member[(g * group + h) * S.member_stride + n] = true;
+  }
+  __syncthreads();
+  if (s_row >= 0) {
+    TE* out = static_cast<TE*>(A.exact) + (g * A.exact_capacity + s_row) * D;
+    for (int i = tid; i < D; i += kAppendThreads) out[i] = narrow_to<TE>(s_x[i]);
+  }
+}
+
+/// A kernel taking the append launch by value.
+using AppendKernel = void (*)(AppendLaunch);
+
+/// Checks `L` and queues the append through `launch(kernel, grid, block)`,
+/// as dispatch_decode does.
+template <class Launch>
+const char* dispatch_append(const AppendLaunch& L, Launch&& launch) {
+  if (L.count <= 0 || L.count > kDecodeMaxSequences) return "sequence count out of range";
+  if (L.kv_heads <= 0 || L.kv_heads > kAppendMaxKvHeads || L.heads % L.kv_heads != 0)
+    return "KV heads out of range";
+  if (L.head_dim <= 0 || L.head_dim > kAppendMaxDim) return "head_dim out of range";
+  AppendKernel kernel = nullptr;
+  if (L.magnitude_type == kDecodeFloat32) {
+    if (L.entry_type == kDecodeFloat32) kernel = decode_append<float, float>;
+    if (L.entry_type == kDecodeFloat16) kernel = decode_append<__half, float>;
+    if (L.entry_type == kDecodeBFloat16) kernel = decode_append<__nv_bfloat16, float>;
+  } else if (L.magnitude_type == kDecodeFloat16) {
+    if (L.entry_type == kDecodeFloat32) kernel = decode_append<float, __half>;
+    if (L.entry_type == kDecodeFloat16) kernel = decode_append<__half, __half>;
+    if (L.entry_type == kDecodeBFloat16) kernel = decode_append<__nv_bfloat16, __half>;
+  }
+  if (kernel == nullptr) return "entry or magnitude dtype not supported";
+  return launch(kernel,
+                dim3(static_cast<unsigned>(L.kv_heads), static_cast<unsigned>(L.count), 2u),
+                dim3(kAppendThreads));
 }
 
 }  // namespace

@@ -73,6 +73,57 @@ struct DecodeLaunch {
   int32_t entry_type = kDecodeFloat32, magnitude_type = kDecodeFloat32;
 };
 
+/// KV heads the fused append serves (its per-head entry counts travel in
+/// the launch).
+constexpr int kAppendMaxKvHeads = 64;
+/// Largest head_dim the fused append serves.
+constexpr int kAppendMaxDim = 256;
+
+/// The keys or the values of one sequence in a fused append: each KV head's
+/// new vector coded into column `column` (as append_matched codes it for
+/// CodebookMode kNone and kCalibrated, with deferred exact-row counts).
+struct AppendSide {
+  const float* vectors = nullptr;  ///< [kv, D] float32 (keys before RoPE)
+  void* code = nullptr;            ///< [kv, code_stride] int16 or int32
+  int64_t code_stride = 0;
+  int32_t code_bytes = 4;
+  void* magnitude = nullptr;  ///< [kv, magnitude_stride] float32 or float16
+  int64_t magnitude_stride = 0;
+  void* exact = nullptr;  ///< [kv, exact_capacity, D] in the entry dtype
+  int64_t exact_capacity = 0;
+  int64_t* exact_used = nullptr;  ///< [kv] rows in use, advanced by a miss
+};
+
+struct AppendSequence {
+  AppendSide side[2];            ///< keys, values
+  int64_t column = 0;            ///< where the new token goes in every table below
+  int32_t* positions = nullptr;  ///< [kv, positions_stride]
+  int64_t positions_stride = 0;
+  bool* member = nullptr;  ///< [heads, member_stride] or null
+  int64_t member_stride = 0;
+};
+
+/// A calibrated table of one side, its entries in use per KV head, and the
+/// cosine an entry must exceed to code a vector.
+struct AppendTable {
+  const void* rows = nullptr;  ///< [groups, capacity, D] or null (no table)
+  int64_t capacity = 0;
+  int32_t shared = 0;
+  int32_t count[kAppendMaxKvHeads] = {};
+  float threshold = 1;
+};
+
+/// One new token per sequence, both sides, one block per (KV head,
+/// sequence, side).
+struct AppendLaunch {
+  AppendSequence seq[kDecodeMaxSequences];
+  int32_t count = 0;
+  AppendTable table[2];                      ///< keys, values
+  const int64_t* query_positions = nullptr;  ///< [count] on the device
+  int32_t heads = 0, kv_heads = 0, head_dim = 0;
+  int32_t entry_type = kDecodeFloat32, magnitude_type = kDecodeFloat32;
+};
+
 /// Multiprocessors of CUDA device `device` (to size the split).
 int decode_multiprocessors(int device);
 
@@ -84,6 +135,10 @@ bool decode_kernel_runs_here();
 /// Queues both kernels on `stream` (a cudaStream_t); returns a CUDA error
 /// string, or nullptr when queued. Head dims 32, 64, 128 and 256 only.
 const char* launch_decode_attention(const DecodeLaunch& launch, void* stream);
+
+/// Queues the fused append on `stream`; returns a CUDA error string, or
+/// nullptr when queued.
+const char* launch_decode_append(const AppendLaunch& launch, void* stream);
 
 }  // namespace detail
 }  // namespace spindlekv
