@@ -148,13 +148,46 @@ void expect_same(const std::vector<at::Tensor>& got, const std::vector<at::Tenso
   }
 }
 
+// Launches of the fused kernels while it lives, by the names the host side
+// records them under (decode_attention.cpp).
+class KernelCalls {
+ public:
+  KernelCalls() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
+    counts().clear();
+  }
+  ~KernelCalls() { at::removeCallback(handle_); }
+  int64_t attention() const { return counts()["spindlekv::decode_attention_kernel"]; }
+  int64_t append() const { return counts()["spindlekv::decode_append_kernel"]; }
+
+ private:
+  static std::map<std::string, int64_t>& counts() {
+    static std::map<std::string, int64_t> c;
+    return c;
+  }
+  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
+    ++counts()[fn.name()];
+    return nullptr;
+  }
+  at::CallbackHandle handle_;
+};
+
+bool append_is_fused(const Case& c) {
+  return c.params.codebook == CodebookMode::kNone || c.params.codebook == CodebookMode::kCalibrated;
+}
+
 TEST(FusedDecode, MatchesTheAtenPathInEveryModeDtypeAndHeadSize) {
   SKIP_WITHOUT_KERNEL();
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.name);
     const std::vector<int64_t> lengths = {40, 57, 23};
-    expect_same(decode(c, true, lengths, 3, test_device()),
-                decode(c, false, lengths, 3, test_device()), c.name);
+    std::vector<at::Tensor> fused;
+    {
+      KernelCalls calls;  // the fused path served every step of both layers
+      fused = decode(c, true, lengths, 3, test_device());
+      EXPECT_EQ(calls.attention(), 3 * 2);
+      EXPECT_EQ(calls.append(), append_is_fused(c) ? 3 * 2 : 0);
+    }
+    expect_same(fused, decode(c, false, lengths, 3, test_device()), c.name);
   }
 }
 
@@ -212,13 +245,14 @@ class FusedDecodeEmulated : public ::testing::Test {
                              int64_t launches) {
     const int64_t before = testutil::emulated_decode_launches();
     const int64_t appends_before = testutil::emulated_append_launches();
+    KernelCalls calls;
     const auto fused = decode(c, true, lengths, steps, c10::kCPU);
     EXPECT_EQ(testutil::emulated_decode_launches() - before, launches * steps * 2)  // 2 layers
         << c.name << ": the fused attention did not serve every step";
-    const bool fused_append =
-        c.params.codebook == CodebookMode::kNone || c.params.codebook == CodebookMode::kCalibrated;
+    EXPECT_EQ(calls.attention(), launches * steps * 2) << c.name;
+    EXPECT_EQ(calls.append(), append_is_fused(c) ? launches * steps * 2 : 0) << c.name;
     EXPECT_EQ(testutil::emulated_append_launches() - appends_before,
-              fused_append ? launches * steps * 2 : 0)
+              append_is_fused(c) ? launches * steps * 2 : 0)
         << c.name << ": the fused append did not serve every step it applies to";
     expect_same(fused, decode(c, false, lengths, steps, c10::kCPU), c.name);
   }
@@ -229,6 +263,18 @@ TEST_F(FusedDecodeEmulated, KernelSourceMatchesTheAtenPathInEveryModeDtypeAndHea
     SCOPED_TRACE(c.name);
     expect_kernel_matches(c, {40, 57, 23}, 2, 1);
   }
+}
+
+TEST_F(FusedDecodeEmulated, ServesACacheWhoseDeviceNamesAnIndex) {
+  // A cache made for "cuda:0" holds tables whose device says "cuda:0" or
+  // "cuda": both kernels apply whichever way the device was named.
+  Case c{"calibrated/float32/d32", 4, 1, 32,
+         params(CodebookMode::kCalibrated, 0.4, StorageDtype::kFloat32)};
+  KernelCalls calls;
+  const auto indexed = decode(c, true, {20, 13}, 2, c10::Device(c10::kCPU, 0));
+  EXPECT_EQ(calls.attention(), 2 * 2);
+  EXPECT_EQ(calls.append(), 2 * 2);
+  expect_same(indexed, decode(c, false, {20, 13}, 2, c10::kCPU), c.name);
 }
 
 TEST_F(FusedDecodeEmulated, KernelSourceSplitOverSeveralBlocksMatchesTheAtenPath) {

@@ -264,7 +264,7 @@ bool fused_append_applies(CodebookMode mode, bool quantized, StorageDtype dtype,
   for (const CodebookTables* t : {&keys, &values}) {
     if (mode == CodebookMode::kCalibrated && t->calibrated_capacity() > 0 &&
         (t->calibrated.scalar_type() != entry || !t->calibrated.is_contiguous() ||
-         t->calibrated.device() != device || t->calibrated.size(2) != head_dim ||
+         t->calibrated.device().type() != device.type() || t->calibrated.size(2) != head_dim ||
          (t->calibrated.size(0) != 1 && t->calibrated.size(0) != kv)))
       return false;
   }
