@@ -94,6 +94,18 @@ class ScopeCalls {
     const auto it = state().counts.find(scope);
     return it == state().counts.end() ? 0 : it->second;
   }
+  // Calls in `scope` that read the device back (the host waits for it).
+  int64_t read_backs(const std::string& scope) const {
+    static const char* const kReadBack[] = {
+        "aten::item",  "aten::_local_scalar_dense", "aten::nonzero",  "aten::masked_select",
+        "aten::equal", "aten::is_nonzero",          "aten::allclose", "aten::_unique2"};
+    int64_t n = 0;
+    for (const char* name : kReadBack) {
+      const auto it = state().names[scope].find(name);
+      if (it != state().names[scope].end()) n += it->second;
+    }
+    return n;
+  }
   // "name xN, ..." of the calls counted in `scope`, most frequent first.
   std::string names(const std::string& scope) const {
     std::vector<std::pair<int64_t, std::string>> sorted;
@@ -312,8 +324,9 @@ void layer_bench(int64_t T, const std::vector<double>& batches, const std::vecto
   }
 
   std::vector<double> compress_seconds;  // per (ratio, mode), from the first batch
-  for (double bd : batches) {
+  for (const double& bd : batches) {
     const int64_t B = static_cast<int64_t>(bd);
+    const bool first_batch = &bd == &batches.front();
     size_t config = 0;
     // Dense bfloat16 reference: preallocated, the new token written in place.
     at::Tensor full_k = at::empty({B, kv, T + steps, d}, opts(at::kBFloat16));
@@ -365,6 +378,18 @@ void layer_bench(int64_t T, const std::vector<double>& batches, const std::vecto
           std::printf("  %-10s r=%.1f: skipped (compressing %lld sequences would take ~%.0f s)\n",
                       mode.name, r, (long long)B, t0 * B);
           continue;
+        }
+        if (first_batch) {  // the prefill's calls, counted on a cache of its own
+          CompressedCache probe(g, 1, parameters(mode.codebook, r), artifact, g_device);
+          ScopeCalls calls;
+          probe.prefill(0, 0, keys, values, window_att);
+          std::printf("  %-10s r=%.1f: prefill ATen calls %lld, of which read-backs %lld\n",
+                      mode.name, r, (long long)calls["spindlekv::prefill"],
+                      (long long)calls.read_backs("spindlekv::prefill"));
+          if (g_call_names) {
+            std::printf("  %-10s r=%.1f: prefill calls: %s\n", mode.name, r,
+                        calls.names("spindlekv::prefill").c_str());
+          }
         }
         for (int64_t b = 1; b < B; ++b) cache.prefill(b, 0, keys, values, window_att);
         at::Tensor host_pos = at::empty({B, 1}, at::kLong);
