@@ -228,6 +228,22 @@ TEST(FusedDecode, NeverTakenOnTheCpu) {
                                             impl.value_tables[0], c10::kCPU, 4, 32));
 }
 
+// What one side holds after the fused and the ATen appends: the same codes,
+// magnitudes and exact rows.
+void expect_same_side(const detail::CodedVectors& got, const detail::CodedVectors& want,
+                      const std::string& what) {
+  EXPECT_TRUE(at::equal(detail::codes_long(got), detail::codes_long(want))) << what << ": codes";
+  EXPECT_EQ(got.code.scalar_type(), want.code.scalar_type()) << what;
+  EXPECT_TRUE(at::allclose(got.magnitude.to(at::kFloat), want.magnitude.to(at::kFloat), 1e-5, 0))
+      << what << ": magnitudes";
+  const std::vector<int64_t> used = detail::exact_rows_in_use(got);
+  ASSERT_EQ(used, detail::exact_rows_in_use(want)) << what << ": exact rows in use";
+  for (size_t g = 0; g < used.size(); ++g) {
+    EXPECT_TRUE(at::equal(got.exact[g].narrow(0, 0, used[g]), want.exact[g].narrow(0, 0, used[g])))
+        << what << ": exact rows of head " << g;
+  }
+}
+
 // The kernels' own source on the CPU (emulated_decode_kernel.h), sized for 8
 // multiprocessors so that longer sequences split over several blocks.
 class FusedDecodeEmulated : public ::testing::Test {
@@ -277,6 +293,60 @@ TEST_F(FusedDecodeEmulated, ServesACacheWhoseDeviceNamesAnIndex) {
   expect_same(indexed, decode(c, false, {20, 13}, 2, c10::kCPU), c.name);
 }
 
+TEST_F(FusedDecodeEmulated, AppendWidensCodesAndCodesZeroVectorsAsTheAtenAppend) {
+  // A table of 40000 entries: its codes do not fit int16, so the first
+  // append widens the codes (held as int16 for float16 storage) to int32.
+  // Per step: a zero key (the zero code), a key on entry 35000 (a hit), and
+  // random values (misses: exact rows).
+  const int64_t kv = 2, d = 32, heads = 4, K = 40000;
+  at::manual_seed(3);
+  detail::CodebookTables keys_table, values_table;
+  keys_table.calibrated = at::randn({1, K, d});
+  keys_table.calibrated =  // in the entry dtype, as the cache holds it
+      (keys_table.calibrated / keys_table.calibrated.norm(2, -1, true)).to(at::kHalf);
+  keys_table.calibrated_sizes = {K};
+  keys_table.threshold = 0.5;
+  values_table = keys_table;
+  values_table.calibrated_sizes = {K / 2};  // entries past it are not in use
+  values_table.threshold = 0.95;            // random values miss
+  detail::SequenceLayer fused, aten;
+  for (detail::SequenceLayer* S : {&fused, &aten}) {
+    S->filled = true;
+    S->positions = at::empty({kv, 0}, at::kInt);
+    S->keys = detail::empty_coded(kv, d, at::TensorOptions(), StorageDtype::kFloat16);
+    S->values = detail::empty_coded(kv, d, at::TensorOptions(), StorageDtype::kFloat16);
+  }
+  ASSERT_EQ(fused.keys.code.scalar_type(), at::kShort);
+  for (int64_t step = 0; step < 3; ++step) {
+    at::Tensor k = at::zeros({1, kv, 1, d});
+    k[0][1][0] = 3.0 * keys_table.calibrated[0][35000].to(at::kFloat);
+    at::Tensor v = at::randn({1, kv, 1, d});
+    v[0][0][0] = 0.5 * values_table.calibrated[0][30000].to(at::kFloat);  // past the count
+    detail::fused_append({&fused}, keys_table, values_table, CodebookMode::kCalibrated, k, v,
+                         at::full({1, 1}, 7 + step, at::kLong), heads);
+    detail::append_coded(aten.keys, k[0], at::Tensor(), keys_table, CodebookMode::kCalibrated,
+                         false, /*defer_counts=*/true);
+    detail::append_coded(aten.values, v[0], at::Tensor(), values_table, CodebookMode::kCalibrated,
+                         false, /*defer_counts=*/true);
+    aten.positions = detail::append_columns(aten.positions_buffer, aten.positions,
+                                            at::full({kv, 1}, 7 + step, at::kInt));
+  }
+  EXPECT_EQ(fused.keys.code.scalar_type(), at::kInt);
+  const at::Tensor codes = detail::codes_long(fused.keys);
+  EXPECT_EQ(codes[0][0].item<int64_t>(), detail::kZeroCode);
+  EXPECT_EQ(codes[1][0].item<int64_t>(), 35000);
+  EXPECT_TRUE(at::equal(fused.positions, aten.positions));
+  expect_same_side(fused.keys, aten.keys, "keys");
+  expect_same_side(fused.values, aten.values, "values");
+  EXPECT_EQ(detail::exact_rows_in_use(fused.values), (std::vector<int64_t>{3, 3}));
+  // A table in another dtype than the rows is refused, not misread.
+  keys_table.calibrated = keys_table.calibrated.to(at::kFloat);
+  EXPECT_THROW(detail::fused_append({&fused}, keys_table, values_table, CodebookMode::kCalibrated,
+                                    at::randn({1, kv, 1, d}), at::randn({1, kv, 1, d}),
+                                    at::full({1, 1}, 10, at::kLong), heads),
+               Error);
+}
+
 TEST_F(FusedDecodeEmulated, KernelSourceSplitOverSeveralBlocksMatchesTheAtenPath) {
   // 8 multiprocessors, 2 sequences x 2 KV heads: 8 splits wanted, about
   // 350 and 150 slots held, so several splits per sequence, some empty.
@@ -291,22 +361,6 @@ TEST_F(FusedDecodeEmulated, KernelSourceOverMoreSequencesThanOneLaunchMatchesThe
   std::vector<int64_t> lengths;
   for (int64_t b = 0; b < 19; ++b) lengths.push_back(16 + 3 * b);
   expect_kernel_matches(c, lengths, 2, 2);
-}
-
-// What one side holds after the fused and the ATen appends: the same codes,
-// magnitudes and exact rows.
-void expect_same_side(const detail::CodedVectors& got, const detail::CodedVectors& want,
-                      const std::string& what) {
-  EXPECT_TRUE(at::equal(detail::codes_long(got), detail::codes_long(want))) << what << ": codes";
-  EXPECT_EQ(got.code.scalar_type(), want.code.scalar_type()) << what;
-  EXPECT_TRUE(at::allclose(got.magnitude.to(at::kFloat), want.magnitude.to(at::kFloat), 1e-5, 0))
-      << what << ": magnitudes";
-  const std::vector<int64_t> used = detail::exact_rows_in_use(got);
-  ASSERT_EQ(used, detail::exact_rows_in_use(want)) << what << ": exact rows in use";
-  for (size_t g = 0; g < used.size(); ++g) {
-    EXPECT_TRUE(at::equal(got.exact[g].narrow(0, 0, used[g]), want.exact[g].narrow(0, 0, used[g])))
-        << what << ": exact rows of head " << g;
-  }
 }
 
 TEST_F(FusedDecodeEmulated, AppendKernelStoresWhatTheAtenAppendStores) {

@@ -333,6 +333,13 @@ void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTable
   const c10::Device device = layers.front()->keys.code.device();
   const Target target(device);
   SKV_CHECK(target.append != nullptr, "fused append: no launcher for ", device);
+  const at::ScalarType entry = layers.front()->keys.exact.scalar_type();
+  for (const CodebookTables* t : {&keys, &values}) {
+    SKV_CHECK(mode != CodebookMode::kCalibrated || t->calibrated_capacity() == 0 ||
+                  (t->calibrated.scalar_type() == entry && t->calibrated.is_contiguous()),
+              "fused append: a calibrated table of dtype ", t->calibrated.scalar_type(),
+              " for exact rows of dtype ", entry, " (the kernel reads both as one)");
+  }
   const at::Tensor k = new_keys.to(device, at::kFloat).contiguous();
   const at::Tensor v = new_values.to(device, at::kFloat).contiguous();
   const at::Tensor positions = positions_in.to(device, at::kLong).reshape({B}).contiguous();
