@@ -1,4 +1,4 @@
-// The fused CUDA decode kernel (runtime/detail/decode_kernel.cu) against the
+// The fused CUDA decode kernels (runtime/detail/decode_kernels.cuh) against the
 // ATen path it replaces, on $SPINDLEKV_TEST_DEVICE: the same cache built
 // twice, one decoding with CompressionParameters::fused_decode, one
 // without. The GPU tests skip on the CPU and in a build without the kernel
@@ -171,9 +171,9 @@ class KernelCalls {
   at::CallbackHandle handle_;
 };
 
-bool append_is_fused(const Case& c) {
-  return c.params.codebook == CodebookMode::kNone || c.params.codebook == CodebookMode::kCalibrated;
-}
+// Launches of the fused append per layer and step: one per 8 sequences
+// (the cases quantise nothing, so every codebook mode takes it).
+int64_t append_launches(size_t sequences) { return (static_cast<int64_t>(sequences) + 7) / 8; }
 
 TEST(FusedDecode, MatchesTheAtenPathInEveryModeDtypeAndHeadSize) {
   SKIP_WITHOUT_KERNEL();
@@ -185,7 +185,7 @@ TEST(FusedDecode, MatchesTheAtenPathInEveryModeDtypeAndHeadSize) {
       KernelCalls calls;  // the fused path served every step of both layers
       fused = decode(c, true, lengths, 3, test_device());
       EXPECT_EQ(calls.attention(), 3 * 2);
-      EXPECT_EQ(calls.append(), append_is_fused(c) ? 3 * 2 : 0);
+      EXPECT_EQ(calls.append(), append_launches(lengths.size()) * 3 * 2);
     }
     expect_same(fused, decode(c, false, lengths, 3, test_device()), c.name);
   }
@@ -242,6 +242,16 @@ void expect_same_side(const detail::CodedVectors& got, const detail::CodedVector
     EXPECT_TRUE(at::equal(got.exact[g].narrow(0, 0, used[g]), want.exact[g].narrow(0, 0, used[g])))
         << what << ": exact rows of head " << g;
   }
+  // An entry is a unit direction, divided by a norm summed in another
+  // order: a 16-bit entry may round the other way (one unit in the last place).
+  const double tol = got.jit.scalar_type() == at::kFloat ? 1e-6 : 1e-2;
+  const std::vector<int64_t> entries = detail::jit_entries_in_use(got);
+  ASSERT_EQ(entries, detail::jit_entries_in_use(want)) << what << ": just-in-time entries";
+  for (size_t g = 0; g < entries.size(); ++g) {
+    EXPECT_TRUE(at::allclose(got.jit[g].narrow(0, 0, entries[g]).to(at::kFloat),
+                             want.jit[g].narrow(0, 0, entries[g]).to(at::kFloat), tol, tol))
+        << what << ": just-in-time entries of head " << g;
+  }
 }
 
 // The kernels' own source on the CPU (emulated_decode_kernel.h), sized for 8
@@ -255,8 +265,8 @@ class FusedDecodeEmulated : public ::testing::Test {
   void TearDown() override { detail::set_cpu_decode_launcher(nullptr); }
 
   // The fused and the ATen decode of `c` on the CPU agree, and the fused
-  // one made `launches` launches per layer and step (of the append too,
-  // where its codebook mode has no just-in-time stage).
+  // one made `launches` attention launches per layer and step (and the
+  // append's).
   void expect_kernel_matches(const Case& c, const std::vector<int64_t>& lengths, int64_t steps,
                              int64_t launches) {
     const int64_t before = testutil::emulated_decode_launches();
@@ -266,9 +276,9 @@ class FusedDecodeEmulated : public ::testing::Test {
     EXPECT_EQ(testutil::emulated_decode_launches() - before, launches * steps * 2)  // 2 layers
         << c.name << ": the fused attention did not serve every step";
     EXPECT_EQ(calls.attention(), launches * steps * 2) << c.name;
-    EXPECT_EQ(calls.append(), append_is_fused(c) ? launches * steps * 2 : 0) << c.name;
+    EXPECT_EQ(calls.append(), append_launches(lengths.size()) * steps * 2) << c.name;
     EXPECT_EQ(testutil::emulated_append_launches() - appends_before,
-              append_is_fused(c) ? launches * steps * 2 : 0)
+              append_launches(lengths.size()) * steps * 2)
         << c.name << ": the fused append did not serve every step it applies to";
     expect_same(fused, decode(c, false, lengths, steps, c10::kCPU), c.name);
   }
@@ -322,7 +332,7 @@ TEST_F(FusedDecodeEmulated, AppendWidensCodesAndCodesZeroVectorsAsTheAtenAppend)
     k[0][1][0] = 3.0 * keys_table.calibrated[0][35000].to(at::kFloat);
     at::Tensor v = at::randn({1, kv, 1, d});
     v[0][0][0] = 0.5 * values_table.calibrated[0][30000].to(at::kFloat);  // past the count
-    detail::fused_append({&fused}, keys_table, values_table, CodebookMode::kCalibrated, k, v,
+    detail::fused_append({&fused}, keys_table, values_table, CodebookMode::kCalibrated, false, k, v,
                          at::full({1, 1}, 7 + step, at::kLong), heads);
     detail::append_coded(aten.keys, k[0], at::Tensor(), keys_table, CodebookMode::kCalibrated,
                          false, /*defer_counts=*/true);
@@ -342,7 +352,7 @@ TEST_F(FusedDecodeEmulated, AppendWidensCodesAndCodesZeroVectorsAsTheAtenAppend)
   // A table in another dtype than the rows is refused, not misread.
   keys_table.calibrated = keys_table.calibrated.to(at::kFloat);
   EXPECT_THROW(detail::fused_append({&fused}, keys_table, values_table, CodebookMode::kCalibrated,
-                                    at::randn({1, kv, 1, d}), at::randn({1, kv, 1, d}),
+                                    false, at::randn({1, kv, 1, d}), at::randn({1, kv, 1, d}),
                                     at::full({1, 1}, 10, at::kLong), heads),
                Error);
 }
@@ -365,19 +375,30 @@ TEST_F(FusedDecodeEmulated, KernelSourceOverMoreSequencesThanOneLaunchMatchesThe
 
 TEST_F(FusedDecodeEmulated, AppendKernelStoresWhatTheAtenAppendStores) {
   // The append alone fused (the emulated attention is the slow part), for
-  // 66 steps: past the 64 deferred appends after which the exact-row counts
-  // are read back.
+  // 66 steps: past the 64 deferred appends after which the exact-row and
+  // just-in-time entry counts are read back; every codebook mode, the
+  // just-in-time ones extending their entries with each miss or not.
   detail::set_cpu_decode_launcher(nullptr, 8, testutil::emulated_append_launch);
-  const std::pair<CodebookMode, StorageDtype> variants[] = {
-      {CodebookMode::kNone, StorageDtype::kFloat32},
-      {CodebookMode::kCalibrated, StorageDtype::kFloat16},
-      {CodebookMode::kCalibrated, StorageDtype::kBFloat16}};
-  for (const auto& [mode, dtype] : variants) {
+  struct Variant {
+    CodebookMode mode;
+    StorageDtype dtype;
+    bool extend;
+  };
+  const Variant variants[] = {{CodebookMode::kNone, StorageDtype::kFloat32, true},
+                              {CodebookMode::kCalibrated, StorageDtype::kFloat16, true},
+                              {CodebookMode::kCalibrated, StorageDtype::kBFloat16, true},
+                              {CodebookMode::kJustInTime, StorageDtype::kFloat16, true},
+                              {CodebookMode::kHybrid, StorageDtype::kBFloat16, true},
+                              {CodebookMode::kJustInTime, StorageDtype::kFloat32, false}};
+  for (const Variant& variant : variants) {
+    const CodebookMode mode = variant.mode;
+    const StorageDtype dtype = variant.dtype;
     {
-      Case c{"append", 4, 2, 32, params(mode, 0.4, dtype)};
-      const std::string name =
-          std::string(mode == CodebookMode::kNone ? "eviction" : "calibrated") + "/" +
-          std::to_string(static_cast<int>(dtype));
+      Case c{"append", 2, 1, 32, params(mode, 0.4, dtype)};  // one KV head: half the blocks
+      c.params.extend_codebook_when_decoding = variant.extend;
+      const std::string name = std::string(to_string(mode)) + "/" +
+                               std::to_string(static_cast<int>(dtype)) +
+                               (variant.extend ? "/extending" : "");
       SCOPED_TRACE(name);
       const std::vector<int64_t> lengths = {30, 12, 21};
       std::unique_ptr<CompressedCache> fused, aten;
@@ -402,6 +423,14 @@ TEST_F(FusedDecodeEmulated, AppendKernelStoresWhatTheAtenAppendStores) {
           expect_same_side(f.keys, a.keys, what + ", keys");
           expect_same_side(f.values, a.values, what + ", values");
         }
+      }
+      // What the caches count (deferred counts read back) agrees too.
+      const MemoryReport fm = fused->memory(), am = aten->memory();
+      EXPECT_EQ(fm.held_bytes, am.held_bytes);
+      for (size_t l = 0; l < fm.layers.size(); ++l) {
+        EXPECT_EQ(fm.layers[l].jit_entry_bytes, am.layers[l].jit_entry_bytes) << l;
+        EXPECT_EQ(fm.layers[l].exact_bytes, am.layers[l].exact_bytes) << l;
+        EXPECT_EQ(fm.layers[l].distinct_entries, am.layers[l].distinct_entries) << l;
       }
     }
   }

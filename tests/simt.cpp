@@ -21,6 +21,7 @@ struct Barrier {
   int expected = 0;
   int arrived = 0;
   uint64_t generation = 0;  // barriers passed
+  int site = -1;            // the call site of this generation's first arrival
 };
 
 // The lanes of one warp that shuffle together (one mask): a barrier and two
@@ -102,9 +103,17 @@ const Dim3& block_dim() { return state().block; }
 const Dim3& grid_dim() { return state().grid; }
 int64_t switches() { return g_switches; }
 
-void sync_threads() {
+void sync_threads(int site) {
   State& s = state();
-  wait(s.block_barrier);
+  Barrier& b = s.block_barrier;
+  if (b.arrived == 0) {
+    b.site = site;
+  } else if (b.site != site) {
+    throw std::logic_error("simt: __syncthreads at line " + std::to_string(site) +
+                           " while other threads of block " + text(s.block_index) +
+                           " wait at line " + std::to_string(b.site) + " (divergent barrier)");
+  }
+  wait(b);
 }
 
 float shuffle_xor(unsigned mask, float value, int lane_mask) {

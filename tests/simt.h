@@ -30,8 +30,10 @@ const Dim3& block_index();
 const Dim3& block_dim();
 const Dim3& grid_dim();
 
-/// __syncthreads: waits for every thread of the block.
-void sync_threads();
+/// __syncthreads at source line `site`: waits for every thread of the
+/// block. Throws when threads meet at different call sites (a barrier in
+/// code the block does not take uniformly: undefined on a GPU).
+void sync_threads(int site);
 
 /// __shfl_xor_sync: `value` of lane (this lane ^ lane_mask) among the lanes
 /// of this warp set in `mask`, each of which must make the same call.
@@ -68,7 +70,7 @@ inline float __bfloat162float(__nv_bfloat16 x) { return static_cast<float>(x); }
 inline __half __float2half_rn(float x) { return __half(x); }  // c10: round to nearest even
 inline __nv_bfloat16 __float2bfloat16_rn(float x) { return __nv_bfloat16(x); }
 inline float __expf(float x) { return std::exp(x); }
-inline void __syncthreads() { spindlekv::simt::sync_threads(); }
+#define __syncthreads() ::spindlekv::simt::sync_threads(__LINE__)
 inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask) {
   return spindlekv::simt::shuffle_xor(mask, value, lane_mask);
 }

@@ -103,6 +103,20 @@ TEST(Simt, ThreadSkippingABarrierIsADeadlock) {
   EXPECT_EQ(ran, 6);
 }
 
+TEST(Simt, BarrierReachedFromTwoCallSitesIsRefused) {
+  // Each thread passes one barrier, but the block does not agree on which.
+  EXPECT_THROW(simt::run(
+                   [] {
+                     if (threadIdx.x < 4) {
+                       __syncthreads();
+                     } else {
+                       __syncthreads();
+                     }
+                   },
+                   dim3(1), dim3(8)),
+               std::logic_error);
+}
+
 TEST(Simt, ShuffleOutsideItsMaskAndBadShapesAreRefused) {
   EXPECT_THROW(simt::run([] { (void)__shfl_xor_sync(0xffffu, 1.f, 16); }, dim3(1), dim3(16)),
                std::logic_error);

@@ -32,7 +32,7 @@ CodeCounts count_codes(const detail::CodedVectors& c, const detail::CodebookTabl
     out.calibrated_distinct = std::get<0>(at::_unique(key.masked_select(cal))).numel();
     out.distinct += out.calibrated_distinct;
   }
-  for (int64_t j : c.jit_count) out.distinct += j;
+  for (int64_t j : detail::jit_entries_in_use(c)) out.distinct += j;
   for (int64_t e : detail::exact_rows_in_use(c)) out.distinct += e;
   return out;
 }
@@ -87,8 +87,8 @@ MemoryReport CompressedCache::memory() const {
         }
       }
       int64_t jit_entries = 0;
-      for (int64_t j : S.keys.jit_count) jit_entries += j;
-      for (int64_t j : S.values.jit_count) jit_entries += j;
+      for (int64_t j : detail::jit_entries_in_use(S.keys)) jit_entries += j;
+      for (int64_t j : detail::jit_entries_in_use(S.values)) jit_entries += j;
       m.jit_entry_bytes += jit_entries * vec;
       const CodeCounts kc = count_codes(S.keys, I.key_tables[l]);
       const CodeCounts vc = count_codes(S.values, I.value_tables[l]);

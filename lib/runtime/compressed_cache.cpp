@@ -458,7 +458,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     }
     if (fused_append) {
       detail::fused_append(appended, I.key_tables[layer], I.value_tables[layer], I.params.codebook,
-                           keys_pre_rope, values_in, positions, heads);
+                           extend, keys_pre_rope, values_in, positions, heads);
     }
   }
   RECORD_USER_SCOPE("spindlekv::decode_attend");

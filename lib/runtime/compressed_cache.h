@@ -72,9 +72,10 @@ struct CompressionParameters {
   /// theta becomes a new entry (the paper); otherwise it stays exact.
   bool extend_codebook_when_decoding = true;
   /// On a CUDA device of a CUDA build, a decode step of one new token per
-  /// sequence attends in one fused kernel over the whole batch
-  /// (runtime/detail/decode_kernel.cu); false takes the ATen reference path
-  /// (always taken on the CPU). An execution choice: not saved with a cache.
+  /// sequence codes the batch's new K/V in one fused kernel and attends in
+  /// another (runtime/detail/decode_kernels.cuh); false takes the ATen
+  /// reference path (always taken on the CPU). An execution choice: not
+  /// saved with a cache.
   bool fused_decode = true;
   /// What exact rows and codebook entries are held in, and the dense cache
   /// the memory ratio divides by (runtime/storage_cost.h). Attention is
@@ -194,8 +195,10 @@ class CompressedCache : public AttentionCache {
   /// engine keeps them, and nothing is decided on the host: no layer held as
   /// token ids (its K/V are checked against the table), no quantised exact
   /// rows, no just-in-time entries built while decoding
-  /// (extend_codebook_when_decoding). The exact rows' count is then read
-  /// back once per 64 decoded tokens.
+  /// (extend_codebook_when_decoding) unless the fused CUDA append builds
+  /// them (one token per sequence, CompressionParameters::fused_decode).
+  /// The counts of exact rows (and entries built) are then read back once
+  /// per 64 decoded tokens.
   at::Tensor append_and_attend(int64_t layer, const at::Tensor& queries,
                                const at::Tensor& keys_pre_rope, const at::Tensor& values,
                                const at::Tensor& positions) override;

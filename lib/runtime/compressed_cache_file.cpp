@@ -167,8 +167,8 @@ void CompressedCache::save(const std::string& path) const {
         const detail::SequenceLayer& S = I.sequences[b][l];
         seq["layers"].push_back({{"filled", S.filled},
                                  {"tokens_seen", S.tokens_seen},
-                                 {"key_jit_count", S.keys.jit_count},
-                                 {"value_jit_count", S.values.jit_count},
+                                 {"key_jit_count", detail::jit_entries_in_use(S.keys)},
+                                 {"value_jit_count", detail::jit_entries_in_use(S.values)},
                                  {"key_exact_count", detail::exact_rows_in_use(S.keys)},
                                  {"value_exact_count", detail::exact_rows_in_use(S.values)}});
         if (S.keys.quantized()) {
@@ -283,6 +283,8 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
             c->exact_count = layers[l].at(singular + "_exact_count").get<std::vector<int64_t>>();
             c->exact_used = at::Tensor();
             c->exact_unsettled = 0;
+            c->jit_used = at::Tensor();
+            c->jit_unsettled = 0;
             SKV_CHECK(c->exact.scalar_type() == detail::entry_scalar_type(I.params.storage_dtype) &&
                           c->jit.scalar_type() == c->exact.scalar_type() &&
                           c->magnitude.scalar_type() ==

@@ -228,6 +228,26 @@ void settle_exact_rows(CodedVectors& c) {
   c.exact_unsettled = 0;  // exact_used stays: it agrees with exact_count
 }
 
+int64_t jit_entries_bound(const CodedVectors& c) {
+  return c.jit_count.empty()
+             ? 0
+             : *std::max_element(c.jit_count.begin(), c.jit_count.end()) + c.jit_unsettled;
+}
+
+std::vector<int64_t> jit_entries_in_use(const CodedVectors& c) {
+  if (c.jit_unsettled == 0 || !c.jit_used.defined()) return c.jit_count;
+  const at::Tensor used = c.jit_used.to(at::kCPU).contiguous();
+  const int64_t* u = used.data_ptr<int64_t>();
+  return std::vector<int64_t>(u, u + used.numel());
+}
+
+void settle_jit_entries(CodedVectors& c) {
+  if (c.jit_unsettled == 0) return;
+  c.jit_count = jit_entries_in_use(c);
+  c.jit_unsettled = 0;
+  c.jit_used = at::Tensor();  // made again from jit_count by the next fused append
+}
+
 namespace {
 
 // The misses `open` [kv, t] become exact rows of `out` at places computed on
@@ -323,6 +343,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
   const int64_t kv = vectors.size(0), t = vectors.size(1);
   if (t == 0) return;
   const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
+  settle_jit_entries(out);  // entries a fused append built on the device
   // What is decided on the host: where a quantised table's rows go, which
   // just-in-time entries to build. Then the counts are read back first.
   const bool defer = defer_counts && !out.quantized() && !(use_jit && build_jit_from_misses) &&

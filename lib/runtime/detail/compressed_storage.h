@@ -56,7 +56,13 @@ struct CodedVectors {
   QuantizedRows quant;
   bool quantized() const { return quant.mode != KvQuantization::kNone; }
   at::Tensor jit;                  ///< [kv_heads, capacity, d] just-in-time entries
-  std::vector<int64_t> jit_count;  ///< entries in use per KV head
+  std::vector<int64_t> jit_count;  ///< entries in use per KV head, as last read on the host
+  /// As exact_used and exact_unsettled, for just-in-time entries a fused
+  /// decode append (decode_attention.h) built on the device: their count
+  /// per head [kv_heads] int64 there, and the slots appended since
+  /// jit_count was last brought up to date.
+  at::Tensor jit_used;
+  int64_t jit_unsettled = 0;
 };
 
 struct SequenceLayer {
@@ -205,6 +211,13 @@ std::vector<int64_t> exact_rows_in_use(const CodedVectors& coded);
 /// Brings exact_count up to date (one read from the device if any count is
 /// deferred).
 void settle_exact_rows(CodedVectors& coded);
+
+/// The same for just-in-time entries: a host-side bound on every head's
+/// entries in use, the entries in use per head (read back when deferred),
+/// and bringing jit_count up to date.
+int64_t jit_entries_bound(const CodedVectors& coded);
+std::vector<int64_t> jit_entries_in_use(const CodedVectors& coded);
+void settle_jit_entries(CodedVectors& coded);
 
 /// Dense vectors [kv_heads, slots, d] rebuilt from codes.
 at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);

@@ -252,7 +252,6 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
 bool fused_append_applies(CodebookMode mode, bool quantized, StorageDtype dtype,
                           const CodebookTables& keys, const CodebookTables& values,
                           const c10::Device& device, int64_t kv, int64_t head_dim) {
-  if (mode != CodebookMode::kNone && mode != CodebookMode::kCalibrated) return false;
   if (quantized || kv <= 0 || kv > kAppendMaxKvHeads || head_dim <= 0 || head_dim > kAppendMaxDim)
     return false;
   if (!device_runs_fused(device, /*append=*/true)) return false;
@@ -262,7 +261,7 @@ bool fused_append_applies(CodebookMode mode, bool quantized, StorageDtype dtype,
   if (!decode_type(entry, &type) || !decode_type(magnitude, &type) || magnitude == at::kBFloat16)
     return false;
   for (const CodebookTables* t : {&keys, &values}) {
-    if (mode == CodebookMode::kCalibrated && t->calibrated_capacity() > 0 &&
+    if (mode != CodebookMode::kNone && t->calibrated_capacity() > 0 &&
         (t->calibrated.scalar_type() != entry || !t->calibrated.is_contiguous() ||
          t->calibrated.device().type() != device.type() || t->calibrated.size(2) != head_dim ||
          (t->calibrated.size(0) != 1 && t->calibrated.size(0) != kv)))
@@ -277,7 +276,7 @@ namespace {
 // of append_matched for one new slot per head, room for it in every table,
 // and the kernel's view of them.
 AppendSide prepare_side(CodedVectors& c, const float* vectors, int64_t calibrated_capacity,
-                        const c10::Device& device) {
+                        bool use_jit, bool extend, const c10::Device& device) {
   if (c.exact_unsettled + 1 > kExactSettleSlots) settle_exact_rows(c);
   if (!c.exact_used.defined()) {
     c.exact_used =
@@ -285,9 +284,18 @@ AppendSide prepare_side(CodedVectors& c, const float* vectors, int64_t calibrate
   }
   c.exact = grow_rows(c.exact, exact_rows_bound(c) + 2).contiguous();
   c.exact_unsettled += 1;
+  if (use_jit) {  // the same bookkeeping for the entries an extension builds
+    if (c.jit_unsettled + 1 > kExactSettleSlots) settle_jit_entries(c);
+    if (!c.jit_used.defined()) {
+      c.jit_used = at::tensor(c.jit_count, at::kLong).to(device, at::kLong, /*non_blocking=*/true);
+    }
+    if (extend) {
+      c.jit = grow_rows(c.jit, jit_entries_bound(c) + 1).contiguous();
+      c.jit_unsettled += 1;
+    }
+  }
   const int64_t lowest = -exact_rows_bound(c);
-  const int64_t highest =
-      calibrated_capacity + *std::max_element(c.jit_count.begin(), c.jit_count.end());
+  const int64_t highest = calibrated_capacity + jit_entries_bound(c);
   if (c.code.scalar_type() == at::kShort &&
       !(lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16)) {
     c.code = codes_long(c).to(at::kInt);  // as append_codes widens them
@@ -304,13 +312,20 @@ AppendSide prepare_side(CodedVectors& c, const float* vectors, int64_t calibrate
   s.exact = c.exact.data_ptr();
   s.exact_capacity = c.exact.size(1);
   s.exact_used = c.exact_used.data_ptr<int64_t>();
+  if (use_jit && c.jit.size(1) > 0) {
+    s.jit = c.jit.data_ptr();
+    s.jit_capacity = c.jit.size(1);
+    s.jit_used = c.jit_used.data_ptr<int64_t>();
+  }
   return s;
 }
 
 AppendTable append_table(const CodebookTables& t, CodebookMode mode, int64_t kv) {
   AppendTable out;
   out.threshold = static_cast<float>(t.threshold);
-  if (mode != CodebookMode::kCalibrated || t.calibrated_capacity() == 0) return out;
+  out.jit_offset = t.calibrated_capacity();
+  const bool calibrated = mode == CodebookMode::kCalibrated || mode == CodebookMode::kHybrid;
+  if (!calibrated || t.calibrated_capacity() == 0) return out;
   out.rows = t.calibrated.data_ptr();
   out.capacity = t.calibrated_capacity();
   out.shared = t.shared() ? 1 : 0;
@@ -324,8 +339,9 @@ AppendTable append_table(const CodebookTables& t, CodebookMode mode, int64_t kv)
 }  // namespace
 
 void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTables& keys,
-                  const CodebookTables& values, CodebookMode mode, const at::Tensor& new_keys,
-                  const at::Tensor& new_values, const at::Tensor& positions_in, int64_t heads) {
+                  const CodebookTables& values, CodebookMode mode, bool extend,
+                  const at::Tensor& new_keys, const at::Tensor& new_values,
+                  const at::Tensor& positions_in, int64_t heads) {
   const int64_t B = new_keys.size(0), kv = new_keys.size(1), d = new_keys.size(3);
   SKV_CHECK(new_keys.size(2) == 1, "fused append takes one new token per sequence, got ",
             new_keys.size(2));
@@ -335,7 +351,7 @@ void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTable
   SKV_CHECK(target.append != nullptr, "fused append: no launcher for ", device);
   const at::ScalarType entry = layers.front()->keys.exact.scalar_type();
   for (const CodebookTables* t : {&keys, &values}) {
-    SKV_CHECK(mode != CodebookMode::kCalibrated || t->calibrated_capacity() == 0 ||
+    SKV_CHECK(mode == CodebookMode::kNone || t->calibrated_capacity() == 0 ||
                   (t->calibrated.scalar_type() == entry && t->calibrated.is_contiguous()),
               "fused append: a calibrated table of dtype ", t->calibrated.scalar_type(),
               " for exact rows of dtype ", entry, " (the kernel reads both as one)");
@@ -343,9 +359,12 @@ void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTable
   const at::Tensor k = new_keys.to(device, at::kFloat).contiguous();
   const at::Tensor v = new_values.to(device, at::kFloat).contiguous();
   const at::Tensor positions = positions_in.to(device, at::kLong).reshape({B}).contiguous();
-  for (int64_t start = 0; start < B; start += kDecodeMaxSequences) {
-    const int64_t count = std::min<int64_t>(kDecodeMaxSequences, B - start);
+  const bool use_jit = mode == CodebookMode::kJustInTime || mode == CodebookMode::kHybrid;
+  for (int64_t start = 0; start < B; start += kAppendMaxSequences) {
+    const int64_t count = std::min<int64_t>(kAppendMaxSequences, B - start);
     AppendLaunch L;
+    L.use_jit = use_jit ? 1 : 0;
+    L.extend = use_jit && extend ? 1 : 0;
     L.count = static_cast<int32_t>(count);
     for (int64_t i = 0; i < count; ++i) {
       SequenceLayer& S = *layers[start + i];
@@ -356,9 +375,9 @@ void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTable
                 S.keys.code.size(1), ", ", S.values.code.size(1), ")");
       q.column = n;
       q.side[0] = prepare_side(S.keys, k.data_ptr<float>() + (start + i) * kv * d,
-                               keys.calibrated_capacity(), device);
+                               keys.calibrated_capacity(), use_jit, extend, device);
       q.side[1] = prepare_side(S.values, v.data_ptr<float>() + (start + i) * kv * d,
-                               values.calibrated_capacity(), device);
+                               values.calibrated_capacity(), use_jit, extend, device);
       S.positions = extend_columns(S.positions_buffer, S.positions, 1);
       q.positions = S.positions.data_ptr<int32_t>();
       q.positions_stride = S.positions.stride(0);

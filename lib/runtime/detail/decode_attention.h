@@ -1,5 +1,6 @@
-// Internal: the fused decode attention of a CUDA build (decode_kernel.cu)
-// called on a CompressedCache's stored layers. Not installed.
+// Internal: the fused decode step of a CUDA build (decode_kernels.cuh,
+// queued by decode_kernel.cu): the append of the new K/V and the attention
+// over a CompressedCache's stored layers. Not installed.
 //   queries    [batch, heads, 1, head_dim] post-RoPE (any floating dtype)
 //   positions  [batch, 1] int64 on the cache's device
 //   cos, sin   [P, head_dim] float32 RoPE tables covering every position
@@ -40,23 +41,25 @@ at::Tensor fused_decode_attention(const std::vector<const SequenceLayer*>& layer
                                   int64_t sliding_window);
 
 /// Whether fused_append can code a decode step's new K/V on `device`:
-/// CodebookMode kNone or kCalibrated (no just-in-time stage), unquantised
-/// exact rows, at most 64 KV heads, head_dim at most 256, and the
-/// calibrated tables in the entry dtype of `dtype`. The caller also needs
-/// one new token per sequence and K/V that are not token ids.
+/// unquantised exact rows, at most 64 KV heads, head_dim at most 256, and
+/// the calibrated tables in the entry dtype of `dtype`. The caller also
+/// needs one new token per sequence and K/V that are not token ids.
 bool fused_append_applies(CodebookMode mode, bool quantized, StorageDtype dtype,
                           const CodebookTables& keys, const CodebookTables& values,
                           const c10::Device& device, int64_t kv, int64_t head_dim);
 
 /// Codes one new token per sequence into `layers` (filled ones, one per
-/// sequence) in one launch per 16 sequences, as append_matched does with
-/// deferred exact-row counts, and appends its position (and membership) to
-/// each. new_keys (before RoPE) and new_values [batch, kv, 1, head_dim},
+/// sequence) in one launch per 8 sequences, as append_matched does (with
+/// `extend` as its build_jit_from_misses) but with the exact-row and
+/// just-in-time entry counts left on the device (read back every
+/// kExactSettleSlots steps), and appends its position (and membership) to
+/// each. new_keys (before RoPE) and new_values [batch, kv, 1, head_dim],
 /// any floating dtype; positions [batch, 1] int64. Call only where
 /// fused_append_applies.
 void fused_append(const std::vector<SequenceLayer*>& layers, const CodebookTables& keys,
-                  const CodebookTables& values, CodebookMode mode, const at::Tensor& new_keys,
-                  const at::Tensor& new_values, const at::Tensor& positions, int64_t heads);
+                  const CodebookTables& values, CodebookMode mode, bool extend,
+                  const at::Tensor& new_keys, const at::Tensor& new_values,
+                  const at::Tensor& positions, int64_t heads);
 
 /// Queues one launch's kernels; returns an error string, or nullptr.
 using DecodeLauncher = const char* (*)(const DecodeLaunch& launch, void* stream);

@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
   __shared__ float s_x[kAppendMaxDim], s_dir[kAppendMaxDim];
   __shared__ float s_best[kAppendThreads];
   __shared__ int s_arg[kAppendThreads];
-  __shared__ int64_t s_row;
+  __shared__ int64_t s_row, s_jit;
   const int g = blockIdx.x, b = blockIdx.y, side = blockIdx.z, tid = threadIdx.x;
   const int D = L.head_dim;
   const AppendSequence& S = L.seq[b];
@@ -296,6 +296,9 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
   const AppendTable& T = L.table[side];
   const int64_t n = S.column;
 
+  // The head's just-in-time entries in use, read once: thread 0 advances
+  // the count below, after every thread has passed the barriers between.
+  if (tid == 0) s_jit = L.use_jit && A.jit != nullptr ? A.jit_used[g] : 0;
   float sq = 0.f;
   for (int i = tid; i < D; i += kAppendThreads) {
     const float x = A.vectors[static_cast<int64_t>(g) * D + i];
@@ -340,13 +343,57 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
     __syncthreads();
   }
 
+  // The just-in-time stage: the head's entries in use, where the table
+  // coded nothing.
+  bool coded = entries > 0 && s_best[0] > T.threshold;  // the same in every thread
+  int64_t hit = s_arg[0];
+  const int64_t jit_in_use = s_jit;
+  if (!coded && mag > 0.f && jit_in_use > 0) {
+    __syncthreads();  // every thread has read s_best[0] and s_arg[0]
+    best = -INFINITY;
+    arg = 0;
+    const TE* jrows = static_cast<const TE*>(A.jit) + g * A.jit_capacity * D;
+    for (int64_t e = tid; e < jit_in_use; e += kAppendThreads) {
+      float dot = 0.f;
+      for (int i = 0; i < D; ++i) dot += s_dir[i] * widen(jrows[e * D + i]);
+      if (dot > best) {
+        best = dot;
+        arg = static_cast<int>(e);
+      }
+    }
+    s_best[tid] = best;
+    s_arg[tid] = arg;
+    __syncthreads();
+    for (int w = kAppendThreads / 2; w > 0; w /= 2) {
+      if (tid < w) {
+        const float o = s_best[tid + w];
+        if (o > s_best[tid] || (o == s_best[tid] && s_arg[tid + w] < s_arg[tid])) {
+          s_best[tid] = o;
+          s_arg[tid] = s_arg[tid + w];
+        }
+      }
+      __syncthreads();
+    }
+    coded = s_best[0] > T.threshold;
+    hit = T.jit_offset + s_arg[0];
+  }
+  const bool extend = L.use_jit && L.extend && A.jit != nullptr;
+
   if (tid == 0) {
     int64_t code = INT32_MAX;  // the zero code
     float stored = mag;
     int64_t row = -1;
     if (mag > 0.f) {
-      if (entries > 0 && s_best[0] > T.threshold) {
-        code = s_arg[0];
+      if (coded) {
+        code = hit;
+      } else if (extend) {  // the vector's direction becomes the head's next entry
+        if (A.jit_used[g] < A.jit_capacity) {
+          row = A.jit_used[g];
+          A.jit_used[g] = row + 1;
+          code = T.jit_offset + row;
+        } else {  // no room: the host sizes the table, so never
+          stored = 0.f;
+        }
       } else if (A.exact_used[g] < A.exact_capacity) {
         row = A.exact_used[g];
         A.exact_used[g] = row + 1;
@@ -371,7 +418,10 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
     for (int h = tid; h < group; h += kAppendThreads) S.member[(g * group + h) * S.member_stride + n] = true;
   }
   __syncthreads();
-  if (s_row >= 0) {
+  if (s_row >= 0 && extend) {
+    TE* out = static_cast<TE*>(A.jit) + (g * A.jit_capacity + s_row) * D;
+    for (int i = tid; i < D; i += kAppendThreads) out[i] = narrow_to<TE>(s_dir[i]);
+  } else if (s_row >= 0) {
     TE* out = static_cast<TE*>(A.exact) + (g * A.exact_capacity + s_row) * D;
     for (int i = tid; i < D; i += kAppendThreads) out[i] = narrow_to<TE>(s_x[i]);
   }
@@ -384,7 +434,7 @@ using AppendKernel = void (*)(AppendLaunch);
 /// as dispatch_decode does.
 template <class Launch>
 const char* dispatch_append(const AppendLaunch& L, Launch&& launch) {
-  if (L.count <= 0 || L.count > kDecodeMaxSequences) return "sequence count out of range";
+  if (L.count <= 0 || L.count > kAppendMaxSequences) return "sequence count out of range";
   if (L.kv_heads <= 0 || L.kv_heads > kAppendMaxKvHeads || L.heads % L.kv_heads != 0)
     return "KV heads out of range";
   if (L.head_dim <= 0 || L.head_dim > kAppendMaxDim) return "head_dim out of range";

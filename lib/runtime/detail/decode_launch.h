@@ -1,6 +1,7 @@
-// Internal: the plain description of one fused decode-attention launch,
-// shared by the CUDA kernel (decode_kernel.cu, compiled by nvcc without
-// ATen) and its host side (decode_attention.cpp). Not installed.
+// Internal: the plain description of one fused decode launch (attention
+// or append), shared by the kernels (decode_kernels.cuh: compiled by nvcc
+// without ATen in decode_kernel.cu, or on the CPU under tests/simt.h) and
+// their host side (decode_attention.cpp). Not installed.
 //
 // Per sequence and layer, as compressed_storage.h stores them (kv = KV
 // heads, n = slots, D = head_dim, cap = a table's capacity in rows):
@@ -73,6 +74,9 @@ struct DecodeLaunch {
   int32_t entry_type = kDecodeFloat32, magnitude_type = kDecodeFloat32;
 };
 
+/// Sequences one fused append launch covers (its launch, too, travels as a
+/// kernel parameter).
+constexpr int kAppendMaxSequences = 8;
 /// KV heads the fused append serves (its per-head entry counts travel in
 /// the launch).
 constexpr int kAppendMaxKvHeads = 64;
@@ -80,8 +84,8 @@ constexpr int kAppendMaxKvHeads = 64;
 constexpr int kAppendMaxDim = 256;
 
 /// The keys or the values of one sequence in a fused append: each KV head's
-/// new vector coded into column `column` (as append_matched codes it for
-/// CodebookMode kNone and kCalibrated, with deferred exact-row counts).
+/// new vector coded into column `column` (as append_matched codes one
+/// vector, with deferred exact-row and just-in-time entry counts).
 struct AppendSide {
   const float* vectors = nullptr;  ///< [kv, D] float32 (keys before RoPE)
   void* code = nullptr;            ///< [kv, code_stride] int16 or int32
@@ -92,6 +96,9 @@ struct AppendSide {
   void* exact = nullptr;  ///< [kv, exact_capacity, D] in the entry dtype
   int64_t exact_capacity = 0;
   int64_t* exact_used = nullptr;  ///< [kv] rows in use, advanced by a miss
+  void* jit = nullptr;            ///< [kv, jit_capacity, D] in the entry dtype, or null
+  int64_t jit_capacity = 0;
+  int64_t* jit_used = nullptr;  ///< [kv] entries in use, advanced by an extension
 };
 
 struct AppendSequence {
@@ -111,13 +118,18 @@ struct AppendTable {
   int32_t shared = 0;
   int32_t count[kAppendMaxKvHeads] = {};
   float threshold = 1;
+  int64_t jit_offset = 0;  ///< the first just-in-time code: the table's capacity
 };
 
 /// One new token per sequence, both sides, one block per (KV head,
 /// sequence, side).
 struct AppendLaunch {
-  AppendSequence seq[kDecodeMaxSequences];
+  AppendSequence seq[kAppendMaxSequences];
   int32_t count = 0;
+  /// The just-in-time stage (CodebookMode kJustInTime, kHybrid): a vector
+  /// no calibrated entry codes is matched with its head's entries; a miss
+  /// becomes a new entry where `extend` is set, an exact row otherwise.
+  int32_t use_jit = 0, extend = 0;
   AppendTable table[2];                      ///< keys, values
   const int64_t* query_positions = nullptr;  ///< [count] on the device
   int32_t heads = 0, kv_heads = 0, head_dim = 0;
