@@ -517,6 +517,53 @@ int64_t fewest_append_calls(int64_t batch, int64_t steps) {
   return fewest;
 }
 
+TEST_F(FusedDecodeEmulated, AtenStepsBetweenFusedOnesLeaveTheSameCache) {
+  // Two-token steps take the ATen append (which builds entries from the
+  // host's counts) between one-token steps the fused append serves.
+  detail::set_cpu_decode_launcher(nullptr, 8, testutil::emulated_append_launch);
+  for (CodebookMode mode : {CodebookMode::kJustInTime, CodebookMode::kCalibrated}) {
+    SCOPED_TRACE(to_string(mode));
+    const ModelConfig config = testutil::tiny_config(2, 1, 32);
+    const CacheGeometry g = config.geometry();
+    const auto artifact = testutil::random_artifact(config, 7);
+    CompressionParameters p = params(mode, 0.4, StorageDtype::kFloat16);
+    std::unique_ptr<CompressedCache> caches[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      p.fused_decode = fused == 1;
+      caches[fused] = std::make_unique<CompressedCache>(g, 2, p, artifact);
+      CompressedCache& cache = *caches[fused];
+      at::manual_seed(13);
+      for (int64_t b = 0; b < 2; ++b) {
+        for (int64_t l = 0; l < g.num_layers; ++l) {
+          cache.prefill(b, l, at::randn({1, 10 + b, 32}), at::randn({1, 10 + b, 32}),
+                        at::softmax(at::randn({2, p.window, 10 + b}), -1));
+        }
+      }
+      int64_t position = 11;
+      for (int64_t t : {1, 1, 2, 1, 1, 2, 1}) {
+        at::Tensor positions = at::empty({2, t}, at::kLong);
+        for (int64_t i = 0; i < t; ++i) positions.select(1, i).fill_(position + i);
+        for (int64_t l = 0; l < g.num_layers; ++l) {
+          cache.append_and_attend(l, at::randn({2, 2, t, 32}), at::randn({2, 1, t, 32}),
+                                  at::randn({2, 1, t, 32}), positions);
+        }
+        cache.advance(t);
+        position += t;
+      }
+    }
+    const auto& F = detail::CacheAccess::impl(*caches[1]);
+    const auto& A = detail::CacheAccess::impl(*caches[0]);
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t l = 0; l < g.num_layers; ++l) {
+        const std::string what = "sequence " + std::to_string(b) + ", layer " + std::to_string(l);
+        EXPECT_TRUE(at::equal(F.sequences[b][l].positions, A.sequences[b][l].positions)) << what;
+        expect_same_side(F.sequences[b][l].keys, A.sequences[b][l].keys, what + ", keys");
+        expect_same_side(F.sequences[b][l].values, A.sequences[b][l].values, what + ", values");
+      }
+    }
+  }
+}
+
 TEST_F(FusedDecodeEmulated, AFusedAppendsCallsDoNotGrowWithTheBatch) {
   detail::set_cpu_decode_launcher(nullptr, 8, testutil::emulated_append_launch);
   const int64_t one = fewest_append_calls(1, 6), six = fewest_append_calls(6, 6);

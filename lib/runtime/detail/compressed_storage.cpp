@@ -242,10 +242,11 @@ std::vector<int64_t> jit_entries_in_use(const CodedVectors& c) {
 }
 
 void settle_jit_entries(CodedVectors& c) {
-  if (c.jit_unsettled == 0) return;
-  c.jit_count = jit_entries_in_use(c);
+  if (c.jit_unsettled > 0) c.jit_count = jit_entries_in_use(c);
   c.jit_unsettled = 0;
-  c.jit_used = at::Tensor();  // made again from jit_count by the next fused append
+  // Made again from jit_count by the next fused append: whoever settles may
+  // change jit_count (append_matched builds entries).
+  c.jit_used = at::Tensor();
 }
 
 namespace {

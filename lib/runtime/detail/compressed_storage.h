@@ -214,7 +214,8 @@ void settle_exact_rows(CodedVectors& coded);
 
 /// The same for just-in-time entries: a host-side bound on every head's
 /// entries in use, the entries in use per head (read back when deferred),
-/// and bringing jit_count up to date.
+/// and bringing jit_count up to date (dropping jit_used, so that the host
+/// may change jit_count after it).
 int64_t jit_entries_bound(const CodedVectors& coded);
 std::vector<int64_t> jit_entries_in_use(const CodedVectors& coded);
 void settle_jit_entries(CodedVectors& coded);
