@@ -37,11 +37,14 @@ export SPINDLEKV_TEST_DEVICE=${SPINDLEKV_TEST_DEVICE:-cuda}
 status=0
 (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) > "$LOGS/ctest.log" 2>&1 || status=$?
 grep -E "tests passed|tests failed|Failed|\*\*\*" "$LOGS/ctest.log" | tail -n 30
-# The device tests must have run, not skipped.
-if grep -E "DeviceParity.*(Skipped|Not Run)" "$LOGS/ctest.log"; then
+# The device tests must have run, not skipped: the parity tests, and the
+# fused kernels' tests (they skip in a build without SPINDLEKV_CUDA).
+if grep -E "(DeviceParity|FusedDecode)\..*(Skipped|Not Run)" "$LOGS/ctest.log"; then
   echo "gpu_check: the device tests skipped on $SPINDLEKV_TEST_DEVICE" >&2
   status=1
 fi
+grep -q "fused CUDA decode kernel ON" "$LOGS/configure.log" ||
+  { echo "gpu_check: the build has no fused CUDA kernels (SPINDLEKV_CUDA is off)" >&2; status=1; }
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   PYTHONUNBUFFERED=1 python3 bench/hf_peer.py "$BUILD/hf-model" "$LOGS/hf_peer.json" \
     > "$LOGS/hf_peer.log" 2>&1 || { echo "gpu_check: hf_peer.py failed"; tail -n 20 "$LOGS/hf_peer.log"; }
