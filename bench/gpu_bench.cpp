@@ -94,7 +94,9 @@ class ScopeCalls {
     const auto it = state().counts.find(scope);
     return it == state().counts.end() ? 0 : it->second;
   }
-  // Calls in `scope` that read the device back (the host waits for it).
+  // Calls in `scope` that read the device back (the host waits for it), by
+  // name: a copy to the host (`.to(kCPU)`) is one too but is not told apart
+  // from other conversions here, so this is a lower bound.
   int64_t read_backs(const std::string& scope) const {
     static const char* const kReadBack[] = {
         "aten::item",  "aten::_local_scalar_dense", "aten::nonzero",  "aten::masked_select",
