@@ -7,7 +7,7 @@
 # the kernel object defines what the host side calls, and that no kernel
 # spills registers. Links and runs nothing: Debian's LibTorch has no
 # c10_cuda. The kernels' arithmetic is tested on the CPU instead
-# (FusedDecodeEmulated in tests/fused_decode_test.cpp). Skips (exit 77,
+# (tests/fused_decode_emulated_test.cpp). Skips (exit 77,
 # ctest's skip code) where nvcc is missing. ctest runs it as
 # cuda_compile_check in every build that is not itself a CUDA build.
 #   bash scripts/cuda_compile_check.sh [BUILD]   (default build)

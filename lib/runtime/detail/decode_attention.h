@@ -67,7 +67,7 @@ using AppendLauncher = const char* (*)(const AppendLaunch& launch, void* stream)
 
 /// For tests: makes the fused path serve CPU caches too, each attention
 /// launch run by `launcher` and each append by `append`
-/// (tests/fused_decode_test.cpp runs the kernels' own source under a CPU
+/// (tests/fused_decode_emulated_test.cpp runs the kernels' own source under a CPU
 /// emulation of CUDA, tests/simt.h), with the split sized for
 /// `multiprocessors`. A null launcher (the default) leaves its half to the
 /// ATen path. Not thread-safe: set them where no cache is decoding.

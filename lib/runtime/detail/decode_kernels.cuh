@@ -11,7 +11,8 @@
 //
 // Device code only, and only CUDA's vocabulary: decode_kernel.cu compiles it
 // with nvcc; tests/simt.h defines that vocabulary on the CPU so that
-// tests/fused_decode_test.cpp runs this same source in CI, which has no GPU.
+// tests/fused_decode_emulated_test.cpp runs this same source in CI, which
+// has no GPU.
 // Include it in one translation unit per binary (its kernels have internal
 // linkage). Not installed.
 #pragma once
