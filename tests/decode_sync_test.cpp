@@ -14,6 +14,7 @@
 #include <string>
 
 #include "device_util.h"
+#include "op_counter.h"
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/cache_access.h"
@@ -23,29 +24,7 @@
 namespace spindlekv {
 namespace {
 
-// Operations issued while it lives, by name (the test's thread only).
-class OpCounter {
- public:
-  OpCounter() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
-    counts().clear();
-  }
-  ~OpCounter() { at::removeCallback(handle_); }
-  int operator[](const std::string& name) const {
-    auto it = counts().find(name);
-    return it == counts().end() ? 0 : it->second;
-  }
-
- private:
-  static std::map<std::string, int>& counts() {
-    static std::map<std::string, int> c;
-    return c;
-  }
-  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
-    ++counts()[fn.name()];
-    return nullptr;
-  }
-  at::CallbackHandle handle_;
-};
+using testutil::OpCounter;
 
 // Operations that read the device back, issued while it lives.
 class ReadBackCounter {

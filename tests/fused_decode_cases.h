@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "device_util.h"
+#include "op_counter.h"
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/compressed_storage.h"
@@ -138,23 +139,11 @@ inline void expect_same(const std::vector<at::Tensor>& got, const std::vector<at
 // records them under (decode_attention.cpp).
 class KernelCalls {
  public:
-  KernelCalls() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count))) {
-    counts().clear();
-  }
-  ~KernelCalls() { at::removeCallback(handle_); }
-  int64_t attention() const { return counts()["spindlekv::decode_attention_kernel"]; }
-  int64_t append() const { return counts()["spindlekv::decode_append_kernel"]; }
+  int64_t attention() const { return ops_["spindlekv::decode_attention_kernel"]; }
+  int64_t append() const { return ops_["spindlekv::decode_append_kernel"]; }
 
  private:
-  static std::map<std::string, int64_t>& counts() {
-    static std::map<std::string, int64_t> c;
-    return c;
-  }
-  static std::unique_ptr<at::ObserverContext> count(const at::RecordFunction& fn) {
-    ++counts()[fn.name()];
-    return nullptr;
-  }
-  at::CallbackHandle handle_;
+  OpCounter ops_;
 };
 
 // Launches of the fused append per layer and step: one per 8 sequences
