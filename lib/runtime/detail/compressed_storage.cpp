@@ -26,9 +26,7 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   }
   at::Tensor unused;  // [kv, 1, K] bool: entries past a head's count
   if (!all_in_use) {
-    // A host-to-device copy that does not wait for the device.
-    const at::Tensor limit =
-        at::tensor(per_head, at::kLong).to(dirs.device(), at::kLong, /*non_blocking=*/true);
+    const at::Tensor limit = device_counts(per_head, dirs.device());
     unused =
         at::arange(K, dirs.options().dtype(at::kLong)).view({1, 1, K}) >= limit.view({kv, 1, 1});
   }
@@ -146,10 +144,25 @@ at::Tensor Workspace::take(at::Tensor& buffer, int64_t a, int64_t b, int64_t c,
   return buffer.narrow(0, 0, need).view({a, b, c});
 }
 
+namespace {
+
+// Counts per KV head kept on the host (`host`, as last read) and on the
+// device (`used`, ahead of `host` by at most `unsettled` per head).
+int64_t counts_bound(const std::vector<int64_t>& host, int64_t unsettled) {
+  return host.empty() ? 0 : *std::max_element(host.begin(), host.end()) + unsettled;
+}
+
+std::vector<int64_t> counts_in_use(const std::vector<int64_t>& host, int64_t unsettled,
+                                   const at::Tensor& used) {
+  if (unsettled == 0 || !used.defined()) return host;
+  const at::Tensor u = used.to(at::kCPU).contiguous();
+  return std::vector<int64_t>(u.data_ptr<int64_t>(), u.data_ptr<int64_t>() + u.numel());
+}
+
+}  // namespace
+
 int64_t exact_rows_bound(const CodedVectors& c) {
-  return c.exact_count.empty()
-             ? 0
-             : *std::max_element(c.exact_count.begin(), c.exact_count.end()) + c.exact_unsettled;
+  return counts_bound(c.exact_count, c.exact_unsettled);
 }
 
 at::Tensor exact_table(const CodedVectors& c, at::Tensor* scratch) {
@@ -195,19 +208,23 @@ at::Tensor codes_long(const CodedVectors& c) {
   return code;
 }
 
-void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, int64_t highest) {
+void fit_codes(CodedVectors& out, int64_t lowest, int64_t highest) {
   // Codes start int16 where the storage dtype allows it (empty_coded); the
-  // caller's bounds decide, so no code is read back from the device. Every
-  // code but kZeroCode lies below kZeroCode16 then, so clamping maps exactly
-  // kZeroCode to kZeroCode16; the copy into the buffer narrows the dtype.
-  const bool fits = out.code.scalar_type() == at::kShort &&
-                    lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16;
-  if (fits) {
-    out.code = append_columns(out.code_buffer, out.code, codes.clamp_max(kZeroCode16));
-    return;
+  // caller's bounds decide, so no code is read back from the device.
+  if (out.code.scalar_type() == at::kShort &&
+      !(lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16)) {
+    out.code = codes_long(out).to(at::kInt);
   }
-  if (out.code.scalar_type() == at::kShort) out.code = codes_long(out).to(at::kInt);
-  out.code = append_columns(out.code_buffer, out.code, codes);  // kZeroCode fits int32
+}
+
+void append_codes(CodedVectors& out, const at::Tensor& codes, int64_t lowest, int64_t highest) {
+  fit_codes(out, lowest, highest);
+  // While codes are int16, every code but kZeroCode lies below kZeroCode16,
+  // so clamping maps exactly kZeroCode to kZeroCode16; the copy into the
+  // buffer narrows the dtype. kZeroCode fits int32.
+  out.code =
+      append_columns(out.code_buffer, out.code,
+                     out.code.scalar_type() == at::kShort ? codes.clamp_max(kZeroCode16) : codes);
 }
 
 void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
@@ -215,11 +232,13 @@ void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
   out.magnitude = append_columns(out.magnitude_buffer, out.magnitude, magnitudes);
 }
 
+at::Tensor device_counts(const std::vector<int64_t>& counts, const c10::Device& device) {
+  // A host-to-device copy that does not wait for the device.
+  return at::tensor(counts, at::kLong).to(device, at::kLong, /*non_blocking=*/true);
+}
+
 std::vector<int64_t> exact_rows_in_use(const CodedVectors& c) {
-  if (c.exact_unsettled == 0 || !c.exact_used.defined()) return c.exact_count;
-  const at::Tensor used = c.exact_used.to(at::kCPU).contiguous();
-  const int64_t* u = used.data_ptr<int64_t>();
-  return std::vector<int64_t>(u, u + used.numel());
+  return counts_in_use(c.exact_count, c.exact_unsettled, c.exact_used);
 }
 
 void settle_exact_rows(CodedVectors& c) {
@@ -229,16 +248,11 @@ void settle_exact_rows(CodedVectors& c) {
 }
 
 int64_t jit_entries_bound(const CodedVectors& c) {
-  return c.jit_count.empty()
-             ? 0
-             : *std::max_element(c.jit_count.begin(), c.jit_count.end()) + c.jit_unsettled;
+  return counts_bound(c.jit_count, c.jit_unsettled);
 }
 
 std::vector<int64_t> jit_entries_in_use(const CodedVectors& c) {
-  if (c.jit_unsettled == 0 || !c.jit_used.defined()) return c.jit_count;
-  const at::Tensor used = c.jit_used.to(at::kCPU).contiguous();
-  const int64_t* u = used.data_ptr<int64_t>();
-  return std::vector<int64_t>(u, u + used.numel());
+  return counts_in_use(c.jit_count, c.jit_unsettled, c.jit_used);
 }
 
 void settle_jit_entries(CodedVectors& c) {
@@ -263,8 +277,7 @@ at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& rows, cons
                                  const at::Tensor& head) {
   const int64_t kv = open.size(0), t = open.size(1);
   if (!out.exact_used.defined()) {
-    out.exact_used =
-        at::tensor(out.exact_count, at::kLong).to(open.device(), at::kLong, /*non_blocking=*/true);
+    out.exact_used = device_counts(out.exact_count, open.device());
   }
   const at::Tensor row = out.exact_used.view({kv, 1}) + rank;  // [kv, t]
   // Rows in use stay below `bound`; slot `bound` (never in use) takes every

@@ -115,6 +115,11 @@ int64_t allocated_bytes(const at::Tensor& view, const at::Tensor& buffer);
 /// stored width.
 at::Tensor codes_long(const CodedVectors& coded);
 
+/// Widens the codes `out` holds to int32 unless they are int16 and every
+/// code to come, in [lowest, highest] (kZeroCode aside), fits int16 below
+/// kZeroCode16. The bounds come from the caller's host-side counts.
+void fit_codes(CodedVectors& out, int64_t lowest, int64_t highest);
+
 /// Appends codes [kv_heads, t] int64 (kZeroCode for zero slots) to `out`:
 /// as int16 while `out` holds int16 codes (empty_coded starts so where
 /// storage_cost.h says) and every code lies in [lowest, highest] within
@@ -211,6 +216,10 @@ std::vector<int64_t> exact_rows_in_use(const CodedVectors& coded);
 /// Brings exact_count up to date (one read from the device if any count is
 /// deferred).
 void settle_exact_rows(CodedVectors& coded);
+
+/// `counts` (one per KV head) as a [kv_heads] int64 tensor on `device`,
+/// copied without waiting for the device.
+at::Tensor device_counts(const std::vector<int64_t>& counts, const c10::Device& device);
 
 /// The same for just-in-time entries: a host-side bound on every head's
 /// entries in use, the entries in use per head (read back when deferred),

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "core/error.h"
 #include "runtime/detail/decode_launch.h"
@@ -278,28 +277,18 @@ namespace {
 AppendSide prepare_side(CodedVectors& c, const float* vectors, int64_t calibrated_capacity,
                         bool use_jit, bool extend, const c10::Device& device) {
   if (c.exact_unsettled + 1 > kExactSettleSlots) settle_exact_rows(c);
-  if (!c.exact_used.defined()) {
-    c.exact_used =
-        at::tensor(c.exact_count, at::kLong).to(device, at::kLong, /*non_blocking=*/true);
-  }
+  if (!c.exact_used.defined()) c.exact_used = device_counts(c.exact_count, device);
   c.exact = grow_rows(c.exact, exact_rows_bound(c) + 2).contiguous();
   c.exact_unsettled += 1;
   if (use_jit) {  // the same bookkeeping for the entries an extension builds
     if (c.jit_unsettled + 1 > kExactSettleSlots) settle_jit_entries(c);
-    if (!c.jit_used.defined()) {
-      c.jit_used = at::tensor(c.jit_count, at::kLong).to(device, at::kLong, /*non_blocking=*/true);
-    }
+    if (!c.jit_used.defined()) c.jit_used = device_counts(c.jit_count, device);
     if (extend) {
       c.jit = grow_rows(c.jit, jit_entries_bound(c) + 1).contiguous();
       c.jit_unsettled += 1;
     }
   }
-  const int64_t lowest = -exact_rows_bound(c);
-  const int64_t highest = calibrated_capacity + jit_entries_bound(c);
-  if (c.code.scalar_type() == at::kShort &&
-      !(lowest >= std::numeric_limits<int16_t>::min() && highest < kZeroCode16)) {
-    c.code = codes_long(c).to(at::kInt);  // as append_codes widens them
-  }
+  fit_codes(c, -exact_rows_bound(c), calibrated_capacity + jit_entries_bound(c));
   c.code = extend_columns(c.code_buffer, c.code, 1);
   c.magnitude = extend_columns(c.magnitude_buffer, c.magnitude, 1);
   AppendSide s;

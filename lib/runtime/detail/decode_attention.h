@@ -24,9 +24,10 @@ struct AppendLaunch;
 bool fused_decode_built();
 
 /// Whether the fused kernel can attend over `layers` (one per sequence) on
-/// `device`: a CUDA build and device (or the CPU with a CPU launcher set), head_dim 32, 64, 128 or
-/// 256, at most 8 query heads per KV head, no quantised exact rows, every table in the entry dtype.
-/// Otherwise the caller takes the ATen path.
+/// `device`: a CUDA build and device (or the CPU with a CPU launcher set),
+/// head_dim 32, 64, 128 or 256, at most 8 query heads per KV head, no
+/// quantised exact rows, every table in the entry dtype. Otherwise the
+/// caller takes the ATen path.
 bool fused_decode_applies(const std::vector<const SequenceLayer*>& layers,
                           const CodebookTables& keys, const CodebookTables& values,
                           const c10::Device& device, int64_t heads, int64_t head_dim);

@@ -23,25 +23,28 @@ bool decode_kernel_runs_here() {
   return runs;
 }
 
-const char* launch_decode_attention(const DecodeLaunch& L, void* stream_ptr) {
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  // cudaLaunchKernel copies the arguments when it queues the launch.
-  void* args[] = {const_cast<DecodeLaunch*>(&L)};
-  return dispatch_decode(L, [&](DecodeKernel kernel, dim3 grid, dim3 block) -> const char* {
-    const cudaError_t e =
-        cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, args, 0, stream);
+namespace {
+
+// A dispatcher's launch function queuing a kernel that takes `launch` by
+// value on `stream`. cudaLaunchKernel copies the arguments when it queues.
+template <class Launch>
+auto on_stream(const Launch& launch, void* stream) {
+  return [&launch, stream](void (*kernel)(Launch), dim3 grid, dim3 block) -> const char* {
+    void* args[] = {const_cast<Launch*>(&launch)};
+    const cudaError_t e = cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block,
+                                           args, 0, static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
-  });
+  };
 }
 
-const char* launch_decode_append(const AppendLaunch& L, void* stream_ptr) {
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  void* args[] = {const_cast<AppendLaunch*>(&L)};
-  return dispatch_append(L, [&](AppendKernel kernel, dim3 grid, dim3 block) -> const char* {
-    const cudaError_t e =
-        cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, args, 0, stream);
-    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
-  });
+}  // namespace
+
+const char* launch_decode_attention(const DecodeLaunch& L, void* stream) {
+  return dispatch_decode(L, on_stream(L, stream));
+}
+
+const char* launch_decode_append(const AppendLaunch& L, void* stream) {
+  return dispatch_append(L, on_stream(L, stream));
 }
 
 }  // namespace detail

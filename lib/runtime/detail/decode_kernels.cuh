@@ -279,6 +279,39 @@ __device__ __forceinline__ __nv_bfloat16 narrow_to<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// The row of `rows` [count, D] nearest the block's direction `s_dir` (the
+// largest dot product, the lowest index among equals; -inf and 0 when
+// count is 0), left in s_best[0] and s_arg[0] for every thread. Each thread
+// takes rows tid, tid + kAppendThreads, ...; call from every thread.
+template <typename TE>
+__device__ __forceinline__ void block_nearest(const TE* rows, int64_t count, int D,
+                                              const float* s_dir, float* s_best, int* s_arg,
+                                              int tid) {
+  float best = -INFINITY;
+  int arg = 0;
+  for (int64_t e = tid; e < count; e += kAppendThreads) {
+    float dot = 0.f;
+    for (int i = 0; i < D; ++i) dot += s_dir[i] * widen(rows[e * D + i]);
+    if (dot > best) {
+      best = dot;
+      arg = static_cast<int>(e);
+    }
+  }
+  s_best[tid] = best;
+  s_arg[tid] = arg;
+  __syncthreads();
+  for (int w = kAppendThreads / 2; w > 0; w /= 2) {
+    if (tid < w) {
+      const float o = s_best[tid + w];
+      if (o > s_best[tid] || (o == s_best[tid] && s_arg[tid + w] < s_arg[tid])) {
+        s_best[tid] = o;
+        s_arg[tid] = s_arg[tid + w];
+      }
+    }
+    __syncthreads();
+  }
+}
+
 // As match_shared + append_matched for one vector (CodebookMode kNone or
 // kCalibrated, deferred exact rows): magnitude and direction; the table's
 // best entry in use (the lowest index among equals) codes it when its cosine
@@ -318,31 +351,9 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
   __syncthreads();
 
   const int entries = T.rows != nullptr && mag > 0.f ? T.count[g] : 0;
-  float best = -INFINITY;
-  int arg = 0;
   const TE* rows = entries > 0 ? static_cast<const TE*>(T.rows) + (T.shared ? 0 : g) * T.capacity * D
                               : nullptr;
-  for (int e = tid; e < entries; e += kAppendThreads) {
-    float dot = 0.f;
-    for (int i = 0; i < D; ++i) dot += s_dir[i] * widen(rows[static_cast<int64_t>(e) * D + i]);
-    if (dot > best) {
-      best = dot;
-      arg = e;
-    }
-  }
-  s_best[tid] = best;
-  s_arg[tid] = arg;
-  __syncthreads();
-  for (int w = kAppendThreads / 2; w > 0; w /= 2) {
-    if (tid < w) {
-      const float o = s_best[tid + w];
-      if (o > s_best[tid] || (o == s_best[tid] && s_arg[tid + w] < s_arg[tid])) {
-        s_best[tid] = o;
-        s_arg[tid] = s_arg[tid + w];
-      }
-    }
-    __syncthreads();
-  }
+  block_nearest(rows, entries, D, s_dir, s_best, s_arg, tid);
 
   // The just-in-time stage: the head's entries in use, where the table
   // coded nothing.
@@ -351,30 +362,8 @@ __global__ void __launch_bounds__(kAppendThreads) decode_append(const AppendLaun
   const int64_t jit_in_use = s_jit;
   if (!coded && mag > 0.f && jit_in_use > 0) {
     __syncthreads();  // every thread has read s_best[0] and s_arg[0]
-    best = -INFINITY;
-    arg = 0;
-    const TE* jrows = static_cast<const TE*>(A.jit) + g * A.jit_capacity * D;
-    for (int64_t e = tid; e < jit_in_use; e += kAppendThreads) {
-      float dot = 0.f;
-      for (int i = 0; i < D; ++i) dot += s_dir[i] * widen(jrows[e * D + i]);
-      if (dot > best) {
-        best = dot;
-        arg = static_cast<int>(e);
-      }
-    }
-    s_best[tid] = best;
-    s_arg[tid] = arg;
-    __syncthreads();
-    for (int w = kAppendThreads / 2; w > 0; w /= 2) {
-      if (tid < w) {
-        const float o = s_best[tid + w];
-        if (o > s_best[tid] || (o == s_best[tid] && s_arg[tid + w] < s_arg[tid])) {
-          s_best[tid] = o;
-          s_arg[tid] = s_arg[tid + w];
-        }
-      }
-      __syncthreads();
-    }
+    block_nearest(static_cast<const TE*>(A.jit) + g * A.jit_capacity * D, jit_in_use, D, s_dir,
+                  s_best, s_arg, tid);
     coded = s_best[0] > T.threshold;
     hit = T.jit_offset + s_arg[0];
   }
