@@ -107,6 +107,56 @@ TEST(JitCodebook, SimilarityBitsAreTheThresholdedProductWithoutSelfLoops) {
   }
   EXPECT_EQ(wrong, 0);
   EXPECT_EQ(similarity_bits(at::zeros({0, 6}), 0.2, 0).numel(), 0);
+  // Sets: each one's graph, whichever the packing.
+  const at::Tensor sets = at::stack({dirs, dirs.flip(0), split_magnitude(at::randn({n, 6})).first});
+  for (BitPacking packing : {BitPacking::kHostLoop, BitPacking::kTensorOps}) {
+    const at::Tensor batched = similarity_bits(sets, 0.2, 5, packing);
+    ASSERT_EQ(batched.sizes(), (std::vector<int64_t>{3, n, 16}));
+    for (int64_t g = 0; g < 3; ++g) {
+      EXPECT_TRUE(at::equal(batched[g], similarity_bits(sets[g], 0.2, 0))) << "set " << g;
+    }
+  }
+}
+
+TEST(JitCodebook, SetsBuiltTogetherEqualEachBuiltAlone) {
+  // Four sets of different lengths (none, one, and across a 64-bit word),
+  // a zero vector in one; the rows past each set's length hold other
+  // vectors, which must change nothing. Built in one graph and one set per
+  // graph.
+  at::manual_seed(17);
+  const int64_t n = 70, d = 8;
+  const std::vector<int64_t> lengths = {70, 0, 1, 65};
+  at::Tensor centres = at::randn({4, d});
+  at::Tensor x = centres.repeat({n / 4 + 1, 1}).narrow(0, 0, n).unsqueeze(0).repeat({4, 1, 1}) +
+                 0.5 * at::randn({4, n, d});
+  x[3][10].zero_();
+  const at::Tensor dirs = split_magnitude(x).first;
+  for (int64_t max_graph_bytes : {int64_t{1} << 28, int64_t{1}}) {
+    const JitCodebooks all = build_jit_codebooks(dirs, lengths, 0.6, max_graph_bytes);
+    ASSERT_EQ(all.first.size(), 5u);
+    ASSERT_EQ(all.index.sizes(), (std::vector<int64_t>{4, n}));
+    EXPECT_EQ(all.first[0], 0);
+    EXPECT_EQ(all.first[4], all.entries.size(0));
+    for (int64_t g = 0; g < 4; ++g) {
+      const int64_t len = lengths[g], J = all.first[g + 1] - all.first[g];
+      const JitCodebook alone = build_jit_codebook(dirs[g].narrow(0, 0, len).contiguous(), 0.6);
+      EXPECT_TRUE(at::equal(all.entries.narrow(0, all.first[g], J), alone.entries)) << "set " << g;
+      EXPECT_TRUE(at::equal(all.index[g].narrow(0, 0, len), alone.index)) << "set " << g;
+      EXPECT_EQ(longs(all.index[g].narrow(0, len, n - len)), std::vector<int64_t>(n - len, -1))
+          << "set " << g;
+    }
+    EXPECT_EQ(all.index[3][10].item<int64_t>(), -1);  // the zero vector
+    EXPECT_EQ(all.first[2] - all.first[1], 0);        // the empty set
+  }
+}
+
+TEST(JitCodebook, SetsRefuseLengthsThatDoNotFit) {
+  const at::Tensor dirs = at::zeros({2, 5, 3});
+  EXPECT_SKV_ERROR(build_jit_codebooks(dirs, {5}, 0.5), "one length per set");
+  EXPECT_SKV_ERROR(build_jit_codebooks(dirs, {5, 6}, 0.5), "length 6 outside [0, 5]");
+  EXPECT_SKV_ERROR(build_jit_codebooks(dirs, {-1, 0}, 0.5), "length -1");
+  EXPECT_SKV_ERROR(build_jit_codebooks(dirs[0], {5}, 0.5), "[sets, n, head_dim]");
+  EXPECT_SKV_ERROR(build_jit_codebooks(dirs.to(at::kDouble), {5, 5}, 0.5), "float32");
 }
 
 TEST(JitCodebook, ZeroVectorsGetNoEntry) {

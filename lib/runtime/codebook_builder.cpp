@@ -14,18 +14,20 @@ namespace spindlekv {
 
 namespace {
 
-// Packs `above` [rows, n] bool, rows start.. of the graph, into `packed`
-// [n, words * 8] uint8 on the CPU with a loop on the host. Bit k of byte b
+// Packs `above` [G, rows, n] bool, rows start.. of each graph, into `packed`
+// [G, n, words * 8] uint8 on the CPU with a loop on the host. Bit k of byte b
 // of row i: column 8 b + k; no self-loops.
 void pack_on_host(const at::Tensor& above, int64_t start, at::Tensor& packed) {
-  const int64_t rows = above.size(0), n = above.size(1), bytes = packed.size(1);
+  const int64_t G = above.size(0), rows = above.size(1), n = above.size(2);
+  const int64_t bytes = packed.size(2);
   const at::Tensor above_cpu = above.to(at::kCPU);
   const bool* a = above_cpu.data_ptr<bool>();
-  uint8_t* out = packed.data_ptr<uint8_t>() + start * bytes;
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const bool* in = a + r * n;
-      uint8_t* o = out + r * bytes;
+  uint8_t* base = packed.data_ptr<uint8_t>();
+  at::parallel_for(0, G * rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t gr = begin; gr < end; ++gr) {
+      const int64_t g = gr / rows, r = gr % rows;
+      const bool* in = a + gr * n;
+      uint8_t* o = base + (g * n + start + r) * bytes;
       for (int64_t j = 0; j < n; ++j) o[j >> 3] |= static_cast<uint8_t>(in[j]) << (j & 7);
       const int64_t self = start + r;
       o[self >> 3] &= static_cast<uint8_t>(~(1u << (self & 7)));
@@ -36,39 +38,51 @@ void pack_on_host(const at::Tensor& above, int64_t start, at::Tensor& packed) {
 // The same packing as tensor operations on `above`'s device, into `packed`
 // on that device.
 void pack_with_tensor_ops(at::Tensor above, int64_t start, at::Tensor& packed) {
-  const int64_t rows = above.size(0), n = above.size(1), bytes = packed.size(1);
-  const at::Tensor self = at::arange(start, start + rows, above.options().dtype(at::kLong));
-  above.view({-1}).index_fill_(0, at::arange(rows, self.options()) * n + self, false);
+  const int64_t G = above.size(0), rows = above.size(1), n = above.size(2);
+  const int64_t bytes = packed.size(2);
+  const at::Tensor r = at::arange(rows, above.options().dtype(at::kLong));
+  above.view({G, rows * n}).index_fill_(1, r * n + (r + start), false);
   const at::Tensor b = at::constant_pad_nd(above.to(at::kByte), {0, bytes * 8 - n})
-                           .view({rows, bytes, 8});  // [rows, byte, bit]
-  at::Tensor out = packed.narrow(0, start, rows);
-  out.copy_(b.select(2, 0));
-  for (int64_t k = 1; k < 8; ++k) out.bitwise_or_(b.select(2, k).__lshift__(k));
+                           .view({G, rows, bytes, 8});  // [G, rows, byte, bit]
+  at::Tensor out = packed.narrow(1, start, rows);
+  out.copy_(b.select(3, 0));
+  for (int64_t k = 1; k < 8; ++k) out.bitwise_or_(b.select(3, k).__lshift__(k));
 }
 
 }  // namespace
 
 at::Tensor similarity_bits(const at::Tensor& unit, double threshold, int64_t block_rows,
                            BitPacking packing) {
-  const int64_t n = unit.size(0), words = (n + 63) / 64;
-  if (n == 0) return at::empty({0, 0}, at::kByte);
-  const at::Tensor u = unit.contiguous();
+  SKV_CHECK(unit.dim() == 2 || unit.dim() == 3, "directions must be [n, d] or [G, n, d], got ",
+            unit.sizes());
+  const bool batched = unit.dim() == 3;
+  const at::Tensor u = batched ? unit.contiguous() : unit.unsqueeze(0).contiguous();
+  const int64_t G = u.size(0), n = u.size(1), words = (n + 63) / 64;
+  if (n == 0 || G == 0) {
+    return batched ? at::empty({G, n, 0}, at::kByte) : at::empty({0, 0}, at::kByte);
+  }
   const bool on_host =
       packing == BitPacking::kHostLoop || (packing == BitPacking::kAuto && u.is_cpu());
   // A block's similarities: about 2^26 floats on a device; on the host 2^22,
   // so the temporaries stay below malloc's mmap threshold and are reused
   // instead of being faulted in afresh for every block.
   const int64_t block =
-      block_rows > 0 ? block_rows
-                     : std::max<int64_t>(64, (int64_t{1} << (on_host ? 22 : 26)) / (words * 64));
-  at::Tensor packed = at::zeros({n, words * 8}, on_host ? at::TensorOptions().dtype(at::kByte)
-                                                        : u.options().dtype(at::kByte));
+      block_rows > 0
+          ? block_rows
+          : std::max<int64_t>(64, (int64_t{1} << (on_host ? 22 : 26)) / (G * words * 64));
+  at::Tensor packed = at::zeros({G, n, words * 8}, on_host ? at::TensorOptions().dtype(at::kByte)
+                                                           : u.options().dtype(at::kByte));
+  const at::Tensor ut = u.transpose(1, 2);
   for (int64_t start = 0; start < n; start += block) {
     const int64_t rows = std::min(block, n - start);
-    at::Tensor above = (at::mm(u.narrow(0, start, rows), u.t()) > threshold).contiguous();
+    const at::Tensor a = u.narrow(1, start, rows);
+    // One set: the plain product, as build_jit_codebook always computed it.
+    const at::Tensor sims = G == 1 ? at::mm(a[0], ut[0]).unsqueeze(0) : at::bmm(a, ut);
+    at::Tensor above = (sims > threshold).contiguous();
     on_host ? pack_on_host(above, start, packed) : pack_with_tensor_ops(above, start, packed);
   }
-  return packed.to(at::kCPU).contiguous();
+  packed = packed.to(at::kCPU).contiguous();
+  return batched ? packed : packed[0];
 }
 
 namespace {
@@ -82,19 +96,96 @@ void check_directions(const at::Tensor& directions) {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the similarity graph's bytes are read back as little-endian 64-bit words");
 
-// The similarity graph's rows as bitsets on the host (similarity_bits).
+// One similarity graph's rows as bitsets on the host (similarity_bits):
+// `n` rows of `words` little-endian 64-bit words from `rows`.
 struct BitGraph {
-  at::Tensor bytes;  ///< [n, words * 8] uint8 on the CPU: the rows' words, little-endian
-  int64_t words = bytes.size(1) / 8;
-  const uint64_t* row(int64_t i) const {
-    return reinterpret_cast<const uint64_t*>(bytes.data_ptr<uint8_t>()) + i * words;
-  }
+  const uint64_t* rows;
+  int64_t n, words;
+  const uint64_t* row(int64_t i) const { return rows + i * words; }
 };
 
-std::vector<uint8_t> nonzero_rows(const at::Tensor& unit) {
-  at::Tensor nz = (unit.abs().sum(1) > 0).to(at::kByte).to(at::kCPU).contiguous();
-  const uint8_t* p = nz.data_ptr<uint8_t>();
-  return std::vector<uint8_t>(p, p + unit.size(0));
+// Algorithm 1 on graph `g` over the vertices with alive[i] != 0: index[i]
+// gets the entry covering vertex i (-1 for the others), picked the vertex
+// each entry is.
+void greedy_cover(const BitGraph& g, const uint8_t* alive_init, int64_t* index,
+                  std::vector<int64_t>& picked) {
+  const int64_t n = g.n;
+  // remaining[] as bits too, so a row's remaining neighbours are word ANDs.
+  std::vector<uint64_t> remaining(static_cast<size_t>(g.words), 0);
+  std::vector<int64_t> degree(n, 0);
+  int64_t left = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    index[i] = -1;
+    if (alive_init[i]) remaining[i / 64] |= uint64_t{1} << (i % 64), ++left;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (!alive_init[i]) continue;
+    const uint64_t* row = g.row(i);
+    int64_t d = 0;
+    for (int64_t w = 0; w < g.words; ++w) d += __builtin_popcountll(row[w] & remaining[w]);
+    degree[i] = d;
+  }
+  std::vector<int64_t> removed;
+  // The next pick: the vertices in blocks of 64 (one word of `remaining`),
+  // each with its best vertex (most remaining neighbours, ties: the lowest
+  // index; -1 when the block is empty). A pick scans the n / 64 block bests
+  // in order; only blocks whose vertices left or lost neighbours are
+  // rescanned after it.
+  std::vector<int64_t> block_best(static_cast<size_t>(g.words), -1);
+  std::vector<uint8_t> dirty(static_cast<size_t>(g.words), 1);
+  const auto rescan = [&](int64_t w) {
+    int64_t best = -1;
+    for (uint64_t m = remaining[w]; m; m &= m - 1) {
+      const int64_t i = w * 64 + __builtin_ctzll(m);
+      if (best < 0 || degree[i] > degree[best]) best = i;
+    }
+    block_best[w] = best;
+    dirty[w] = 0;
+  };
+  while (left > 0) {
+    int64_t best = -1;
+    for (int64_t w = 0; w < g.words; ++w) {
+      if (dirty[w]) rescan(w);
+      const int64_t i = block_best[w];
+      if (i >= 0 && (best < 0 || degree[i] > degree[best])) best = i;
+    }
+    const int64_t entry = static_cast<int64_t>(picked.size());
+    picked.push_back(best);
+    removed.clear();
+    removed.push_back(best);
+    const uint64_t* row = g.row(best);
+    for (int64_t w = 0; w < g.words; ++w) {
+      uint64_t m = row[w] & remaining[w];
+      while (m) {
+        removed.push_back(w * 64 + __builtin_ctzll(m));
+        m &= m - 1;
+      }
+    }
+    for (int64_t r : removed) {
+      index[r] = entry;
+      remaining[r / 64] &= ~(uint64_t{1} << (r % 64));
+      dirty[r / 64] = 1;
+    }
+    left -= static_cast<int64_t>(removed.size());
+    // Every vertex still in the graph loses one neighbour per removed vertex
+    // it was linked to: O(n / 64) words per removed vertex.
+    for (int64_t r : removed) {
+      const uint64_t* rr = g.row(r);
+      for (int64_t w = 0; w < g.words; ++w) {
+        uint64_t m = rr[w] & remaining[w];
+        if (m) dirty[w] = 1;
+        while (m) {
+          --degree[w * 64 + __builtin_ctzll(m)];
+          m &= m - 1;
+        }
+      }
+    }
+  }
+}
+
+// [rows..., n] of `unit` [..., n, d]: 1 where the row is not zero, on the host.
+at::Tensor nonzero_rows(const at::Tensor& unit) {
+  return (unit.abs().sum(-1) > 0).to(at::kByte).to(at::kCPU).contiguous();
 }
 
 JitCodebook finish(const at::Tensor& directions, const std::vector<int64_t>& picked,
@@ -172,82 +263,57 @@ CodebookAssignment assign_to_codebook(const at::Tensor& directions, const at::Te
 
 JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
   check_directions(directions);
-  const int64_t n = directions.size(0);
-  const std::vector<uint8_t> alive_init = nonzero_rows(directions);
-  const BitGraph g{similarity_bits(directions, threshold, /*block_rows=*/0)};
-  // remaining[] as bits too, so a row's remaining neighbours are word ANDs.
-  std::vector<uint64_t> remaining(static_cast<size_t>(g.words), 0);
-  std::vector<int64_t> degree(n, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    if (alive_init[i]) remaining[i / 64] |= uint64_t{1} << (i % 64);
+  JitCodebooks b = build_jit_codebooks(directions.unsqueeze(0), {directions.size(0)}, threshold);
+  return {b.entries, b.index[0]};
+}
+
+JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
+                                 double threshold, int64_t max_graph_bytes) {
+  SKV_CHECK_EQ(directions.dim(), 3, "directions must be [sets, n, head_dim]");
+  SKV_CHECK(directions.scalar_type() == at::kFloat, "directions must be float32, got ",
+            at::toString(directions.scalar_type()));
+  const int64_t G = directions.size(0), n = directions.size(1), d = directions.size(2);
+  SKV_CHECK_EQ(static_cast<int64_t>(lengths.size()), G, "one length per set of directions");
+  for (int64_t len : lengths) {
+    SKV_CHECK(len >= 0 && len <= n, "length ", len, " outside [0, ", n, "]");
   }
-  for (int64_t i = 0; i < n; ++i) {
-    if (!alive_init[i]) continue;
-    const uint64_t* row = g.row(i);
-    int64_t d = 0;
-    for (int64_t w = 0; w < g.words; ++w) d += __builtin_popcountll(row[w] & remaining[w]);
-    degree[i] = d;
-  }
-  std::vector<int64_t> index(n, -1), picked;
-  std::vector<int64_t> removed;
-  int64_t left = 0;
-  for (uint8_t a : alive_init) left += a;
-  // The next pick: the vertices in blocks of 64 (one word of `remaining`),
-  // each with its best vertex (most remaining neighbours, ties: the lowest
-  // index; -1 when the block is empty). A pick scans the n / 64 block bests
-  // in order; only blocks whose vertices left or lost neighbours are
-  // rescanned after it.
-  std::vector<int64_t> block_best(static_cast<size_t>(g.words), -1);
-  std::vector<uint8_t> dirty(static_cast<size_t>(g.words), 1);
-  const auto rescan = [&](int64_t w) {
-    int64_t best = -1;
-    for (uint64_t m = remaining[w]; m; m &= m - 1) {
-      const int64_t i = w * 64 + __builtin_ctzll(m);
-      if (best < 0 || degree[i] > degree[best]) best = i;
-    }
-    block_best[w] = best;
-    dirty[w] = 0;
-  };
-  while (left > 0) {
-    int64_t best = -1;
-    for (int64_t w = 0; w < g.words; ++w) {
-      if (dirty[w]) rescan(w);
-      const int64_t i = block_best[w];
-      if (i >= 0 && (best < 0 || degree[i] > degree[best])) best = i;
-    }
-    const int64_t entry = static_cast<int64_t>(picked.size());
-    picked.push_back(best);
-    removed.clear();
-    removed.push_back(best);
-    const uint64_t* row = g.row(best);
-    for (int64_t w = 0; w < g.words; ++w) {
-      uint64_t m = row[w] & remaining[w];
-      while (m) {
-        removed.push_back(w * 64 + __builtin_ctzll(m));
-        m &= m - 1;
+  // Alive: the non-zero rows in use.
+  at::Tensor alive = nonzero_rows(directions);  // [G, n] on the host
+  uint8_t* a = alive.data_ptr<uint8_t>();
+  for (int64_t g = 0; g < G; ++g) std::fill(a + g * n + lengths[g], a + (g + 1) * n, uint8_t{0});
+  std::vector<int64_t> index(static_cast<size_t>(G * n), -1);
+  std::vector<std::vector<int64_t>> picked(static_cast<size_t>(G));
+  int64_t m = 0;  // rows any set uses
+  for (int64_t len : lengths) m = std::max(m, len);
+  const at::Tensor used = directions.narrow(1, 0, m);
+  // As many sets per graph as fit in max_graph_bytes.
+  const int64_t graph_bytes = std::max<int64_t>(1, m * ((m + 63) / 64) * 8);
+  const int64_t per_chunk = std::max<int64_t>(1, max_graph_bytes / graph_bytes);
+  for (int64_t g0 = 0; g0 < G && m > 0; g0 += per_chunk) {
+    const int64_t sets = std::min(per_chunk, G - g0);
+    const at::Tensor bits = similarity_bits(used.narrow(0, g0, sets), threshold, 0);
+    const int64_t row_words = bits.size(2) / 8;
+    const uint64_t* rows = reinterpret_cast<const uint64_t*>(bits.data_ptr<uint8_t>());
+    at::parallel_for(0, sets, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s) {
+        const int64_t g = g0 + s;
+        greedy_cover(BitGraph{rows + s * m * row_words, m, row_words}, a + g * n,
+                     index.data() + g * n, picked[g]);
       }
-    }
-    for (int64_t r : removed) {
-      index[r] = entry;
-      remaining[r / 64] &= ~(uint64_t{1} << (r % 64));
-      dirty[r / 64] = 1;
-    }
-    left -= static_cast<int64_t>(removed.size());
-    // Every vertex still in the graph loses one neighbour per removed vertex
-    // it was linked to: O(n / 64) words per removed vertex.
-    for (int64_t r : removed) {
-      const uint64_t* rr = g.row(r);
-      for (int64_t w = 0; w < g.words; ++w) {
-        uint64_t m = rr[w] & remaining[w];
-        if (m) dirty[w] = 1;
-        while (m) {
-          --degree[w * 64 + __builtin_ctzll(m)];
-          m &= m - 1;
-        }
-      }
-    }
+    });
   }
-  return finish(directions, picked, index);
+  JitCodebooks out;
+  out.first.assign(1, 0);
+  std::vector<int64_t> flat;  // rows of directions [G * n, d]
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t p : picked[g]) flat.push_back(g * n + p);
+    out.first.push_back(static_cast<int64_t>(flat.size()));
+  }
+  const at::Device device = directions.device();
+  out.entries =
+      directions.reshape({G * n, d}).index_select(0, at::tensor(flat, at::kLong).to(device));
+  out.index = at::tensor(index, at::kLong).view({G, n}).to(device);
+  return out;
 }
 
 JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double threshold) {
@@ -257,7 +323,8 @@ JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double thresh
   at::Tensor graph = (at::mm(unit, unit.t()) > threshold).contiguous();
   graph.fill_diagonal_(false);
   const bool* G = graph.data_ptr<bool>();
-  std::vector<uint8_t> alive = nonzero_rows(unit);
+  const at::Tensor nonzero = nonzero_rows(unit);
+  std::vector<uint8_t> alive(nonzero.data_ptr<uint8_t>(), nonzero.data_ptr<uint8_t>() + n);
   std::vector<int64_t> index(n, -1), picked;
   for (;;) {
     int64_t best = -1, best_degree = -1;

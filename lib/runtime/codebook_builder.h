@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace spindlekv {
 
@@ -75,5 +76,23 @@ struct JitCodebook {
 /// the next pick scans one best vertex per 64 (O(n / 64) per pick, plus 64
 /// per block whose vertices changed).
 JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold);
+
+/// build_jit_codebook on G sets of directions at once (a KV cache's heads).
+struct JitCodebooks {
+  at::Tensor entries;          ///< [J_0 + ... + J_{G-1}, d] float32 unit rows, set by set
+  std::vector<int64_t> first;  ///< [G + 1]: set g's entries are rows first[g] .. first[g + 1]
+  at::Tensor index;            ///< [G, n] int64 into set g's own entries; -1 for zero
+                               ///< vectors and for rows at or past lengths[g]
+};
+
+/// Algorithm 1 on each set g: the leading `lengths[g]` rows of
+/// `directions[g]` ([G, n, d] float32, unit or zero rows; the rows past
+/// lengths[g] are ignored, whatever they hold). Set g's entries and index
+/// are build_jit_codebook's on those rows. The G similarity graphs are built
+/// in batched blocked products on the directions' device and read back
+/// together, as many sets at a time as fit in `max_graph_bytes` of bits (at
+/// least one); the covers then run in parallel on the host.
+JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
+                                 double threshold, int64_t max_graph_bytes = int64_t{1} << 28);
 
 }  // namespace spindlekv

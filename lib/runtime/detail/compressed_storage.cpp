@@ -379,27 +379,38 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     open_changed = true;
   }
   if (use_jit && build_jit_from_misses && open.any().item<bool>()) {
-    // Algorithm 1 on each KV head's misses; the chosen directions become
-    // this request's entries.
-    at::Tensor open_cpu = open.to(at::kCPU);
-    std::vector<int64_t> needed = out.jit_count;
-    std::vector<JitCodebook> built(kv);
-    std::vector<at::Tensor> rows(kv);
+    // Algorithm 1 on each KV head's misses, every head at once; the chosen
+    // directions become this request's entries. Row j of head g's misses:
+    // order[g][j], the j-th open column (columns past the head's misses
+    // point at column t, which does not exist).
+    const at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
+    std::vector<int64_t> lengths(misses.data_ptr<int64_t>(), misses.data_ptr<int64_t>() + kv);
+    const int64_t n = *std::max_element(lengths.begin(), lengths.end());
+    const at::Tensor column = at::arange(t, open.options().dtype(at::kLong)).expand({kv, t});
+    const at::Tensor order =
+        std::get<0>(at::where(open, column, column + t).sort(1)).narrow(1, 0, n).clamp_max(t);
+    const at::Tensor rows = order.clamp_max(t - 1);  // the rows past lengths are ignored
+    const JitCodebooks built =
+        build_jit_codebooks(m.dirs.gather(1, rows.unsqueeze(2).expand({kv, n, m.dirs.size(2)})),
+                            lengths, tables.threshold);
+    std::vector<int64_t> needed = out.jit_count, base(kv);
     for (int64_t g = 0; g < kv; ++g) {
-      rows[g] = open_cpu[g].nonzero().view({-1}).to(vectors.device());
-      if (rows[g].numel() == 0) continue;
-      built[g] = build_jit_codebook(m.dirs[g].index_select(0, rows[g]), tables.threshold);
-      needed[g] += built[g].entries.size(0);
+      base[g] = Kc + out.jit_count[g];
+      needed[g] += built.first[g + 1] - built.first[g];
     }
     out.jit = grow_rows(out.jit, *std::max_element(needed.begin(), needed.end()));
-    code = code.clone();  // m's codes stay as matched
     for (int64_t g = 0; g < kv; ++g) {
-      if (rows[g].numel() == 0) continue;
-      const int64_t base = out.jit_count[g], J = built[g].entries.size(0);
-      out.jit[g].narrow(0, base, J).copy_(built[g].entries);
-      code[g].index_copy_(0, rows[g], built[g].index + (Kc + base));
-      out.jit_count[g] += J;
+      const int64_t J = built.first[g + 1] - built.first[g];
+      if (J > 0)
+        out.jit[g].narrow(0, out.jit_count[g], J).copy_(built.entries.narrow(0, built.first[g], J));
+      out.jit_count[g] = needed[g];
     }
+    // Each miss's code: its entry past the head's earlier ones.
+    const at::Tensor jit_code =
+        built.index + at::tensor(base, at::kLong).to(code.device()).unsqueeze(1);
+    code = at::where(
+        open, at::zeros({kv, t + 1}, code.options()).scatter_(1, order, jit_code).narrow(1, 0, t),
+        code);
     open = at::zeros_like(open);
     open_changed = true;
   }

@@ -22,6 +22,7 @@ enum class BitPacking {
 /// The similarity graph of `unit` [n, d] float32 as build_jit_codebook holds
 /// it: [n, ceil(n / 64) * 8] uint8 on the CPU, bit k of byte b of row i set
 /// when cos(i, 8 b + k) > threshold and i != 8 b + k (padding bits zero).
+/// `unit` [G, n, d] gives G such graphs, [G, n, ceil(n / 64) * 8].
 /// Computed on `unit`'s device `block_rows` rows at a time (0: rows such
 /// that one block's similarities hold about 2^26 floats on a device, 2^22 on
 /// the host).
