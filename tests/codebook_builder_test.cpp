@@ -121,8 +121,8 @@ TEST(JitCodebook, SimilarityBitsAreTheThresholdedProductWithoutSelfLoops) {
 TEST(JitCodebook, SetsBuiltTogetherEqualEachBuiltAlone) {
   // Four sets of different lengths (none, one, and across a 64-bit word),
   // a zero vector in one; the rows past each set's length hold other
-  // vectors, which must change nothing. Built in one graph and one set per
-  // graph.
+  // vectors, which must change nothing. Graphs built set by set, all in one
+  // batch, and batched one set at a time.
   at::manual_seed(17);
   const int64_t n = 70, d = 8;
   const std::vector<int64_t> lengths = {70, 0, 1, 65};
@@ -131,8 +131,10 @@ TEST(JitCodebook, SetsBuiltTogetherEqualEachBuiltAlone) {
                  0.5 * at::randn({4, n, d});
   x[3][10].zero_();
   const at::Tensor dirs = split_magnitude(x).first;
-  for (int64_t max_graph_bytes : {int64_t{1} << 28, int64_t{1}}) {
-    const JitCodebooks all = build_jit_codebooks(dirs, lengths, 0.6, max_graph_bytes);
+  const std::vector<std::pair<JitGraphs, int64_t>> ways = {
+      {JitGraphs::kPerSet, 0}, {JitGraphs::kBatched, int64_t{1} << 28}, {JitGraphs::kBatched, 1}};
+  for (const auto& [graphs, max_graph_bytes] : ways) {
+    const JitCodebooks all = build_jit_codebooks(dirs, lengths, 0.6, graphs, max_graph_bytes);
     ASSERT_EQ(all.first.size(), 5u);
     ASSERT_EQ(all.index.sizes(), (std::vector<int64_t>{4, n}));
     EXPECT_EQ(all.first[0], 0);

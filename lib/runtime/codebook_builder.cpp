@@ -268,7 +268,12 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
 }
 
 JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
-                                 double threshold, int64_t max_graph_bytes) {
+                                 double threshold) {
+  return build_jit_codebooks(directions, lengths, threshold, JitGraphs::kAuto, int64_t{1} << 28);
+}
+
+JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
+                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes) {
   SKV_CHECK_EQ(directions.dim(), 3, "directions must be [sets, n, head_dim]");
   SKV_CHECK(directions.scalar_type() == at::kFloat, "directions must be float32, got ",
             at::toString(directions.scalar_type()));
@@ -285,22 +290,35 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
   std::vector<std::vector<int64_t>> picked(static_cast<size_t>(G));
   int64_t m = 0;  // rows any set uses
   for (int64_t len : lengths) m = std::max(m, len);
-  const at::Tensor used = directions.narrow(1, 0, m);
-  // As many sets per graph as fit in max_graph_bytes.
-  const int64_t graph_bytes = std::max<int64_t>(1, m * ((m + 63) / 64) * 8);
-  const int64_t per_chunk = std::max<int64_t>(1, max_graph_bytes / graph_bytes);
-  for (int64_t g0 = 0; g0 < G && m > 0; g0 += per_chunk) {
-    const int64_t sets = std::min(per_chunk, G - g0);
-    const at::Tensor bits = similarity_bits(used.narrow(0, g0, sets), threshold, 0);
-    const int64_t row_words = bits.size(2) / 8;
-    const uint64_t* rows = reinterpret_cast<const uint64_t*>(bits.data_ptr<uint8_t>());
-    at::parallel_for(0, sets, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s) {
-        const int64_t g = g0 + s;
-        greedy_cover(BitGraph{rows + s * m * row_words, m, row_words}, a + g * n,
-                     index.data() + g * n, picked[g]);
-      }
-    });
+  if (graphs == JitGraphs::kPerSet || (graphs == JitGraphs::kAuto && directions.is_cpu())) {
+    // Set by set at its own length: a batched product would also multiply
+    // the rows past the shorter sets' lengths, and saves nothing here.
+    for (int64_t g = 0; g < G; ++g) {
+      if (lengths[g] == 0) continue;
+      const at::Tensor bits = similarity_bits(directions[g].narrow(0, 0, lengths[g]), threshold, 0);
+      greedy_cover(BitGraph{reinterpret_cast<const uint64_t*>(bits.data_ptr<uint8_t>()), lengths[g],
+                            bits.size(1) / 8},
+                   a + g * n, index.data() + g * n, picked[g]);
+    }
+  } else {
+    // On a device: the graphs of as many sets as fit in max_graph_bytes in
+    // one batched product and one read-back, then their covers in parallel.
+    const at::Tensor used = directions.narrow(1, 0, m);
+    const int64_t graph_bytes = std::max<int64_t>(1, m * ((m + 63) / 64) * 8);
+    const int64_t per_chunk = std::max<int64_t>(1, max_graph_bytes / graph_bytes);
+    for (int64_t g0 = 0; g0 < G && m > 0; g0 += per_chunk) {
+      const int64_t sets = std::min(per_chunk, G - g0);
+      const at::Tensor bits = similarity_bits(used.narrow(0, g0, sets), threshold, 0);
+      const int64_t row_words = bits.size(2) / 8;
+      const uint64_t* rows = reinterpret_cast<const uint64_t*>(bits.data_ptr<uint8_t>());
+      at::parallel_for(0, sets, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t s = begin; s < end; ++s) {
+          const int64_t g = g0 + s;
+          greedy_cover(BitGraph{rows + s * m * row_words, m, row_words}, a + g * n,
+                       index.data() + g * n, picked[g]);
+        }
+      });
+    }
   }
   JitCodebooks out;
   out.first.assign(1, 0);

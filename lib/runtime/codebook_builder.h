@@ -88,11 +88,11 @@ struct JitCodebooks {
 /// Algorithm 1 on each set g: the leading `lengths[g]` rows of
 /// `directions[g]` ([G, n, d] float32, unit or zero rows; the rows past
 /// lengths[g] are ignored, whatever they hold). Set g's entries and index
-/// are build_jit_codebook's on those rows. The G similarity graphs are built
-/// in batched blocked products on the directions' device and read back
-/// together, as many sets at a time as fit in `max_graph_bytes` of bits (at
-/// least one); the covers then run in parallel on the host.
+/// are build_jit_codebook's on those rows. On a device, the G similarity
+/// graphs are built in batched blocked products and read back together (as
+/// many sets at a time as fit in 256 MiB of bits), and the covers run in
+/// parallel on the host; on the CPU, set by set.
 JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
-                                 double threshold, int64_t max_graph_bytes = int64_t{1} << 28);
+                                 double threshold);
 
 }  // namespace spindlekv

@@ -12,6 +12,17 @@ namespace spindlekv {
 /// over the remaining graph every round, O(n^3)); the same result.
 JitCodebook build_jit_codebook_naive(const at::Tensor& directions, double threshold);
 
+/// How build_jit_codebooks builds its sets' similarity graphs.
+enum class JitGraphs {
+  kAuto,     ///< set by set on the CPU, batched on a device
+  kPerSet,   ///< each set's graph at its own length, one set after another
+  kBatched,  ///< as many sets' graphs at once as fit in max_graph_bytes (at least one)
+};
+
+/// build_jit_codebooks with its graphs built as `graphs` says.
+JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
+                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes);
+
 /// How similarity_bits packs each block of the thresholded product into bits.
 enum class BitPacking {
   kAuto,       ///< the host loop for CPU tensors, tensor operations on a device
