@@ -20,7 +20,11 @@ if [[ ! -x $NVCC ]]; then
   echo "cuda_compile_check: no nvcc here, skipped"
   exit 77
 fi
-CUDA_HOME=$(cd "$(dirname "$(readlink -f "$NVCC")")/.." && pwd)
+# The CUDA install nvcc belongs to, as nvcc itself reports it (TOP): nvcc
+# may be a wrapper script elsewhere (/usr/local/bin/nvcc on CI's machine).
+top=$("$NVCC" --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)
+[[ -n $top && -d $top ]] || top=$(dirname "$(readlink -f "$NVCC")")/..
+CUDA_HOME=$(cd "$top" && pwd -P)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
