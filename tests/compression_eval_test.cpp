@@ -1,5 +1,6 @@
 #include "eval/compression_eval.h"
 
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -215,6 +216,18 @@ TEST(CompressionEval, ABfloat16ModelScoresCloseToFloat32AndIsRecorded) {
   EXPECT_EQ(nlohmann::json::parse(eval_options_json(o))["model_dtype"], "bfloat16");
   o.model_dtype = "fp64";
   EXPECT_SKV_ERROR(run_eval(o), "model dtype 'fp64' is not a model dtype");
+}
+
+TEST(CompressionEval, TheDeviceIsRecordedAndAnUnknownOrAbsentOneRefused) {
+  testutil::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  EXPECT_EQ(nlohmann::json::parse(eval_options_json(o))["device"], "cpu");
+  o.device = "tpu";
+  EXPECT_SKV_ERROR(run_eval(o), "device 'tpu' is not a device");
+  if (!at::hasCUDA()) {
+    o.device = "cuda";
+    EXPECT_SKV_ERROR(run_eval(o), "this build of LibTorch has no CUDA");
+  }
 }
 
 TEST(CompressionEval, UnknownNamesAndMissingArtifactsAreRefused) {

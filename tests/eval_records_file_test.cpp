@@ -117,12 +117,14 @@ TEST(EvalRecordsFile, SignatureNamesInputsByContentNotPath) {
   o.text = kSource + "/calibration/heldout.txt";
   o.tasks = {"ppl"};
   const nlohmann::json here = eval_run_signature(o, "model", "");
-  // The same text elsewhere, another output directory and methods: the same run.
+  // The same text elsewhere, another output directory, methods and device:
+  // the same run.
   std::filesystem::copy_file(o.text, dir.file("copy.txt"));
   EvalOptions moved = o;
   moved.text = dir.file("copy.txt");
   moved.out_dir = dir.path();
   moved.methods = {"full"};
+  moved.device = "cuda:1";
   EXPECT_EQ(eval_run_signature(moved, "model", ""), here);
   // Edited text, another model or artifact: another run.
   { std::ofstream(dir.file("copy.txt"), std::ios::app) << "more"; }

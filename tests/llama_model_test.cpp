@@ -347,6 +347,19 @@ TEST(LlamaModelLoad, Float32RoundTripIsExact) {
   EXPECT_TRUE(at::equal(model.forward(t), back.forward(t)));
 }
 
+TEST(LlamaModelLoad, DevicesParseAndUnknownOrAbsentOnesAreRefusedByOption) {
+  EXPECT_EQ(parse_device("cpu"), c10::Device(c10::kCPU));
+  EXPECT_SKV_ERROR(parse_device("gpu", "--device"), "--device 'gpu' is not a device");
+  EXPECT_SKV_ERROR(parse_device("", "--device"), "allowed: cpu, cuda, cuda:N");
+  EXPECT_SKV_ERROR(parse_device("meta"), "device 'meta' is not a device");
+  if (at::hasCUDA()) {
+    EXPECT_EQ(parse_device("cuda:0"), c10::Device(c10::kCUDA, 0));
+  } else {
+    EXPECT_SKV_ERROR(parse_device("cuda:1", "--device"),
+                     "--device 'cuda:1': this build of LibTorch has no CUDA");
+  }
+}
+
 TEST(LlamaModelLoad, ModelDtypeNamesRoundTripAndBadNamesAreRefused) {
   for (c10::ScalarType t : {at::kFloat, at::kBFloat16, at::kHalf}) {
     EXPECT_EQ(parse_model_dtype(model_dtype_name(t)), t);

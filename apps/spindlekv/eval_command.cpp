@@ -180,6 +180,10 @@ void register_eval_command(CLI::App& app) {
                   "softmax accumulate in float32)")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
       ->capture_default_str();
+  sub->add_option("--device", e.device,
+                  "Where the model and every method's cache run: cpu, cuda or cuda:N (a CUDA "
+                  "build of LibTorch)")
+      ->capture_default_str();
   sub->add_option("--seed", e.seed, "Seed")->capture_default_str();
   auto* overwrite = sub->add_flag("--overwrite", o->overwrite, "Replace existing results");
   sub->add_flag("--resume", o->resume,

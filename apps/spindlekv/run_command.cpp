@@ -52,7 +52,7 @@ void run(const RunOptions& opt) {
   configure_threads(opt.threads);
   spdlog::info("compute: {}", compute_environment());
   c10::InferenceMode inference;
-  LlamaModel model = LlamaModel::load(opt.model_dir, c10::Device(opt.device),
+  LlamaModel model = LlamaModel::load(opt.model_dir, parse_device(opt.device, "--device"),
                                       parse_model_dtype(opt.dtype, "--dtype"));
   std::unique_ptr<Tokenizer> tokenizer;
   try {

@@ -137,9 +137,7 @@ void run(CLI::App& sub, TrainModelOptions& o) {
     spdlog::info("continuing from the weights of {}", from);
   }
   o.train.bos_token = *model.config().bos_token_id;
-  const c10::Device device = with_context("--device", [&] { return c10::Device(o.device); });
-  SKV_CHECK(!device.is_cuda() || at::hasCUDA(), "--device ", o.device,
-            ": this build of LibTorch has no CUDA (build against a CUDA LibTorch)");
+  const c10::Device device = parse_device(o.device, "--device");
   if (!device.is_cpu()) model = model.to(device);
   const auto t_corpus = std::chrono::steady_clock::now();
   std::unique_ptr<FillerText> filler;

@@ -210,8 +210,8 @@ CaptureSummary run_capture(const CaptureOptions& o,
               "' (use --resume to continue it or --overwrite to start over)");
   }
 
-  LlamaModel model =
-      LlamaModel::load(o.model_dir, c10::Device(o.device), parse_model_dtype(o.dtype, "--dtype"));
+  LlamaModel model = LlamaModel::load(o.model_dir, parse_device(o.device, "--device"),
+                                      parse_model_dtype(o.dtype, "--dtype"));
   const ModelConfig& c = model.config();
   SKV_CHECK_LE(o.seq_len, c.max_position_embeddings, "--seq-len exceeds the model's ",
                "max_position_embeddings");

@@ -33,8 +33,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EvalOptions, model_dir, artifact, out_dir, me
                                    tasks, text, ppl_samples, ppl_context, ppl_continuation,
                                    passkey_lengths, passkey_depths, passkey_trials, jsonl_max_new,
                                    jsonl_limit, window, ratio_tolerance, shared_requests, kv_dtype,
-                                   model_dtype, ruler_lengths, ruler_samples, ruler_protocol,
-                                   ruler_words, ruler_haystack, seed)
+                                   model_dtype, device, ruler_lengths, ruler_samples,
+                                   ruler_protocol, ruler_words, ruler_haystack, seed)
 
 namespace {
 
@@ -126,7 +126,7 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     at::manual_seed(static_cast<int64_t>(o.seed));
     const c10::ScalarType model_dtype = parse_model_dtype(o.model_dtype, "model dtype");
     Context cx{o,
-               LlamaModel::load(o.model_dir, c10::kCPU, model_dtype),
+               LlamaModel::load(o.model_dir, parse_device(o.device, "--device"), model_dtype),
                load_tokenizer(o.model_dir),
                nullptr,
                "",

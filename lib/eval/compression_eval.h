@@ -65,6 +65,8 @@ struct EvalOptions {
   /// The model's weights and compute ("float32", "bfloat16", "float16");
   /// norms and softmax accumulate in float32 whatever it is.
   std::string model_dtype = "float32";
+  /// Where the model and every method's cache run ("cpu", "cuda", "cuda:N").
+  std::string device = "cpu";
   /// RULER sample lengths in tokens (BOS and answer included); empty: the
   /// model's context up to 4096 (1024 for the bundled reference model).
   std::vector<int64_t> ruler_lengths;

@@ -24,7 +24,8 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   p.quantization = m.quantization;
   p.fp8_scales = m.fp8_scales;
   auto cache = std::make_unique<CompressedCache>(cx.model.config().geometry(), batch, p,
-                                                 m.needs_artifact() ? cx.artifact : nullptr);
+                                                 m.needs_artifact() ? cx.artifact : nullptr,
+                                                 cx.model.device());
   cache->set_policy(m.make_policy());
   if (m.token_id_layer0) {
     cache->hold_as_token_ids(0, cx.layer0_by_token.first, cx.layer0_by_token.second);

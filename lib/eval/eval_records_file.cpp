@@ -134,15 +134,15 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
 nlohmann::json eval_run_signature(const EvalOptions& options, const std::string& model_fingerprint,
                                   const std::string& artifact_checksum) {
   nlohmann::json sig = nlohmann::json::parse(eval_options_json(options));
-  // Inputs by content, not by path: a run continued from another directory
-  // or machine is the same run, and an edited file is not.
+  // Inputs by content, not by path: a run continued from another directory,
+  // machine or device is the same run, and an edited file is not.
   auto file_hash = [](const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     SKV_CHECK(in.good(), "cannot open '", path, "'");
     return hash_bytes(std::string(std::istreambuf_iterator<char>(in), {}));
   };
   for (const char* key : {"methods", "ratios", "out_dir", "model_dir", "artifact", "text",
-                          "ruler_words", "ruler_haystack"}) {
+                          "ruler_words", "ruler_haystack", "device"}) {
     sig.erase(key);
   }
   sig["text"] = file_hash(options.text);

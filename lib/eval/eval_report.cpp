@@ -277,8 +277,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());
 
     std::ostringstream md;
-    md << "# spindlekv eval\n\nModel `" << o.model_dir << "` (" << o.model_dtype
-       << "); cells are the score, its 95% "
+    md << "# spindlekv eval\n\nModel `" << o.model_dir << "` (" << o.model_dtype << ", on "
+       << o.device << "); cells are the score, its 95% "
        << "Wilson interval for accuracies, and, in parentheses, the measured memory ratio: "
        << "(bytes held + the calibrated codebook entries the prompt references, shared by "
        << o.shared_requests << " concurrent request(s)) / dense " << o.kv_dtype

@@ -24,6 +24,19 @@ c10::ScalarType parse_model_dtype(const std::string& name, const std::string& wh
             "bfloat16, float16)");
 }
 
+c10::Device parse_device(const std::string& name, const std::string& what) {
+  std::optional<c10::Device> device;
+  try {
+    device = c10::Device(name);
+  } catch (const c10::Error&) {  // not a device name: refused below
+  }
+  SKV_CHECK(device && (device->is_cpu() || device->is_cuda()), what, " '", name,
+            "' is not a device (allowed: cpu, cuda, cuda:N)");
+  SKV_CHECK(!device->is_cuda() || at::hasCUDA(), what, " '", name,
+            "': this build of LibTorch has no CUDA (build against a CUDA LibTorch)");
+  return *device;
+}
+
 const char* model_dtype_name(c10::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat:

@@ -92,6 +92,10 @@ struct ForwardCapture {
 c10::ScalarType parse_model_dtype(const std::string& name, const std::string& what = "dtype");
 /// The name parse_model_dtype takes for a model dtype.
 const char* model_dtype_name(c10::ScalarType dtype);
+/// The device named "cpu", "cuda" or "cuda:N" that a model can run on here;
+/// throws kInvalidInput naming `what` (the option it came from) and the name
+/// when it is not such a device, or names CUDA and this LibTorch has none.
+c10::Device parse_device(const std::string& name, const std::string& what = "device");
 
 class LlamaModel {
  public:
