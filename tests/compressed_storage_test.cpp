@@ -149,5 +149,35 @@ TEST(CompressedStorage, DecodedCacheHoldsViewsOfGrowingBuffers) {
   EXPECT_GE(m.allocated_bytes, m.held_bytes());
 }
 
+// Vectors with no entry join their head's exact rows in order after the
+// rows it holds, also when the heads hold different numbers of rows; the
+// rows no head uses stay zero.
+TEST(CompressedStorage, MissesJoinEachHeadsExactRowsInOrder) {
+  detail::CodedVectors c = detail::empty_coded(2, 3, at::TensorOptions(), StorageDtype::kFloat32);
+  const detail::CodebookTables none;
+  at::manual_seed(7);
+  const at::Tensor first = at::randn({2, 4, 3}), second = at::randn({2, 3, 3});
+  // Head 0 keeps columns 1 and 3 of the first four, head 1 all four; then
+  // head 0 all three, head 1 only column 2.
+  const at::Tensor valid_first = at::tensor({0, 1, 0, 1, 1, 1, 1, 1}).view({2, 4}).to(at::kBool);
+  const at::Tensor valid_second = at::tensor({1, 1, 1, 0, 0, 1}).view({2, 3}).to(at::kBool);
+  detail::append_coded(c, first, valid_first, none, CodebookMode::kNone, false);
+  detail::append_coded(c, second, valid_second, none, CodebookMode::kNone, false);
+  EXPECT_EQ(c.exact_count, (std::vector<int64_t>{5, 5}));
+  const at::Tensor want0 =
+      at::stack({first[0][1], first[0][3], second[0][0], second[0][1], second[0][2]});
+  const at::Tensor want1 =
+      at::stack({first[1][0], first[1][1], first[1][2], first[1][3], second[1][2]});
+  EXPECT_TRUE(at::equal(c.exact[0].narrow(0, 0, 5), want0));
+  EXPECT_TRUE(at::equal(c.exact[1].narrow(0, 0, 5), want1));
+  const int64_t cap = c.exact.size(1);
+  EXPECT_TRUE(at::equal(c.exact.narrow(1, 5, cap - 5), at::zeros({2, cap - 5, 3})));
+  // Codes: -(row + 1) for the kept vectors, the zero code elsewhere.
+  const int64_t z = detail::kZeroCode;
+  EXPECT_TRUE(at::equal(
+      detail::codes_long(c),
+      at::tensor({z, -1L, z, -2L, -3L, -4L, -5L, -1L, -2L, -3L, -4L, z, z, -5L}).view({2, 7})));
+}
+
 }  // namespace
 }  // namespace spindlekv

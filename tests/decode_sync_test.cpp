@@ -164,13 +164,17 @@ TEST(DecodeSync, JustInTimeExtensionReadsBackToBuildEntries) {
   EXPECT_GT(counter.reads(), 0);
 }
 
-TEST(DecodeSync, HostCountedAppendReadsBack) {
-  // What every decode step did before counts were deferred: the counter sees it.
+TEST(DecodeSync, HostDecidedAppendReadsBack) {
+  // An append that decides on the host whether to build just-in-time
+  // entries from its misses reads back, and the counter sees it. (The
+  // host-counted exact rows' one read-back, a copy of the counts to the
+  // host, is no operation on the CPU, where these tests run.)
   detail::CodedVectors c = detail::empty_coded(2, 8, at::TensorOptions(), StorageDtype::kFloat32);
   detail::CodebookTables none;
+  none.threshold = 0.9;
   const at::Tensor v = at::randn({2, 1, 8});
   ReadBackCounter counter;
-  detail::append_coded(c, v, at::ones({2, 1}, at::kBool), none, CodebookMode::kNone, false);
+  detail::append_coded(c, v, at::ones({2, 1}, at::kBool), none, CodebookMode::kJustInTime, true);
   EXPECT_GT(counter.reads(), 0);
 }
 

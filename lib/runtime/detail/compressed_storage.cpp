@@ -433,12 +433,14 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
         code);
     mags = p->exact_magnitude;
   } else {
-    at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
-    if (misses.sum().item<int64_t>() > 0) {
+    // Per KV head, read back once: the host sizes the tables.
+    const at::Tensor misses = open.sum(1).to(at::kCPU);
+    const int64_t* miss = misses.data_ptr<int64_t>();
+    const int64_t most = *std::max_element(miss, miss + kv);
+    if (most > 0) {
       // No entry: the vector is kept exact; the r-th miss of head g takes row
       // exact_count[g] + r of that head's table, and its code points there.
       std::vector<int64_t> needed(kv);
-      const int64_t* miss = misses.data_ptr<int64_t>();
       for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + miss[g];
       at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
       at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
@@ -451,14 +453,25 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
           out.quant.append(g, vectors[g].index_select(0, which));
         }
       } else {
-        out.exact = grow_rows(out.exact, *std::max_element(needed.begin(), needed.end()));
-        const int64_t cap = out.exact.size(1);
-        at::Tensor head = at::arange(kv, row.options()).view({kv, 1}).expand({kv, t});
-        at::Tensor flat_open = open.reshape({-1});
-        at::Tensor dest = (head * cap + row).reshape({-1}).masked_select(flat_open);
-        at::Tensor rows =
-            vectors.reshape({kv * t, -1}).index_select(0, flat_open.nonzero().view({-1}));
-        out.exact.view({kv * cap, -1}).index_copy_(0, dest, rows.to(out.exact.scalar_type()));
+        // Head g's misses in order, `most` of them with zero rows past its
+        // own, go to rows exact_count[g] .. + most: its new rows, then rows
+        // it does not use yet, which stay zero. No read-back: the order is
+        // a sort, not a selection of data-dependent size.
+        const int64_t from = *std::max_element(out.exact_count.begin(), out.exact_count.end());
+        out.exact = grow_rows(out.exact, from + most);
+        const int64_t cap = out.exact.size(1), d = vectors.size(2);
+        const at::Tensor column = at::arange(t, row.options()).expand({kv, t});
+        const at::Tensor order =  // [kv, most]: the open columns first
+            std::get<0>(at::where(open, column, column + t).sort(1)).narrow(1, 0, most);
+        const at::Tensor rows =
+            at::where((order < t).unsqueeze(2),
+                      vectors.gather(1, order.clamp_max(t - 1).unsqueeze(2).expand({kv, most, d})),
+                      at::zeros({}, vectors.options()));
+        const at::Tensor dest = base + at::arange(most, row.options()) +
+                                at::arange(kv, row.options()).view({kv, 1}) * cap;
+        out.exact.view({kv * cap, d})
+            .index_copy_(0, dest.reshape({-1}),
+                         rows.reshape({kv * most, d}).to(out.exact.scalar_type()));
       }
       code = at::where(open, -row - 1, code);
       mags = at::where(open, at::ones_like(mags), mags);
