@@ -288,8 +288,6 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
   for (int64_t g = 0; g < G; ++g) std::fill(a + g * n + lengths[g], a + (g + 1) * n, uint8_t{0});
   std::vector<int64_t> index(static_cast<size_t>(G * n), -1);
   std::vector<std::vector<int64_t>> picked(static_cast<size_t>(G));
-  int64_t m = 0;  // rows any set uses
-  for (int64_t len : lengths) m = std::max(m, len);
   if (graphs == JitGraphs::kPerSet || (graphs == JitGraphs::kAuto && directions.is_cpu())) {
     // Set by set at its own length: a batched product would also multiply
     // the rows past the shorter sets' lengths, and saves nothing here.
@@ -303,6 +301,8 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
   } else {
     // On a device: the graphs of as many sets as fit in max_graph_bytes in
     // one batched product and one read-back, then their covers in parallel.
+    int64_t m = 0;  // rows any set uses
+    for (int64_t len : lengths) m = std::max(m, len);
     const at::Tensor used = directions.narrow(1, 0, m);
     const int64_t graph_bytes = std::max<int64_t>(1, m * ((m + 63) / 64) * 8);
     const int64_t per_chunk = std::max<int64_t>(1, max_graph_bytes / graph_bytes);

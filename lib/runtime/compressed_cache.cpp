@@ -321,8 +321,7 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         at::Tensor kept3 = kept.view({kv, group, T});
         at::Tensor uni = kept3.any(1);  // [kv, T]
         const int64_t n = uni.sum(1).max().item<int64_t>();
-        at::Tensor pos = at::arange(T, keys.options().dtype(at::kLong)).expand({kv, T});
-        at::Tensor order = std::get<0>(at::where(uni, pos, pos + T).sort(1)).narrow(1, 0, n);
+        at::Tensor order = detail::set_columns_first(uni, n);
         at::Tensor valid = order < T;
         at::Tensor index = order.clamp_max(T - 1);
         S.positions = at::where(valid, order, at::full_like(order, -1)).to(at::kInt);

@@ -94,6 +94,12 @@ at::Tensor grow_rows(const at::Tensor& t, int64_t needed) {
   return at::cat({t, at::zeros(shape, t.options())}, 1);
 }
 
+at::Tensor set_columns_first(const at::Tensor& mask, int64_t count) {
+  const int64_t t = mask.size(1);
+  const at::Tensor column = at::arange(t, mask.options().dtype(at::kLong)).expand(mask.sizes());
+  return std::get<0>(at::where(mask, column, column + t).sort(1)).narrow(1, 0, count);
+}
+
 namespace {
 
 bool views_leading_columns(const at::Tensor& view, const at::Tensor& buffer) {
@@ -386,9 +392,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     const at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
     std::vector<int64_t> lengths(misses.data_ptr<int64_t>(), misses.data_ptr<int64_t>() + kv);
     const int64_t n = *std::max_element(lengths.begin(), lengths.end());
-    const at::Tensor column = at::arange(t, open.options().dtype(at::kLong)).expand({kv, t});
-    const at::Tensor order =
-        std::get<0>(at::where(open, column, column + t).sort(1)).narrow(1, 0, n).clamp_max(t);
+    const at::Tensor order = set_columns_first(open, n).clamp_max(t);
     const at::Tensor rows = order.clamp_max(t - 1);  // the rows past lengths are ignored
     const JitCodebooks built =
         build_jit_codebooks(m.dirs.gather(1, rows.unsqueeze(2).expand({kv, n, m.dirs.size(2)})),
@@ -432,7 +436,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
         append_exact_deferred(out, p->exact_rows, open, p->open_rank, p->open_count, p->head_index),
         code);
     mags = p->exact_magnitude;
-  } else {
+  } else if (!(use_jit && build_jit_from_misses)) {  // that stage leaves no misses
     // Per KV head, read back once: the host sizes the tables.
     const at::Tensor misses = open.sum(1).to(at::kCPU);
     const int64_t* miss = misses.data_ptr<int64_t>();
@@ -460,9 +464,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
         const int64_t from = *std::max_element(out.exact_count.begin(), out.exact_count.end());
         out.exact = grow_rows(out.exact, from + most);
         const int64_t cap = out.exact.size(1), d = vectors.size(2);
-        const at::Tensor column = at::arange(t, row.options()).expand({kv, t});
-        const at::Tensor order =  // [kv, most]: the open columns first
-            std::get<0>(at::where(open, column, column + t).sort(1)).narrow(1, 0, most);
+        const at::Tensor order = set_columns_first(open, most);  // [kv, most]
         const at::Tensor rows =
             at::where((order < t).unsqueeze(2),
                       vectors.gather(1, order.clamp_max(t - 1).unsqueeze(2).expand({kv, most, d})),

@@ -94,6 +94,11 @@ at::Tensor exact_table(const CodedVectors& coded, at::Tensor* scratch = nullptr)
 /// (capacity doubled, new rows zero).
 at::Tensor grow_rows(const at::Tensor& t, int64_t needed);
 
+/// For each row of `mask` [rows, t] bool, the columns it sets in order, then
+/// t + each column it does not set: the first `count`, [rows, count] int64
+/// on the mask's device. A sort, so nothing is read back to the host.
+at::Tensor set_columns_first(const at::Tensor& mask, int64_t count);
+
 /// `current` [rows, n] with `extra` [rows, t] appended along dim 1, as a
 /// view of the leading n + t columns of `buffer` [rows, capacity]. While
 /// `current` is such a view of `buffer` with room for `extra`, only `extra`
