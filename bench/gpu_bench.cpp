@@ -86,6 +86,8 @@ double timed(const std::function<void()>& fn, int reps = 1, int warmup = 0) {
 // what a step costs in launches on any device.
 class ScopeCalls {
  public:
+  static constexpr const char* kReadBackScope = "spindlekv::read_back";
+
   ScopeCalls() : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&enter, &leave))) {
     state() = State();
   }
@@ -95,12 +97,13 @@ class ScopeCalls {
     return it == state().counts.end() ? 0 : it->second;
   }
   // Calls in `scope` that read the device back (the host waits for it), by
-  // name: a copy to the host (`.to(kCPU)`) is one too but is not told apart
-  // from other conversions here, so this is a lower bound.
+  // name: the runtime's copies to the host are the scope
+  // "spindlekv::read_back" (lib/runtime/detail/read_back.h).
   int64_t read_backs(const std::string& scope) const {
     static const char* const kReadBack[] = {
         "aten::item",  "aten::_local_scalar_dense", "aten::nonzero",  "aten::masked_select",
-        "aten::equal", "aten::is_nonzero",          "aten::allclose", "aten::_unique2"};
+        "aten::equal", "aten::is_nonzero",          "aten::allclose", "aten::_unique2",
+        kReadBackScope};
     int64_t n = 0;
     for (const char* name : kReadBack) {
       const auto it = state().names[scope].find(name);
@@ -171,8 +174,10 @@ class ScopeCalls {
   }
   static std::unique_ptr<at::ObserverContext> enter(const at::RecordFunction& fn) {
     State& s = state();
+    // A read-back is a call of the scope it is made in, not a scope.
     if (fn.scope() == at::RecordScope::USER_SCOPE &&
-        std::strncmp(fn.name(), "spindlekv::", 11) == 0) {
+        std::strncmp(fn.name(), "spindlekv::", 11) == 0 &&
+        std::strcmp(fn.name(), kReadBackScope) != 0) {
       s.frames.push_back(Frame{fn.name()});
       return std::make_unique<Marker>(true);
     }

@@ -31,9 +31,18 @@ class ReadBackCounter {
  public:
   int reads() const {
     static const char* const kReadBack[] = {
-        "aten::item",       "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select",
-        "aten::equal",      "aten::is_nonzero",          "aten::_unique", "aten::_unique2",
-        "aten::unique_dim", "aten::unique_consecutive",  "aten::allclose"};
+        "aten::item",
+        "aten::_local_scalar_dense",
+        "aten::nonzero",
+        "aten::masked_select",
+        "aten::equal",
+        "aten::is_nonzero",
+        "aten::_unique",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::allclose",
+        "spindlekv::read_back"};  // the runtime's copies to the host (detail/read_back.h)
     int n = 0;
     for (const char* name : kReadBack) n += ops_[name];
     return n;
@@ -119,6 +128,28 @@ TEST(DecodeSync, DecodeStepReadsNothingBackInEveryCodebookMode) {
   }
 }
 
+TEST(DecodeSync, APrefillReadsBackOnceForTheUnionAndOncePerTable) {
+  // A layer's prefill waits for the device where the host sizes what it
+  // stores: the widest KV head's kept tokens (with whether the query heads
+  // of a group disagree), then each of keys and values its exact rows, or
+  // its misses for just-in-time entries (plus which rows are not zero).
+  const ModelConfig c = testutil::tiny_config(4, 2, 8);
+  const CacheGeometry g = c.geometry();
+  auto artifact = testutil::random_artifact(c, 5);
+  const std::pair<CodebookMode, int> most[] = {
+      {CodebookMode::kNone, 3}, {CodebookMode::kCalibrated, 3}, {CodebookMode::kJustInTime, 5}};
+  for (const auto& [mode, reads] : most) {
+    CompressionParameters p = params(mode, 0.5);
+    CompressedCache cache(g, 1, p, artifact);
+    const at::Tensor keys = at::randn({g.num_kv_heads, 24, g.head_dim});
+    const at::Tensor values = at::randn({g.num_kv_heads, 24, g.head_dim});
+    const at::Tensor attention = at::softmax(at::randn({g.num_heads, p.window, 24}), -1);
+    ReadBackCounter counter;
+    cache.prefill(0, 0, keys, values, attention);
+    EXPECT_EQ(counter.reads(), reads) << "codebook mode " << static_cast<int>(mode);
+  }
+}
+
 TEST(DecodeSync, ADecodeStepMatchesTheWholeBatchAgainstTheCodebookOnce) {
   // Splitting vectors into magnitude and direction, and the calibrated
   // table's product, run once per step and layer whatever the batch size:
@@ -164,18 +195,21 @@ TEST(DecodeSync, JustInTimeExtensionReadsBackToBuildEntries) {
   EXPECT_GT(counter.reads(), 0);
 }
 
-TEST(DecodeSync, HostDecidedAppendReadsBack) {
-  // An append that decides on the host whether to build just-in-time
-  // entries from its misses reads back, and the counter sees it. (The
-  // host-counted exact rows' one read-back, a copy of the counts to the
-  // host, is no operation on the CPU, where these tests run.)
-  detail::CodedVectors c = detail::empty_coded(2, 8, at::TensorOptions(), StorageDtype::kFloat32);
+TEST(DecodeSync, AppendsThatDecideOnTheHostReadBack) {
+  // Appends that size their tables on the host read back, and the counter
+  // sees it: one that builds just-in-time entries from its misses, and one
+  // that counts its exact rows on the host (a prefill).
+  const at::Tensor v = at::randn({2, 3, 8});
+  const at::Tensor all = at::ones({2, 3}, at::kBool);
   detail::CodebookTables none;
   none.threshold = 0.9;
-  const at::Tensor v = at::randn({2, 1, 8});
-  ReadBackCounter counter;
-  detail::append_coded(c, v, at::ones({2, 1}, at::kBool), none, CodebookMode::kJustInTime, true);
-  EXPECT_GT(counter.reads(), 0);
+  for (CodebookMode mode : {CodebookMode::kJustInTime, CodebookMode::kNone}) {
+    SCOPED_TRACE(static_cast<int>(mode));
+    detail::CodedVectors c = detail::empty_coded(2, 8, at::TensorOptions(), StorageDtype::kFloat32);
+    ReadBackCounter counter;
+    detail::append_coded(c, v, all, none, mode, mode == CodebookMode::kJustInTime);
+    EXPECT_GT(counter.reads(), 0);
+  }
 }
 
 // Decoding with the exact-row counts left on the device gives the cache

@@ -1,5 +1,6 @@
 #include "runtime/codebook_builder.h"
 #include "runtime/detail/jit_reference.h"
+#include "runtime/detail/read_back.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -20,7 +21,7 @@ namespace {
 void pack_on_host(const at::Tensor& above, int64_t start, at::Tensor& packed) {
   const int64_t G = above.size(0), rows = above.size(1), n = above.size(2);
   const int64_t bytes = packed.size(2);
-  const at::Tensor above_cpu = above.to(at::kCPU);
+  const at::Tensor above_cpu = above.is_cpu() ? above : detail::read_back(above);
   const bool* a = above_cpu.data_ptr<bool>();
   uint8_t* base = packed.data_ptr<uint8_t>();
   at::parallel_for(0, G * rows, 16, [&](int64_t begin, int64_t end) {
@@ -81,7 +82,7 @@ at::Tensor similarity_bits(const at::Tensor& unit, double threshold, int64_t blo
     at::Tensor above = (sims > threshold).contiguous();
     on_host ? pack_on_host(above, start, packed) : pack_with_tensor_ops(above, start, packed);
   }
-  packed = packed.to(at::kCPU).contiguous();
+  if (!on_host) packed = detail::read_back(packed);
   return batched ? packed : packed[0];
 }
 
@@ -185,7 +186,7 @@ void greedy_cover(const BitGraph& g, const uint8_t* alive_init, int64_t* index,
 
 // [rows..., n] of `unit` [..., n, d]: 1 where the row is not zero, on the host.
 at::Tensor nonzero_rows(const at::Tensor& unit) {
-  return (unit.abs().sum(-1) > 0).to(at::kByte).to(at::kCPU).contiguous();
+  return detail::read_back((unit.abs().sum(-1) > 0).to(at::kByte));
 }
 
 JitCodebook finish(const at::Tensor& directions, const std::vector<int64_t>& picked,

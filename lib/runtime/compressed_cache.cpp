@@ -11,6 +11,7 @@
 #include "core/rope.h"
 #include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/detail/decode_attention.h"
+#include "runtime/detail/read_back.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 
@@ -320,15 +321,20 @@ void CompressedCache::prefill(int64_t sequence, int64_t layer, const at::Tensor&
         const int64_t group = heads / kv;
         at::Tensor kept3 = kept.view({kv, group, T});
         at::Tensor uni = kept3.any(1);  // [kv, T]
-        const int64_t n = uni.sum(1).max().item<int64_t>();
+        // One read-back: the widest head's count, and whether some query
+        // head kept less than its KV head's union.
+        const at::Tensor facts = detail::read_back(
+            at::stack({uni.sum(1).max(), (kept3.all(1) != uni).any().to(at::kLong)}));
+        const int64_t n = facts.data_ptr<int64_t>()[0];
+        const bool partial = facts.data_ptr<int64_t>()[1] != 0;
         at::Tensor order = detail::set_columns_first(uni, n);
         at::Tensor valid = order < T;
         at::Tensor index = order.clamp_max(T - 1);
         S.positions = at::where(valid, order, at::full_like(order, -1)).to(at::kInt);
-        at::Tensor member =
-            kept3.gather(2, index.unsqueeze(1).expand({kv, group, n})) & valid.unsqueeze(1);
-        if (!at::equal(member, valid.unsqueeze(1).expand({kv, group, n}))) {
-          S.member = member.reshape({heads, n});
+        if (partial) {
+          S.member =
+              (kept3.gather(2, index.unsqueeze(1).expand({kv, group, n})) & valid.unsqueeze(1))
+                  .reshape({heads, n});
         }
         at::Tensor gather_index = index.unsqueeze(2).expand({kv, n, d});
         const bool build = I.params.codebook == CodebookMode::kJustInTime ||

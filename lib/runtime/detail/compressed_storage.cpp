@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/rope.h"
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/read_back.h"
 
 namespace spindlekv {
 namespace detail {
@@ -35,9 +36,11 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
     if (unused.defined()) sims.masked_fill_(unused, -3.0);
     return sims.max(2);
   };
+  // A block's similarities: about 2^22 floats on the host (below malloc's
+  // mmap threshold, so reused), 2^26 on a device (fewer, larger launches).
+  const int64_t budget = int64_t{1} << (dirs.is_cpu() ? 22 : 26);
   const int64_t rows =
-      block_rows > 0 ? block_rows
-                     : std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, kv * K));
+      block_rows > 0 ? block_rows : std::max<int64_t>(1, budget / std::max<int64_t>(1, kv * K));
   if (n <= rows) {
     auto [best, arg] = block(dirs);
     return {best, arg};
@@ -161,7 +164,7 @@ int64_t counts_bound(const std::vector<int64_t>& host, int64_t unsettled) {
 std::vector<int64_t> counts_in_use(const std::vector<int64_t>& host, int64_t unsettled,
                                    const at::Tensor& used) {
   if (unsettled == 0 || !used.defined()) return host;
-  const at::Tensor u = used.to(at::kCPU).contiguous();
+  const at::Tensor u = read_back(used);
   return std::vector<int64_t>(u.data_ptr<int64_t>(), u.data_ptr<int64_t>() + u.numel());
 }
 
@@ -384,14 +387,17 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     open = open & hit.logical_not();
     open_changed = true;
   }
-  if (use_jit && build_jit_from_misses && open.any().item<bool>()) {
+  std::vector<int64_t> lengths;  // misses per KV head, read back once
+  if (use_jit && build_jit_from_misses) {
+    const at::Tensor misses = read_back(open.sum(1));
+    lengths.assign(misses.data_ptr<int64_t>(), misses.data_ptr<int64_t>() + kv);
+  }
+  const int64_t n = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+  if (n > 0) {
     // Algorithm 1 on each KV head's misses, every head at once; the chosen
     // directions become this request's entries. Row j of head g's misses:
     // order[g][j], the j-th open column (columns past the head's misses
     // point at column t, which does not exist).
-    const at::Tensor misses = open.sum(1).to(at::kCPU);  // per KV head
-    std::vector<int64_t> lengths(misses.data_ptr<int64_t>(), misses.data_ptr<int64_t>() + kv);
-    const int64_t n = *std::max_element(lengths.begin(), lengths.end());
     const at::Tensor order = set_columns_first(open, n).clamp_max(t);
     const at::Tensor rows = order.clamp_max(t - 1);  // the rows past lengths are ignored
     const JitCodebooks built =
@@ -438,7 +444,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     mags = p->exact_magnitude;
   } else if (!(use_jit && build_jit_from_misses)) {  // that stage leaves no misses
     // Per KV head, read back once: the host sizes the tables.
-    const at::Tensor misses = open.sum(1).to(at::kCPU);
+    const at::Tensor misses = read_back(open.sum(1));
     const int64_t* miss = misses.data_ptr<int64_t>();
     const int64_t most = *std::max_element(miss, miss + kv);
     if (most > 0) {
@@ -450,7 +456,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
       at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
       if (out.quantized()) {
         // Each head's misses, in order, join its quantised table.
-        at::Tensor open_cpu = open.to(at::kCPU);
+        const at::Tensor open_cpu = read_back(open);
         for (int64_t g = 0; g < kv; ++g) {
           if (miss[g] == 0) continue;
           at::Tensor which = open_cpu[g].nonzero().view({-1}).to(vectors.device());

@@ -140,8 +140,8 @@ void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes);
 /// direction of `dirs` [kv_heads, n, d], entries past counts[g] (one count,
 /// or one per head) excluded: (cosine [kv_heads, n], index [kv_heads, n]
 /// int64). The similarities are made `block_rows` directions at a time (0:
-/// blocks of about 2^22 floats), so a long prefill's [kv_heads, n, K]
-/// product is never one fresh allocation of hundreds of MB.
+/// blocks of about 2^22 floats on the host, 2^26 on a device), so a long
+/// prefill's [kv_heads, n, K] product is never one allocation of gigabytes.
 std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tensor& table,
                                           const std::vector<int64_t>& counts,
                                           int64_t block_rows = 0);
