@@ -552,7 +552,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    g_device = c10::Device(device);
+    g_device = parse_device(device, "--device");
     configure_threads(0);
     c10::InferenceMode guard;
     at::manual_seed(0);
