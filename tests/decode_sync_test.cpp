@@ -18,6 +18,7 @@
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/cache_access.h"
+#include "runtime/detail/coded_reads.h"
 #include "runtime/detail/compressed_storage.h"
 #include "test_util.h"
 

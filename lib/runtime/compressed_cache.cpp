@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/rope.h"
+#include "runtime/detail/coded_reads.h"
 #include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/detail/decode_attention.h"
 #include "runtime/detail/read_back.h"

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/rope.h"
+#include "runtime/detail/coded_reads.h"
 #include "runtime/detail/compressed_cache_impl.h"
 
 namespace spindlekv {

@@ -234,23 +234,6 @@ int64_t jit_entries_bound(const CodedVectors& coded);
 std::vector<int64_t> jit_entries_in_use(const CodedVectors& coded);
 void settle_jit_entries(CodedVectors& coded);
 
-/// Dense vectors [kv_heads, slots, d] rebuilt from codes.
-at::Tensor reconstruct(const CodedVectors& coded, const CodebookTables& tables);
-
-/// Keys rebuilt from codes and rotated by RoPE at `positions` [kv_heads,
-/// slots] int32 (padding < 0: row left zero), with `cos`/`sin` tables
-/// [P, d] indexed by position: [kv_heads, slots, d]. One fused pass on CPU.
-at::Tensor reconstruct_rotated(const CodedVectors& coded, const CodebookTables& tables,
-                               const at::Tensor& positions, const at::Tensor& cos,
-                               const at::Tensor& sin, Workspace* workspace = nullptr);
-
-/// sum_s weights[g, r, s] * vector[g, s] for every KV head g and row r,
-/// without rebuilding the vectors: weights times magnitudes are gathered per
-/// entry, then multiplied with the entry tables. weights [kv_heads, R, slots];
-/// returns [kv_heads, R, d].
-at::Tensor weighted_sum(const CodedVectors& coded, const CodebookTables& tables,
-                        const at::Tensor& weights, Workspace* workspace = nullptr);
-
 /// An empty CodedVectors for `kv_heads` heads of size `head_dim` on the
 /// device of `options`, holding exact rows and entries in `dtype` and
 /// magnitudes as storage_cost.h says.
