@@ -152,6 +152,33 @@ TEST(JitCodebook, SetsBuiltTogetherEqualEachBuiltAlone) {
   }
 }
 
+TEST(JitCodebook, RowsVouchedNonZeroBuildWhatFindingThemBuilds) {
+  // A caller that vouches its rows are non-zero (the cache's misses) gets
+  // the codebooks the builder makes when it looks for zero rows itself; a
+  // zero row vouched for becomes its own entry instead of being skipped.
+  at::manual_seed(23);
+  const int64_t n = 40, d = 8;
+  const std::vector<int64_t> lengths = {40, 3, 0};
+  at::Tensor x = at::randn({4, d}).repeat({n / 4, 1}).unsqueeze(0).repeat({3, 1, 1}) +
+                 0.4 * at::randn({3, n, d});
+  const at::Tensor dirs = split_magnitude(x).first;
+  for (JitGraphs graphs : {JitGraphs::kPerSet, JitGraphs::kBatched}) {
+    const JitCodebooks found = build_jit_codebooks(dirs, lengths, 0.6, graphs, kJitGraphBytes);
+    const JitCodebooks vouched =
+        build_jit_codebooks(dirs, lengths, 0.6, graphs, kJitGraphBytes, false);
+    EXPECT_EQ(found.first, vouched.first);
+    EXPECT_TRUE(at::equal(found.entries, vouched.entries));
+    EXPECT_TRUE(at::equal(found.index, vouched.index));
+  }
+  at::Tensor with_zero = dirs.clone();
+  with_zero[1][2].zero_();
+  EXPECT_EQ(build_jit_codebooks(with_zero, lengths, 0.6).index[1][2].item<int64_t>(), -1);
+  EXPECT_GE(build_jit_codebooks(with_zero, lengths, 0.6, JitGraphs::kAuto, kJitGraphBytes, false)
+                .index[1][2]
+                .item<int64_t>(),
+            0);
+}
+
 TEST(JitCodebook, SetsRefuseLengthsThatDoNotFit) {
   const at::Tensor dirs = at::zeros({2, 5, 3});
   EXPECT_SKV_ERROR(build_jit_codebooks(dirs, {5}, 0.5), "one length per set");

@@ -270,11 +270,12 @@ JitCodebook build_jit_codebook(const at::Tensor& directions, double threshold) {
 
 JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
                                  double threshold) {
-  return build_jit_codebooks(directions, lengths, threshold, JitGraphs::kAuto, int64_t{1} << 28);
+  return build_jit_codebooks(directions, lengths, threshold, JitGraphs::kAuto, kJitGraphBytes);
 }
 
 JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
-                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes) {
+                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes,
+                                 bool skip_zero_rows) {
   SKV_CHECK_EQ(directions.dim(), 3, "directions must be [sets, n, head_dim]");
   SKV_CHECK(directions.scalar_type() == at::kFloat, "directions must be float32, got ",
             at::toString(directions.scalar_type()));
@@ -284,7 +285,8 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
     SKV_CHECK(len >= 0 && len <= n, "length ", len, " outside [0, ", n, "]");
   }
   // Alive: the non-zero rows in use.
-  at::Tensor alive = nonzero_rows(directions);  // [G, n] on the host
+  at::Tensor alive = skip_zero_rows ? nonzero_rows(directions)  // [G, n] on the host
+                                    : at::ones({G, n}, at::kByte);
   uint8_t* a = alive.data_ptr<uint8_t>();
   for (int64_t g = 0; g < G; ++g) std::fill(a + g * n + lengths[g], a + (g + 1) * n, uint8_t{0});
   std::vector<int64_t> index(static_cast<size_t>(G * n), -1);

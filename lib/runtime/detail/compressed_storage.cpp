@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/jit_reference.h"
 #include "runtime/detail/read_back.h"
 
 namespace spindlekv {
@@ -367,7 +368,8 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
     const at::Tensor rows = order.clamp_max(t - 1);  // the rows past lengths are ignored
     const JitCodebooks built =
         build_jit_codebooks(m.dirs.gather(1, rows.unsqueeze(2).expand({kv, n, m.dirs.size(2)})),
-                            lengths, tables.threshold);
+                            lengths, tables.threshold, JitGraphs::kAuto, kJitGraphBytes,
+                            /*skip_zero_rows=*/false);  // misses have magnitude > 0
     std::vector<int64_t> needed = out.jit_count, base(kv);
     for (int64_t g = 0; g < kv; ++g) {
       base[g] = Kc + out.jit_count[g];

@@ -4,6 +4,8 @@
 
 #include <ATen/Tensor.h>
 
+#include <cstdint>
+
 #include "runtime/codebook_builder.h"
 
 namespace spindlekv {
@@ -19,9 +21,16 @@ enum class JitGraphs {
   kBatched,  ///< as many sets' graphs at once as fit in max_graph_bytes (at least one)
 };
 
-/// build_jit_codebooks with its graphs built as `graphs` says.
+/// The graphs build_jit_codebooks reads back at once by default (bytes of bits).
+constexpr int64_t kJitGraphBytes = int64_t{1} << 28;
+
+/// build_jit_codebooks with its graphs built as `graphs` says. With
+/// `skip_zero_rows` false the caller vouches that every row below a set's
+/// length is non-zero (a miss of compressed_storage.h), so the builder does
+/// not read the rows back to find the zero ones.
 JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector<int64_t>& lengths,
-                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes);
+                                 double threshold, JitGraphs graphs, int64_t max_graph_bytes,
+                                 bool skip_zero_rows = true);
 
 /// How similarity_bits packs each block of the thresholded product into bits.
 enum class BitPacking {
