@@ -26,32 +26,7 @@ namespace spindlekv {
 namespace {
 
 using testutil::OpCounter;
-
-// Operations that read the device back, issued while it lives.
-class ReadBackCounter {
- public:
-  int reads() const {
-    static const char* const kReadBack[] = {
-        "aten::item",
-        "aten::_local_scalar_dense",
-        "aten::nonzero",
-        "aten::masked_select",
-        "aten::equal",
-        "aten::is_nonzero",
-        "aten::_unique",
-        "aten::_unique2",
-        "aten::unique_dim",
-        "aten::unique_consecutive",
-        "aten::allclose",
-        "spindlekv::read_back"};  // the runtime's copies to the host (detail/read_back.h)
-    int n = 0;
-    for (const char* name : kReadBack) n += ops_[name];
-    return n;
-  }
-
- private:
-  OpCounter ops_;
-};
+using testutil::ReadBackCounter;
 
 struct Step {
   at::Tensor queries, keys, values, positions;

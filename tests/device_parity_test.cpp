@@ -1,8 +1,8 @@
 // The model and the compressed cache on the device of $SPINDLEKV_TEST_DEVICE
 // (scripts/gpu_check.sh sets "cuda") against the same computation on the
-// CPU: logits, greedy tokens, held bytes and a saved cache. Every test skips
-// when the test device is the CPU itself (CI has no GPU): there is nothing
-// to compare.
+// CPU: logits, greedy tokens, held bytes and a saved cache. The comparisons
+// skip when the test device is the CPU itself (CI has no GPU): there is
+// nothing to compare. The read-back count runs on either.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +14,7 @@
 #include "device_util.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
+#include "op_counter.h"
 #include "runtime/compressed_cache.h"
 #include "test_util.h"
 
@@ -196,6 +197,27 @@ TEST(DeviceParity, ACacheSavedOnTheDeviceDecodesTheSameOnTheCpu) {
     const at::Tensor next = at::tensor({tokens.back()}, at::kLong).view({1, 1});
     expect_close(dev.forward_with_cache(next, on_dev).view({-1}),
                  cpu.forward_with_cache(next, loaded).view({-1}), "step after loading");
+  }
+}
+
+TEST(DeviceParity, AModelDecodeStepOverACompressedCacheReadsNothingBack) {
+  // A step from a token the host holds (as a decoding loop reads it) waits
+  // for the device nowhere: the model checks the token on the host and
+  // hands the cache its positions there. On the CPU this checks that the
+  // same code makes no read; on a GPU, that nothing waits.
+  const LlamaModel model = reference_model(c10::kCPU).to(test_device());
+  const auto artifact = random_artifact(model.config(), 5);
+  for (Setting s : settings()) {
+    if (s.params.quantization != KvQuantization::kNone) continue;  // decided on the host
+    s.params.extend_codebook_when_decoding = false;  // the ATen path builds entries on the host
+    SCOPED_TRACE(s.name);
+    CompressedCache cache(model.config().geometry(), 1, s.params, artifact, test_device());
+    std::vector<int64_t> tokens;
+    decode(model, cache, 1, tokens);
+    const at::Tensor next = at::tensor({tokens.back()}, at::kLong).view({1, 1});
+    testutil::ReadBackCounter counter;
+    model.forward_with_cache(next, cache, true);
+    EXPECT_EQ(counter.reads(), 0);
   }
 }
 

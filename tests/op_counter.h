@@ -37,4 +37,30 @@ class OpCounter {
   at::CallbackHandle handle_;
 };
 
+/// Counts the operations that wait for the device to read it back, issued
+/// on the calling thread while it lives: scalar reads (every `item()` ends
+/// in `_local_scalar_dense`), selections of data-dependent size, `equal`,
+/// and the runtime's copies to the host ("spindlekv::read_back",
+/// runtime/detail/read_back.h). Counted on the CPU too, where nothing waits.
+class ReadBackCounter {
+ public:
+  int reads() const {
+    static const char* const kReadBack[] = {"aten::_local_scalar_dense",
+                                            "aten::nonzero",
+                                            "aten::masked_select",
+                                            "aten::equal",
+                                            "aten::_unique",
+                                            "aten::_unique2",
+                                            "aten::unique_dim",
+                                            "aten::unique_consecutive",
+                                            "spindlekv::read_back"};
+    int n = 0;
+    for (const char* name : kReadBack) n += ops_[name];
+    return n;
+  }
+
+ private:
+  OpCounter ops_;
+};
+
 }  // namespace spindlekv::testutil

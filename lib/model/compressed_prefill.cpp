@@ -52,7 +52,8 @@ std::vector<std::vector<int64_t>> decode_greedy(const LlamaModel& model, Compres
     at::Tensor ids = next.to(at::kCPU);
     for (int64_t b = 0; b < B; ++b) out[b].push_back(ids[b].item<int64_t>());
     if (step + 1 == max_new) break;
-    at::Tensor logits = model.forward_with_cache(next.view({B, 1}), cache, true);
+    // The ids just read: checked on the host, so the step waits for nothing.
+    at::Tensor logits = model.forward_with_cache(ids.view({B, 1}), cache, true);
     next = logits.view({B, -1}).argmax(-1);
   }
   return out;

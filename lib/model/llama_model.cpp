@@ -313,11 +313,14 @@ at::Tensor LlamaModel::finish_layer(int64_t index, const at::Tensor& x,
 at::Tensor LlamaModel::check_tokens(const at::Tensor& tokens_in) const {
   SKV_CHECK_EQ(tokens_in.dim(), 2, "tokens must be [batch, tokens]");
   SKV_CHECK_GT(tokens_in.size(1), 0, "no tokens to run");
-  at::Tensor tokens = tokens_in.to(device(), at::kLong);
-  const int64_t vmin = tokens.min().item<int64_t>(), vmax = tokens.max().item<int64_t>();
+  // Checked where the ids are: on the host without waiting, on a device
+  // with one read-back of their range.
+  const at::Tensor range =
+      at::stack({tokens_in.min(), tokens_in.max()}).to(at::kCPU, at::kLong).contiguous();
+  const int64_t vmin = range.data_ptr<int64_t>()[0], vmax = range.data_ptr<int64_t>()[1];
   SKV_CHECK(vmin >= 0 && vmax < config_.vocab_size, "token ids must lie in [0, ",
             config_.vocab_size, "), got range [", vmin, ", ", vmax, "]");
-  return tokens;
+  return tokens_in.to(device(), at::kLong, /*non_blocking=*/true);
 }
 
 at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, AttentionCache& cache,
@@ -333,9 +336,12 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
     SKV_CHECK_LE(starts[b] + T, c.max_position_embeddings, "sequence ", b,
                  " would pass the model's max_position_embeddings");
   }
-  at::Tensor positions =
-      at::tensor(starts, at::kLong).to(dev).view({B, 1}) +
-      at::arange(T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, T});
+  // Positions on the host, where the cache bounds its RoPE table without
+  // waiting for the device (attention_cache.h); the model's own RoPE uses a
+  // copy on the device.
+  const at::Tensor host_positions =
+      at::tensor(starts, at::kLong).view({B, 1}) + at::arange(T, at::kLong).view({1, T});
+  const at::Tensor positions = host_positions.to(dev, at::kLong, /*non_blocking=*/true);
   RopeTables flat = rope_tables(inv_freq_.to(dev), positions.reshape({-1}));
   const RopeTables tables{flat.cos.view({B, 1, T, c.head_dim}).to(dtype()),
                           flat.sin.view({B, 1, T, c.head_dim}).to(dtype())};
@@ -350,7 +356,7 @@ at::Tensor LlamaModel::forward_with_cache(const at::Tensor& tokens_in, Attention
         project(h, L.k_proj, L.k_bias).view({B, T, c.num_kv_heads, c.head_dim}).transpose(1, 2);
     at::Tensor v =
         project(h, L.v_proj, L.v_bias).view({B, T, c.num_kv_heads, c.head_dim}).transpose(1, 2);
-    at::Tensor o = cache.append_and_attend(i, apply_rope(q, tables), k, v, positions);
+    at::Tensor o = cache.append_and_attend(i, apply_rope(q, tables), k, v, host_positions);
     x = finish_layer(i, x, o.to(x.scalar_type()));
   }
   cache.advance(T);

@@ -143,7 +143,11 @@ class LlamaModel {
   /// Runs `tokens` [batch, new] as the continuation of each sequence held by
   /// `cache` (a CompressedCache, or an engine's own), at positions
   /// cache.next_position(b) onwards, attending through the cache; advances
-  /// it. Returns logits [batch, new or 1, vocab].
+  /// it. Returns logits [batch, new or 1, vocab]. Tokens on the host (as a
+  /// decoding loop reads them) are checked there and copied to the device
+  /// without waiting for it, so a step over a CompressedCache waits for
+  /// nothing (compressed_cache.h says when); tokens on a device cost one
+  /// read-back of their range.
   at::Tensor forward_with_cache(const at::Tensor& tokens, AttentionCache& cache,
                                 bool last_logits_only = true) const;
 

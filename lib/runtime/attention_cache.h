@@ -4,7 +4,9 @@
 //
 // Shapes, float32: queries [batch, heads, new, head_dim] (post-RoPE);
 // keys [batch, kv_heads, new, head_dim] (pre-RoPE); values the same;
-// positions [batch, new] int64; output [batch, heads, new, head_dim].
+// positions [batch, new] int64 (LlamaModel passes them on the host, so a
+// cache can read them without waiting for the device); output [batch,
+// heads, new, head_dim].
 #pragma once
 
 #include <ATen/Tensor.h>

@@ -192,9 +192,11 @@ at::Tensor nonzero_rows(const at::Tensor& unit) {
 JitCodebook finish(const at::Tensor& directions, const std::vector<int64_t>& picked,
                    const std::vector<int64_t>& index) {
   JitCodebook out;
-  at::Tensor idx = at::tensor(picked, at::kLong).to(directions.device());
+  at::Tensor idx =
+      at::tensor(picked, at::kLong).to(directions.device(), at::kLong, /*non_blocking=*/true);
   out.entries = directions.index_select(0, idx);
-  out.index = at::tensor(index, at::kLong).to(directions.device());
+  out.index =
+      at::tensor(index, at::kLong).to(directions.device(), at::kLong, /*non_blocking=*/true);
   return out;
 }
 
@@ -332,8 +334,11 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
   }
   const at::Device device = directions.device();
   out.entries =
-      directions.reshape({G * n, d}).index_select(0, at::tensor(flat, at::kLong).to(device));
-  out.index = at::tensor(index, at::kLong).view({G, n}).to(device);
+      directions.reshape({G * n, d})
+          .index_select(0,
+                        at::tensor(flat, at::kLong).to(device, at::kLong, /*non_blocking=*/true));
+  out.index =
+      at::tensor(index, at::kLong).view({G, n}).to(device, at::kLong, /*non_blocking=*/true);
   return out;
 }
 

@@ -383,8 +383,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
       out.jit_count[g] = needed[g];
     }
     // Each miss's code: its entry past the head's earlier ones.
-    const at::Tensor jit_code =
-        built.index + at::tensor(base, at::kLong).to(code.device()).unsqueeze(1);
+    const at::Tensor jit_code = built.index + device_counts(base, code.device()).unsqueeze(1);
     code = at::where(
         open, at::zeros({kv, t + 1}, code.options()).scatter_(1, order, jit_code).narrow(1, 0, t),
         code);
@@ -419,7 +418,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
       // exact_count[g] + r of that head's table, and its code points there.
       std::vector<int64_t> needed(kv);
       for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + miss[g];
-      at::Tensor base = at::tensor(out.exact_count, at::kLong).to(vectors.device()).view({kv, 1});
+      at::Tensor base = device_counts(out.exact_count, vectors.device()).view({kv, 1});
       at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
       if (out.quantized()) {
         // Each head's misses, in order, join its quantised table.
