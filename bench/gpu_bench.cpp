@@ -463,8 +463,9 @@ void model_bench(const std::string& dir, const std::string& hf_result, int64_t T
     const double t_full =
         timed([&] {
           for (int64_t s = 0; s < steps; ++s) {
-            next = model.forward(next.view({1, 1}), &full, nullptr, true).view({1, -1}).argmax(-1);
-            next.item<int64_t>();  // the host reads each token, as decoding does
+            // The host reads each token and feeds it back, as decoding does.
+            const at::Tensor id = at::full({1, 1}, next.item<int64_t>(), at::kLong);
+            next = model.forward(id, &full, nullptr, true).view({1, -1}).argmax(-1);
           }
         }) /
         steps;
@@ -478,15 +479,14 @@ void model_bench(const std::string& dir, const std::string& hf_result, int64_t T
           at::Tensor logits = prefill_compressed(model, prompt, cache, 0);
           next = logits.view({1, -1}).argmax(-1);
         });
-        const double t_step = timed([&] {
-                                for (int64_t s = 0; s < steps; ++s) {
-                                  next = model.forward_with_cache(next.view({1, 1}), cache, true)
-                                             .view({1, -1})
-                                             .argmax(-1);
-                                  next.item<int64_t>();
-                                }
-                              }) /
-                              steps;
+        const double t_step =
+            timed([&] {
+              for (int64_t s = 0; s < steps; ++s) {
+                const at::Tensor id = at::full({1, 1}, next.item<int64_t>(), at::kLong);
+                next = model.forward_with_cache(id, cache, true).view({1, -1}).argmax(-1);
+              }
+            }) /
+            steps;
         std::printf(
             "decode, compressed %-10s r=%.1f: %.2f ms/step = %.2fx the full cache (target <= "
             "1.1x); memory ratio %.3f; prefill + compression %.2f s\n",
