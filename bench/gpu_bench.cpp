@@ -98,7 +98,7 @@ class ScopeCalls {
   }
   // Calls in `scope` that read the device back (the host waits for it), by
   // name: the runtime's copies to the host are the scope
-  // "spindlekv::read_back" (lib/runtime/detail/read_back.h).
+  // "spindlekv::read_back" (lib/runtime/detail/host_transfer.h).
   int64_t read_backs(const std::string& scope) const {
     static const char* const kReadBack[] = {
         "aten::item",  "aten::_local_scalar_dense", "aten::nonzero",  "aten::masked_select",

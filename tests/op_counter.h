@@ -41,7 +41,7 @@ class OpCounter {
 /// on the calling thread while it lives: scalar reads (every `item()` ends
 /// in `_local_scalar_dense`), selections of data-dependent size, `equal`,
 /// and the runtime's copies to the host ("spindlekv::read_back",
-/// runtime/detail/read_back.h). Counted on the CPU too, where nothing waits.
+/// runtime/detail/host_transfer.h). Counted on the CPU too, where nothing waits.
 class ReadBackCounter {
  public:
   int reads() const {

@@ -1,6 +1,6 @@
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/host_transfer.h"
 #include "runtime/detail/jit_reference.h"
-#include "runtime/detail/read_back.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -192,11 +192,9 @@ at::Tensor nonzero_rows(const at::Tensor& unit) {
 JitCodebook finish(const at::Tensor& directions, const std::vector<int64_t>& picked,
                    const std::vector<int64_t>& index) {
   JitCodebook out;
-  at::Tensor idx =
-      at::tensor(picked, at::kLong).to(directions.device(), at::kLong, /*non_blocking=*/true);
+  at::Tensor idx = detail::to_device(picked, at::kLong, directions.device());
   out.entries = directions.index_select(0, idx);
-  out.index =
-      at::tensor(index, at::kLong).to(directions.device(), at::kLong, /*non_blocking=*/true);
+  out.index = detail::to_device(index, at::kLong, directions.device());
   return out;
 }
 
@@ -334,11 +332,8 @@ JitCodebooks build_jit_codebooks(const at::Tensor& directions, const std::vector
   }
   const at::Device device = directions.device();
   out.entries =
-      directions.reshape({G * n, d})
-          .index_select(0,
-                        at::tensor(flat, at::kLong).to(device, at::kLong, /*non_blocking=*/true));
-  out.index =
-      at::tensor(index, at::kLong).view({G, n}).to(device, at::kLong, /*non_blocking=*/true);
+      directions.reshape({G * n, d}).index_select(0, detail::to_device(flat, at::kLong, device));
+  out.index = detail::to_device(index, at::kLong, device).view({G, n});
   return out;
 }
 

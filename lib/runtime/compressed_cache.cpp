@@ -12,7 +12,7 @@
 #include "runtime/detail/coded_reads.h"
 #include "runtime/detail/compressed_cache_impl.h"
 #include "runtime/detail/decode_attention.h"
-#include "runtime/detail/read_back.h"
+#include "runtime/detail/host_transfer.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 

@@ -7,8 +7,8 @@
 
 #include "core/error.h"
 #include "runtime/codebook_builder.h"
+#include "runtime/detail/host_transfer.h"
 #include "runtime/detail/jit_reference.h"
-#include "runtime/detail/read_back.h"
 
 namespace spindlekv {
 namespace detail {
@@ -26,7 +26,7 @@ std::pair<at::Tensor, at::Tensor> nearest(const at::Tensor& dirs, const at::Tens
   }
   at::Tensor unused;  // [kv, 1, K] bool: entries past a head's count
   if (!all_in_use) {
-    const at::Tensor limit = device_counts(per_head, dirs.device());
+    const at::Tensor limit = to_device(per_head, at::kLong, dirs.device());
     unused =
         at::arange(K, dirs.options().dtype(at::kLong)).view({1, 1, K}) >= limit.view({kv, 1, 1});
   }
@@ -207,11 +207,6 @@ void append_magnitudes(CodedVectors& out, const at::Tensor& magnitudes) {
   out.magnitude = append_columns(out.magnitude_buffer, out.magnitude, magnitudes);
 }
 
-at::Tensor device_counts(const std::vector<int64_t>& counts, const c10::Device& device) {
-  // A host-to-device copy that does not wait for the device.
-  return at::tensor(counts, at::kLong).to(device, at::kLong, /*non_blocking=*/true);
-}
-
 std::vector<int64_t> exact_rows_in_use(const CodedVectors& c) {
   return counts_in_use(c.exact_count, c.exact_unsettled, c.exact_used);
 }
@@ -252,7 +247,7 @@ at::Tensor append_exact_deferred(CodedVectors& out, const at::Tensor& rows, cons
                                  const at::Tensor& head) {
   const int64_t kv = open.size(0), t = open.size(1);
   if (!out.exact_used.defined()) {
-    out.exact_used = device_counts(out.exact_count, open.device());
+    out.exact_used = to_device(out.exact_count, at::kLong, open.device());
   }
   const at::Tensor row = out.exact_used.view({kv, 1}) + rank;  // [kv, t]
   // Rows in use stay below `bound`; slot `bound` (never in use) takes every
@@ -383,7 +378,8 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
       out.jit_count[g] = needed[g];
     }
     // Each miss's code: its entry past the head's earlier ones.
-    const at::Tensor jit_code = built.index + device_counts(base, code.device()).unsqueeze(1);
+    const at::Tensor jit_code =
+        built.index + to_device(base, at::kLong, code.device()).unsqueeze(1);
     code = at::where(
         open, at::zeros({kv, t + 1}, code.options()).scatter_(1, order, jit_code).narrow(1, 0, t),
         code);
@@ -418,7 +414,7 @@ void append_matched(CodedVectors& out, const SharedMatch& m, const CodebookTable
       // exact_count[g] + r of that head's table, and its code points there.
       std::vector<int64_t> needed(kv);
       for (int64_t g = 0; g < kv; ++g) needed[g] = out.exact_count[g] + miss[g];
-      at::Tensor base = device_counts(out.exact_count, vectors.device()).view({kv, 1});
+      at::Tensor base = to_device(out.exact_count, at::kLong, vectors.device()).view({kv, 1});
       at::Tensor row = base + open.to(at::kLong).cumsum(1) - 1;  // [kv, t]
       if (out.quantized()) {
         // Each head's misses, in order, join its quantised table.

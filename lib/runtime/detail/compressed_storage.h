@@ -222,10 +222,6 @@ std::vector<int64_t> exact_rows_in_use(const CodedVectors& coded);
 /// deferred).
 void settle_exact_rows(CodedVectors& coded);
 
-/// `counts` (one per KV head) as a [kv_heads] int64 tensor on `device`,
-/// copied without waiting for the device.
-at::Tensor device_counts(const std::vector<int64_t>& counts, const c10::Device& device);
-
 /// The same for just-in-time entries: a host-side bound on every head's
 /// entries in use, the entries in use per head (read back when deferred),
 /// and bringing jit_count up to date (dropping jit_used, so that the host

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "runtime/detail/decode_launch.h"
+#include "runtime/detail/host_transfer.h"
 
 #ifdef SPINDLEKV_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -277,12 +278,12 @@ namespace {
 AppendSide prepare_side(CodedVectors& c, const float* vectors, int64_t calibrated_capacity,
                         bool use_jit, bool extend, const c10::Device& device) {
   if (c.exact_unsettled + 1 > kExactSettleSlots) settle_exact_rows(c);
-  if (!c.exact_used.defined()) c.exact_used = device_counts(c.exact_count, device);
+  if (!c.exact_used.defined()) c.exact_used = to_device(c.exact_count, at::kLong, device);
   c.exact = grow_rows(c.exact, exact_rows_bound(c) + 2).contiguous();
   c.exact_unsettled += 1;
   if (use_jit) {  // the same bookkeeping for the entries an extension builds
     if (c.jit_unsettled + 1 > kExactSettleSlots) settle_jit_entries(c);
-    if (!c.jit_used.defined()) c.jit_used = device_counts(c.jit_count, device);
+    if (!c.jit_used.defined()) c.jit_used = to_device(c.jit_count, at::kLong, device);
     if (extend) {
       c.jit = grow_rows(c.jit, jit_entries_bound(c) + 1).contiguous();
       c.jit_unsettled += 1;

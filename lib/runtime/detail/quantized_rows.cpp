@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "runtime/detail/compressed_storage.h"
+#include "runtime/detail/host_transfer.h"
 
 namespace spindlekv {
 namespace detail {
@@ -124,8 +125,7 @@ at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
     for (size_t i = 0; i + 1 < v.size(); ++i) mid[i] = (v[i] + v[i + 1]) / 2;
     return mid;
   }();
-  at::Tensor bounds =
-      at::tensor(midpoints, at::kFloat).to(x.device(), at::kFloat, /*non_blocking=*/true);
+  at::Tensor bounds = to_device(midpoints, at::kFloat, x.device());
   at::Tensor a = x.to(at::kFloat).abs().clamp_max(kFp8Max).nan_to_num(0.0);
   at::Tensor index = at::bucketize(a, bounds, /*out_int32=*/true);  // 0..126
   at::Tensor sign = (x < 0).to(at::kInt) * 128;
@@ -133,8 +133,7 @@ at::Tensor fp8_e4m3_encode(const at::Tensor& x) {
 }
 
 at::Tensor fp8_e4m3_decode(const at::Tensor& q) {
-  at::Tensor t =
-      at::tensor(e4m3_table(), at::kFloat).to(q.device(), at::kFloat, /*non_blocking=*/true);
+  at::Tensor t = to_device(e4m3_table(), at::kFloat, q.device());
   return t.index_select(0, q.reshape({-1}).to(at::kLong)).view(q.sizes());
 }
 
@@ -164,7 +163,7 @@ at::Tensor pack_bits(const at::Tensor& q, int64_t bits) {
   shape.push_back(per);
   std::vector<int64_t> weights;
   for (int64_t j = 0; j < per; ++j) weights.push_back(int64_t{1} << (bits * j));
-  at::Tensor w = at::tensor(weights, at::kInt).to(q.device(), at::kInt, /*non_blocking=*/true);
+  at::Tensor w = to_device(weights, at::kInt, q.device());
   return (q.to(at::kInt).view(shape) * w).sum(-1).to(at::kByte);
 }
 
@@ -173,7 +172,7 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t bits) {
   const int64_t per = 8 / bits;
   std::vector<int64_t> shifts;
   for (int64_t j = 0; j < per; ++j) shifts.push_back(bits * j);
-  at::Tensor s = at::tensor(shifts, at::kInt).to(packed.device(), at::kInt, /*non_blocking=*/true);
+  at::Tensor s = to_device(shifts, at::kInt, packed.device());
   at::Tensor q = at::bitwise_right_shift(packed.to(at::kInt).unsqueeze(-1), s)
                      .bitwise_and((int64_t{1} << bits) - 1);
   std::vector<int64_t> shape(packed.sizes().begin(), packed.sizes().end());
