@@ -8,8 +8,10 @@
 //   3. a decode step over the compressed cache next to one over a
 //      preallocated full cache (target: at most full x (memory ratio + 0.1));
 //   4. bytes per token and the decode step per storage dtype;
-//   5. the same for quantised storage (fp8, kivi4, kivi2), alone, under
-//      eviction and under SpindleKV.
+//   5. every row codec of the registry (fp8, kivi, TurboQuant, q8_0, q4_0),
+//      alone (every token kept), under eviction and under SpindleKV: bytes
+//      per token, the prefill's encode next to the layer's prefill
+//      attention, and the decode step next to the float16 full cache's.
 // K/V vectors are synthetic: 85% lie near one of the calibrated codebook's
 // directions, the rest are random; query heads of a group share most of
 // their query (so their attention overlaps, as in trained models).
@@ -36,6 +38,7 @@
 #include "runtime/codebook_builder.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/jit_reference.h"
+#include "runtime/row_codec.h"
 #include "runtime/storage_cost.h"
 
 using namespace spindlekv;
@@ -148,14 +151,14 @@ int main(int argc, char** argv) {
   std::printf("prefill attention of one layer: %.3f s\n", t_attention);
 
   auto make = [&](CodebookMode mode, StorageDtype dtype = StorageDtype::kFloat32,
-                  KvQuantization quant = KvQuantization::kNone, double keep = -1) {
+                  const std::string& codec = "none", double keep = -1) {
     CompressionParameters p;
     p.reserve_ratio = keep > 0 ? keep : reserve;
     p.budget = BudgetKind::kUniform;
     p.window = window;
     p.codebook = mode;
     p.storage_dtype = dtype;
-    p.quantization = quant;
+    p.set_codec(codec);
     return std::make_unique<CompressedCache>(c.geometry(), 1, p, artifact);
   };
   std::unique_ptr<CompressedCache> calibrated;
@@ -239,36 +242,43 @@ int main(int argc, char** argv) {
     std::printf(
         "storage %-8s: %.1f bytes per token and layer (dense %s: %lld), ratio %.3f; decode step "
         "%.3f ms (%.2fx the full float32 cache)\n",
-        to_string(dtype), (m.held_bytes + m.shared_bytes_charged) / tokens, to_string(dtype),
+        to_string(dtype), (m.held_bytes + m.shared_bytes_total) / tokens, to_string(dtype),
         (long long)(2 * kv * storage::vector_bytes(d, dtype)), m.ratio, 1e3 * t_step,
         t_step / t_full);
   }
 
-  // 5. Quantised storage (float16 tails and entries): the full cache
-  // quantised, eviction alone + quantiser, SpindleKV (calibrated) +
-  // quantiser. Bytes per token and the decode step against the full float32
-  // cache (float16 dense would be half its bytes).
+  // 5. Row codecs (float16 tails and entries): the full cache coded, eviction
+  // alone + codec, SpindleKV (calibrated) + codec. Bytes per token (shared
+  // tables whole), the prefill (which encodes every kept row) against the
+  // layer's prefill attention, and the decode step against the float16 full
+  // cache ("full cache + none", measured first) and the full float32 one.
+  std::vector<std::string> codecs = {"none"};
+  for (const std::string& name : row_codec_names()) {
+    if (!parse_row_codec(name)->needs_artifact()) codecs.push_back(name);  // no fp8 scales here
+  }
   struct Variant {
     const char* name;
     CodebookMode mode;
     double keep;
   };
+  double t_f16 = 0;
   for (const Variant& v : {Variant{"full cache", CodebookMode::kNone, 1.0},
                            Variant{"eviction", CodebookMode::kNone, -1},
                            Variant{"spindle", CodebookMode::kCalibrated, -1}}) {
-    for (KvQuantization quant : {KvQuantization::kNone, KvQuantization::kFp8,
-                                 KvQuantization::kKivi4, KvQuantization::kKivi2}) {
-      auto cache = make(v.mode, StorageDtype::kFloat16, quant, v.keep);
-      cache->prefill(0, 0, keys, values, window_att);
+    for (const std::string& codec : codecs) {
+      auto cache = make(v.mode, StorageDtype::kFloat16, codec, v.keep);
+      const double t_prefill = seconds([&] { cache->prefill(0, 0, keys, values, window_att); });
       const double t_step = decode_step(*cache);
+      if (t_f16 == 0) t_f16 = t_step;
       const MemoryReport m = cache->memory();
       const double tokens = static_cast<double>(T + steps);
       std::printf(
-          "%-10s + %-5s (float16): %.1f bytes per token and layer (dense float16: %lld), ratio "
-          "%.3f; decode step %.3f ms (%.2fx the full float32 cache)\n",
-          v.name, to_string(quant), (m.held_bytes + m.shared_bytes_charged) / tokens,
+          "%-10s + %-6s (float16): %.1f bytes per token and layer (dense float16: %lld), ratio "
+          "%.3f; prefill %.3f s (%5.1f%% of the attention); decode step %.3f ms (%.2fx the "
+          "float16 full cache, %.2fx the full float32 cache)\n",
+          v.name, codec.c_str(), (m.held_bytes + m.shared_bytes_total) / tokens,
           (long long)(2 * kv * storage::vector_bytes(d, StorageDtype::kFloat16)), m.ratio,
-          1e3 * t_step, t_step / t_full);
+          t_prefill, 100 * t_prefill / t_attention, 1e3 * t_step, t_step / t_f16, t_step / t_full);
     }
   }
   return 0;

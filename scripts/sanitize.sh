@@ -13,7 +13,8 @@ BUILD_DIR="${ASAN_BUILD_DIR:-build-asan}"
 TESTS=(error_test safetensors_reader_test model_config_test tokenizer_test npy_writer_test
        atomic_file_test capture_test codebook_trainer_test layer_budgets_test
        codebook_builder_test artifact_test eviction_policy_test compressed_cache_test
-       compressed_storage_test decode_sync_test batched_decode_test quantized_cache_test training_mix_test
+       compressed_storage_test decode_sync_test batched_decode_test quantized_cache_test row_codec_test
+       training_mix_test
        budget_calibrator_test metrics_test statistics_test yaml_options_test)
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPINDLEKV_SANITIZE=ON \
   -DSPINDLEKV_BUILD_BENCH=OFF

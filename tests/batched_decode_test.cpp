@@ -29,17 +29,17 @@ TEST(BatchedDecode, HoldsAndReturnsWhatEachSequenceAloneDoes) {
   struct Variant {
     CodebookMode mode;
     StorageDtype dtype;
-    KvQuantization quant;
+    const char* codec;
     bool extend;
   };
   const Variant variants[] = {
-      {CodebookMode::kNone, StorageDtype::kFloat32, KvQuantization::kNone, false},
-      {CodebookMode::kCalibrated, StorageDtype::kFloat16, KvQuantization::kNone, false},
-      {CodebookMode::kCalibrated, StorageDtype::kFloat32, KvQuantization::kKivi4, false},
-      {CodebookMode::kJustInTime, StorageDtype::kFloat32, KvQuantization::kNone, false},
-      {CodebookMode::kJustInTime, StorageDtype::kFloat16, KvQuantization::kNone, true},
-      {CodebookMode::kHybrid, StorageDtype::kBFloat16, KvQuantization::kNone, false},
-      {CodebookMode::kHybrid, StorageDtype::kFloat32, KvQuantization::kFp8, true},
+      {CodebookMode::kNone, StorageDtype::kFloat32, "none", false},
+      {CodebookMode::kCalibrated, StorageDtype::kFloat16, "none", false},
+      {CodebookMode::kCalibrated, StorageDtype::kFloat32, "kivi4", false},
+      {CodebookMode::kJustInTime, StorageDtype::kFloat32, "none", false},
+      {CodebookMode::kJustInTime, StorageDtype::kFloat16, "none", true},
+      {CodebookMode::kHybrid, StorageDtype::kBFloat16, "none", false},
+      {CodebookMode::kHybrid, StorageDtype::kFloat32, "fp8", true},
   };
   const int64_t B = 3, lengths[B] = {20, 33, 27}, steps = 70;
   for (const Variant& v : variants) {
@@ -48,11 +48,11 @@ TEST(BatchedDecode, HoldsAndReturnsWhatEachSequenceAloneDoes) {
     p.window = 4;
     p.codebook = v.mode;
     p.storage_dtype = v.dtype;
-    p.quantization = v.quant;
+    p.set_codec(v.codec);
     p.extend_codebook_when_decoding = v.extend;
     p.key_threshold = p.value_threshold = 0.3;  // random vectors: hits and misses
     const std::string what = std::string("mode ") + to_string(v.mode) + ", " + to_string(v.dtype) +
-                             ", " + to_string(v.quant) + (v.extend ? ", extending" : "");
+                             ", " + v.codec + (v.extend ? ", extending" : "");
     at::manual_seed(3);
     CompressedCache batch(g, B, p, artifact);
     std::vector<std::unique_ptr<CompressedCache>> alone;

@@ -233,11 +233,11 @@ TEST(CompressedCache, ByteAccountingMatchesAHandCount) {
   EXPECT_EQ(m.exact_vectors, 7);
   EXPECT_EQ(m.distinct_entries, (1 + 3) + (1 + 4));
   // The calibrated entries (one key, one value entry of 4 floats) are shared
-  // by all requests, and this request references both: it is charged for them.
+  // by all requests; a request is charged the whole tables.
   const MemoryReport r = cache.memory();
   EXPECT_EQ(m.shared_entry_bytes, 2 * 4 * 4);
   EXPECT_EQ(r.shared_bytes_total, 2 * 4 * 4);
-  EXPECT_EQ(r.shared_bytes_charged, 2 * 4 * 4);
+  EXPECT_EQ(r.shared_bytes_referenced, 2 * 4 * 4);
   EXPECT_DOUBLE_EQ(r.ratio_excluding_shared, 208.0 / 192.0);
   EXPECT_DOUBLE_EQ(r.ratio, (208.0 + 32.0) / 192.0);
   // Amortised over 4 requests, each carries a quarter of the table.

@@ -91,10 +91,15 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
       EXPECT_GE(r.ci_high, r.value) << what;
     }
     EXPECT_DOUBLE_EQ(r.memory.ratio, r.measured_ratio) << what;
+    ASSERT_EQ(static_cast<int64_t>(r.prompt_ratios.size()), r.n) << what;  // each prompt's
+    EXPECT_GE(r.memory.ratio_n1, r.memory.ratio_n16) << what;
     ASSERT_EQ(r.settings.kept_fraction.size(), 6u) << what;  // the reference model's layers
     if (r.method == "snapkv+l0") {
-      // Layer 0 as token ids: all of it kept, its table rows charged as shared.
+      // Layer 0 as token ids: all of it kept, its whole table charged as shared.
       EXPECT_GT(r.memory.shared_bytes_charged, 0.0) << what;
+      EXPECT_DOUBLE_EQ(r.memory.shared_bytes_charged,
+                       r.memory.shared_bytes_total / r.memory.shared_requests)
+          << what;
       EXPECT_GT(r.memory.ratio, r.memory.ratio_excluding_shared) << what;
       EXPECT_DOUBLE_EQ(r.settings.kept_fraction[0], 1.0) << what;
     } else {
@@ -126,10 +131,12 @@ TEST(CompressionEval, MethodsLandOnTheTargetRatioAndReportEveryTask) {
   while (std::getline(csv, line)) ++lines;
   EXPECT_EQ(lines, 25);
   const auto& first = j.at("records").at(0);
-  for (const char* key : {"held_bytes", "shared_bytes_total", "shared_bytes_charged", "full_bytes",
-                          "ratio", "ratio_excluding_shared", "kv_dtype", "shared_requests"}) {
+  for (const char* key :
+       {"held_bytes", "shared_bytes_total", "shared_bytes_charged", "full_bytes", "ratio",
+        "ratio_n1", "ratio_n16", "ratio_excluding_shared", "kv_dtype", "shared_requests"}) {
     EXPECT_TRUE(first.at("memory").contains(key)) << key;
   }
+  EXPECT_TRUE(first.contains("prompt_ratios"));
   EXPECT_TRUE(std::filesystem::exists(dir.file("out/summary.md")));
 }
 
@@ -273,24 +280,29 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
   EXPECT_FALSE(method_spec("spindle-jit").needs_artifact());
   // Quantisers: alone (a fixed ratio) or as the suffix of a method that evicts.
   EXPECT_TRUE(method_spec("kivi2").fixed_ratio);
-  EXPECT_EQ(method_spec("kivi2").quantization, KvQuantization::kKivi2);
+  EXPECT_EQ(method_spec("kivi2").codec, "kivi2");
+  EXPECT_TRUE(method_spec("tq2.5").fixed_ratio);  // every codec of the runtime's registry
+  EXPECT_TRUE(method_spec("q4_0").fixed_ratio);
+  EXPECT_EQ(method_spec("snapkv-mean+tq3").codec, "tq3");
+  EXPECT_EQ(method_spec("snapkv-mean+tq3").gqa, GqaMode::kGroupAverage);
   EXPECT_TRUE(method_spec("fp8-calibrated").needs_artifact());
   EXPECT_FALSE(method_spec("fp8").needs_artifact());
   const MethodSpec combo = method_spec("pyramidkv+kivi4+l0");
-  EXPECT_EQ(combo.quantization, KvQuantization::kKivi4);
+  EXPECT_EQ(combo.codec, "kivi4");
   EXPECT_EQ(combo.budget, BudgetKind::kPyramid);
   EXPECT_TRUE(combo.token_id_layer0);
   EXPECT_FALSE(combo.fixed_ratio);
   EXPECT_TRUE(method_spec("spindle+fp8").is_spindle());
-  EXPECT_SKV_ERROR(method_spec("full+kivi4"), "a quantiser is a suffix of a method that evicts");
-  EXPECT_SKV_ERROR(method_spec("kivi4+kivi2"), "a quantiser is a suffix");
+  EXPECT_SKV_ERROR(method_spec("full+kivi4"), "a codec is a suffix of a method that evicts");
+  EXPECT_SKV_ERROR(method_spec("kivi4+kivi2"), "a codec is a suffix");
+  EXPECT_SKV_ERROR(method_spec("snapkv+tq9"), "method 'snapkv+tq9' is unknown");
   // +pool: a SpindleKV variant's eviction pools importance as SnapKV's does.
   EXPECT_EQ(method_spec("spindle").make_policy()->name(), "window-attention(repeat, pool 1)");
   EXPECT_EQ(method_spec("snapkv").make_policy()->name(), "window-attention(repeat, pool 7)");
   const MethodSpec pooled = method_spec("spindle-jit+pool+kivi4+l0");
   EXPECT_EQ(pooled.make_policy()->name(), "window-attention(repeat, pool 7)");
   EXPECT_EQ(pooled.codebook, CodebookMode::kJustInTime);
-  EXPECT_EQ(pooled.quantization, KvQuantization::kKivi4);
+  EXPECT_EQ(pooled.codec, "kivi4");
   EXPECT_TRUE(pooled.token_id_layer0);
   EXPECT_EQ(method_spec("spindle+pool").budget, BudgetKind::kCalibrated);
   EXPECT_SKV_ERROR(method_spec("snapkv+pool"), "follows a SpindleKV variant");

@@ -30,7 +30,11 @@ EvalRecord sample_record() {
   r.ratio_matched = true;
   r.paper_ratio = 0.19;
   r.memory.held_bytes = 1234.5;
+  r.memory.shared_bytes_total = 136;
   r.memory.shared_bytes_charged = 17;
+  r.memory.ratio_n1 = 0.31;
+  r.memory.ratio_n16 = 0.2;
+  r.prompt_ratios = {0.2041, 0.19, 0.2182, 0.2041};
   r.memory.kv_dtype = "float16";
   r.memory.shared_requests = 8;
   r.settings.reserve_ratio.add(0.5);
@@ -56,6 +60,11 @@ void expect_same(const EvalRecord& a, const EvalRecord& b) {
   EXPECT_EQ(a.fixed_ratio, b.fixed_ratio);
   EXPECT_EQ(a.memory.held_bytes, b.memory.held_bytes);
   EXPECT_EQ(a.memory.ratio, b.memory.ratio);
+  EXPECT_EQ(a.memory.shared_bytes_total, b.memory.shared_bytes_total);
+  EXPECT_EQ(a.memory.shared_bytes_charged, b.memory.shared_bytes_charged);
+  EXPECT_EQ(a.memory.ratio_n1, b.memory.ratio_n1);
+  EXPECT_EQ(a.memory.ratio_n16, b.memory.ratio_n16);
+  EXPECT_EQ(a.prompt_ratios, b.prompt_ratios);
   EXPECT_EQ(a.settings.reserve_ratio.n, b.settings.reserve_ratio.n);
   EXPECT_EQ(a.settings.kept_fraction, b.settings.kept_fraction);
 }

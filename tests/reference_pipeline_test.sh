@@ -61,22 +61,32 @@ import json, os, sys
 d = sys.argv[1]
 r = json.load(open(os.path.join(d, "results.json")))
 methods = {x["method"] for x in r["records"]}
-fixed = {"fp8", "fp8-calibrated", "kivi4", "kivi2"}
+fixed = {"fp8", "fp8-calibrated", "kivi4", "kivi2", "tq2", "tq2.5", "tq3", "tq4", "q8_0", "q4_0"}
 assert methods == {"full", "streaming", "h2o", "h2o-mean", "snapkv", "snapkv-mean", "pyramidkv",
                    "pyramidkv-mean", "pyramidinfer", "spindle-jit", "spindle",
-                   "spindle-hybrid", "snapkv+kivi4", "pyramidkv+kivi4",
-                   "spindle+kivi4"} | fixed, methods
+                   "spindle-hybrid", "snapkv+kivi4", "snapkv-mean+kivi4", "snapkv-mean+tq3",
+                   "pyramidkv+kivi4", "spindle+kivi4"} | fixed, methods
+calibrated = ("spindle", "spindle-hybrid", "spindle+kivi4")
 for x in r["records"]:
     m = x["memory"]
     assert x["measured_ratio"] == m["ratio"], x
     # A pure quantiser is reported at its own ratio; every other method at the target.
     assert x["fixed_ratio"] == (x["method"] in fixed), x
+    assert len(x["prompt_ratios"]) == x["n"] or x["task"] == "passkey", x
+    assert m["ratio_n1"] >= m["ratio_n16"], x
     if x["method"] in fixed:
         assert x["target_ratio"] == x["measured_ratio"] and x["measured_ratio"] < 0.6, x
+    elif x["method"] in calibrated:
+        # The whole codebook is charged to one request: on this small model
+        # it may cost more than the target, and then the search says so.
+        assert abs(x["measured_ratio"] - 0.3) <= 0.011 or (
+            x["measured_ratio"] > 0.3 and not x["ratio_matched"]), x
     elif x["method"] != "full":
         assert abs(x["measured_ratio"] - 0.3) <= 0.011, x
-    # The calibrated codebook is charged to the requests that reference it.
-    if x["method"] in ("spindle", "spindle-hybrid", "spindle+kivi4"):
+    # A shared table (the calibrated codebook, TurboQuant's rotations) is
+    # charged whole, divided by the requests said to share it.
+    assert abs(m["shared_bytes_charged"] - m["shared_bytes_total"] / m["shared_requests"]) < 1e-6, x
+    if x["method"] in calibrated or x["method"].startswith("tq") or x["method"].endswith("+tq3"):
         assert m["shared_bytes_charged"] > 0, x
         assert m["ratio"] > m["ratio_excluding_shared"], x
     else:

@@ -95,11 +95,16 @@ struct RangeStat {
 
 /// What the method's caches cost, means over the prompts (MemoryReport).
 struct EvalMemory {
-  double held_bytes = 0;              ///< per-request bytes
-  double shared_bytes_total = 0;      ///< every calibrated entry
-  double shared_bytes_charged = 0;    ///< what each request was charged for them
-  double full_bytes = 0;              ///< the dense cache
-  double ratio = 0;                   ///< (held + charged) / full: what the matching uses
+  double held_bytes = 0;  ///< per-request bytes
+  /// Every shared table, whole: calibrated entries, token tables, codec tables.
+  double shared_bytes_total = 0;
+  /// What each request was charged for them: shared_bytes_total / shared_requests.
+  double shared_bytes_charged = 0;
+  double full_bytes = 0;  ///< the dense cache
+  double ratio = 0;       ///< (held + charged) / full: what the matching uses
+  /// The ratio with the tables charged in full to one request, and shared by
+  /// 16 (one serving GPU's batch), whatever shared_requests is.
+  double ratio_n1 = 0, ratio_n16 = 0;
   double ratio_excluding_shared = 0;  ///< held / full
   std::string kv_dtype = "float32";   ///< dtype of the dense cache in the denominator
   int64_t shared_requests = 1;
@@ -116,6 +121,8 @@ struct EvalRecord {
   double value = 0;
   double target_ratio = 1;    ///< asked for
   double measured_ratio = 1;  ///< memory.ratio: charged bytes / dense bytes over the prompts
+  /// Each prompt's measured ratio (at memory.shared_requests), in prompt order.
+  std::vector<double> prompt_ratios;
   double paper_ratio = 1;     ///< the paper's formula, same prefills
   bool ratio_matched = true;  ///< |measured_ratio - target| <= tolerance
   /// A pure quantiser (MethodSpec::fixed_ratio): no knob to reach a target,

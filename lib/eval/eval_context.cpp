@@ -21,8 +21,7 @@ std::unique_ptr<CompressedCache> make_cache(const Context& cx, const MethodSpec&
   p.key_threshold = s.key_threshold;
   p.value_threshold = s.value_threshold;
   p.storage_dtype = parse_storage_dtype(cx.o.kv_dtype);
-  p.quantization = m.quantization;
-  p.fp8_scales = m.fp8_scales;
+  if (!m.codec.empty()) p.set_codec(m.codec);
   auto cache = std::make_unique<CompressedCache>(cx.model.config().geometry(), batch, p,
                                                  m.needs_artifact() ? cx.artifact : nullptr,
                                                  cx.model.device());

@@ -2,31 +2,29 @@
 
 #include "core/error.h"
 #include "runtime/baseline_policies.h"
+#include "runtime/row_codec.h"
 
 namespace spindlekv {
 
 std::vector<std::string> known_methods() {
-  return {"full",         "streaming",       "h2o",          "h2o-mean",
-          "snapkv",       "snapkv-mean",     "pyramidkv",    "pyramidkv-mean",
-          "pyramidinfer", "spindle-jit",     "spindle",      "spindle-hybrid",
-          "fp8",          "fp8-calibrated",  "kivi4",        "kivi2",
-          "snapkv+kivi4", "pyramidkv+kivi4", "spindle+kivi4"};
+  std::vector<std::string> all = {"full",         "streaming",   "h2o",       "h2o-mean",
+                                  "snapkv",       "snapkv-mean", "pyramidkv", "pyramidkv-mean",
+                                  "pyramidinfer", "spindle-jit", "spindle",   "spindle-hybrid"};
+  for (const std::string& c : row_codec_names()) all.push_back(c);  // the runtime's codecs
+  for (const char* m : {"snapkv+kivi4", "snapkv-mean+kivi4", "snapkv-mean+tq3", "pyramidkv+kivi4",
+                        "spindle+kivi4"}) {
+    all.push_back(m);
+  }
+  return all;
+}
+
+bool MethodSpec::needs_artifact() const {
+  return budget == BudgetKind::kCalibrated || codebook == CodebookMode::kCalibrated ||
+         codebook == CodebookMode::kHybrid ||
+         (!codec.empty() && parse_row_codec(codec)->needs_artifact());
 }
 
 namespace {
-
-// The quantisers, alone or as a suffix.
-struct Quantiser {
-  const char* name;
-  KvQuantization mode;
-  Fp8Scales scales;
-};
-constexpr Quantiser kQuantisers[] = {
-    {"fp8", KvQuantization::kFp8, Fp8Scales::kDynamic},
-    {"fp8-calibrated", KvQuantization::kFp8, Fp8Scales::kCalibrated},
-    {"kivi4", KvQuantization::kKivi4, Fp8Scales::kDynamic},
-    {"kivi2", KvQuantization::kKivi2, Fp8Scales::kDynamic},
-};
 
 // SnapKV's (and PyramidKV's) max-pooling of importance over neighbours.
 constexpr int64_t kSnapKvPooling = 7;
@@ -47,24 +45,23 @@ MethodSpec method_spec(const std::string& name) {
     m.token_id_layer0 = true;
     return m;
   }
-  for (const Quantiser& q : kQuantisers) {
-    const std::string suffix = std::string("+") + q.name;
-    if (ends_with(name, suffix)) {  // eviction (and codebooks), then quantised exact rows
-      MethodSpec m = method_spec(name.substr(0, name.size() - suffix.size()));
-      SKV_CHECK(!m.single_setting() && m.quantization == KvQuantization::kNone, "method '", name,
-                "': a quantiser is a suffix of a method that evicts (use '", q.name,
-                "' alone for the quantised full cache)");
-      m.name = name;
-      m.quantization = q.mode;
-      m.fp8_scales = q.scales;
-      return m;
-    }
+  const size_t plus = name.rfind('+');
+  if (plus != std::string::npos && is_row_codec_name(name.substr(plus + 1))) {
+    // Eviction (and codebooks), then exact rows held by the codec.
+    const std::string codec = name.substr(plus + 1);
+    MethodSpec m = method_spec(name.substr(0, plus));
+    SKV_CHECK(!m.single_setting() && m.codec.empty(), "method '", name,
+              "': a codec is a suffix of a method that evicts (use '", codec,
+              "' alone for the coded full cache)");
+    m.name = name;
+    m.codec = codec;
+    return m;
   }
   const std::string pool = "+pool";
   if (ends_with(name, pool)) {  // a SpindleKV variant that pools importance as SnapKV does
     MethodSpec m = method_spec(name.substr(0, name.size() - pool.size()));
-    SKV_CHECK(m.is_spindle() && m.quantization == KvQuantization::kNone && !m.token_id_layer0,
-              "method '", name, "': +pool follows a SpindleKV variant directly (the baselines ",
+    SKV_CHECK(m.is_spindle() && m.codec.empty() && !m.token_id_layer0, "method '", name,
+              "': +pool follows a SpindleKV variant directly (the baselines ",
               "pool already; quantiser and +l0 come after it, as in 'spindle+pool+kivi4')");
     m.name = name;
     const GqaMode gqa = m.gqa;
@@ -73,14 +70,11 @@ MethodSpec method_spec(const std::string& name) {
   }
   MethodSpec m;
   m.name = name;
-  for (const Quantiser& q : kQuantisers) {
-    if (name == q.name) {  // the full cache, quantised: a fixed ratio
-      m.fixed_ratio = true;
-      m.quantization = q.mode;
-      m.fp8_scales = q.scales;
-      m.make_policy = [] { return std::make_shared<FullCachePolicy>(); };
-      return m;
-    }
+  if (is_row_codec_name(name)) {  // the full cache, coded: a fixed ratio
+    m.fixed_ratio = true;
+    m.codec = name;
+    m.make_policy = [] { return std::make_shared<FullCachePolicy>(); };
+    return m;
   }
   auto window = [](GqaMode g, int64_t pool) {
     return [g, pool] { return std::make_shared<WindowAttentionPolicy>(g, pool); };
@@ -127,8 +121,8 @@ MethodSpec method_spec(const std::string& name) {
     std::string all;
     for (const auto& k : known_methods()) all += (all.empty() ? "" : ", ") + k;
     SKV_THROW(kInvalidInput, "method '", name, "' is unknown (known: ", all,
-              "; a SpindleKV variant also with +pool; a method that evicts also with +fp8, "
-              "+fp8-calibrated, +kivi4 or +kivi2; each also with +l0)");
+              "; a SpindleKV variant also with +pool; a row codec (", row_codec_grammar(),
+              ") alone or as the suffix of a method that evicts; each also with +l0)");
   }
   return m;
 }

@@ -23,10 +23,10 @@ struct MethodSpec {
   /// "+l0": layer 0 held as token ids (CompressedCache::hold_as_token_ids),
   /// every token kept, the table charged like the calibrated codebook.
   bool token_id_layer0 = false;
-  /// "fp8", "fp8-calibrated", "kivi4", "kivi2", or a method with one of
-  /// them as suffix ("snapkv+kivi4"): exact rows quantised so.
-  KvQuantization quantization = KvQuantization::kNone;
-  Fp8Scales fp8_scales = Fp8Scales::kDynamic;
+  /// A row codec's name (runtime/row_codec.h: "fp8", "kivi4", "tq3",
+  /// "q4_0", ...) alone, or as the suffix of a method that evicts
+  /// ("snapkv-mean+tq3"): exact keys and values coded so. Empty: none.
+  std::string codec;
   /// A pure quantiser: no knob, so it is evaluated once and reported at its
   /// own measured ratio (every token kept, none evicted).
   bool fixed_ratio = false;
@@ -35,11 +35,7 @@ struct MethodSpec {
   /// A SpindleKV variant (codebooks), compared against the best baseline.
   bool is_spindle() const { return codebook != CodebookMode::kNone; }
   /// Needs an artifact (calibrated codebooks or budgets).
-  bool needs_artifact() const {
-    return budget == BudgetKind::kCalibrated || codebook == CodebookMode::kCalibrated ||
-           codebook == CodebookMode::kHybrid ||
-           (quantization == KvQuantization::kFp8 && fp8_scales == Fp8Scales::kCalibrated);
-  }
+  bool needs_artifact() const;
 };
 
 /// Every method name `spindlekv eval` knows, in its default order.

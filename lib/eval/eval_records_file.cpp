@@ -68,12 +68,15 @@ nlohmann::ordered_json eval_record_to_json(const EvalRecord& r) {
       {"ratio_matched", r.ratio_matched},
       {"fixed_ratio", r.fixed_ratio},
       {"paper_ratio", r.paper_ratio},
+      {"prompt_ratios", r.prompt_ratios},
       {"memory",
        {{"held_bytes", m.held_bytes},
         {"shared_bytes_total", m.shared_bytes_total},
         {"shared_bytes_charged", m.shared_bytes_charged},
         {"full_bytes", m.full_bytes},
         {"ratio", m.ratio},
+        {"ratio_n1", m.ratio_n1},
+        {"ratio_n16", m.ratio_n16},
         {"ratio_excluding_shared", m.ratio_excluding_shared},
         {"kv_dtype", m.kv_dtype},
         {"shared_requests", m.shared_requests}}},
@@ -109,12 +112,18 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
     r.ratio_matched = value_of<bool>(j, "ratio_matched");
     r.fixed_ratio = value_of<bool>(j, "fixed_ratio");
     r.paper_ratio = number(j, "paper_ratio");
+    if (j.contains("prompt_ratios")) {
+      r.prompt_ratios = value_of<std::vector<double>>(j, "prompt_ratios");
+    }
     const nlohmann::json& m = value_of<nlohmann::json>(j, "memory");
     r.memory.held_bytes = number(m, "held_bytes");
     r.memory.shared_bytes_total = number(m, "shared_bytes_total");
     r.memory.shared_bytes_charged = number(m, "shared_bytes_charged");
     r.memory.full_bytes = number(m, "full_bytes");
     r.memory.ratio = number(m, "ratio");
+    // Records before whole-table charging lack these: NaN, not a made-up number.
+    r.memory.ratio_n1 = m.contains("ratio_n1") ? number(m, "ratio_n1") : std::nan("");
+    r.memory.ratio_n16 = m.contains("ratio_n16") ? number(m, "ratio_n16") : std::nan("");
     r.memory.ratio_excluding_shared = number(m, "ratio_excluding_shared");
     r.memory.kv_dtype = value_of<std::string>(m, "kv_dtype");
     r.memory.shared_requests = value_of<int64_t>(m, "shared_requests");

@@ -223,28 +223,25 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
                            const std::string& metric) {
   std::ostringstream s;
   s << "| method | target | reserve | key theta | value theta | kept fraction by layer | ratio "
-       "| excl. shared | shared charged (KiB) | N for shared < 1% | ratio at that N |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+       "| prompts' ratios | N = 1 | N = 16 | excl. shared | shared tables (KiB) |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto* r : select(records, task, metric)) {
     std::string kept;
     for (double k : r->settings.kept_fraction)
       kept += (kept.empty() ? "" : " ") + format_number("%.2f", k);
     const EvalMemory& m = r->memory;
-    std::string n_shared = "-", ratio_n = "-";
-    if (m.shared_bytes_total > 0 && m.full_bytes > 0) {
-      const double n = std::ceil(m.shared_bytes_total / (0.01 * m.full_bytes));
-      n_shared = format_number("%.0f", n);
-      ratio_n =
-          format_number("%.3f", (m.held_bytes + shared_bytes_per_request(m.shared_bytes_charged,
-                                                                         m.shared_bytes_total, n)) /
-                                    m.full_bytes);
+    std::string prompts = "-";
+    if (!r->prompt_ratios.empty()) {
+      const auto [lo, hi] = std::minmax_element(r->prompt_ratios.begin(), r->prompt_ratios.end());
+      prompts = format_number("%.3f", *lo) + "-" + format_number("%.3f", *hi);
     }
     s << "| " << r->method << " | " << format_number("%.2f", r->target_ratio) << " | "
       << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)
       << " | " << range_text(r->settings.value_threshold) << " | " << kept << " | "
-      << format_number("%.3f", m.ratio) << " | " << format_number("%.3f", m.ratio_excluding_shared)
-      << " | " << format_number("%.1f", m.shared_bytes_charged / 1024.0) << " | " << n_shared
-      << " | " << ratio_n << " |\n";
+      << format_number("%.3f", m.ratio) << " | " << prompts << " | "
+      << format_number("%.3f", m.ratio_n1) << " | " << format_number("%.3f", m.ratio_n16) << " | "
+      << format_number("%.3f", m.ratio_excluding_shared) << " | "
+      << format_number("%.1f", m.shared_bytes_total / 1024.0) << " |\n";
   }
   return s.str();
 }
@@ -257,7 +254,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     js["records"] = nlohmann::ordered_json::array();
     std::ostringstream csv;
     csv << "method,task,metric,value,n,ci_low,ci_high,target_ratio,measured_ratio,"
-           "ratio_excluding_shared,shared_bytes_charged,shared_requests,paper_ratio,ratio_matched,"
+           "ratio_excluding_shared,shared_bytes_total,shared_bytes_charged,shared_requests,"
+           "ratio_n1,ratio_n16,paper_ratio,ratio_matched,"
            "reserve_mean,reserve_min,reserve_max,key_threshold_mean,value_threshold_mean,"
            "compression_ms,decode_tokens_per_second,fixed_ratio\n";
     for (const auto& r : records) {
@@ -266,8 +264,9 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
       js["records"].push_back(eval_record_to_json(r));
       csv << r.method << ",\"" << r.task << "\"," << r.metric << "," << r.value << "," << r.n << ","
           << r.ci_low << "," << r.ci_high << "," << r.target_ratio << "," << r.measured_ratio << ","
-          << m.ratio_excluding_shared << "," << m.shared_bytes_charged << "," << m.shared_requests
-          << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
+          << m.ratio_excluding_shared << "," << m.shared_bytes_total << ","
+          << m.shared_bytes_charged << "," << m.shared_requests << "," << m.ratio_n1 << ","
+          << m.ratio_n16 << "," << r.paper_ratio << "," << (r.ratio_matched ? 1 : 0) << ","
           << st.reserve_ratio.mean << "," << st.reserve_ratio.min << "," << st.reserve_ratio.max
           << "," << st.key_threshold.mean << "," << st.value_threshold.mean << ","
           << r.compression_ms << "," << r.decode_tokens_per_second << "," << (r.fixed_ratio ? 1 : 0)
@@ -280,12 +279,16 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     md << "# spindlekv eval\n\nModel `" << o.model_dir << "` (" << o.model_dtype << ", on "
        << o.device << "); cells are the score, its 95% "
        << "Wilson interval for accuracies, and, in parentheses, the measured memory ratio: "
-       << "(bytes held + the calibrated codebook entries the prompt references, shared by "
-       << o.shared_requests << " concurrent request(s)) / dense " << o.kv_dtype
+       << "(bytes held + every shared table the method needs, whole (calibrated codebooks, "
+       << "token tables, codec rotations and codebooks), divided by the " << o.shared_requests
+       << " concurrent request(s) said to share them) / dense " << o.kv_dtype
        << " K/V bytes; * = the search "
        << "could not land within " << o.ratio_tolerance << " of the target; \"fixed\" = a "
-       << "pure quantiser (fp8, kivi4, kivi2), which has no knob: it is reported once, at its own "
-       << "measured ratio, and left out of the paired comparisons at the target ratios.\n";
+       << "pure quantiser (a row codec alone: fp8, kivi4, tq3, q4_0, ...), which has no knob: it "
+          "is reported once, at its own "
+       << "measured ratio, and left out of the paired comparisons at the target ratios. The "
+       << "settings tables give each record's ratio with the tables charged in full to one "
+       << "request (N = 1) and shared by 16 (N = 16), and the range of the prompts' ratios.\n";
     const std::string ruler = ruler_table(records);
     if (!ruler.empty()) {
       md << "\n## RULER\n\nEach sample's score is the share of its expected strings found "

@@ -79,7 +79,7 @@ MemoryReport CompressedCache::memory() const {
       }
       m.membership_bytes += nbytes(S.member);
       for (const detail::CodedVectors* c : {&S.keys, &S.values}) {
-        if (c->quantized()) {  // packed rows, their scales and zero points, the recent window
+        if (c->quantized()) {  // the codec's fields in use, the recent window
           m.exact_bytes += c->quant.held_bytes();
           m.allocated_bytes += c->quant.allocated_bytes();
         } else {
@@ -122,13 +122,19 @@ MemoryReport CompressedCache::memory() const {
     }
     m.paper_ratio = paper_terms > 0 ? paper_sum / paper_terms : 0.0;
     report.held_bytes += m.held_bytes();
-    report.shared_bytes_charged += m.shared_entry_bytes;
+    report.shared_bytes_referenced += m.shared_entry_bytes;
     report.full_bytes += m.full_bytes;
     report.paper_ratio += m.paper_ratio / static_cast<double>(L);
   }
   for (int64_t l = 0; l < L; ++l) {
     for (const detail::CodebookTables* t : {&I.key_tables[l], &I.value_tables[l]}) {
       for (int64_t s : t->calibrated_sizes) report.shared_bytes_total += s * vec;
+    }
+    // A row codec's own tables (rotations, scalar codebooks), whole.
+    if (!I.token_id_layer[l]) {
+      for (const auto* c : {&I.key_coders[l], &I.value_coders[l]}) {
+        if (*c) report.shared_bytes_total += (*c)->shared_bytes();
+      }
     }
   }
   report.ratio = report.ratio_shared_by(1);
@@ -138,14 +144,13 @@ MemoryReport CompressedCache::memory() const {
   return report;
 }
 
-double shared_bytes_per_request(double referenced, double total, double requests) {
-  return std::min(referenced, total / std::max(requests, 1.0));
+double shared_bytes_per_request(double total, double requests) {
+  return total / std::max(requests, 1.0);
 }
 
 double MemoryReport::ratio_shared_by(int64_t requests) const {
   if (full_bytes <= 0) return 0.0;
-  const double per_request = shared_bytes_per_request(static_cast<double>(shared_bytes_charged),
-                                                      static_cast<double>(shared_bytes_total),
+  const double per_request = shared_bytes_per_request(static_cast<double>(shared_bytes_total),
                                                       static_cast<double>(requests));
   return (static_cast<double>(held_bytes) + per_request) / static_cast<double>(full_bytes);
 }

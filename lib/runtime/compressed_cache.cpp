@@ -48,27 +48,38 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
             "(0, 1], got ", params.reserve_ratio);
   SKV_CHECK_GE(params.window, 0, "window");
   if (artifact) artifact->check_geometry(geometry);
-  const bool calibrated_fp8 =
-      params.quantization == KvQuantization::kFp8 && params.fp8_scales == Fp8Scales::kCalibrated;
+  // The row codecs, bound to every layer here so that a layout they cannot
+  // hold fails now, not at the first prefill.
+  const std::shared_ptr<const RowCodec> key_codec =
+      with_context("key codec", [&] { return parse_row_codec(params.key_codec); });
+  const std::shared_ptr<const RowCodec> value_codec =
+      with_context("value codec", [&] { return parse_row_codec(params.value_codec); });
+  const bool codec_needs_artifact =
+      (key_codec && key_codec->needs_artifact()) || (value_codec && value_codec->needs_artifact());
   const bool needs_artifact = params.codebook == CodebookMode::kCalibrated ||
                               params.codebook == CodebookMode::kHybrid ||
-                              params.budget == BudgetKind::kCalibrated || calibrated_fp8;
+                              params.budget == BudgetKind::kCalibrated || codec_needs_artifact;
   SKV_CHECK(!needs_artifact || artifact != nullptr, "codebook mode '", to_string(params.codebook),
-            "' with budget '", to_string(params.budget), calibrated_fp8 ? "' and fp8 scales '" : "",
-            calibrated_fp8 ? "calibrated" : "", "' needs an artifact");
-  if (calibrated_fp8) {
-    for (const ArtifactLayer& L : artifact->layers) {
-      SKV_CHECK(L.fp8_key_scale.defined() && L.fp8_value_scale.defined(),
-                "fp8 scales 'calibrated' need an artifact with fp8 scales; this one has none "
-                "(export it again)");
-    }
-  }
-  if (params.quantization != KvQuantization::kNone) {
-    // Fail here, not at the first prefill: empty tables check the layout.
-    for (auto axis : {detail::QuantAxis::kPerChannel, detail::QuantAxis::kPerToken}) {
-      detail::QuantizedRows::empty(params.quantization, axis, params.storage_dtype,
-                                   geometry.num_kv_heads, geometry.head_dim, params.quant_group,
-                                   params.quant_residual, at::TensorOptions());
+            "' with budget '", to_string(params.budget), "' and codecs '", params.key_codec,
+            "' / '", params.value_codec, "' needs an artifact");
+  key_coders.assign(geometry.num_layers, nullptr);
+  value_coders.assign(geometry.num_layers, nullptr);
+  for (int64_t l = 0; l < geometry.num_layers; ++l) {
+    for (auto [codec, side] : {std::pair{key_codec.get(), KvSide::kKeys},
+                               std::pair{value_codec.get(), KvSide::kValues}}) {
+      if (codec == nullptr) continue;
+      RowCodecContext c;
+      c.side = side;
+      c.layer = l;
+      c.kv_heads = geometry.num_kv_heads;
+      c.head_dim = geometry.head_dim;
+      c.dtype = params.storage_dtype;
+      c.device = device;
+      c.artifact = artifact.get();
+      auto coder = with_context(
+          "row codec '" + codec->name() + "' of layer " + std::to_string(l) + " " + to_string(side),
+          [&] { return codec->bind(c); });
+      (side == KvSide::kKeys ? key_coders : value_coders)[l] = std::move(coder);
     }
   }
   if (std::isnan(params.key_threshold))
@@ -175,17 +186,10 @@ void CompressedCache::observe_tokens(const at::Tensor& tokens) {
 detail::CodedVectors CompressedCache::Impl::empty_coded(bool keys, int64_t layer) const {
   detail::CodedVectors c = detail::empty_coded(geometry.num_kv_heads, geometry.head_dim,
                                                float_options(), params.storage_dtype);
-  if (params.quantization != KvQuantization::kNone && !token_id_layer[layer]) {
-    at::Tensor scales;
-    if (params.quantization == KvQuantization::kFp8 &&
-        params.fp8_scales == Fp8Scales::kCalibrated) {
-      const ArtifactLayer& L = artifact->layers[layer];
-      scales = keys ? L.fp8_key_scale : L.fp8_value_scale;
-    }
-    c.quant = detail::QuantizedRows::empty(
-        params.quantization, keys ? detail::QuantAxis::kPerChannel : detail::QuantAxis::kPerToken,
-        params.storage_dtype, geometry.num_kv_heads, geometry.head_dim, params.quant_group,
-        params.quant_residual, float_options(), scales);
+  const std::shared_ptr<const RowCoder>& coder = keys ? key_coders[layer] : value_coders[layer];
+  if (coder && !token_id_layer[layer]) {
+    c.quant = detail::QuantizedRows::empty(coder, params.storage_dtype, geometry.num_kv_heads,
+                                           geometry.head_dim, float_options());
   }
   return c;
 }
@@ -401,7 +405,7 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
     const bool fused_append =
         t == 1 && !token_ids && I.params.fused_decode &&
         detail::fused_append_applies(
-            I.params.codebook, I.params.quantization != KvQuantization::kNone,
+            I.params.codebook, I.key_coders[layer] != nullptr || I.value_coders[layer] != nullptr,
             I.params.storage_dtype, I.key_tables[layer], I.value_tables[layer], I.device, kv, d);
     std::vector<SequenceLayer*> appended;  // by fused_append, after the loop
     if (!token_ids && !fused_append) {
@@ -415,12 +419,12 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
           detail::match_shared(columns(values_in), every, I.value_tables[layer], I.params.codebook);
       // Exact rows as they come, for every sequence at once, where no
       // just-in-time stage changes which vectors stay exact.
-      if (I.params.quantization == KvQuantization::kNone &&
-          (I.params.codebook == CodebookMode::kNone ||
-           I.params.codebook == CodebookMode::kCalibrated)) {
+      // (Rows a codec holds are coded on the host's schedule instead.)
+      if (I.params.codebook == CodebookMode::kNone ||
+          I.params.codebook == CodebookMode::kCalibrated) {
         const at::ScalarType entry = detail::entry_scalar_type(I.params.storage_dtype);
-        key_match.prepare_exact_rows(B, entry);
-        value_match.prepare_exact_rows(B, entry);
+        if (!I.key_coders[layer]) key_match.prepare_exact_rows(B, entry);
+        if (!I.value_coders[layer]) value_match.prepare_exact_rows(B, entry);
       }
     }
     const at::Tensor new_positions =

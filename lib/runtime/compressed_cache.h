@@ -15,7 +15,7 @@
 // query heads of a group kept different tokens. Each K and V vector is an
 // code and a magnitude: a code names a calibrated entry (shared by all
 // requests), a just-in-time entry (this request's), or an exact row. Exact
-// rows may be quantised (CompressionParameters::quantization).
+// rows may be held by a row codec (CompressionParameters::key_codec).
 // A layer whose K/V depend on the token id alone (layer 0 of a Llama-family
 // model) can instead be held as token ids into a per-model table
 // (hold_as_token_ids): every token is kept, at 2 or 4 bytes each.
@@ -81,21 +81,18 @@ struct CompressionParameters {
   /// the memory ratio divides by (runtime/storage_cost.h). Attention is
   /// computed in float32 whatever it is.
   StorageDtype storage_dtype = StorageDtype::kFloat16;
-  /// How exact rows are held (storage_cost.h): in storage_dtype (kNone), as
-  /// fp8, or as KIVI's 4/2-bit groups. With every token kept and no
-  /// codebook this is a plain quantised cache (fp8, kivi4, kivi2); under
-  /// eviction and codebooks it quantises what they keep exact. Codebook
-  /// entries stay in storage_dtype. Keys are quantised before RoPE.
-  KvQuantization quantization = KvQuantization::kNone;
-  /// KIVI: tokens per key group (keys share a scale per channel over it) and
-  /// channels per value group (values share one per token over it).
-  int64_t quant_group = 32;
-  /// KIVI: the recent rows held in storage_dtype (keys: count mod this,
-  /// quantised a whole block at a time; values: the last this many). A
-  /// multiple of quant_group. fp8 has none.
-  int64_t quant_residual = 32;
-  /// fp8: per-head scales from the artifact, or from each prefill's rows.
-  Fp8Scales fp8_scales = Fp8Scales::kDynamic;
+  /// How exact rows are held, keys and values apart (llama.cpp's type_k /
+  /// type_v): "none" keeps them in storage_dtype; otherwise a row codec's
+  /// name (runtime/row_codec.h: "fp8", "fp8-calibrated", "kivi4", "kivi2",
+  /// "tq2", "tq2.5", "tq3", "tq4", "q8_0", "q4_0", ...), its knobs in the
+  /// name ("kivi4-g32-r64"). With every token kept and no codebook this is a
+  /// plain quantised cache; under eviction and codebooks it codes what they
+  /// keep exact. Codebook entries stay in storage_dtype. Keys are coded
+  /// before RoPE.
+  std::string key_codec = "none";
+  std::string value_codec = "none";
+  /// Sets both codecs to `name`.
+  void set_codec(const std::string& name) { key_codec = value_codec = name; }
 };
 
 /// Bytes held by one layer, summed over the batch. "Held" counts what the
@@ -122,27 +119,29 @@ struct LayerMemory {
   }
 };
 
-/// What one request's cache costs. Shared tables (the calibrated codebook)
-/// serve every request, so a request is charged for the entries it
-/// references; without that charge a calibrated codebook would look free.
-/// What one of `requests` concurrent requests is charged for shared tables
-/// of `total` bytes when it references `referenced` bytes of them:
-/// min(referenced, total / requests), an upper bound on its share of the
-/// union they reference.
-double shared_bytes_per_request(double referenced, double total, double requests);
+/// What one request's cache costs. Shared tables (the calibrated codebook,
+/// the token tables, a codec's rotations and codebooks) serve every request
+/// and a request cannot run without them resident, so each of `requests`
+/// concurrent requests is charged the whole tables' bytes divided by
+/// `requests` (../shared/EVALUATION.md); without that a table would look free.
+double shared_bytes_per_request(double total, double requests);
 
 struct MemoryReport {
   std::vector<LayerMemory> layers;
   int64_t held_bytes = 0;                       ///< per-request bytes, all layers
   int64_t full_bytes = 0;                       ///< the dense cache's bytes, in the storage dtype
   StorageDtype dtype = StorageDtype::kFloat32;  ///< the storage dtype
-  int64_t shared_bytes_total = 0;    ///< calibrated entries and token tables, once for all requests
-  int64_t shared_bytes_charged = 0;  ///< the shared entries and rows this cache references
-  double ratio = 0;                  ///< (held + shared charged) / full: what a request costs
+  /// Every shared table the cache needs, whole: calibrated entries in use,
+  /// token tables, the row codecs' tables; once for all requests.
+  int64_t shared_bytes_total = 0;
+  /// The shared entries and rows this cache references (informative: not
+  /// what is charged).
+  int64_t shared_bytes_referenced = 0;
+  double ratio = 0;  ///< (held + shared total) / full: one request charged the whole tables
   double ratio_excluding_shared = 0;  ///< held / full: the shared tables taken as free
   double paper_ratio = 0;             ///< mean over layers of LayerMemory::paper_ratio
-  /// The ratio when `requests` concurrent requests of this size share the
-  /// tables (each charged shared_bytes_per_request).
+  /// The ratio when `requests` concurrent requests share the tables (each
+  /// charged shared_bytes_per_request).
   double ratio_shared_by(int64_t requests) const;
 };
 
@@ -166,8 +165,8 @@ class CompressedCache : public AttentionCache {
   /// Holds `layer` as token ids: keys_by_token and values_by_token [vocab,
   /// kv_heads, head_dim] (pre-RoPE keys) are what the layer computes for each
   /// token id. Every token of the layer is kept (no eviction, no codebook)
-  /// and costs one id; the table is shared by all requests, so each is
-  /// charged the rows it references, like the calibrated codebook. Prefill
+  /// and costs one id; the table is shared by all requests and charged as a
+  /// whole table, like the calibrated codebook (shared_bytes_per_request). Prefill
   /// and decoding then need the token ids (prefill's token_ids,
   /// observe_tokens) and refuse K/V that differ from the table's rows: a
   /// layer whose K/V depend on more than the token id cannot be held so.

@@ -1,8 +1,9 @@
 // CompressedCache::save / load: a compressed context as a safetensors file.
 //
 // Tensors: s<b>.l<L>.{positions, member, keys.code, keys.magnitude,
-// keys.exact, keys.jit, values.*}, and for a quantised cache
-// keys.quant.{packed, tail, scale, zero | fp8_scale} (values the same). Metadata: format
+// keys.exact, keys.jit, values.*}, and where a row codec holds exact rows
+// keys.quant.tail and keys.quant.<field> for each of the codec's fields
+// (runtime/row_codec.h; values the same). Metadata: format
 // "spindlekv-compressed-cache", format_version, geometry, parameters,
 // artifact_checksum ("none" without artifact), state (JSON: next positions,
 // tokens seen and just-in-time entry counts).
@@ -23,7 +24,9 @@ namespace spindlekv {
 namespace {
 
 constexpr const char* kCacheFormat = "spindlekv-compressed-cache";
-constexpr int64_t kCacheFormatVersion = 1;
+// 2: row codecs by name (key_codec, value_codec); 1 had quantization,
+// quant_group, quant_residual and fp8_scales, still read.
+constexpr int64_t kCacheFormatVersion = 2;
 
 std::string prefix(int64_t b, int64_t l) {
   return "s" + std::to_string(b) + ".l" + std::to_string(l) + ".";
@@ -43,10 +46,22 @@ void parameter_fields(P& p, F&& field) {
   field("value_threshold", p.value_threshold);
   field("extend_codebook_when_decoding", p.extend_codebook_when_decoding);
   field("storage_dtype", p.storage_dtype, /*optional=*/true);  // float32 before it was recorded
-  field("quantization", p.quantization, /*optional=*/true);    // none before it was recorded
-  field("quant_group", p.quant_group, /*optional=*/true);
-  field("quant_residual", p.quant_residual, /*optional=*/true);
-  field("fp8_scales", p.fp8_scales, /*optional=*/true);
+  field("key_codec", p.key_codec, /*optional=*/true);          // format 1: legacy_codec below
+  field("value_codec", p.value_codec, /*optional=*/true);
+}
+
+// Format 1's quantisation fields as a codec name ("none" without them).
+std::string legacy_codec(const nlohmann::json& j) {
+  const std::string q = j.value("quantization", std::string("none"));
+  if (q == "none") return q;
+  if (q == "fp8")
+    return j.value("fp8_scales", std::string("dynamic")) == "calibrated" ? "fp8-calibrated" : "fp8";
+  SKV_CHECK(q == "kivi4" || q == "kivi2", "parameter 'quantization' is '", q,
+            "' (allowed: none, fp8, kivi4, kivi2)");
+  const int64_t group = j.value("quant_group", int64_t{32});
+  const int64_t recent = j.value("quant_residual", int64_t{32});
+  return q + (group != 32 ? "-g" + std::to_string(group) : "") +
+         (recent != 32 ? "-r" + std::to_string(recent) : "");
 }
 
 template <class T>
@@ -57,8 +72,6 @@ nlohmann::json json_value(BudgetKind v) { return to_string(v); }
 nlohmann::json json_value(GqaMode v) { return to_string(v); }
 nlohmann::json json_value(CodebookMode v) { return to_string(v); }
 nlohmann::json json_value(StorageDtype v) { return to_string(v); }
-nlohmann::json json_value(KvQuantization v) { return to_string(v); }
-nlohmann::json json_value(Fp8Scales v) { return to_string(v); }
 
 template <class T>
 void from_json_value(const nlohmann::json& j, T& v) {
@@ -76,56 +89,47 @@ void from_json_value(const nlohmann::json& j, CodebookMode& v) {
 void from_json_value(const nlohmann::json& j, StorageDtype& v) {
   v = parse_storage_dtype(j.get<std::string>());
 }
-void from_json_value(const nlohmann::json& j, KvQuantization& v) {
-  v = parse_kv_quantization(j.get<std::string>());
-}
-void from_json_value(const nlohmann::json& j, Fp8Scales& v) {
-  v = parse_fp8_scales(j.get<std::string>());
-}
 
-// A quantised table's tensors in the file, once: the writer and the reader
-// walk this list (name suffix, member).
+// A coded table's tensors in the file, once: the writer and the reader walk
+// this list (name suffix, tensor): the recent rows, then the codec's fields.
 template <class Q, class F>
 void quantized_tensors(Q& q, F&& tensor) {
-  tensor("quant.packed", q.packed);
   tensor("quant.tail", q.tail);
-  if (q.mode == KvQuantization::kFp8) {
-    tensor("quant.fp8_scale", q.fp8_scale);
-  } else {
-    tensor("quant.scale", q.scale);
-    tensor("quant.zero", q.zero);
-  }
+  const std::vector<RowField>& fields = q.coder->fields();
+  for (size_t i = 0; i < fields.size(); ++i) tensor("quant." + fields[i].name, q.fields[i]);
 }
 
-// Checks a quantised table read from a file against the empty one the
+// Checks a coded table read from a file against the empty one the
 // parameters give (`like`): dtypes and every size but the capacity, and
 // counts that fit the tables and add up to the exact rows.
 void check_quantized(const detail::QuantizedRows& q, const detail::QuantizedRows& like,
                      const std::vector<int64_t>& exact_count, const std::string& what) {
-  for (const auto& [got, want] : {std::pair{q.packed, like.packed}, std::pair{q.tail, like.tail},
-                                  std::pair{q.scale, like.scale}, std::pair{q.zero, like.zero}}) {
-    if (!want.defined()) continue;
-    SKV_CHECK(got.defined() && got.dim() == want.dim() && got.scalar_type() == want.scalar_type() &&
-                  got.size(0) == want.size(0) && got.size(2) == want.size(2),
-              "tensors '", what, ".quant.*' do not match the cache's quantisation (",
-              to_string(q.mode), ")");
+  const std::vector<RowField>& fields = q.coder->fields();
+  auto same_layout = [&](const at::Tensor& got, const at::Tensor& want, bool growing,
+                         const std::string& name) {
+    bool ok = got.defined() && got.dim() == want.dim() && got.scalar_type() == want.scalar_type();
+    for (int64_t i = 0; ok && i < want.dim(); ++i) {
+      ok = (growing && i == 1) || got.size(i) == want.size(i);
+    }
+    SKV_CHECK(ok, "tensor '", what, ".quant.", name, "' is ",
+              got.defined() ? c10::toString(got.scalar_type()) : "missing", " ",
+              got.defined() ? got.sizes() : at::IntArrayRef{}, ", the codec stores ",
+              c10::toString(want.scalar_type()), " ", want.sizes(),
+              growing ? " (any length along dim 1)" : "");
+  };
+  same_layout(q.tail, like.tail, true, "tail");
+  for (size_t i = 0; i < fields.size(); ++i) {
+    same_layout(q.fields[i], like.fields[i], fields[i].per != RowField::Per::kHead, fields[i].name);
   }
-  if (q.mode == KvQuantization::kFp8) {
-    SKV_CHECK(q.fp8_scale.dim() == 1 && q.fp8_scale.size(0) == like.fp8_scale.size(0) &&
-                  q.fp8_scale.scalar_type() == at::kFloat,
-              "tensor '", what, ".quant.fp8_scale' must be [kv_heads] float32");
-  }
-  const bool per_channel =
-      q.mode != KvQuantization::kFp8 && q.axis == detail::QuantAxis::kPerChannel;
+  const int64_t block = q.coder->block_rows();
   for (size_t g = 0; g < q.quantized.size(); ++g) {
     const int64_t n = q.quantized[g], t = q.tail_count[g];
-    bool ok =
-        n >= 0 && t >= 0 && n <= q.packed.size(1) && t <= q.tail.size(1) && n + t == exact_count[g];
-    if (q.mode != KvQuantization::kFp8) {
-      ok = ok && (per_channel ? n % q.group == 0 && n / q.group <= q.scale.size(1)
-                              : n <= q.scale.size(1));
+    bool ok = n >= 0 && t >= 0 && n % block == 0 && t <= q.tail.size(1) && n + t == exact_count[g];
+    for (size_t i = 0; ok && i < fields.size(); ++i) {
+      if (fields[i].per != RowField::Per::kHead)
+        ok = q.entries(fields[i], n) <= q.fields[i].size(1);
     }
-    SKV_CHECK(ok, "state of '", what, "': quantised and recent rows (", n, ", ", t,
+    SKV_CHECK(ok, "state of '", what, "': coded and recent rows (", n, ", ", t,
               ") do not fit the tables or add up to ", exact_count[g], " exact rows");
   }
 }
@@ -137,9 +141,10 @@ nlohmann::json parameters_json(const CompressionParameters& p) {
   return j;
 }
 
-CompressionParameters parameters_from_json(const nlohmann::json& j) {
+CompressionParameters parameters_from_json(const nlohmann::json& j, int64_t version) {
   CompressionParameters p;
   p.storage_dtype = StorageDtype::kFloat32;  // files without the key were float32
+  if (version == 1) p.set_codec(legacy_codec(j));
   parameter_fields(p, [&](const char* name, auto& v, bool optional = false) {
     if (optional && !j.contains(name)) return;
     from_json_value(j.at(name), v);
@@ -192,7 +197,7 @@ void CompressedCache::save(const std::string& path) const {
           tensors.emplace_back(p + kind + ".jit", c->jit);
           if (c->quantized()) {
             const std::string stem = p + kind + ".";  // lambdas cannot capture bindings (C++17)
-            quantized_tensors(c->quant, [&](const char* name, const at::Tensor& t) {
+            quantized_tensors(c->quant, [&](const std::string& name, const at::Tensor& t) {
               tensors.emplace_back(stem + name, t);
             });
           }
@@ -229,9 +234,9 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
     };
     SKV_CHECK(get("format") == kCacheFormat, "not a compressed cache: format '", get("format"),
               "'");
-    SKV_CHECK(get("format_version") == std::to_string(kCacheFormatVersion),
-              "compressed cache format version '", get("format_version"), "' is not ",
-              kCacheFormatVersion);
+    const std::string version = get("format_version");
+    SKV_CHECK(version == "1" || version == std::to_string(kCacheFormatVersion),
+              "compressed cache format version '", version, "' is not 1 or ", kCacheFormatVersion);
     const std::string wanted = get("artifact_checksum");
     const std::string have = artifact ? artifact->checksum : "none";
     SKV_CHECK(wanted == have, "the cache was compressed with artifact checksum ", wanted,
@@ -243,9 +248,10 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
                     geometry.at("num_kv_heads").get<int64_t>() == expected.num_kv_heads &&
                     geometry.at("head_dim").get<int64_t>() == expected.head_dim,
                 "the cache's geometry ", geometry.dump(), " is not the model's");
-      CompressedCache cache(expected, geometry.at("batch").get<int64_t>(),
-                            parameters_from_json(nlohmann::json::parse(get("parameters"))),
-                            artifact, device);
+      CompressedCache cache(
+          expected, geometry.at("batch").get<int64_t>(),
+          parameters_from_json(nlohmann::json::parse(get("parameters")), std::stoll(version)),
+          artifact, device);
       Impl& I = *cache.impl_;
       const auto state = nlohmann::json::parse(get("state"));
       SKV_CHECK_EQ(static_cast<int64_t>(state.size()), I.batch, "state entries");
@@ -305,22 +311,22 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
               SKV_CHECK(c->jit_count[g] >= 0 && c->jit_count[g] <= c->jit.size(1) &&
                             c->exact_count[g] >= 0 &&
                             (c->exact_count[g] <= c->exact.size(1) ||
-                             (I.params.quantization != KvQuantization::kNone &&
-                              !I.token_id_layer[l])),  // quantised rows: checked below
+                             I.empty_coded(k == "keys", l).quantized()),  // checked below
                         "state of '", p, k, "': counts exceed the tables");
             }
             int64_t exact_rows = c->exact.size(1);
-            if (I.params.quantization != KvQuantization::kNone && !I.token_id_layer[l]) {
+            if (detail::CodedVectors empty = I.empty_coded(k == "keys", l); empty.quantized()) {
               detail::QuantizedRows& q = c->quant;
-              q = I.empty_coded(k == "keys", l).quant;
+              q = empty.quant;
               const detail::QuantizedRows like = q;
-              quantized_tensors(
-                  q, [&](const char* name, at::Tensor& dst) { dst = t(k + "." + name); });
+              quantized_tensors(q, [&](const std::string& name, at::Tensor& dst) {
+                dst = reader.contains(p + k + "." + name) ? t(k + "." + name) : at::Tensor();
+              });
               q.quantized = layers[l].at(singular + "_quantized").get<std::vector<int64_t>>();
               q.tail_count = layers[l].at(singular + "_recent").get<std::vector<int64_t>>();
               SKV_CHECK(static_cast<int64_t>(q.quantized.size()) == kv &&
                             static_cast<int64_t>(q.tail_count.size()) == kv,
-                        "state of '", p, k, "': quantised counts per KV head");
+                        "state of '", p, k, "': coded counts per KV head");
               check_quantized(q, like, c->exact_count, p + k);
               exact_rows = 0;
               for (int64_t g = 0; g < kv; ++g) exact_rows = std::max(exact_rows, q.rows(g));

@@ -24,37 +24,4 @@ StorageDtype parse_storage_dtype(const std::string& name) {
             "' is unknown (allowed: float32, float16, bfloat16)");
 }
 
-const char* to_string(KvQuantization mode) {
-  switch (mode) {
-    case KvQuantization::kNone:
-      return "none";
-    case KvQuantization::kFp8:
-      return "fp8";
-    case KvQuantization::kKivi4:
-      return "kivi4";
-    case KvQuantization::kKivi2:
-      return "kivi2";
-  }
-  return "?";
-}
-
-KvQuantization parse_kv_quantization(const std::string& name) {
-  if (name == "none") return KvQuantization::kNone;
-  if (name == "fp8") return KvQuantization::kFp8;
-  if (name == "kivi4") return KvQuantization::kKivi4;
-  if (name == "kivi2") return KvQuantization::kKivi2;
-  SKV_THROW(kInvalidInput, "KV quantisation '", name,
-            "' is unknown (allowed: none, fp8, kivi4, kivi2)");
-}
-
-const char* to_string(Fp8Scales scales) {
-  return scales == Fp8Scales::kDynamic ? "dynamic" : "calibrated";
-}
-
-Fp8Scales parse_fp8_scales(const std::string& name) {
-  if (name == "dynamic") return Fp8Scales::kDynamic;
-  if (name == "calibrated") return Fp8Scales::kCalibrated;
-  SKV_THROW(kInvalidInput, "fp8 scales '", name, "' are unknown (allowed: dynamic, calibrated)");
-}
-
 }  // namespace spindlekv

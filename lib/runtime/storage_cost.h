@@ -9,11 +9,8 @@
 // codes of a (sequence, layer) fit 16 bits and the dtype is not float32,
 // else int32.
 //
-// A quantised cache (KvQuantization) holds its exact rows as fp8 (e4m3, one
-// float32 scale per KV head) or as KIVI-style 4/2-bit integers (keys per
-// channel over groups of tokens, values per token over groups of channels,
-// each group with a scale and a zero point in the magnitude width), except
-// for the most recent rows, which stay in the storage dtype.
+// Exact rows held by a row codec (fp8, KIVI, TurboQuant, q8_0, ...) cost
+// what the codec's fields say (runtime/row_codec.h).
 #pragma once
 
 #include <cstdint>
@@ -31,27 +28,6 @@ enum class StorageDtype {
 const char* to_string(StorageDtype dtype);
 /// Parses "float32|float16|bfloat16"; throws naming the allowed values.
 StorageDtype parse_storage_dtype(const std::string& name);
-
-/// How exact rows are quantised (a quantised KV cache, alone or under
-/// eviction and codebooks).
-enum class KvQuantization {
-  kNone,   ///< "none": rows in the storage dtype
-  kFp8,    ///< "fp8": e4m3 with a float32 scale per KV head (vLLM's per-tensor scheme)
-  kKivi4,  ///< "kivi4": 4-bit asymmetric, KIVI's layout
-  kKivi2,  ///< "kivi2": 2-bit asymmetric, KIVI's layout
-};
-
-const char* to_string(KvQuantization mode);
-/// Parses "none|fp8|kivi4|kivi2"; throws naming the allowed values.
-KvQuantization parse_kv_quantization(const std::string& name);
-
-/// Where an fp8 cache's per-head scales come from.
-enum class Fp8Scales {
-  kDynamic,     ///< "dynamic": max |x| / 448 over each head's prefill rows
-  kCalibrated,  ///< "calibrated": the artifact's, from the calibration set
-};
-const char* to_string(Fp8Scales scales);
-Fp8Scales parse_fp8_scales(const std::string& name);
 
 namespace storage {
 
@@ -83,21 +59,6 @@ constexpr int64_t token_id_bytes(int64_t vocab) { return vocab <= 65536 ? 2 : 4;
 constexpr int64_t vector_bytes(int64_t head_dim, StorageDtype dtype = StorageDtype::kFloat32) {
   return head_dim * element_bytes(dtype);
 }
-
-/// Bits per element of a quantised row (0 for kNone).
-constexpr int64_t quantized_bits(KvQuantization mode) {
-  return mode == KvQuantization::kFp8     ? 8
-         : mode == KvQuantization::kKivi4 ? 4
-         : mode == KvQuantization::kKivi2 ? 2
-                                          : 0;
-}
-/// A quantised row of `head_dim` elements, packed.
-constexpr int64_t quantized_row_bytes(int64_t head_dim, KvQuantization mode) {
-  return head_dim * quantized_bits(mode) / 8;
-}
-/// A KIVI group's scale or zero point: the magnitude width.
-constexpr int64_t quantization_stat_bytes(StorageDtype dtype) { return magnitude_bytes(dtype); }
-constexpr int64_t kFp8ScaleBytes = 4;  ///< an fp8 head's scale (float32)
 
 }  // namespace storage
 }  // namespace spindlekv

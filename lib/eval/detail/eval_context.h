@@ -96,9 +96,10 @@ class PromptStats {
     const int64_t N = cx_.o.shared_requests;
     held_ += m.held_bytes, full_ += m.full_bytes, total_ += m.shared_bytes_total;
     charged_ +=
-        shared_bytes_per_request(static_cast<double>(m.shared_bytes_charged),
-                                 static_cast<double>(m.shared_bytes_total), static_cast<double>(N));
-    ratio_ += m.ratio_shared_by(N), excluding_ += m.ratio_excluding_shared;
+        shared_bytes_per_request(static_cast<double>(m.shared_bytes_total), static_cast<double>(N));
+    prompt_ratios_.push_back(m.ratio_shared_by(N));
+    ratio_ += prompt_ratios_.back(), excluding_ += m.ratio_excluding_shared;
+    ratio_n1_ += m.ratio_shared_by(1), ratio_n16_ += m.ratio_shared_by(16);
     paper_ += m.paper_ratio, compress_ += seconds;
     const double heads = static_cast<double>(cx_.model.config().num_heads);
     kept_.resize(m.layers.size(), 0.0);
@@ -117,7 +118,9 @@ class PromptStats {
     m.held_bytes = held_ / n, m.full_bytes = full_ / n;
     m.shared_bytes_total = total_ / n, m.shared_bytes_charged = charged_ / n;
     m.ratio = ratio_ / n, m.ratio_excluding_shared = excluding_ / n;
+    m.ratio_n1 = ratio_n1_ / n, m.ratio_n16 = ratio_n16_ / n;
     m.shared_requests = cx_.o.shared_requests;
+    r.prompt_ratios = prompt_ratios_;
     m.kv_dtype = cx_.o.kv_dtype;
     r.measured_ratio = m.ratio;
     if (r.fixed_ratio) r.target_ratio = r.measured_ratio;  // no knob: its own ratio
@@ -133,7 +136,8 @@ class PromptStats {
   const Context& cx_;
   int64_t n_ = 0;
   double held_ = 0, full_ = 0, total_ = 0, charged_ = 0, ratio_ = 0, excluding_ = 0, paper_ = 0,
-         compress_ = 0;
+         compress_ = 0, ratio_n1_ = 0, ratio_n16_ = 0;
+  std::vector<double> prompt_ratios_;
   std::vector<double> kept_;
   EvalSettings settings_;
 };

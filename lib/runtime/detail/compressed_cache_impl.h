@@ -9,6 +9,7 @@
 #include "runtime/artifact.h"
 #include "runtime/compressed_cache.h"
 #include "runtime/detail/compressed_storage.h"
+#include "runtime/row_codec.h"
 
 namespace spindlekv {
 
@@ -20,7 +21,9 @@ struct CompressedCache::Impl {
   c10::Device device = c10::kCPU;
   std::shared_ptr<const EvictionPolicy> policy;
   std::vector<detail::CodebookTables> key_tables, value_tables;  ///< per layer
-  at::Tensor inv_freq;                                           ///< [head_dim / 2] float64
+  /// Per layer: the row codecs of exact keys and values (null: storage dtype).
+  std::vector<std::shared_ptr<const RowCoder>> key_coders, value_coders;
+  at::Tensor inv_freq;            ///< [head_dim / 2] float64
   at::Tensor rope_cos, rope_sin;  ///< [P, head_dim] for positions 0..P-1, grown on demand
   std::vector<std::vector<detail::SequenceLayer>> sequences;  ///< [batch][layer]
   std::vector<int64_t> next_positions;                        ///< per sequence

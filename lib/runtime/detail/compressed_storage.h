@@ -51,10 +51,10 @@ struct CodedVectors {
   /// exact_count[g] + exact_unsettled bounds head g's rows in use.
   at::Tensor exact_used;
   int64_t exact_unsettled = 0;
-  /// A quantised cache's exact rows (quant.mode != kNone): then `exact`
-  /// stays empty and row r of head g is quant's row r.
+  /// Exact rows held by a row codec (quant.coder set): then `exact` stays
+  /// empty and row r of head g is quant's row r.
   QuantizedRows quant;
-  bool quantized() const { return quant.mode != KvQuantization::kNone; }
+  bool quantized() const { return quant.coder != nullptr; }
   at::Tensor jit;                  ///< [kv_heads, capacity, d] just-in-time entries
   std::vector<int64_t> jit_count;  ///< entries in use per KV head, as last read on the host
   /// As exact_used and exact_unsettled, for just-in-time entries a fused

@@ -44,6 +44,9 @@ bool decode_type(at::ScalarType t, int32_t* out) {
 bool rows_of_columns(const at::Tensor& t) { return t.dim() == 2 && t.stride(1) == 1; }
 
 bool side_applies(const CodedVectors& c, at::ScalarType entry, at::ScalarType magnitude) {
+  // The fused kernels read exact rows in the storage dtype only: rows a row
+  // codec holds (fp8, KIVI, TurboQuant, q8_0, ...) are decoded by the
+  // codec's ATen path, which the cache then takes.
   if (c.quantized()) return false;
   if (c.code.scalar_type() != at::kShort && c.code.scalar_type() != at::kInt) return false;
   if (c.magnitude.scalar_type() != magnitude) return false;
