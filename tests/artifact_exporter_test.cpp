@@ -76,7 +76,10 @@ TEST_F(ArtifactExporter, WritesAnArtifactTheRuntimeLoadsForItsModel) {
   prefill_compressed(model, prompt, cache, 0);
   const MemoryReport m = cache.memory();
   EXPECT_GT(m.layers[0].calibrated_vectors, 0);
-  EXPECT_LT(m.ratio, 1.0);
+  // The request's own bytes shrink; the whole codebook, charged to this one
+  // 48-token request, may cost more than its dense cache.
+  EXPECT_LT(m.ratio_excluding_shared, 1.0);
+  EXPECT_GT(m.ratio, m.ratio_excluding_shared);
   EXPECT_SKV_ERROR(
       load_artifact_for_model(o.out, fingerprint_model(dir_->file("other")).to_string()),
       "another model");

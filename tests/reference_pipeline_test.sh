@@ -82,7 +82,10 @@ for x in r["records"]:
         assert abs(x["measured_ratio"] - 0.3) <= 0.011 or (
             x["measured_ratio"] > 0.3 and not x["ratio_matched"]), x
     elif x["method"] != "full":
-        assert abs(x["measured_ratio"] - 0.3) <= 0.011, x
+        # A codec cheaper than the target keeps every token and stays under it.
+        assert abs(x["measured_ratio"] - 0.3) <= 0.011 or (
+            not x["ratio_matched"] and x["measured_ratio"] < 0.3
+            and x["settings"]["reserve_ratio"]["min"] > 0.999), x
     # A shared table (the calibrated codebook, TurboQuant's rotations) is
     # charged whole, divided by the requests said to share it.
     assert abs(m["shared_bytes_charged"] - m["shared_bytes_total"] / m["shared_requests"]) < 1e-6, x
