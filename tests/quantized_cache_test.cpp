@@ -24,12 +24,7 @@ using detail::QuantizedRows;
 // A codec bound to `side` of a cache of `kv` heads of `d` dimensions.
 std::shared_ptr<const RowCoder> coder(const std::string& name, KvSide side, int64_t kv, int64_t d,
                                       StorageDtype dtype = StorageDtype::kFloat32) {
-  RowCodecContext c;
-  c.side = side;
-  c.kv_heads = kv;
-  c.head_dim = d;
-  c.dtype = dtype;
-  return parse_row_codec(name)->bind(c);
+  return testutil::bind_row_codec(name, kv, d, side, dtype);
 }
 
 TEST(QuantizedRows, Fp8EncodesHandComputedValues) {

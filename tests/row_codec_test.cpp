@@ -31,12 +31,7 @@ using detail::QuantizedRows;
 std::shared_ptr<const RowCoder> make_coder(const std::string& name, int64_t kv, int64_t d,
                                            KvSide side = KvSide::kKeys,
                                            StorageDtype dtype = StorageDtype::kFloat16) {
-  RowCodecContext c;
-  c.side = side;
-  c.kv_heads = kv;
-  c.head_dim = d;
-  c.dtype = dtype;
-  return parse_row_codec(name)->bind(c);
+  return testutil::bind_row_codec(name, kv, d, side, dtype);
 }
 
 // Rows [m, d] coded and decoded by `name` (every row coded: no window).
@@ -164,7 +159,7 @@ TEST(TurboQuant, UnitVectorErrorIsWithinThePapersBound) {
                                                   {"tq4", 0.009497},
                                                   {"tq2.5", (0.1175 + 0.03454) / 2}};
   at::manual_seed(3);
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {32, 64, 128}) {
     at::Tensor u = at::randn({3000, d});
     u = u / u.norm(2, {1}, true);
     for (const auto& [name, lm] : gaussian) {

@@ -73,6 +73,16 @@ c10::Device test_device() {
   return *device;
 }
 
+std::shared_ptr<const RowCoder> bind_row_codec(const std::string& name, int64_t kv_heads,
+                                               int64_t head_dim, KvSide side, StorageDtype dtype) {
+  RowCodecContext c;
+  c.side = side;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.dtype = dtype;
+  return parse_row_codec(name)->bind(c);
+}
+
 ModelConfig tiny_config(int64_t heads, int64_t kv_heads, int64_t head_dim) {
   ModelConfig c;
   c.vocab_size = 37;

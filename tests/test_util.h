@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/model_config.h"
+#include "runtime/row_codec.h"
 
 namespace spindlekv::testutil {
 
@@ -25,6 +26,12 @@ class TempDir {
 
 /// A 2-layer GQA Llama config small enough for loop-based reference checks.
 ModelConfig tiny_config(int64_t heads = 4, int64_t kv_heads = 2, int64_t head_dim = 8);
+
+/// The row codec `name` bound to `side` of layer 0 of a cache of `kv_heads`
+/// heads of `head_dim` dimensions in `dtype`.
+std::shared_ptr<const RowCoder> bind_row_codec(const std::string& name, int64_t kv_heads,
+                                               int64_t head_dim, KvSide side = KvSide::kKeys,
+                                               StorageDtype dtype = StorageDtype::kFloat16);
 
 /// Saves a tiny random byte-level model (vocab 258, BOS 256, EOS 257,
 /// 2 layers, 4 heads over 2 KV heads of size 8, 64 positions) into `dir`.

@@ -24,9 +24,6 @@ class Q4_0Coder : public RowCoder {
                {"scale", RowField::Per::kRow, {d_ / kBlock}, at::kHalf}};
   }
   const std::vector<RowField>& fields() const override { return fields_; }
-  std::vector<at::Tensor> initial_head_fields(const at::TensorOptions&) const override {
-    return {};
-  }
   std::vector<at::Tensor> encode(const at::Tensor& x, int64_t,
                                  std::vector<at::Tensor>&) const override {
     const int64_t m = x.size(0), nb = d_ / kBlock;
@@ -50,23 +47,9 @@ class Q4_0Coder : public RowCoder {
   std::vector<RowField> fields_;
 };
 
-class Q4_0Codec : public RowCodec {
- public:
-  std::string name() const override { return "q4_0"; }
-  std::shared_ptr<const RowCoder> bind(const RowCodecContext& c) const override {
-    SKV_CHECK(c.head_dim % kBlock == 0, "row codec 'q4_0' codes blocks of ", kBlock,
-              " values; head_dim ", c.head_dim, " is not a multiple");
-    return std::make_shared<Q4_0Coder>(c);
-  }
-};
-
 }  // namespace
 
-RowCodecFamily q4_0_codec_family() {
-  return {"q4_0", {"q4_0"}, [](const std::string& name) -> std::shared_ptr<const RowCodec> {
-            return name == "q4_0" ? std::make_shared<Q4_0Codec>() : nullptr;
-          }};
-}
+RowCodecFamily q4_0_codec_family() { return single_codec_family<Q4_0Coder>("q4_0", kBlock); }
 
 }  // namespace detail
 }  // namespace spindlekv

@@ -22,9 +22,6 @@ class Q8_0Coder : public RowCoder {
                {"scale", RowField::Per::kRow, {d_ / kBlock}, at::kHalf}};
   }
   const std::vector<RowField>& fields() const override { return fields_; }
-  std::vector<at::Tensor> initial_head_fields(const at::TensorOptions&) const override {
-    return {};
-  }
   std::vector<at::Tensor> encode(const at::Tensor& x, int64_t,
                                  std::vector<at::Tensor>&) const override {
     const int64_t m = x.size(0);
@@ -46,23 +43,9 @@ class Q8_0Coder : public RowCoder {
   std::vector<RowField> fields_;
 };
 
-class Q8_0Codec : public RowCodec {
- public:
-  std::string name() const override { return "q8_0"; }
-  std::shared_ptr<const RowCoder> bind(const RowCodecContext& c) const override {
-    SKV_CHECK(c.head_dim % kBlock == 0, "row codec 'q8_0' codes blocks of ", kBlock,
-              " values; head_dim ", c.head_dim, " is not a multiple");
-    return std::make_shared<Q8_0Coder>(c);
-  }
-};
-
 }  // namespace
 
-RowCodecFamily q8_0_codec_family() {
-  return {"q8_0", {"q8_0"}, [](const std::string& name) -> std::shared_ptr<const RowCodec> {
-            return name == "q8_0" ? std::make_shared<Q8_0Codec>() : nullptr;
-          }};
-}
+RowCodecFamily q8_0_codec_family() { return single_codec_family<Q8_0Coder>("q8_0", kBlock); }
 
 }  // namespace detail
 }  // namespace spindlekv

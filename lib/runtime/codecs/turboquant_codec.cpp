@@ -155,9 +155,6 @@ class TurboQuantCoder : public RowCoder {
               4 * ((int64_t{1} << hi_) + (hi_ != lo_ ? int64_t{1} << lo_ : 0));
   }
   const std::vector<RowField>& fields() const override { return fields_; }
-  std::vector<at::Tensor> initial_head_fields(const at::TensorOptions&) const override {
-    return {};
-  }
   std::vector<at::Tensor> encode(const at::Tensor& x, int64_t g,
                                  std::vector<at::Tensor>&) const override {
     const at::Tensor norm = x.norm(2, {-1}, /*keepdim=*/true);  // [m, 1]

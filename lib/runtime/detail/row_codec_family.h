@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "runtime/row_codec.h"
 
 namespace spindlekv {
@@ -21,9 +22,35 @@ struct RowCodecFamily {
   std::function<std::shared_ptr<const RowCodec>(const std::string& name)> parse;
 };
 
+/// The family of one codec without knobs, named `name`: its coder is
+/// Coder(context), for a head_dim that is a multiple of `block`.
+template <class Coder>
+RowCodecFamily single_codec_family(const std::string& name, int64_t block);
+
 /// The integer after `prefix` in `name` ("g32" -> 32), or -1 when `name`
 /// does not start with `prefix` followed by digits only.
 int64_t parse_suffix_number(const std::string& name, const std::string& prefix);
+
+template <class Coder>
+RowCodecFamily single_codec_family(const std::string& name, int64_t block) {
+  class Codec : public RowCodec {
+   public:
+    Codec(std::string name, int64_t block) : name_(std::move(name)), block_(block) {}
+    std::string name() const override { return name_; }
+    std::shared_ptr<const RowCoder> bind(const RowCodecContext& c) const override {
+      SKV_CHECK(c.head_dim % block_ == 0, "row codec '", name_, "' codes blocks of ", block_,
+                " values; head_dim ", c.head_dim, " is not a multiple");
+      return std::make_shared<Coder>(c);
+    }
+
+   private:
+    std::string name_;
+    int64_t block_;
+  };
+  return {name, {name}, [name, block](const std::string& n) -> std::shared_ptr<const RowCodec> {
+            return n == name ? std::make_shared<Codec>(name, block) : nullptr;
+          }};
+}
 
 }  // namespace detail
 }  // namespace spindlekv
