@@ -309,7 +309,8 @@ TEST(QuantizedCache, Fp8ScalesComeFromThePrefillOrTheArtifact) {
           .norm()
           .item<double>(),
       0.1);
-  EXPECT_SKV_ERROR(parse_row_codec("int4"), "known: none, fp8, fp8-calibrated, kivi<2|4>");
+  EXPECT_SKV_ERROR(parse_row_codec("int4"),
+                   "known: none, fp16, bf16, fp8, fp8-calibrated, kivi<2|4>");
 }
 
 // A saved quantised cache loads back with the same rows and decodes the

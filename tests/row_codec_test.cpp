@@ -64,7 +64,8 @@ TEST(RowCodec, RegistryParsesEveryListedNameAndRefusesOthers) {
   EXPECT_FALSE(is_row_codec_name("q5_0"));
   EXPECT_SKV_ERROR(parse_row_codec("tq9"), "at most 8 bits");
   EXPECT_SKV_ERROR(parse_row_codec("tq3-x"), "is not s<seed>");
-  EXPECT_SKV_ERROR(parse_row_codec("int4"), "row codec 'int4' is unknown (known: none, fp8");
+  EXPECT_SKV_ERROR(parse_row_codec("int4"),
+                   "row codec 'int4' is unknown (known: none, fp16, bf16, fp8");
   EXPECT_SKV_ERROR(make_coder("q4_0", 1, 48), "head_dim 48 is not a multiple");
   EXPECT_SKV_ERROR(make_coder("tq2.5", 1, 7), "head_dim 7 is odd");
   // A cache refuses a codec it cannot bind, naming the layer and side.
@@ -126,6 +127,24 @@ TEST(RowCodec, BytesPerRowMatchAHandCount) {
   p.set_codec("tq3");
   EXPECT_EQ(CompressedCache(odd.geometry(), 1, p).memory().shared_bytes_total,
             2 * (48 * 48 * 4 + 4 * 8));
+}
+
+// fp16 / bf16: rows in that dtype whatever the cache's, 2 bytes an element.
+TEST(RowCodec, FloatCodecsHoldRowsInTheirDtype) {
+  at::manual_seed(7);
+  const at::Tensor x = at::randn({5, 64});
+  for (const auto& [name, dtype] :
+       {std::pair{"fp16", at::kHalf}, std::pair{"bf16", at::kBFloat16}}) {
+    QuantizedRows r =
+        QuantizedRows::empty(make_coder(name, 1, 64, KvSide::kValues, StorageDtype::kFloat32),
+                             StorageDtype::kFloat32, 1, 64, {});
+    r.append(0, x);
+    EXPECT_EQ(r.held_bytes(), 5 * 64 * 2) << name;
+    EXPECT_TRUE(at::equal(r.dequantize()[0], x.to(dtype).to(at::kFloat))) << name;
+  }
+  EXPECT_TRUE(is_row_codec_name("fp16"));
+  const std::vector<std::string> listed = row_codec_names();
+  EXPECT_EQ(std::find(listed.begin(), listed.end(), "fp16"), listed.end());  // not run by default
 }
 
 TEST(TurboQuant, RotationsAreOrthogonalAndCentroidsSymmetric) {

@@ -9,7 +9,7 @@
 #include "runtime/detail/row_codec_family.h"
 #include "runtime/row_codec.h"
 
-#define SKV_ROW_CODEC_FAMILIES(X) X(fp8) X(kivi) X(turboquant) X(q8_0) X(q4_0)
+#define SKV_ROW_CODEC_FAMILIES(X) X(fp16) X(bf16) X(fp8) X(kivi) X(turboquant) X(q8_0) X(q4_0)
 
 namespace spindlekv {
 namespace detail {

@@ -23,16 +23,17 @@ struct RowCodecFamily {
 };
 
 /// The family of one codec without knobs, named `name`: its coder is
-/// Coder(context), for a head_dim that is a multiple of `block`.
+/// Coder(context), for a head_dim that is a multiple of `block`. `listed`:
+/// among row_codec_names() (what eval runs by default).
 template <class Coder>
-RowCodecFamily single_codec_family(const std::string& name, int64_t block);
+RowCodecFamily single_codec_family(const std::string& name, int64_t block, bool listed = true);
 
 /// The integer after `prefix` in `name` ("g32" -> 32), or -1 when `name`
 /// does not start with `prefix` followed by digits only.
 int64_t parse_suffix_number(const std::string& name, const std::string& prefix);
 
 template <class Coder>
-RowCodecFamily single_codec_family(const std::string& name, int64_t block) {
+RowCodecFamily single_codec_family(const std::string& name, int64_t block, bool listed) {
   class Codec : public RowCodec {
    public:
     Codec(std::string name, int64_t block) : name_(std::move(name)), block_(block) {}
@@ -47,7 +48,8 @@ RowCodecFamily single_codec_family(const std::string& name, int64_t block) {
     std::string name_;
     int64_t block_;
   };
-  return {name, {name}, [name, block](const std::string& n) -> std::shared_ptr<const RowCodec> {
+  return {name, listed ? std::vector<std::string>{name} : std::vector<std::string>{},
+          [name, block](const std::string& n) -> std::shared_ptr<const RowCodec> {
             return n == name ? std::make_shared<Codec>(name, block) : nullptr;
           }};
 }
