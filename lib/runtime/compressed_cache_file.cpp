@@ -307,11 +307,13 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
                           static_cast<int64_t>(c->jit_count.size()) == kv &&
                           static_cast<int64_t>(c->exact_count.size()) == kv,
                       "tensors '", p, k, ".*' have inconsistent shapes");
+            // Rows a codec holds (its table is checked below), not `exact`.
+            const bool coded_rows =
+                (k == "keys" ? I.key_coders[l] : I.value_coders[l]) && !I.token_id_layer[l];
             for (int64_t g = 0; g < kv; ++g) {
               SKV_CHECK(c->jit_count[g] >= 0 && c->jit_count[g] <= c->jit.size(1) &&
                             c->exact_count[g] >= 0 &&
-                            (c->exact_count[g] <= c->exact.size(1) ||
-                             I.empty_coded(k == "keys", l).quantized()),  // checked below
+                            (c->exact_count[g] <= c->exact.size(1) || coded_rows),  // checked below
                         "state of '", p, k, "': counts exceed the tables");
             }
             int64_t exact_rows = c->exact.size(1);
