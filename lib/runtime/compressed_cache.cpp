@@ -65,8 +65,11 @@ CompressedCache::Impl::Impl(const CacheGeometry& g, int64_t b, CompressionParame
   key_coders.assign(geometry.num_layers, nullptr);
   value_coders.assign(geometry.num_layers, nullptr);
   for (int64_t l = 0; l < geometry.num_layers; ++l) {
-    for (auto [codec, side] : {std::pair{key_codec.get(), KvSide::kKeys},
-                               std::pair{value_codec.get(), KvSide::kValues}}) {
+    for (const auto& entry : {std::pair{key_codec.get(), KvSide::kKeys},
+                              std::pair{value_codec.get(), KvSide::kValues}}) {
+      // Named copies, not a structured binding: clang 14 cannot capture one in the lambda below.
+      const RowCodec* codec = entry.first;
+      const KvSide side = entry.second;
       if (codec == nullptr) continue;
       RowCodecContext c;
       c.side = side;
