@@ -54,9 +54,19 @@ rm -rf "$W"; mkdir -p "$W"
   --seq-len 128 --max-sequences 8 --quiet
 "$BIN" train --capture "$W/cap.h5" --out "$W/books.h5" --max-codewords 4 --sample-size 500 \
   --heldout-size 100 --heldout-every 4 > /dev/null
+# With a codec plan, so that the fuzzer mutates the codec_plans metadata too.
 "$BIN" export --codebooks "$W/books.h5" --capture "$W/cap.h5" --out "$SEEDS/artifact/tiny.safetensors" \
-  --ratios 0.5,1 > /dev/null
+  --ratios 0.5,1 --model data/reference-model --plan-bits 2.5 --plan-candidates tq2,tq4 \
+  --plan-samples 1 --plan-context 64 --plan-continuation 8 > /dev/null
 cp "$SEEDS/artifact/tiny.safetensors" "$SEEDS/safetensors/"
+# Its codec_plans metadata alone: the artifact target also reads its input as that JSON.
+/usr/bin/python3 - "$SEEDS/artifact" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+raw = open(f"{d}/tiny.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+open(f"{d}/codec_plans.json", "w").write(json.loads(raw[8:8 + n])["__metadata__"]["codec_plans"])
+PY
 
 # Each target runs as a ctest test (fuzz/CMakeLists.txt): any crash or
 # sanitizer report fails it.

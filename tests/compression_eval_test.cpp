@@ -170,6 +170,32 @@ TEST(CompressionEval, QuantisersReportTheirOwnRatioAndCombinationsReachTheTarget
   EXPECT_NE(table.find("fixed)"), std::string::npos) << table;
 }
 
+TEST(CompressionEval, KlIsZeroForTheFullCacheAndGrowsAsTheCodeCoarsens) {
+  testutil::TempDir dir;
+  EvalOptions o = reference_options(dir.path());
+  o.methods = {"full", "tq2", "tq4"};
+  o.tasks = {"kl"};
+  o.ppl_samples = 3;
+  o.ppl_context = 256;
+  o.ppl_continuation = 32;
+  const auto records = run_eval(o);
+  ASSERT_EQ(records.size(), 3u);
+  for (const EvalRecord& r : records) {
+    EXPECT_EQ(r.task, "kl");
+    EXPECT_EQ(r.metric, "kl_mean");
+    EXPECT_EQ(r.n, 3);
+    EXPECT_LE(r.ci_low, r.value) << r.method;
+    EXPECT_GE(r.ci_high, r.value) << r.method;
+    const auto detail = nlohmann::json::parse(r.detail_json);
+    ASSERT_EQ(detail.at("per_context").size(), 3u);
+    EXPECT_EQ(detail.at("tokens").get<int64_t>(), 3 * 32);
+    EXPECT_GE(detail.at("p99").get<double>(), r.value);
+  }
+  EXPECT_EQ(records[0].value, 0.0);  // the full cache against itself
+  EXPECT_GT(records[2].value, 0.0);
+  EXPECT_GT(records[1].value, records[2].value);  // 2 bits move the predictions more than 4
+}
+
 // Context + continuation may fill the model's whole context: the decoding
 // speed measured after the continuation then takes no step past it (and
 // none at all when no position is left).

@@ -29,10 +29,13 @@ PY
 
 # Export: one artifact with both budget allocations; inspect verifies it, and
 # refuses it once a byte is flipped or for another model.
+# With a calibrated codec plan at tq2.5's bytes, measured on the model.
 "$BIN" export --codebooks "$WORK/codebooks.h5" --capture "$WORK/capture.h5" \
-  --out "$WORK/artifact.safetensors" --model "$SRC/data/reference-model" | tee "$WORK/budgets.md"
+  --out "$WORK/artifact.safetensors" --model "$SRC/data/reference-model" \
+  --plan-bits 2.5 --plan-samples 2 --plan-context 128 --plan-continuation 16 | tee "$WORK/budgets.md"
 "$BIN" inspect "$WORK/artifact.safetensors" --model "$SRC/data/reference-model" | tee "$WORK/inspect.txt"
 grep -q "checksum .* (verified)" "$WORK/inspect.txt"
+grep -q "plan2.5: .* bytes per row (budget tq2.5" "$WORK/inspect.txt"
 /usr/bin/python3 - "$WORK/artifact.safetensors" <<'PY'
 import json, struct, sys
 data = open(sys.argv[1], "rb").read()
@@ -41,6 +44,25 @@ header = json.loads(data[8:8 + n])
 assert header["__metadata__"]["format"] == "spindlekv-artifact"
 assert header["layers.0.keys.codebook"]["dtype"] == "F32"
 assert header["budgets.calibrated"]["shape"][1] == 6
+plans = json.loads(header["__metadata__"]["codec_plans"])
+plan = plans["plans"][0]
+assert plan["name"] == "plan2.5" and len(plan["keys"]) == 6 and len(plan["values"]) == 6, plan
+assert set(plan["keys"] + plan["values"]) <= {"tq2", "tq3", "tq4"}, plan
+assert plan["row_bytes"] <= plan["budget_row_bytes"] + 1e-9, plan
+assert len(plans["sensitivity"]["keys"]) == 6 and plans["sensitivity"]["samples"] == 2
+PY
+# The plan is a method of eval: its KL and its measured ratio next to tq2.5's.
+"$BIN" eval --model "$SRC/data/reference-model" --artifact "$WORK/artifact.safetensors" \
+  --out "$WORK/eval-plan" --methods tq2.5,plan2.5 --tasks kl --ppl-samples 2 --ppl-context 256 \
+  --ppl-continuation 32 --text "$SRC/calibration/heldout.txt" > "$WORK/eval-plan.txt"
+/usr/bin/python3 - "$WORK/eval-plan/results.json" <<'PY'
+import json, sys
+records = {r["method"]: r for r in json.load(open(sys.argv[1]))["records"]}
+assert set(records) == {"tq2.5", "plan2.5"}, records.keys()
+for r in records.values():
+    assert r["task"] == "kl" and r["value"] > 0 and r["fixed_ratio"], r
+# Rows within tq2.5's bytes; the codecs' small tables (signs, centroids) may differ.
+assert records["plan2.5"]["measured_ratio"] <= records["tq2.5"]["measured_ratio"] + 1e-3
 PY
 cp "$WORK/artifact.safetensors" "$WORK/tampered.safetensors"
 printf '\x7f' | dd of="$WORK/tampered.safetensors" bs=1 seek=$(( $(stat -c %s "$WORK/tampered.safetensors") - 5 )) conv=notrunc status=none

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "test_util.h"
 
 namespace spindlekv {
@@ -36,6 +38,30 @@ TEST(Statistics, McNemarCountsOnlyDiscordantPairs) {
   // Concordant prompts change nothing; no discordance gives 1.
   EXPECT_DOUBLE_EQ(mcnemar_exact_p({1, 0, 1}, {1, 0, 1}), 1.0);
   EXPECT_SKV_ERROR(mcnemar_exact_p({1}, {1, 0}), "different lengths");
+}
+
+TEST(Statistics, SignTestDropsTiesAndCountsEachSide) {
+  // 12 of 12 contexts lower: p = 2 / 4096.
+  std::vector<double> a(12, 0.01), b(12, 0.05);
+  EXPECT_NEAR(sign_test_exact_p(a, b), 2.0 / 4096, 1e-15);
+  EXPECT_NEAR(sign_test_exact_p(b, a), 2.0 / 4096, 1e-15);
+  // Ties are dropped: 3 lower, 0 higher, 2 equal: p = 0.25.
+  EXPECT_NEAR(sign_test_exact_p({1, 1, 1, 2, 2}, {2, 2, 2, 2, 2}), 0.25, 1e-12);
+  EXPECT_DOUBLE_EQ(sign_test_exact_p({1, 2}, {1, 2}), 1.0);
+  EXPECT_SKV_ERROR(sign_test_exact_p({1}, {1, 2}), "different lengths");
+}
+
+TEST(Statistics, BootstrapIntervalHoldsTheMeanAndIsReproducible) {
+  std::vector<double> x;
+  for (int i = 0; i < 40; ++i) x.push_back(i % 5);  // mean 2, sd ~1.41
+  const auto [lo, hi] = bootstrap_mean_interval(x, 3);
+  EXPECT_LT(lo, 2.0);
+  EXPECT_GT(hi, 2.0);
+  // About 1.96 standard errors either side (sd / sqrt(40) ~ 0.22).
+  EXPECT_NEAR(hi - lo, 2 * 1.96 * std::sqrt(2.0 / 40), 0.15);
+  EXPECT_EQ(bootstrap_mean_interval(x, 3), bootstrap_mean_interval(x, 3));
+  EXPECT_EQ(bootstrap_mean_interval({0.5}), std::make_pair(0.5, 0.5));
+  EXPECT_SKV_ERROR(bootstrap_mean_interval({}), "no values");
 }
 
 }  // namespace

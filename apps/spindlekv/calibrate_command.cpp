@@ -203,7 +203,7 @@ void run(const CalibrateOptions& o) {
           codebooks, "");
     stage("export",
           {"--codebooks", codebooks, "--capture", capture, "--out", artifact, "--model", model,
-           "--overwrite"},
+           "--overwrite", "--threads", threads},
           artifact, "");
     if (root["eval"]) {
       stage("eval",

@@ -6,7 +6,17 @@ namespace CLI {
 class App;
 }
 
+#include <string>
+
+namespace spindlekv {
+struct Artifact;
+}
+
 namespace spindlekv::cli {
+
+/// The artifact's codec plans and the sensitivities they were chosen from,
+/// as Markdown (`spindlekv export` and `inspect` print it).
+std::string codec_plans_text(const Artifact& artifact);
 
 void register_info_command(CLI::App& app);
 void register_run_command(CLI::App& app);

@@ -122,14 +122,14 @@ void register_eval_command(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   sub->add_option("--tasks", e.tasks,
-                  "ppl, passkey, fidelity, jsonl:FILE, ruler:all or ruler:TASK[,TASK...] "
+                  "ppl, kl, passkey, fidelity, jsonl:FILE, ruler:all or ruler:TASK[,TASK...] "
                   "(niah_single, niah_multikey, niah_multikey_dense, niah_multivalue, "
                   "niah_multiquery, vt, cwe, fwe)")
       ->delimiter(',')
       ->capture_default_str();
-  sub->add_option("--text", e.text, "Held-out text (ppl, fidelity, pass-key filler)")
+  sub->add_option("--text", e.text, "Held-out text (ppl, kl, fidelity, pass-key filler)")
       ->capture_default_str();
-  sub->add_option("--ppl-samples", e.ppl_samples, "Contexts for ppl and fidelity")
+  sub->add_option("--ppl-samples", e.ppl_samples, "Contexts for ppl, kl and fidelity")
       ->capture_default_str();
   sub->add_option("--ppl-context", e.ppl_context, "Tokens compressed per context")
       ->capture_default_str();

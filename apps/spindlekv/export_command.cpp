@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "core/threads.h"
 #include "export/artifact_exporter.h"
 #include "yaml_options.h"
 
@@ -13,6 +14,7 @@ namespace {
 
 struct ExportCommandOptions {
   std::string config_path;
+  int threads = 0;
   ExportOptions exporter;
 };
 
@@ -28,7 +30,9 @@ std::string fractions_text(const std::vector<double>& f) {
 
 void run(CLI::App& sub, ExportCommandOptions& o) {
   apply_yaml_config(sub, o.config_path);
-  const ExportResult r = run_export(o.exporter);
+  configure_threads(o.threads);
+  const ExportResult r =
+      run_export(o.exporter, [](const std::string& line) { spdlog::info("{}", line); });
   const BudgetCalibration& b = r.budgets;
   std::printf("relative bytes per kept token, by layer: %s\n\n",
               fractions_text(b.relative_token_cost).c_str());
@@ -41,6 +45,8 @@ void run(CLI::App& sub, ExportCommandOptions& o) {
                 fractions_text(b.calibrated.fractions[i]).c_str(), b.pyramid_bytes[i],
                 b.pyramid_mass[i], b.calibrated_mass[i]);
   }
+  if (!r.artifact.codec_plans.plans.empty())
+    std::printf("\n%s", codec_plans_text(r.artifact).c_str());
   spdlog::info("wrote {} (checksum {})", o.exporter.out, r.artifact.checksum);
 }
 
@@ -69,6 +75,22 @@ void register_export_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--beta", e.budgets.pyramid_beta, "Pyramid's smallest per-layer ratio")
       ->capture_default_str();
+  sub->add_option("--plan-bits", e.plans.bits,
+                  "Codec plans to calibrate: plan<b> stays within tq<b>'s bytes (needs --model)")
+      ->delimiter(',');
+  sub->add_option("--plan-candidates", e.plans.candidates, "Row codecs a plan chooses from")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--plan-text", e.plans.text,
+                  "Calibration text of the plans (default: the capture's)");
+  sub->add_option("--plan-samples", e.plans.samples, "Calibration contexts of the plans")
+      ->capture_default_str();
+  sub->add_option("--plan-context", e.plans.context, "Tokens prefilled per plan context")
+      ->capture_default_str();
+  sub->add_option("--plan-continuation", e.plans.continuation,
+                  "Tokens scored after each plan context")
+      ->capture_default_str();
+  sub->add_option("--threads", o->threads, "Threads (0: every core)")->capture_default_str();
   sub->add_flag("--overwrite", e.overwrite, "Replace an existing output");
   sub->callback([sub, o] { run(*sub, *o); });
 }

@@ -12,6 +12,48 @@
 #include "runtime/storage_cost.h"
 
 namespace spindlekv::cli {
+
+std::string codec_plans_text(const Artifact& a) {
+  const CodecPlans& cp = a.codec_plans;
+  const CodecSensitivity& s = cp.sensitivity;
+  std::string out;
+  auto add = [&out](const char* fmt, auto... args) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf, fmt, args...);
+    out += buf;
+  };
+  add("codec plans: %zu, chosen on %lld calibration contexts of %lld + %lld tokens\n",
+      cp.plans.size(), static_cast<long long>(s.samples), static_cast<long long>(s.context),
+      static_cast<long long>(s.continuation));
+  for (const CodecPlan& p : cp.plans) {
+    add("  %s: %.2f bytes per row (budget %s: %.2f), predicted KL %.4f nats per token\n",
+        p.name.c_str(), p.row_bytes, p.budget_codec.c_str(), p.budget_row_bytes, p.predicted_kl);
+  }
+  if (s.empty()) return out;
+  out += "\nKL (nats per token) when only that layer's keys or values are coded:\n\n| layer |";
+  for (const char* side : {"K", "V"}) {
+    for (const std::string& c : s.candidates) add(" %s %s |", side, c.c_str());
+  }
+  for (const CodecPlan& p : cp.plans) add(" %s K / V |", p.name.c_str());
+  out += "\n|---|";
+  for (size_t i = 0; i < 2 * s.candidates.size() + cp.plans.size(); ++i) out += "---|";
+  out += "\n";
+  for (size_t l = 0; l < s.keys.size(); ++l) {
+    add("| %zu |", l);
+    for (const auto* side : {&s.keys, &s.values}) {
+      for (double v : (*side)[l]) add(" %.4f |", v);
+    }
+    for (const CodecPlan& p : cp.plans) add(" %s / %s |", p.keys[l].c_str(), p.values[l].c_str());
+    out += "\n";
+  }
+  out += "\nbytes per coded row:";
+  for (size_t c = 0; c < s.candidates.size(); ++c) {
+    add(" %s %.2f%s", s.candidates[c].c_str(), s.row_bytes[c],
+        c + 1 < s.candidates.size() ? "," : "\n");
+  }
+  return out;
+}
+
 namespace {
 
 struct InspectOptions {
@@ -75,6 +117,9 @@ void run(const InspectOptions& o) {
     std::printf("\n");
   }
   std::printf("\ncodebook entries: %.1f KiB, shared by every request\n", shared_bytes / 1024.0);
+  if (!a.codec_plans.plans.empty() || !a.codec_plans.sensitivity.empty()) {
+    std::printf("\n%s", codec_plans_text(a).c_str());
+  }
 }
 
 }  // namespace

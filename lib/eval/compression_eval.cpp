@@ -114,8 +114,9 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
     const TaskList task_list = split_tasks(o.tasks);
     const std::vector<std::string>& ruler = task_list.ruler;
     for (const auto& t : task_list.other) {
-      SKV_CHECK(t == "ppl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
-                "task '", t, "' is unknown (allowed: ppl, passkey, fidelity, jsonl:FILE, ruler:T)");
+      SKV_CHECK(
+          t == "ppl" || t == "kl" || t == "passkey" || t == "fidelity" || t.rfind("jsonl:", 0) == 0,
+          "task '", t, "' is unknown (allowed: ppl, kl, passkey, fidelity, jsonl:FILE, ruler:T)");
     }
     std::vector<std::string> protocols = {o.ruler_protocol};
     if (o.ruler_protocol == "both") protocols = {"question-aware", "question-agnostic"};
@@ -229,9 +230,9 @@ std::vector<EvalRecord> run_eval(const EvalOptions& o,
         std::vector<Setting> settings;
         for (const Prefill& p : prefills) settings.push_back(search.for_prefill(p));
         const EvalRecord base = base_record(m, target);
-        if (has("ppl") || has("fidelity")) {
+        if (has("ppl") || has("kl") || has("fidelity")) {
           for (auto& r : task_ppl_and_fidelity(cx, m, base, samples, prefills, settings, has("ppl"),
-                                               has("fidelity"))) {
+                                               has("kl"), has("fidelity"))) {
             records.push_back(r);
           }
         }

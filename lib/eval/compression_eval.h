@@ -9,6 +9,10 @@
 // Then the tasks run with that setting:
 //   ppl       bits per byte of a held-out continuation after the context was
 //             compressed (teacher-forced through the compressed cache)
+//   kl        KL(full || method) of next-token distributions over the same
+//             continuation (llama.cpp's --kl-divergence), nats per token: mean
+//             over contexts with a bootstrap interval; p99 over tokens and
+//             each context's mean in the record's detail
 //   passkey   pass-key accuracy over lengths x depths, greedy decoding from
 //             the compressed cache (byte-level models)
 //   jsonl:F   LongBench-format JSONL (context, input, answers): prompt =

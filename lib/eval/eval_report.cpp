@@ -74,6 +74,10 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
       targets.insert(r.target_ratio);
     }
   }
+  // KL values are small (hundredths of a nat): more digits than accuracies.
+  const bool small = metric == "kl_mean";
+  const char* value_format = small ? "%.4f" : "%.3f";
+  const char* ci_format = small ? "%.4f" : "%.2f";
   std::ostringstream s;
   s << "| method |";
   for (double t : targets) s << " ratio " << format_number("%.2f", t) << " |";
@@ -90,17 +94,17 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
     if (by_target.begin()->second->fixed_ratio) {
       // A pure quantiser: one result at its own ratio, in its own column.
       const EvalRecord& r = *by_target.begin()->second;
-      std::string cell = format_number("%.3f", r.value);
+      std::string cell = format_number(value_format, r.value);
       if (!std::isnan(r.ci_low)) {
-        cell +=
-            " [" + format_number("%.2f", r.ci_low) + ", " + format_number("%.2f", r.ci_high) + "]";
+        cell += " [" + format_number(ci_format, r.ci_low) + ", " +
+                format_number(ci_format, r.ci_high) + "]";
       }
       cell += " (" + format_number("%.3f", r.measured_ratio) + " fixed)";
       for (size_t i = 0; i < targets.size(); ++i) s << " " << (i == 0 ? cell : "-") << " |";
     } else if (m == "full") {
       const EvalRecord& r = *by_target.begin()->second;
       for (size_t i = 0; i < targets.size(); ++i)
-        s << " " << format_number("%.3f", r.value) << " |";
+        s << " " << format_number(value_format, r.value) << " |";
     } else {
       for (double t : targets) {
         auto it = by_target.find(t);
@@ -109,10 +113,10 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
           continue;
         }
         const EvalRecord& r = *it->second;
-        s << " " << format_number("%.3f", r.value);
+        s << " " << format_number(value_format, r.value);
         if (!std::isnan(r.ci_low)) {
-          s << " [" << format_number("%.2f", r.ci_low) << ", " << format_number("%.2f", r.ci_high)
-            << "]";
+          s << " [" << format_number(ci_format, r.ci_low) << ", "
+            << format_number(ci_format, r.ci_high) << "]";
         }
         s << " (" << format_number("%.3f", r.measured_ratio) << (r.ratio_matched ? "" : "*")
           << ") |";

@@ -1,15 +1,18 @@
-// The evaluation's text and retrieval tasks: ppl and fidelity, pass-key,
+// The evaluation's text and retrieval tasks: ppl, kl and fidelity, pass-key,
 // LongBench-format JSONL (compression_eval.h describes them).
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "core/error.h"
 #include "eval/detail/eval_context.h"
 #include "eval/metrics.h"
 #include "eval/retrieval_eval.h"
 #include "eval/statistics.h"
+#include "model/next_token_kl.h"
 
 namespace spindlekv {
 namespace eval_detail {
@@ -58,23 +61,35 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
                                               const std::vector<TextSample>& samples,
                                               const std::vector<Prefill>& prefills,
                                               const std::vector<Setting>& settings, bool ppl,
-                                              bool fidelity) {
+                                              bool kl, bool fidelity) {
   std::vector<EvalRecord> out;
   PromptStats mem(cx);
   double nats = 0, seconds_decode = 0;
   size_t bytes = 0;
   int64_t decoded = 0;
   std::vector<double> layer_error(cx.model.config().num_layers, 0.0);
+  std::vector<double> kl_per_context, kl_tokens;
   const MethodSpec full = method_spec("full");
   for (size_t i = 0; i < samples.size(); ++i) {
     const TextSample& x = samples[i];
     const Prefill& p = prefills[i];
     const Setting& s = settings[i];
     at::Tensor cont = at::tensor(x.continuation, at::kLong).view({1, -1});
-    if (ppl) {
+    if (ppl || kl) {
       auto cache = make_cache(cx, m, s);
       mem.add(*cache, compress(p, *cache), s);
       at::Tensor logits = cx.model.forward_with_cache(cont, *cache, false)[0];  // [M, V]
+      if (kl) {
+        // KL(full || method) of the distributions after each continuation token.
+        auto ref = make_cache(cx, full, Setting{});
+        compress(p, *ref);
+        const at::Tensor per_token =
+            next_token_kl(cx.model.forward_with_cache(cont, *ref, false)[0], logits).cpu();
+        kl_per_context.push_back(per_token.mean().item<double>());
+        const double* v = per_token.data_ptr<double>();
+        kl_tokens.insert(kl_tokens.end(), v, v + per_token.numel());
+      }
+      if (!ppl) continue;
       at::Tensor prev =
           at::cat({p.last_logits.unsqueeze(0), logits.narrow(0, 0, logits.size(0) - 1)});
       at::Tensor logp = at::log_softmax(prev.to(at::kDouble), -1);
@@ -97,7 +112,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
       auto test = make_cache(cx, m, s);
       compress(p, *ref);
       const double sec = compress(p, *test);
-      if (!ppl) mem.add(*test, sec, s);
+      if (!ppl && !kl) mem.add(*test, sec, s);
       FidelityProbe probe(*ref, *test, cx.model.config().num_layers);
       cx.model.forward_with_cache(cont, probe, true);
       const auto e = probe.errors();
@@ -112,6 +127,25 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
     r.n = static_cast<int64_t>(samples.size());
     mem.fill(r);
     r.decode_tokens_per_second = seconds_decode > 0 ? decoded / seconds_decode : 0;
+    out.push_back(r);
+  }
+  if (kl) {
+    EvalRecord r = base;
+    r.task = "kl";
+    r.metric = "kl_mean";
+    double sum = 0;
+    for (double v : kl_per_context) sum += v;
+    r.value = sum / static_cast<double>(kl_per_context.size());
+    std::tie(r.ci_low, r.ci_high) = bootstrap_mean_interval(kl_per_context, cx.o.seed);
+    r.n = static_cast<int64_t>(samples.size());
+    mem.fill(r);
+    std::vector<double> sorted = kl_tokens;
+    std::sort(sorted.begin(), sorted.end());
+    const double p99 =
+        sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.99 * sorted.size()))];
+    r.detail_json =
+        nlohmann::json{{"per_context", kl_per_context}, {"p99", p99}, {"tokens", sorted.size()}}
+            .dump();
     out.push_back(r);
   }
   if (fidelity) {

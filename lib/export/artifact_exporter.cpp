@@ -5,19 +5,27 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "capture/capture_file.h"
+#include "capture/text_source.h"
 #include "core/error.h"
 #include "core/model_fingerprint.h"
 #include "core/version.h"
+#include "export/codec_planner.h"
+#include "export/codec_sensitivity.h"
+#include "model/tokenizer.h"
+#include "runtime/row_codec.h"
 #include "train/codebook_file.h"
 
 namespace spindlekv {
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(BudgetCalibrationParameters, context_ratios, pyramid_beta,
                                    slot_overhead_bytes, element_bytes)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(CodecPlanOptions, bits, candidates, text, samples, context,
+                                   continuation)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ExportOptions, codebooks, capture, out, model_dir, gqa_mode,
-                                   window, kv_dtype, budgets, overwrite)
+                                   window, kv_dtype, budgets, plans, overwrite)
 
 std::string export_options_json(const ExportOptions& options) {
   return nlohmann::json(options).dump();
@@ -41,9 +49,77 @@ ArtifactLayer to_artifact_layer(const LayerCodebooks& L) {
   return out;
 }
 
+// "2.5" for 2.5, "3" for 3: the suffix of plan and tq names.
+std::string bits_text(double b) {
+  std::ostringstream s;
+  s << b;
+  return s.str();
+}
+
+// The codec plans of `o.plans` for artifact `a` (its layers and budgets set).
+CodecPlans make_codec_plans(const ExportOptions& o, const Artifact& a,
+                            const std::vector<std::string>& capture_text,
+                            const std::function<void(const std::string&)>& log) {
+  const CodecPlanOptions& po = o.plans;
+  SKV_CHECK(!o.model_dir.empty(),
+            "codec plans (--plan-bits) are measured on the model: give --model");
+  SKV_CHECK_GT(po.samples, 0, "--plan-samples");
+  SKV_CHECK(po.context > 1 && po.continuation > 0, "--plan-context ", po.context,
+            " and --plan-continuation ", po.continuation, " must be positive");
+  const LlamaModel model = LlamaModel::load(o.model_dir);
+  const auto tokenizer = load_tokenizer(o.model_dir);
+  CodecSensitivityOptions so;
+  so.candidates = po.candidates;
+  so.context = po.context;
+  so.dtype = parse_storage_dtype(o.kv_dtype);
+  // Every sequence of the text, then `samples` of them evenly spaced.
+  const std::vector<std::string> text = po.text.empty() ? capture_text : po.text;
+  SKV_CHECK(!text.empty(), "codec plans need calibration text: give --plan-text");
+  TextSource source(text);
+  TokenSequencer sequencer(*tokenizer, po.context + po.continuation);
+  std::vector<std::vector<int64_t>> all;
+  TextDocument doc;
+  std::vector<int64_t> seq;
+  while (source.next(&doc)) {
+    sequencer.add_document(doc.text);
+    while (sequencer.next_sequence(&seq)) all.push_back(seq);
+  }
+  SKV_CHECK_GE(static_cast<int64_t>(all.size()), po.samples, "codec plans: the calibration text ",
+               "holds ", all.size(), " sequences of ", po.context + po.continuation,
+               " tokens, fewer than --plan-samples");
+  for (int64_t i = 0; i < po.samples; ++i) {
+    so.sequences.push_back(all[static_cast<size_t>(i) * all.size() / po.samples]);
+  }
+  if (log) {
+    log("codec plans: measuring " + std::to_string(po.candidates.size()) + " codecs on " +
+        std::to_string(a.num_layers) + " layers x K/V over " + std::to_string(po.samples) +
+        " calibration contexts");
+  }
+  CodecPlans out;
+  out.sensitivity = measure_codec_sensitivity(model, a, so, [&](int64_t done, int64_t total) {
+    if (log && (done == total || done % a.num_layers == 0)) {
+      log("codec plans: " + std::to_string(done) + " / " + std::to_string(total) +
+          " (context, layer) measured");
+    }
+  });
+  for (double b : po.bits) {
+    const std::string budget = "tq" + bits_text(b);
+    const double budget_bytes = with_context("--plan-bits " + bits_text(b), [&] {
+      RowCodecContext c;
+      c.kv_heads = a.num_kv_heads;
+      c.head_dim = a.head_dim;
+      c.dtype = so.dtype;
+      return coded_row_bytes(*parse_row_codec(budget)->bind(c));
+    });
+    out.plans.push_back(plan_codecs(out.sensitivity, "plan" + bits_text(b), budget, budget_bytes));
+  }
+  return out;
+}
+
 }  // namespace
 
-ExportResult run_export(const ExportOptions& o) {
+ExportResult run_export(const ExportOptions& o,
+                        const std::function<void(const std::string&)>& log) {
   return with_context("export to '" + o.out + "'", [&] {
     SKV_CHECK(!o.codebooks.empty() && !o.capture.empty() && !o.out.empty(),
               "export needs --codebooks, --capture and --out");
@@ -133,6 +209,17 @@ ExportResult run_export(const ExportOptions& o) {
     result.budgets = calibrate_budgets(inputs, a.head_dim, used.budgets);
     a.pyramid = result.budgets.pyramid;
     a.calibrated = result.budgets.calibrated;
+    if (!o.plans.bits.empty()) {
+      std::vector<std::string> capture_text;
+      try {
+        capture_text =
+            nlohmann::json::parse(cm.calibration_sources_json).get<std::vector<std::string>>();
+      } catch (const nlohmann::json::exception&) {
+        capture_text.clear();  // an older capture: --plan-text must say
+      }
+      a.codec_plans =
+          with_context("codec plans", [&] { return make_codec_plans(o, a, capture_text, log); });
+    }
     save_artifact(o.out, a);
     result.artifact = std::move(a);
     return result;

@@ -3,12 +3,27 @@
 // one artifact with calibrated and pyramid layer budgets.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "export/budget_calibrator.h"
 #include "runtime/artifact.h"
 
 namespace spindlekv {
+
+/// Calibrated codec plans (runtime/codec_plan.h, export/codec_planner.h):
+/// measured on the model, so they need ExportOptions::model_dir.
+struct CodecPlanOptions {
+  /// Targets b: plan "plan<b>" stays within the bytes of "tq<b>"; empty: no plans.
+  std::vector<double> bits;
+  std::vector<std::string> candidates = {"tq2", "tq3", "tq4"};  ///< row codecs to choose from
+  /// Calibration text (files or directories); empty: the capture's own.
+  std::vector<std::string> text;
+  int64_t samples = 8;        ///< calibration contexts, evenly spaced through the text
+  int64_t context = 512;      ///< tokens prefilled exactly per context (BOS included)
+  int64_t continuation = 64;  ///< tokens scored after each context
+};
 
 struct ExportOptions {
   std::string codebooks;            ///< codebook file from `spindlekv train`
@@ -21,6 +36,7 @@ struct ExportOptions {
   /// element replace those in `budgets`; recorded in the artifact.
   std::string kv_dtype = "float16";
   BudgetCalibrationParameters budgets;
+  CodecPlanOptions plans;
   bool overwrite = false;
 };
 
@@ -35,6 +51,8 @@ std::string export_options_json(const ExportOptions& options);
 /// Builds and writes the artifact (atomically). Throws naming the file and
 /// field when the codebooks and capture disagree (model, calibration text,
 /// layers) or when the capture is unfinished or misses layers.
-ExportResult run_export(const ExportOptions& options);
+/// `log` receives progress lines (the codec plans take minutes).
+ExportResult run_export(const ExportOptions& options,
+                        const std::function<void(const std::string&)>& log = {});
 
 }  // namespace spindlekv

@@ -194,6 +194,7 @@ void Artifact::validate() const {
   }
   with_context("pyramid budgets", [&] { pyramid.validate(num_layers); });
   with_context("calibrated budgets", [&] { calibrated.validate(num_layers); });
+  with_context("artifact", [&] { codec_plans.validate(num_layers); });
 }
 
 void Artifact::check_model_fingerprint(const std::string& fingerprint) const {
@@ -269,6 +270,9 @@ void save_artifact(const std::string& path, Artifact& a) {
         {"pyramid_beta", format_double(a.pyramid_beta)},
         {"storage_dtype", a.storage_dtype},
         {"sources", a.sources_json}};
+    if (!a.codec_plans.plans.empty() || !a.codec_plans.sensitivity.empty()) {
+      meta["codec_plans"] = codec_plans_to_json(a.codec_plans);
+    }
     meta["checksum"] = artifact_checksum(meta, tensors);
     a.checksum = meta["checksum"];
     std::vector<std::string> names;
@@ -329,6 +333,7 @@ Artifact load_artifact(const std::string& path) {
     a.pyramid_beta = parse_double(m, "pyramid_beta");
     if (m.count("storage_dtype")) a.storage_dtype = get(m, "storage_dtype");
     a.sources_json = get(m, "sources");
+    if (m.count("codec_plans")) a.codec_plans = codec_plans_from_json(get(m, "codec_plans"));
     at::Tensor kcov = tensor("coverage.keys"), vcov = tensor("coverage.values");
     SKV_CHECK(kcov.dim() == 2 && kcov.size(0) == a.num_layers && vcov.dim() == 2 &&
                   vcov.size(0) == a.num_layers,

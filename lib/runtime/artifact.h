@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/cache_geometry.h"
+#include "runtime/codec_plan.h"
 #include "runtime/layer_budgets.h"
 #include "runtime/paper_defaults.h"
 
@@ -62,6 +63,10 @@ constexpr ArtifactEntry kArtifactMetadata[] = {
     {"pyramid_beta", "smallest per-layer ratio of the pyramid"},
     {"storage_dtype", "cache storage dtype the budgets were planned in (float32 when absent)",
      true},
+    {"codec_plans",
+     "JSON (runtime/codec_plan.h): calibrated codec plans per layer and side, and the "
+     "sensitivities they were chosen from; absent when none was planned",
+     true},
     {"sources", "JSON: codebook and capture files, calibration text hash, export options"},
     {"checksum", "XXH3-128 over every other metadata entry and every tensor"},
 };
@@ -104,6 +109,8 @@ struct Artifact {
   std::vector<ArtifactLayer> layers;
   BudgetTable pyramid;     ///< the paper's linear pyramid, tabulated
   BudgetTable calibrated;  ///< from the capture statistics (see budget_calibrator.h)
+  /// Calibrated codec plans (the row codecs "plan<suffix>"); empty when none.
+  CodecPlans codec_plans;
 
   /// Throws kInvalidInput naming the field if shapes, sizes or values disagree.
   void validate() const;

@@ -118,6 +118,11 @@ class RowCodec {
   virtual std::shared_ptr<const RowCoder> bind(const RowCodecContext& context) const = 0;
 };
 
+/// Bytes one coded row costs in `coder`: its kRow fields' entry bytes plus
+/// its share of the kBlock ones (per-head fields and rows still waiting
+/// uncoded apart).
+double coded_row_bytes(const RowCoder& coder);
+
 /// The codec named `name` ("fp8", "kivi4", "tq2.5", "q4_0", ...); null for
 /// "none" (rows in the storage dtype). Throws kInvalidInput naming the
 /// grammar of every registered codec for an unknown name.

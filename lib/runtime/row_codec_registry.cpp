@@ -9,7 +9,8 @@
 #include "runtime/detail/row_codec_family.h"
 #include "runtime/row_codec.h"
 
-#define SKV_ROW_CODEC_FAMILIES(X) X(fp16) X(bf16) X(fp8) X(kivi) X(turboquant) X(q8_0) X(q4_0)
+#define SKV_ROW_CODEC_FAMILIES(X) \
+  X(fp16) X(bf16) X(fp8) X(kivi) X(turboquant) X(q8_0) X(q4_0) X(plan)
 
 namespace spindlekv {
 namespace detail {
@@ -56,6 +57,17 @@ std::vector<at::Tensor> RowCoder::initial_head_fields(const at::TensorOptions& o
     SKV_THROW(kInternal, "a codec with per-head fields gives their initial values");
   }
   return out;
+}
+
+double coded_row_bytes(const RowCoder& coder) {
+  double bytes = 0;
+  for (const RowField& f : coder.fields()) {
+    if (f.per == RowField::Per::kRow) bytes += static_cast<double>(f.entry_bytes());
+    if (f.per == RowField::Per::kBlock) {
+      bytes += static_cast<double>(f.entry_bytes()) / static_cast<double>(coder.block_rows());
+    }
+  }
+  return bytes;
 }
 
 std::shared_ptr<const RowCodec> parse_row_codec(const std::string& name) {

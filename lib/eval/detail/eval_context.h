@@ -148,7 +148,7 @@ std::vector<EvalRecord> task_ppl_and_fidelity(const Context& cx, const MethodSpe
                                               const std::vector<TextSample>& samples,
                                               const std::vector<Prefill>& prefills,
                                               const std::vector<Setting>& settings, bool ppl,
-                                              bool fidelity);
+                                              bool kl, bool fidelity);
 EvalRecord task_passkey(const Context& cx, const MethodSpec& m, const EvalRecord& base,
                         const SettingSearch& search);
 std::vector<EvalRecord> task_jsonl(const Context& cx, const MethodSpec& m, const EvalRecord& base,
