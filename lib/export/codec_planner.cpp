@@ -12,7 +12,7 @@ namespace {
 struct Item {
   const std::vector<double>* kl;
   std::vector<size_t> hull;  // candidate indices on the lower convex hull, by bytes
-  size_t chosen = 0;         // index into hull during the walk, then a candidate
+  size_t chosen = 0;         // index into hull reached by the walk
 };
 
 struct Step {
@@ -61,29 +61,18 @@ CodecPlan plan_codecs(const CodecSensitivity& s, const std::string& name,
       items.push_back(std::move(it));
     }
   }
-  // The cheapest candidate everywhere; the hull's first point is the cheapest
-  // of the candidates not beaten by a cheaper one.
+  // The cheapest candidate everywhere: each hull starts at it (or at a
+  // candidate of the same bytes and lower KL).
   const double budget = budget_row_bytes * static_cast<double>(items.size());
-  double spent = 0;
-  for (const Item& it : items) spent += s.row_bytes[order[0]];
+  double spent = s.row_bytes[order[0]] * static_cast<double>(items.size());
   SKV_CHECK(spent <= budget + 1e-9, "codec plan '", name, "': the cheapest candidate '",
             s.candidates[order[0]], "' costs ", s.row_bytes[order[0]], " bytes per row, more than ",
             budget_codec, "'s ", budget_row_bytes);
-  std::vector<size_t> chosen(items.size(), order[0]);
-  for (size_t i = 0; i < items.size(); ++i) {
-    const size_t h0 = items[i].hull.front();
-    if (s.row_bytes[h0] - s.row_bytes[order[0]] <= budget - spent + 1e-9) {
-      spent += s.row_bytes[h0] - s.row_bytes[order[0]];
-      chosen[i] = h0;
-      items[i].chosen = 0;
-    } else {
-      items[i].chosen = SIZE_MAX;  // stays at the cheapest candidate
-    }
-  }
+  std::vector<size_t> chosen;
   std::vector<Step> steps;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].chosen == SIZE_MAX) continue;
     const auto& h = items[i].hull;
+    chosen.push_back(h.front());
     for (size_t k = 1; k < h.size(); ++k) {
       steps.push_back({i, k, s.row_bytes[h[k]] - s.row_bytes[h[k - 1]],
                        (*items[i].kl)[h[k - 1]] - (*items[i].kl)[h[k]]});
