@@ -14,15 +14,17 @@ BUILD_DIR="${FUZZ_BUILD_DIR:-build-fuzz}"
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSPINDLEKV_FUZZ=ON -DSPINDLEKV_BUILD_TESTS=OFF -DSPINDLEKV_BUILD_BENCH=OFF \
   -DSPINDLEKV_FUZZ_SECONDS="$SECONDS_PER_TARGET" -DSPINDLEKV_FUZZ_RUNS="$RUNS"
-TARGETS=(safetensors_fuzz model_config_fuzz artifact_fuzz tokenizer_fuzz yaml_config_fuzz)
+TARGETS=(safetensors_fuzz model_config_fuzz artifact_fuzz tokenizer_fuzz yaml_config_fuzz
+         capture_fuzz codebook_fuzz compressed_cache_fuzz)
 cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target "${TARGETS[@]}"
 
 # Seeds: small valid files of each kind; the corpora start from them alone.
 rm -rf "$BUILD_DIR/corpus"
-mkdir -p "$BUILD_DIR"/corpus/{safetensors,model_config,artifact,tokenizer,yaml_config}
+KINDS="safetensors,model_config,artifact,tokenizer,yaml_config,capture,codebook,compressed_cache"
+eval mkdir -p "$BUILD_DIR"/corpus/{$KINDS}
 SEEDS="$BUILD_DIR/seeds"
 rm -rf "$SEEDS"
-mkdir -p "$SEEDS"/{safetensors,model_config,artifact,tokenizer,yaml_config}
+eval mkdir -p "$SEEDS"/{$KINDS}
 cp data/reference-model/config.json "$SEEDS/model_config/reference.json"
 cp configs/*.yaml "$SEEDS/yaml_config/"
 cp data/reference-model/tokenizer.json "$SEEDS/tokenizer/byte_marker.json"
@@ -67,6 +69,11 @@ raw = open(f"{d}/tiny.safetensors", "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
 open(f"{d}/codec_plans.json", "w").write(json.loads(raw[8:8 + n])["__metadata__"]["codec_plans"])
 PY
+
+# Saved compressed caches of several codecs and codebook modes, written by
+# the target itself. The capture and codebook targets edit the tests' tiny
+# files (tests/hdf5_fixtures.h): their inputs are edit lists, from empty.
+SPINDLEKV_FUZZ_WRITE_SEEDS="$SEEDS/compressed_cache" "$BUILD_DIR/fuzz/compressed_cache_fuzz"
 
 # Each target runs as a ctest test (fuzz/CMakeLists.txt): any crash or
 # sanitizer report fails it.

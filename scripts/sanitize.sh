@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${ASAN_BUILD_DIR:-build-asan}"
 TESTS=(error_test safetensors_reader_test model_config_test tokenizer_test npy_writer_test
-       atomic_file_test capture_test codebook_trainer_test layer_budgets_test
+       atomic_file_test capture_test capture_file_test codebook_file_test codebook_trainer_test
+       layer_budgets_test
        codebook_builder_test artifact_test eviction_policy_test compressed_cache_test
        compressed_storage_test decode_sync_test batched_decode_test quantized_cache_test row_codec_test
        training_mix_test

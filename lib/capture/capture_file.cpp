@@ -2,8 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <utility>
 
 #include "capture/hdf5_util.h"
 #include "core/error.h"
@@ -48,7 +52,46 @@ void metadata_fields(M& m, F&& field) {
   field("value_threshold", m.value_threshold);
 }
 
+// What every capture's attributes satisfy; the writer checks it before the
+// first byte and the reader before it trusts any attribute to size a read.
+void validate_metadata(const CaptureMetadata& m) {
+  constexpr int64_t kMaxDim = int64_t{1} << 20, kMaxSeqLen = int64_t{1} << 26;
+  auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    SKV_CHECK(v >= lo && v <= hi, "attribute '", name, "' is ", v, ", outside [", lo, ", ", hi,
+              "]");
+  };
+  SKV_CHECK(m.dtype == "float32", "attribute 'dtype' is '", m.dtype, "' (allowed: float32)");
+  in_range("num_layers", m.num_layers, 1, kMaxDim);
+  in_range("num_heads", m.num_heads, 1, kMaxDim);
+  in_range("num_kv_heads", m.num_kv_heads, 1, m.num_heads);
+  SKV_CHECK(m.num_heads % m.num_kv_heads == 0, "attribute 'num_heads' (", m.num_heads,
+            ") is not a multiple of 'num_kv_heads' (", m.num_kv_heads, ")");
+  in_range("head_dim", m.head_dim, 1, kMaxDim);
+  in_range("seq_len", m.seq_len, 1, kMaxSeqLen);
+  in_range("window", m.window, 0, m.seq_len);
+  in_range("positions_per_sequence", m.positions_per_sequence, 0, kMaxSeqLen);
+  in_range("sink_tokens", m.sink_tokens, 0, kMaxSeqLen);
+  SKV_CHECK(!m.layers.empty(), "attribute 'layers' is empty");
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    in_range("layers", m.layers[i], 0, m.num_layers - 1);
+    for (size_t j = 0; j < i; ++j) {
+      SKV_CHECK(m.layers[j] != m.layers[i], "attribute 'layers' lists layer ", m.layers[i],
+                " twice");
+    }
+  }
+  for (double f : m.keep_fractions) {
+    SKV_CHECK(f >= 0 && f <= 1, "attribute 'keep_fractions' holds ", f, ", outside [0, 1]");
+  }
+  for (const auto& [name, t] : {std::pair<const char*, double>{"key_threshold", m.key_threshold},
+                                {"value_threshold", m.value_threshold}}) {
+    SKV_CHECK(t >= -1 && t <= 1, "attribute '", name, "' is ", t, ", outside [-1, 1]");
+  }
+  SKV_CHECK(std::isfinite(m.rope_theta) && m.rope_theta >= 0, "attribute 'rope_theta' is ",
+            m.rope_theta, ", not a finite number >= 0");
+}
+
 void write_metadata(hid_t f, const CaptureMetadata& m) {
+  validate_metadata(m);
   h5::write_format(f, kCaptureFormat, kCaptureFormatVersion);
   metadata_fields(m, h5::AttrWriter{f});
 }
@@ -57,6 +100,7 @@ CaptureMetadata read_metadata(hid_t f) {
   h5::check_format(f, kCaptureFormat, kCaptureFormatVersion);
   CaptureMetadata m;
   metadata_fields(m, h5::AttrReader{f});
+  validate_metadata(m);
   return m;
 }
 
@@ -267,11 +311,57 @@ struct CaptureReader::Impl {
   CaptureMetadata meta;
   int64_t complete = 0;
   bool finished = false;
+  std::vector<int64_t> vectors, sequences;  // committed, per entry of meta.layers
+
+  size_t layer_index(int64_t layer) const {
+    for (size_t i = 0; i < meta.layers.size(); ++i) {
+      if (meta.layers[i] == layer) return i;
+    }
+    SKV_THROW(kInvalidInput, "layer ", layer, " was not captured");
+  }
+
+  // Every dataset of every captured layer against the attributes, before a
+  // row is read: element class, shape, and rows enough for the counters.
+  void check_layout() {
+    const hsize_t kv = meta.num_kv_heads, d = meta.head_dim, h = meta.num_heads;
+    const hsize_t F = meta.keep_fractions.size();
+    for (int64_t l : meta.layers) {
+      with_context("layer " + std::to_string(l), [&] {
+        h5::Handle g = h5::open_group(file, layer_path(l));
+        const int64_t nv = h5::read_attr_int(g, "committed_vectors");
+        const int64_t ns = h5::read_attr_int(g, "committed_sequences");
+        SKV_CHECK(ns >= complete && (!finished || ns == complete),
+                  "attribute 'committed_sequences' is ", ns, " but the file's complete_sequences ",
+                  "is ", complete);
+        // Each sequence adds at most seq_len vectors.
+        SKV_CHECK(nv >= 0 && static_cast<double>(nv) <=
+                                 static_cast<double>(ns) * static_cast<double>(meta.seq_len),
+                  "attribute 'committed_vectors' is ", nv, ", outside [0, ", ns,
+                  " sequences x seq_len ", meta.seq_len, "]");
+        auto rows = [&](hid_t loc, const char* name, H5T_class_t cls,
+                        const std::vector<hsize_t>& row, int64_t need) {
+          h5::Handle ds = h5::open_dataset(loc, name);
+          const hsize_t n = h5::check_rows(ds, cls, row);
+          SKV_CHECK(n >= static_cast<hsize_t>(need), "dataset '", name, "' has ", n,
+                    " rows, fewer than the ", need, " committed");
+        };
+        rows(g, "keys", H5T_FLOAT, {kv, d}, nv);
+        rows(g, "values", H5T_FLOAT, {kv, d}, nv);
+        for (const char* n : {"positions", "token_ids", "sequence_ids"}) {
+          rows(g, n, H5T_INTEGER, {}, nv);
+        }
+        h5::Handle stats = h5::open_group(g, "stats");
+        rows(stats, "retained_mass", H5T_FLOAT, {h, F}, ns);
+        for (const char* n : kStatsPerHead) rows(stats, n, H5T_FLOAT, {h}, ns);
+        for (const char* n : kStatsPerKvHead) rows(stats, n, H5T_FLOAT, {kv}, ns);
+        vectors.push_back(nv);
+        sequences.push_back(ns);
+      });
+    }
+  }
 
   h5::Handle layer_group(int64_t layer) const {
-    bool found = false;
-    for (int64_t l : meta.layers) found = found || l == layer;
-    if (!found) SKV_THROW(kInvalidInput, "layer ", layer, " was not captured");
+    layer_index(layer);
     return h5::open_group(file, layer_path(layer));
   }
 };
@@ -282,7 +372,12 @@ CaptureReader::CaptureReader(const std::string& path) : impl_(std::make_unique<I
     impl_->file = h5::open_file(path, /*write=*/false);
     impl_->meta = read_metadata(impl_->file);
     impl_->complete = h5::read_attr_int(impl_->file, "complete_sequences");
-    impl_->finished = h5::read_attr_int(impl_->file, "finished") != 0;
+    const int64_t finished = h5::read_attr_int(impl_->file, "finished");
+    SKV_CHECK(finished == 0 || finished == 1, "attribute 'finished' is ", finished,
+              " (allowed: 0, 1)");
+    impl_->finished = finished == 1;
+    SKV_CHECK_GE(impl_->complete, 0, "attribute 'complete_sequences'");
+    impl_->check_layout();
   });
 }
 
@@ -293,30 +388,37 @@ int64_t CaptureReader::complete_sequences() const { return impl_->complete; }
 bool CaptureReader::finished() const { return impl_->finished; }
 
 int64_t CaptureReader::vector_count(int64_t layer) const {
-  return with_context("reading capture '" + impl_->path + "'", [&] {
-    return h5::read_attr_int(impl_->layer_group(layer), "committed_vectors");
-  });
+  return with_context("reading capture '" + impl_->path + "'",
+                      [&] { return impl_->vectors[impl_->layer_index(layer)]; });
 }
 
 namespace {
 at::Tensor read_vectors(const h5::Handle& group, const std::string& name, int64_t start,
-                        int64_t count, const CaptureMetadata& m) {
+                        int64_t count, int64_t committed, const CaptureMetadata& m) {
+  SKV_CHECK(start >= 0 && count >= 0 && start <= committed && count <= committed - start, "rows [",
+            start, ", ", start + count, ") of '", name, "' are outside the ", committed,
+            " committed vectors");
   h5::Handle ds = h5::open_dataset(group, name);
   at::Tensor out = at::empty({count, m.num_kv_heads, m.head_dim}, at::kFloat);
-  h5::read_rows(ds, H5T_NATIVE_FLOAT, out.data_ptr(), start, count);
+  h5::read_rows(ds, H5T_NATIVE_FLOAT, out.data_ptr(), start, count,
+                {static_cast<hsize_t>(m.num_kv_heads), static_cast<hsize_t>(m.head_dim)});
+  SKV_CHECK(at::isfinite(out).all().item<bool>(), "dataset '", name, "' holds NaN or Inf in rows [",
+            start, ", ", start + count, ")");
   return out;
 }
 }  // namespace
 
 at::Tensor CaptureReader::read_keys(int64_t layer, int64_t start, int64_t count) const {
   return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
-    return read_vectors(impl_->layer_group(layer), "keys", start, count, impl_->meta);
+    return read_vectors(impl_->layer_group(layer), "keys", start, count,
+                        impl_->vectors[impl_->layer_index(layer)], impl_->meta);
   });
 }
 
 at::Tensor CaptureReader::read_values(int64_t layer, int64_t start, int64_t count) const {
   return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
-    return read_vectors(impl_->layer_group(layer), "values", start, count, impl_->meta);
+    return read_vectors(impl_->layer_group(layer), "values", start, count,
+                        impl_->vectors[impl_->layer_index(layer)], impl_->meta);
   });
 }
 
@@ -324,26 +426,54 @@ at::Tensor CaptureReader::read_index(int64_t layer, const std::string& name) con
   return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
     SKV_CHECK(name == "positions" || name == "token_ids" || name == "sequence_ids",
               "unknown index dataset '", name, "'");
-    h5::Handle g = impl_->layer_group(layer);
-    h5::Handle ds = h5::open_dataset(g, name);
-    const int64_t n = h5::read_attr_int(g, "committed_vectors");
+    const size_t i = impl_->layer_index(layer);
+    h5::Handle ds = h5::open_dataset(impl_->layer_group(layer), name);
+    const int64_t n = impl_->vectors[i];
     at::Tensor out = at::empty({n}, at::kLong);
-    h5::read_rows(ds, H5T_NATIVE_INT64, out.data_ptr(), 0, n);
+    h5::read_rows(ds, H5T_NATIVE_INT64, out.data_ptr(), 0, n, {});
+    // positions lie in a sequence, sequence ids count the committed sequences.
+    const int64_t hi = name == "positions"      ? impl_->meta.seq_len
+                       : name == "sequence_ids" ? impl_->sequences[i]
+                                                : std::numeric_limits<int64_t>::max();
+    if (n > 0) {
+      const int64_t lo_seen = out.min().item<int64_t>(), hi_seen = out.max().item<int64_t>();
+      SKV_CHECK(lo_seen >= 0 && hi_seen < hi, "dataset '", name, "' holds values in [", lo_seen,
+                ", ", hi_seen, "], outside [0, ", hi, ")");
+    }
     return out;
   });
 }
 
 at::Tensor CaptureReader::read_statistic(int64_t layer, const std::string& name) const {
   return with_context("reading capture '" + impl_->path + "' layer " + std::to_string(layer), [&] {
-    h5::Handle g = impl_->layer_group(layer);
-    h5::Handle stats = h5::open_group(g, "stats");
+    const CaptureMetadata& m = impl_->meta;
+    const hsize_t h = m.num_heads, kv = m.num_kv_heads, F = m.keep_fractions.size();
+    std::vector<hsize_t> row;
+    if (name == "retained_mass") {
+      row = {h, F};
+    } else if (std::find(std::begin(kStatsPerHead), std::end(kStatsPerHead), name) !=
+               std::end(kStatsPerHead)) {
+      row = {h};
+    } else if (std::find(std::begin(kStatsPerKvHead), std::end(kStatsPerKvHead), name) !=
+               std::end(kStatsPerKvHead)) {
+      row = {kv};
+    } else {
+      SKV_THROW(kInvalidInput, "unknown statistic '", name, "'");
+    }
+    h5::Handle stats = h5::open_group(impl_->layer_group(layer), "stats");
     h5::Handle ds = h5::open_dataset(stats, name);
-    const int64_t n = h5::read_attr_int(g, "committed_sequences");
+    const int64_t n = impl_->sequences[impl_->layer_index(layer)];
     std::vector<int64_t> shape = {n};
-    auto d = h5::dims(ds);
-    for (size_t i = 1; i < d.size(); ++i) shape.push_back(static_cast<int64_t>(d[i]));
+    for (hsize_t x : row) shape.push_back(static_cast<int64_t>(x));
     at::Tensor out = at::empty(shape, at::kDouble);
-    h5::read_rows(ds, H5T_NATIVE_DOUBLE, out.data_ptr(), 0, n);
+    h5::read_rows(ds, H5T_NATIVE_DOUBLE, out.data_ptr(), 0, n, row);
+    // Masses and fractions lie in [0, 1] (rounding aside), entropies are >= 0.
+    const double hi = name == "entropy_bits" ? std::numeric_limits<double>::max() : 1 + 1e-3;
+    SKV_CHECK(
+        out.numel() == 0 || (at::isfinite(out).all().item<bool>() &&
+                             out.min().item<double>() >= -1e-3 && out.max().item<double>() <= hi),
+        "dataset 'stats/", name, "' holds NaN, Inf or values outside [0, ",
+        name == "entropy_bits" ? "inf" : "1", "]");
     return out;
   });
 }

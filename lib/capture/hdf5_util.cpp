@@ -1,5 +1,6 @@
 #include "capture/hdf5_util.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "core/error.h"
@@ -58,6 +59,13 @@ void put_attr(hid_t loc, const std::string& name, hid_t type, const std::vector<
 template <typename T>
 std::vector<T> read_attr_array(hid_t loc, const std::string& name, hid_t mem_type) {
   Handle attr = open_attr(loc, name);
+  Handle type(H5Aget_type(attr), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(type), want = H5Tget_class(mem_type);
+  // Integers may be read as reals; nothing else converts.
+  if (!(cls == want || (cls == H5T_INTEGER && want == H5T_FLOAT))) {
+    SKV_THROW(kInvalidInput, "attribute '", name, "' is not ",
+              want == H5T_INTEGER ? "an integer" : "a number");
+  }
   Handle space(H5Aget_space(attr), H5Sclose);
   const hssize_t n = H5Sget_simple_extent_npoints(space);
   std::vector<T> out(static_cast<size_t>(std::max<hssize_t>(n, 0)));
@@ -294,11 +302,77 @@ void set_rows(hid_t dataset, hsize_t rows) {
   check_status(H5Dset_extent(dataset, d.data()), "resizing dataset");
 }
 
-void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start_row, hsize_t count_rows) {
+namespace {
+
+std::string object_name(hid_t id) {
+  const ssize_t n = H5Iget_name(id, nullptr, 0);
+  if (n <= 0) return "?";
+  std::string s(static_cast<size_t>(n) + 1, '\0');
+  H5Iget_name(id, s.data(), s.size());
+  s.resize(static_cast<size_t>(n));
+  return s;
+}
+
+std::string shape_text(const std::vector<hsize_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+const char* class_name(H5T_class_t c) {
+  switch (c) {
+    case H5T_INTEGER:
+      return "integer";
+    case H5T_FLOAT:
+      return "float";
+    case H5T_STRING:
+      return "string";
+    default:
+      return "non-numeric";
+  }
+}
+
+}  // namespace
+
+hsize_t check_rows(hid_t dataset, H5T_class_t cls, const std::vector<hsize_t>& row_shape) {
+  Handle type(H5Dget_type(dataset), H5Tclose);
+  const H5T_class_t have = type.get() < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+  if (have != cls) {
+    SKV_THROW(kInvalidInput, "dataset '", object_name(dataset), "' holds ", class_name(have),
+              " elements, expected ", class_name(cls));
+  }
+  const std::vector<hsize_t> d = dims(dataset);
+  const bool same = d.size() == row_shape.size() + 1 &&
+                    std::equal(row_shape.begin(), row_shape.end(), d.begin() + 1);
+  if (!same) {
+    std::vector<hsize_t> want = {0};
+    want.insert(want.end(), row_shape.begin(), row_shape.end());
+    std::string w = shape_text(want);
+    w.replace(1, 1, "rows");
+    SKV_THROW(kInvalidInput, "dataset '", object_name(dataset), "' has shape ", shape_text(d),
+              ", expected ", w);
+  }
+  return d[0];
+}
+
+void read_all(hid_t dataset, hid_t mem_type, void* out, const std::vector<hsize_t>& shape) {
+  if (shape.empty()) SKV_THROW(kInternal, "read_all needs a rank-1 or higher shape");
+  const hsize_t rows = check_rows(dataset, H5Tget_class(mem_type),
+                                  std::vector<hsize_t>(shape.begin() + 1, shape.end()));
+  if (rows != shape[0]) {
+    SKV_THROW(kInvalidInput, "dataset '", object_name(dataset), "' has ", rows, " rows, expected ",
+              shape[0]);
+  }
+  read_rows(dataset, mem_type, out, 0, rows, std::vector<hsize_t>(shape.begin() + 1, shape.end()));
+}
+
+void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start_row, hsize_t count_rows,
+               const std::vector<hsize_t>& row_shape) {
+  check_rows(dataset, H5Tget_class(mem_type), row_shape);
   std::vector<hsize_t> d = dims(dataset);
-  if (start_row + count_rows > d[0]) {
-    SKV_THROW(kInvalidInput, "rows [", start_row, ", ", start_row + count_rows,
-              ") are outside the dataset's ", d[0], " rows");
+  if (start_row > d[0] || count_rows > d[0] - start_row) {
+    SKV_THROW(kInvalidInput, "dataset '", object_name(dataset), "': rows [", start_row, ", ",
+              start_row + count_rows, ") are outside the dataset's ", d[0], " rows");
   }
   if (count_rows == 0) return;
   auto [file_space, mem_space] = row_selection(dataset, d, start_row, count_rows);

@@ -120,11 +120,23 @@ Handle create_row_dataset(hid_t loc, const std::string& name, hid_t type,
 void write_dataset(hid_t loc, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
                    const void* data);
 std::vector<hsize_t> dims(hid_t dataset);
+/// Checks a dataset before any row is read from it: its elements are of
+/// `cls` (H5T_FLOAT or H5T_INTEGER; floats are never read as integers or the
+/// reverse), it has 1 + row_shape.size() dimensions, and those after the
+/// first equal `row_shape`. Returns its row count. Throws kInvalidInput
+/// naming the dataset, what it has and what was expected.
+hsize_t check_rows(hid_t dataset, H5T_class_t cls, const std::vector<hsize_t>& row_shape);
 /// Appends `rows` rows from `data` (C order) to a row dataset.
 void append_rows(hid_t dataset, hid_t mem_type, const void* data, hsize_t rows);
 /// Sets the row count (drops rows beyond it).
 void set_rows(hid_t dataset, hsize_t rows);
-/// Reads rows [start, start + count) into `out` (C order).
-void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start, hsize_t count);
+/// Reads rows [start, start + count) into `out` (C order), which holds
+/// `count` rows shaped `row_shape` of `mem_type`: the dataset is checked
+/// against both first (check_rows), so a file whose shapes disagree with
+/// what the caller allocated is refused, never read past the buffer.
+void read_rows(hid_t dataset, hid_t mem_type, void* out, hsize_t start, hsize_t count,
+               const std::vector<hsize_t>& row_shape);
+/// The whole of a dataset that must be exactly `shape` (rank included).
+void read_all(hid_t dataset, hid_t mem_type, void* out, const std::vector<hsize_t>& shape);
 
 }  // namespace spindlekv::h5

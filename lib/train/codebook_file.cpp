@@ -2,8 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "capture/hdf5_util.h"
 #include "core/atomic_file.h"
@@ -48,50 +50,96 @@ void write_set(hid_t group, const std::string& prefix, const CodebookSet& set) {
                     {set.heldout_curve.size(), C}, curve.data());
 }
 
+// A whole dataset that must be exactly `shape`, as a flat vector.
 template <typename T>
-std::vector<T> read_vector(hid_t group, const std::string& name, hid_t type) {
+std::vector<T> read_exact(hid_t group, const std::string& name, hid_t type,
+                          const std::vector<hsize_t>& shape) {
   h5::Handle ds = h5::open_dataset(group, name);
-  auto d = h5::dims(ds);
   size_t n = 1;
-  for (auto x : d) n *= x;
+  for (hsize_t x : shape) n *= x;
   std::vector<T> out(n);
-  if (n > 0) h5::read_rows(ds, type, out.data(), 0, d.empty() ? 1 : d[0]);
+  h5::read_all(ds, type, out.data(), shape);
   return out;
+}
+
+void check_fractions(const std::vector<double>& v, const std::string& name) {
+  for (double x : v) {
+    SKV_CHECK(x >= 0 && x <= 1, "dataset '", name, "' holds ", x, ", outside [0, 1]");
+  }
 }
 
 CodebookSet read_set(hid_t group, const std::string& prefix, const CodebookFileMetadata& m) {
   CodebookSet s;
+  const hsize_t groups = m.sharing == "shared" ? 1 : static_cast<hsize_t>(m.num_kv_heads);
   h5::Handle ds = h5::open_dataset(group, prefix + "_codebook");
-  auto d = h5::dims(ds);
-  SKV_CHECK(d.size() == 3, "dataset '", prefix, "_codebook' must be [groups, K, head_dim]");
-  SKV_CHECK_EQ(static_cast<int64_t>(d[2]), m.head_dim, "dataset '", prefix,
-               "_codebook' has the wrong head_dim");
-  s.codewords = at::empty({int64_t(d[0]), int64_t(d[1]), int64_t(d[2])}, at::kFloat);
-  h5::read_rows(ds, H5T_NATIVE_FLOAT, s.codewords.data_ptr(), 0, d[0]);
+  const std::vector<hsize_t> d = h5::dims(ds);
+  SKV_CHECK(d.size() == 3 && d[0] == groups && d[2] == static_cast<hsize_t>(m.head_dim),
+            "dataset '", prefix, "_codebook' has ", d.size(), " dimensions ",
+            d.size() == 3 ? "[" + std::to_string(d[0]) + ", " + std::to_string(d[1]) + ", " +
+                                std::to_string(d[2]) + "]"
+                          : std::string(),
+            ", expected [", groups, ", K, ", m.head_dim, "] (", m.sharing,
+            " codebooks of head_dim ", m.head_dim, ")");
+  const hsize_t K = d[1];
+  SKV_CHECK(K <= (hsize_t{1} << 24), "dataset '", prefix, "_codebook' claims ", K,
+            " entries per group (at most 16777216)");
+  s.codewords = at::empty({int64_t(groups), int64_t(K), m.head_dim}, at::kFloat);
+  h5::read_all(ds, H5T_NATIVE_FLOAT, s.codewords.data_ptr(), d);
   SKV_CHECK(at::isfinite(s.codewords).all().item<bool>(), "dataset '", prefix,
             "_codebook' contains NaN or Inf");
-  s.support = at::empty({int64_t(d[0]), int64_t(d[1])}, at::kLong);
-  h5::read_rows(h5::open_dataset(group, prefix + "_support"), H5T_NATIVE_INT64,
-                s.support.data_ptr(), 0, d[0]);
-  s.sizes = read_vector<int64_t>(group, prefix + "_sizes", H5T_NATIVE_INT64);
-  s.train_coverage = read_vector<double>(group, prefix + "_train_coverage", H5T_NATIVE_DOUBLE);
-  s.heldout_coverage = read_vector<double>(group, prefix + "_coverage", H5T_NATIVE_DOUBLE);
-  SKV_CHECK_EQ(s.sizes.size(), static_cast<size_t>(d[0]), "'", prefix, "_sizes' length");
-  std::vector<double> curve =
-      read_vector<double>(group, prefix + "_coverage_curve", H5T_NATIVE_DOUBLE);
-  const size_t C = m.curve_sizes.size();
-  for (size_t g = 0; g < d[0] && C > 0; ++g) {
-    s.heldout_curve.emplace_back(curve.begin() + g * C, curve.begin() + (g + 1) * C);
+  s.support = at::empty({int64_t(groups), int64_t(K)}, at::kLong);
+  h5::read_all(h5::open_dataset(group, prefix + "_support"), H5T_NATIVE_INT64, s.support.data_ptr(),
+               {groups, K});
+  SKV_CHECK(s.support.numel() == 0 || s.support.min().item<int64_t>() >= 0, "dataset '", prefix,
+            "_support' holds a negative count");
+  s.sizes = read_exact<int64_t>(group, prefix + "_sizes", H5T_NATIVE_INT64, {groups});
+  s.train_coverage =
+      read_exact<double>(group, prefix + "_train_coverage", H5T_NATIVE_DOUBLE, {groups});
+  s.heldout_coverage = read_exact<double>(group, prefix + "_coverage", H5T_NATIVE_DOUBLE, {groups});
+  check_fractions(s.train_coverage, prefix + "_train_coverage");
+  check_fractions(s.heldout_coverage, prefix + "_coverage");
+  // [groups, curve sizes], or [0, 0] when no curve was recorded.
+  const hsize_t C = m.curve_sizes.size();
+  h5::Handle curve_ds = h5::open_dataset(group, prefix + "_coverage_curve");
+  const std::vector<hsize_t> cd = h5::dims(curve_ds);
+  if (!(cd.size() == 2 && cd[0] == 0 && cd[1] == 0)) {
+    std::vector<double> curve(groups * C);
+    h5::read_all(curve_ds, H5T_NATIVE_DOUBLE, curve.data(), {groups, C});
+    check_fractions(curve, prefix + "_coverage_curve");
+    for (size_t g = 0; g < groups && C > 0; ++g) {
+      s.heldout_curve.emplace_back(curve.begin() + g * C, curve.begin() + (g + 1) * C);
+    }
   }
-  for (size_t g = 0; g < d[0]; ++g) {
-    SKV_CHECK(s.sizes[g] >= 0 && s.sizes[g] <= int64_t(d[1]), "'", prefix, "_sizes'[", g,
-              "] = ", s.sizes[g], " outside [0, ", d[1], "]");
+  for (size_t g = 0; g < groups; ++g) {
+    SKV_CHECK(s.sizes[g] >= 0 && s.sizes[g] <= int64_t(K), "'", prefix, "_sizes'[", g,
+              "] = ", s.sizes[g], " outside [0, ", K, "]");
     if (s.sizes[g] == 0) continue;
     at::Tensor norms = s.codewords[g].narrow(0, 0, s.sizes[g]).norm(2, 1);
     SKV_CHECK(at::allclose(norms, at::ones_like(norms), 1e-3, 1e-3), "dataset '", prefix,
               "_codebook' group ", g, " has rows that are not unit vectors");
   }
   return s;
+}
+
+// What every codebook file's attributes satisfy, checked by the writer and
+// the reader (before any attribute sizes a read).
+void validate_metadata(const CodebookFileMetadata& m) {
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  SKV_CHECK(m.sharing == "per-head" || m.sharing == "shared", "attribute 'sharing' is '", m.sharing,
+            "' (allowed: per-head, shared)");
+  SKV_CHECK(m.num_kv_heads >= 1 && m.num_kv_heads <= kMaxDim, "attribute 'num_kv_heads' is ",
+            m.num_kv_heads, ", outside [1, ", kMaxDim, "]");
+  SKV_CHECK(m.head_dim >= 1 && m.head_dim <= kMaxDim, "attribute 'head_dim' is ", m.head_dim,
+            ", outside [1, ", kMaxDim, "]");
+  for (const auto& [name, t] : {std::pair<const char*, double>{"key_threshold", m.key_threshold},
+                                {"value_threshold", m.value_threshold}}) {
+    SKV_CHECK(t > 0 && t < 1, "attribute '", name, "' is ", t, ", outside (0, 1)");
+  }
+  for (size_t i = 0; i < m.curve_sizes.size(); ++i) {
+    SKV_CHECK(m.curve_sizes[i] >= 1 && (i == 0 || m.curve_sizes[i] > m.curve_sizes[i - 1]),
+              "attribute 'curve_sizes' must rise from 1 or more, got ", m.curve_sizes[i],
+              " at index ", i);
+  }
 }
 
 }  // namespace
@@ -111,6 +159,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
     {
       h5::Handle file = h5::create_file(guard.temp_path());
       const CodebookFileMetadata& m = f.metadata;
+      validate_metadata(m);
       h5::write_format(file, kCodebookFormat, kCodebookFormatVersion);
       metadata_fields(m, h5::AttrWriter{file});
       std::vector<int64_t> layer_ids;
@@ -136,8 +185,14 @@ CodebookFile read_codebook_file(const std::string& path) {
     h5::check_format(file, kCodebookFormat, kCodebookFormatVersion);
     CodebookFileMetadata& m = f.metadata;
     metadata_fields(m, h5::AttrReader{file});
+    validate_metadata(m);
     h5::Handle layers = h5::open_group(file, "layers");
-    for (int64_t l : h5::read_attr_ints(file, "layers")) {
+    const std::vector<int64_t> ids = h5::read_attr_ints(file, "layers");
+    for (size_t i = 0; i < ids.size(); ++i) {
+      SKV_CHECK(ids[i] >= 0 && std::find(ids.begin(), ids.begin() + i, ids[i]) == ids.begin() + i,
+                "attribute 'layers' holds ", ids[i], " (negative or listed twice)");
+    }
+    for (int64_t l : ids) {
       with_context("layer " + std::to_string(l), [&] {
         h5::Handle g = h5::open_group(layers, std::to_string(l));
         LayerCodebooks L;
