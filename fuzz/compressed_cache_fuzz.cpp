@@ -24,7 +24,7 @@ CacheGeometry geometry() {
   g.num_layers = 2;
   g.num_heads = 4;
   g.num_kv_heads = 2;
-  g.head_dim = 8;
+  g.head_dim = 32;  // q4_0 and q8_0 code blocks of 32
   return g;
 }
 
@@ -104,8 +104,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::write_input(data, size, ".cache");
   try {
     CompressedCache cache = CompressedCache::load(path, geometry());
+    // A valid cache may sit at any position below 2^31, but decoding there
+    // needs a RoPE table of that many rows: past 2^20 only the load is tried.
+    bool small = true;
+    for (int64_t b = 0; b < cache.batch_size(); ++b)
+      small = small && cache.next_position(b) < (1 << 20);
     at::manual_seed(4);
-    decode_step(cache);
+    if (small) decode_step(cache);
     cache.memory();
   } catch (const Error& e) {
     fuzz::expect_refusal(e);

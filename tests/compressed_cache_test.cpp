@@ -7,6 +7,7 @@
 
 #include "core/rope.h"
 #include "core/safetensors_reader.h"
+#include "core/safetensors_writer.h"
 #include "device_util.h"
 #include "model/compressed_prefill.h"
 #include "model/llama_model.h"
@@ -450,6 +451,48 @@ TEST(CompressedCache, SavedCacheLoadsBackAndDecodesTheSame) {
   other.hidden_size = 16;
   EXPECT_SKV_ERROR(CompressedCache::load(dir.file("cache.safetensors"), other.geometry(), nullptr),
                    "artifact");
+}
+
+// Found by compressed_cache_fuzz: a saved token at a position past the
+// sequence's next position made decoding read past the end of the RoPE table.
+TEST(CompressedCache, SavedPositionsPastTheNextPositionAreRefused) {
+  ModelConfig c = testutil::tiny_config(4, 2, 8);
+  CompressionParameters p;
+  p.reserve_ratio = 0.5;
+  p.window = 4;
+  p.codebook = CodebookMode::kNone;
+  CompressedCache cache(c.geometry(), 1, p);
+  at::manual_seed(4);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    cache.prefill(0, l, at::randn({2, 20, 8}), at::randn({2, 20, 8}),
+                  at::softmax(at::randn({4, 4, 20}), -1));
+  }
+  TempDir dir;
+  cache.save(dir.file("c.safetensors"));
+  SafetensorsReader r(dir.file("c.safetensors"));
+  for (int bad : {20, 70000, -2}) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& t : r.tensor_names()) {
+      at::Tensor x = r.tensor(t);
+      if (t == "s0.l1.positions") x[1][0] = bad;
+      tensors.emplace_back(t, x);
+    }
+    write_safetensors(dir.file("bad.safetensors"), tensors, r.metadata());
+    EXPECT_SKV_ERROR(CompressedCache::load(dir.file("bad.safetensors"), c.geometry()),
+                     "tensor 's0.l1.positions' holds [");
+  }
+  EXPECT_NO_THROW(CompressedCache::load(dir.file("c.safetensors"), c.geometry()));
+  // The fuzzer's own input (its geometry: 2 layers, 4 heads, 2 KV heads of 32).
+  CacheGeometry g;
+  g.num_layers = 2;
+  g.num_heads = 4;
+  g.num_kv_heads = 2;
+  g.head_dim = 32;
+  EXPECT_SKV_ERROR(CompressedCache::load(std::string(SPINDLEKV_SOURCE_DIR) +
+                                             "/tests/fuzz_regressions/"
+                                             "compressed_cache_positions_past_next.safetensors",
+                                         g),
+                   "positions' holds [");
 }
 
 TEST(CompressedCache, BadInputIsRefusedWithTheShapeNamed) {

@@ -397,6 +397,10 @@ at::Tensor CompressedCache::append_and_attend(int64_t layer, const at::Tensor& q
         last_position = positions_in.max().item<int64_t>();
       }
     }
+    // ... and every held token, which came before each sequence's next position.
+    for (int64_t b = 0; b < I.batch; ++b) {
+      last_position = std::max(last_position, I.next_positions[b] - 1);
+    }
     I.ensure_rope(last_position + 1);
     positions = positions_in.to(I.device, at::kLong, /*non_blocking=*/true);
     // Every sequence's new K/V are matched against the shared tables at once

@@ -19,6 +19,13 @@
 // A layer whose K/V depend on the token id alone (layer 0 of a Llama-family
 // model) can instead be held as token ids into a per-model table
 // (hold_as_token_ids): every token is kept, at 2 or 4 bytes each.
+//
+// Threads: an Artifact, with its codebooks, budgets and plans, is read-only
+// once loaded and may be shared by any number of caches on any threads, as
+// may the codec and policy registries and an EvictionPolicy. A cache is not:
+// one thread at a time may call it (an engine runs a request's steps in
+// order anyway), while distinct caches run on distinct threads at once
+// (tests/cache_threads_test.cpp, under ThreadSanitizer in scripts/sanitize.sh).
 #pragma once
 
 #include <ATen/Tensor.h>

@@ -258,6 +258,10 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
       const int64_t kv = expected.num_kv_heads, d = expected.head_dim;
       for (int64_t b = 0; b < I.batch; ++b) {
         I.next_positions[b] = state[b].at("next_position").get<int64_t>();
+        // Positions are int32 in the file; RoPE tables are sized by them.
+        SKV_CHECK(I.next_positions[b] >= 0 && I.next_positions[b] <= (int64_t{1} << 31),
+                  "state of sequence ", b, ": next_position ", I.next_positions[b],
+                  " is outside [0, 2^31]");
         const auto& layers = state[b].at("layers");
         SKV_CHECK_EQ(static_cast<int64_t>(layers.size()), expected.num_layers, "state layers");
         for (int64_t l = 0; l < expected.num_layers; ++l) {
@@ -270,6 +274,15 @@ CompressedCache CompressedCache::load(const std::string& path, const CacheGeomet
                         S.positions.scalar_type() == at::kInt,
                     "tensor '", p, "positions' must be [", kv, ", slots] int32");
           const int64_t n = S.positions.size(1);
+          // Every held token came before the next position (decoding grows
+          // the RoPE table to cover it); -1 marks a padding slot.
+          if (n > 0) {
+            const int64_t lo = S.positions.min().item<int64_t>();
+            const int64_t hi = S.positions.max().item<int64_t>();
+            SKV_CHECK(lo >= -1 && hi < I.next_positions[b], "tensor '", p, "positions' holds [", lo,
+                      ", ", hi, "], outside [-1 (padding), next_position ", I.next_positions[b],
+                      ")");
+          }
           if (reader.contains(p + "member")) {
             S.member = t("member");
             SKV_CHECK(S.member.dim() == 2 && S.member.size(0) == expected.num_heads &&
