@@ -32,18 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider p(data, size);
   fuzz::mutate_hdf5(path, p);
   try {
-    CaptureReader r(path);
-    for (int64_t l : r.metadata().layers) {
-      const int64_t n = std::min<int64_t>(r.vector_count(l), 4096);
-      r.read_keys(l, 0, n);
-      r.read_values(l, 0, n);
-      for (const char* name : {"positions", "token_ids", "sequence_ids"}) r.read_index(l, name);
-      for (const char* name :
-           {"retained_mass", "sink_mass", "entropy_bits", "fraction_for_90_percent",
-            "key_pair_fraction", "value_pair_fraction"}) {
-        r.read_statistic(l, name);
-      }
-    }
+    fixtures::read_whole_capture(path);
   } catch (const Error& e) {
     fuzz::expect_refusal(e);
   }

@@ -17,22 +17,6 @@ namespace {
 
 using fixtures::TinyCapture;
 
-// Everything `train` and `export` read from a capture.
-void read_everything(const std::string& path) {
-  CaptureReader r(path);
-  for (int64_t l : r.metadata().layers) {
-    const int64_t n = r.vector_count(l);
-    r.read_keys(l, 0, n);
-    r.read_values(l, 0, n);
-    for (const char* name : {"positions", "token_ids", "sequence_ids"}) r.read_index(l, name);
-    for (const char* name :
-         {"retained_mass", "sink_mass", "entropy_bits", "fraction_for_90_percent",
-          "key_pair_fraction", "value_pair_fraction"}) {
-      r.read_statistic(l, name);
-    }
-  }
-}
-
 struct CaptureFile : ::testing::Test {
   testutil::TempDir dir;
   std::string path = dir.file("cap.h5");
@@ -41,7 +25,7 @@ struct CaptureFile : ::testing::Test {
 };
 
 TEST_F(CaptureFile, ValidFileReadsBackWhatWasWritten) {
-  ASSERT_NO_THROW(read_everything(path));
+  ASSERT_NO_THROW(fixtures::read_whole_capture(path));
   CaptureReader r(path);
   EXPECT_TRUE(r.finished());
   EXPECT_EQ(r.complete_sequences(), t.sequences);

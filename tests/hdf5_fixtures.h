@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <hdf5.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,24 @@ inline void write_tiny_capture(const std::string& path, const TinyCapture& t = {
     w->append_sequence(s, per_layer);
   }
   w->finish();
+}
+
+/// Reads from the capture at `path` everything `train` and `export` read:
+/// every layer's keys and values (at most `max_rows` rows), index columns
+/// and statistics. Throws what the reader throws.
+inline void read_whole_capture(const std::string& path, int64_t max_rows = 4096) {
+  CaptureReader r(path);
+  for (int64_t l : r.metadata().layers) {
+    const int64_t n = std::min<int64_t>(r.vector_count(l), max_rows);
+    r.read_keys(l, 0, n);
+    r.read_values(l, 0, n);
+    for (const char* name : {"positions", "token_ids", "sequence_ids"}) r.read_index(l, name);
+    for (const char* name :
+         {"retained_mass", "sink_mass", "entropy_bits", "fraction_for_90_percent",
+          "key_pair_fraction", "value_pair_fraction"}) {
+      r.read_statistic(l, name);
+    }
+  }
 }
 
 /// Writes a tiny codebook file to `path`: layers 0 and 1, per-head
