@@ -576,12 +576,13 @@ TEST(CompressedCache, TokenIdLayerReproducesLayerZeroExactly) {
     EXPECT_TRUE(at::allclose(la, lb, 1e-5, 1e-5)) << "step " << step;
     next = la.argmax().view({1, 1});
   }
-  // Bytes: one 2-byte id per token, no codes or vectors; the rows the
-  // prompt references are charged as shared (K and V, both KV heads).
+  // Bytes: the ids as stored, an int32 code and a float32 magnitude per KV
+  // head for K and for V (float32 storage), no vectors; the whole table is
+  // charged as shared (K and V, both KV heads).
   const MemoryReport m = ids_cache.memory();
   const int64_t tokens = 30 + 4;
-  EXPECT_EQ(m.layers[0].token_id_bytes, tokens * 2);
-  EXPECT_EQ(m.layers[0].held_bytes(), tokens * 2);
+  EXPECT_EQ(m.layers[0].token_id_bytes, tokens * c.num_kv_heads * 2 * (4 + 4));
+  EXPECT_EQ(m.layers[0].held_bytes(), m.layers[0].token_id_bytes);
   const int64_t distinct = std::get<0>(at::_unique(ids)).numel();  // the prompt's ids
   EXPECT_GE(m.layers[0].shared_entry_bytes, distinct * 2 * 8 * 4 * 2);
   EXPECT_EQ(m.shared_bytes_total, c.vocab_size * 2 * 8 * 4 * 2);

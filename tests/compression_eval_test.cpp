@@ -300,6 +300,17 @@ TEST(EvalMethods, EveryKnownMethodHasASpec) {
   EXPECT_SKV_ERROR(method_spec("full+l0"), "keeps layer 0 already");
   EXPECT_SKV_ERROR(method_spec("quest+l0"), "method 'quest' is unknown");
   EXPECT_TRUE(method_spec("spindle-jit").is_spindle());
+  // The codebook on snapkv-mean's eviction: uniform budgets, group-mean scores.
+  for (const char* mean : {"spindle-jit-mean", "spindle-mean"}) {
+    const MethodSpec m = method_spec(mean);
+    EXPECT_TRUE(m.is_spindle()) << mean;
+    EXPECT_EQ(m.gqa, GqaMode::kGroupAverage) << mean;
+    EXPECT_EQ(m.budget, BudgetKind::kUniform) << mean;
+  }
+  EXPECT_EQ(method_spec("spindle-jit-mean").codebook, CodebookMode::kJustInTime);
+  EXPECT_FALSE(method_spec("spindle-jit-mean").needs_artifact());
+  EXPECT_EQ(method_spec("spindle-mean").codebook, CodebookMode::kCalibrated);
+  EXPECT_TRUE(method_spec("spindle-mean").needs_artifact());
   EXPECT_EQ(method_spec("pyramidkv").budget, BudgetKind::kPyramid);
   EXPECT_EQ(method_spec("spindle").budget, BudgetKind::kCalibrated);
   EXPECT_TRUE(method_spec("spindle-hybrid").needs_artifact());

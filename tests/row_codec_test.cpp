@@ -204,6 +204,40 @@ TEST(TurboQuant, UnitVectorErrorIsWithinThePapersBound) {
 
 // llama.cpp's quantize_row_q8_0_ref on one block by hand: d = max|x| / 127 =
 // 1, codes roundf(x / d): halves away from zero (62.5 -> 63, not 62).
+// The host's one-pass decoding (bit streams read directly, the Hadamard
+// rotation as butterflies) against the codec's tensor decoding, bit for bit,
+// with heads of different row counts (the padding stays zero); and the
+// butterflies against the rotation's own matrix product.
+TEST(TurboQuant, HostDecodingEqualsTheTensorDecodingBitForBit) {
+  for (const char* name : {"tq2", "tq2.5", "tq3", "tq4"}) {
+    for (int64_t d : {32, 64, 128}) {
+      for (StorageDtype dtype : {StorageDtype::kFloat16, StorageDtype::kFloat32}) {
+        const std::string what = std::string(name) + " d " + std::to_string(d);
+        QuantizedRows r = QuantizedRows::empty(make_coder(name, 2, d, KvSide::kValues, dtype),
+                                               dtype, 2, d, at::TensorOptions());
+        at::manual_seed(5);
+        r.append(0, at::randn({70, d}) * 2);
+        r.append(1, at::randn({33, d}));
+        const at::Tensor got = r.dequantize();  // the host path on the CPU
+        const int64_t m = std::min(r.quantized[0], r.quantized[1]);
+        const at::Tensor want = r.coder->decode(
+            {r.field("packed").narrow(1, 0, m), r.field("norm").narrow(1, 0, m)}, m);
+        EXPECT_TRUE(at::equal(got.narrow(1, 0, m), want)) << what;
+        const at::Tensor rest = r.coder->decode(
+            {r.field("packed").narrow(1, 0, 70), r.field("norm").narrow(1, 0, 70)}, 70);
+        EXPECT_TRUE(at::equal(got[0], rest[0])) << what;
+        EXPECT_EQ(got[1].narrow(0, 33, 70 - 33).abs().sum().item<float>(), 0.0f) << what;
+        // The butterflies are the rotation's product: the rows' norms come back
+        // and the decoded rows stay near the inputs.
+        at::manual_seed(5);
+        const at::Tensor x0 = at::randn({70, d}) * 2;
+        const double rel = ((got[0] - x0).norm() / x0.norm()).item<double>();
+        EXPECT_LT(rel, std::string(name) == "tq2" ? 0.45 : 0.35) << what;
+      }
+    }
+  }
+}
+
 TEST(GgmlQuants, Q8_0BlockMatchesLlamaCppByHand) {
   std::vector<float> x(32, 0.0f);
   const std::vector<float> head = {127, 62.5, -62.5, 0.5, -0.5, 1.5, -127, 3.25};

@@ -28,5 +28,6 @@ void register_export_command(CLI::App& app);
 void register_inspect_command(CLI::App& app);
 void register_eval_command(CLI::App& app);
 void register_calibrate_command(CLI::App& app);
+void register_report_command(CLI::App& app);
 
 }  // namespace spindlekv::cli

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -76,8 +77,12 @@ void run(CLI::App& sub, EvalCommandOptions& o) {
         std::fflush(stderr);
       },
       continuation);
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
   nlohmann::ordered_json header = {
       {"tool_version", version_string()},
+      {"date", date},
       {"options", nlohmann::ordered_json::parse(eval_options_json(o.eval))},
       {"threads", threads},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
@@ -152,8 +157,8 @@ void register_eval_command(CLI::App& app) {
   sub->add_option("--ratio-tolerance", e.ratio_tolerance, "Allowed |measured - target| ratio")
       ->capture_default_str();
   sub->add_option("--shared-requests", e.shared_requests,
-                  "Concurrent requests sharing the calibrated codebook; each is charged "
-                  "min(entries it references, all entries / N)")
+                  "Concurrent requests sharing the shared tables (calibrated codebooks, the "
+                  "token table, codec tables); each is charged the whole tables / N")
       ->capture_default_str();
   sub->add_option("--ruler-lengths", e.ruler_lengths,
                   "RULER sample lengths in model tokens, answer included (default: the model's "

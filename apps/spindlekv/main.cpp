@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   spindlekv::cli::register_eval_command(app);
   spindlekv::cli::register_calibrate_command(app);
   spindlekv::cli::register_model_report_command(app);
+  spindlekv::cli::register_report_command(app);
 
   try {
     app.parse(argc, argv);  // subcommand callbacks run inside parse

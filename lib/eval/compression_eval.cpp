@@ -77,6 +77,26 @@ std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks) {
 
 std::string eval_options_json(const EvalOptions& options) { return nlohmann::json(options).dump(); }
 
+EvalOptions eval_options_from_json(const std::string& json) {
+  nlohmann::json merged = EvalOptions{};
+  nlohmann::json given;
+  try {
+    given = nlohmann::json::parse(json);
+  } catch (const nlohmann::json::exception& e) {
+    SKV_THROW(kInvalidInput, "eval options are not JSON (", e.what(), ")");
+  }
+  SKV_CHECK(given.is_object(), "eval options must be a JSON object, not ", given.type_name());
+  for (const auto& [key, value] : given.items()) {
+    SKV_CHECK(merged.contains(key), "eval options have an unknown key '", key, "'");
+    merged[key] = value;
+  }
+  try {
+    return merged.get<EvalOptions>();
+  } catch (const nlohmann::json::exception& e) {
+    SKV_THROW(kInvalidInput, "eval options have a value of the wrong type (", e.what(), ")");
+  }
+}
+
 void RangeStat::add(double v) {
   if (std::isnan(v)) return;
   mean = n == 0 ? v : (mean * n + v) / (n + 1);

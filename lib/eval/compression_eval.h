@@ -4,8 +4,9 @@
 // (bytes held / dense bytes, the runtime's exact accounting) lands within a
 // tolerance of the target: the reserve ratio first, then, for codebook methods whose cache
 // at reserve 1 is already smaller than the target, the thresholds towards 1.
-// The memory ratio charges the calibrated codebook entries a prompt references
-// (shared by `shared_requests` concurrent requests), so no table is free.
+// The memory ratio charges every shared table a method needs whole (calibrated
+// codebooks, the token table, codec tables), divided by `shared_requests`
+// concurrent requests, so no table is free.
 // Then the tasks run with that setting:
 //   ppl       bits per byte of a held-out continuation after the context was
 //             compressed (teacher-forced through the compressed cache)
@@ -60,8 +61,8 @@ struct EvalOptions {
   int64_t jsonl_limit = 0;          ///< samples read per file (0: all)
   int64_t window = paper::kWindow;  ///< observation window l_w of every method
   double ratio_tolerance = 0.01;    ///< |measured - target| allowed (absolute)
-  /// Concurrent requests of the same length that share the calibrated
-  /// codebook; each is charged min(entries it references, all / N).
+  /// Concurrent requests that share the shared tables (calibrated codebooks,
+  /// the token table, codec tables); each is charged the whole tables / N.
   int64_t shared_requests = 1;
   /// What every method's cache holds vectors in, and the dense cache the
   /// ratio divides by ("float32", "float16", "bfloat16").
@@ -89,6 +90,11 @@ std::vector<std::string> ruler_tasks_of(const std::vector<std::string>& tasks);
 /// Every option as a JSON object: what results.json records. The one
 /// definition of the options' serialised form.
 std::string eval_options_json(const EvalOptions& options);
+
+/// The options eval_options_json wrote. A key it lacks keeps its default
+/// (results of older builds predate some options); an unknown key or a value
+/// of the wrong type throws kInvalidInput naming the key.
+EvalOptions eval_options_from_json(const std::string& json);
 
 /// mean, min and max over the prompts of a record (NaN when never set).
 struct RangeStat {

@@ -10,6 +10,8 @@ std::vector<std::string> known_methods() {
   std::vector<std::string> all = {"full",         "streaming",   "h2o",       "h2o-mean",
                                   "snapkv",       "snapkv-mean", "pyramidkv", "pyramidkv-mean",
                                   "pyramidinfer", "spindle-jit", "spindle",   "spindle-hybrid"};
+  // The codebooks on the strongest eviction stage (snapkv-mean's).
+  for (const char* m : {"spindle-jit-mean", "spindle-mean"}) all.push_back(m);
   for (const std::string& c : row_codec_names()) all.push_back(c);  // the runtime's codecs
   for (const char* m : {"snapkv+kivi4", "snapkv-mean+kivi4", "snapkv-mean+tq3", "pyramidkv+kivi4",
                         "spindle+kivi4"}) {
@@ -113,6 +115,13 @@ MethodSpec method_spec(const std::string& name) {
     m.budget = BudgetKind::kCalibrated;
     m.codebook = CodebookMode::kCalibrated;
     m.make_policy = window(GqaMode::kRepeat, 1);
+  } else if (name == "spindle-jit-mean" || name == "spindle-mean") {
+    // The codebook on the strongest eviction stage: snapkv-mean's (uniform
+    // budgets, scores averaged over the group, pooled), then Algorithm 1 or
+    // the calibrated codebook over what it keeps.
+    m.codebook = name == "spindle-mean" ? CodebookMode::kCalibrated : CodebookMode::kJustInTime;
+    m.gqa = GqaMode::kGroupAverage;
+    m.make_policy = window(GqaMode::kGroupAverage, kSnapKvPooling);
   } else if (name == "spindle-hybrid") {
     m.budget = BudgetKind::kCalibrated;
     m.codebook = CodebookMode::kHybrid;

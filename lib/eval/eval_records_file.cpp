@@ -140,6 +140,29 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
   });
 }
 
+EvalResultsFile read_eval_results(const std::string& path) {
+  return with_context("eval results '" + path + "'", [&] {
+    std::ifstream in(path, std::ios::binary);
+    SKV_CHECK(in.good(), "cannot open the file");
+    nlohmann::json js;
+    try {
+      js = nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
+    } catch (const nlohmann::json::exception& e) {
+      SKV_THROW(kInvalidInput, "not JSON (", e.what(), ")");
+    }
+    SKV_CHECK(js.is_object() && js.contains("options") && js.contains("records"),
+              "not a results.json of spindlekv eval (it needs the keys 'options' and 'records')");
+    EvalResultsFile out;
+    out.options = eval_options_from_json(js.at("options").dump());
+    const nlohmann::json& records = js.at("records");
+    SKV_CHECK(records.is_array(), "key 'records' is ", records.type_name(), ", not an array");
+    for (const auto& rec : records) out.records.push_back(eval_record_from_json(rec));
+    js.erase("records");
+    out.header = std::move(js);
+    return out;
+  });
+}
+
 nlohmann::json eval_run_signature(const EvalOptions& options, const std::string& model_fingerprint,
                                   const std::string& artifact_checksum) {
   nlohmann::json sig = nlohmann::json::parse(eval_options_json(options));

@@ -19,6 +19,18 @@ nlohmann::ordered_json eval_record_to_json(const EvalRecord& record);
 /// Throws kInvalidInput naming the missing or mistyped key.
 EvalRecord eval_record_from_json(const nlohmann::json& json);
 
+/// A finished run's results.json: its options, its records, and the rest of
+/// its header (tool version, date, seconds, threads) as JSON.
+struct EvalResultsFile {
+  EvalOptions options;
+  std::vector<EvalRecord> records;
+  nlohmann::json header;  ///< every key but "records"
+};
+
+/// Reads a results.json that `spindlekv eval` wrote; throws kInvalidInput
+/// naming the file and the missing or mistyped key.
+EvalResultsFile read_eval_results(const std::string& path);
+
 /// The records of one finished (method, target ratio) setting; `target` is
 /// the ratio asked for (1 for a method with a fixed ratio).
 struct EvalSettingRecords {

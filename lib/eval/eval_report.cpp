@@ -45,6 +45,9 @@ std::string range_text(const RangeStat& r, const char* f = "%.3f") {
          format_number(f, r.max) + "]";
 }
 
+// Records from before whole-table charging have no N = 1 / N = 16 ratios.
+std::string ratio_or_dash(double r) { return std::isnan(r) ? "-" : format_number("%.3f", r); }
+
 std::vector<const EvalRecord*> select(const std::vector<EvalRecord>& records,
                                       const std::string& task, const std::string& metric) {
   std::vector<const EvalRecord*> out;
@@ -80,7 +83,7 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
   const char* ci_format = small ? "%.4f" : "%.2f";
   std::ostringstream s;
   s << "| method |";
-  for (double t : targets) s << " ratio " << format_number("%.2f", t) << " |";
+  for (double t : targets) s << " ratio " << format_number("%.4g", t) << " |";
   s << "\n|---|";
   for (size_t i = 0; i < targets.size(); ++i) s << "---|";
   s << "\n";
@@ -206,12 +209,12 @@ std::string paired_comparison(const std::vector<EvalRecord>& records, const std:
         << "|---|---|---|---|---|---|---|---|\n";
     }
     if (spindle.empty()) {
-      s << "| " << format_number("%.2f", t) << " | - | - | " << best->method << " | "
+      s << "| " << format_number("%.4g", t) << " | - | - | " << best->method << " | "
         << format_number("%.3f", best->value) << " | - | - | " << best->n << " |\n";
     }
     for (const auto* r : spindle) {
       const bool paired = r->outcomes.size() == best->outcomes.size();
-      s << "| " << format_number("%.2f", t) << " | " << r->method << " | "
+      s << "| " << format_number("%.4g", t) << " | " << r->method << " | "
         << format_number("%.3f", r->value) << " | " << best->method << " | "
         << format_number("%.3f", best->value) << " | "
         << format_number("%+.3f", r->value - best->value) << " | "
@@ -239,15 +242,202 @@ std::string settings_table(const std::vector<EvalRecord>& records, const std::st
       const auto [lo, hi] = std::minmax_element(r->prompt_ratios.begin(), r->prompt_ratios.end());
       prompts = format_number("%.3f", *lo) + "-" + format_number("%.3f", *hi);
     }
-    s << "| " << r->method << " | " << format_number("%.2f", r->target_ratio) << " | "
+    s << "| " << r->method << " | " << format_number("%.4g", r->target_ratio) << " | "
       << range_text(r->settings.reserve_ratio) << " | " << range_text(r->settings.key_threshold)
       << " | " << range_text(r->settings.value_threshold) << " | " << kept << " | "
-      << format_number("%.3f", m.ratio) << " | " << prompts << " | "
-      << format_number("%.3f", m.ratio_n1) << " | " << format_number("%.3f", m.ratio_n16) << " | "
+      << format_number("%.3f", m.ratio) << " | " << prompts << " | " << ratio_or_dash(m.ratio_n1)
+      << " | " << ratio_or_dash(m.ratio_n16) << " | "
       << format_number("%.3f", m.ratio_excluding_shared) << " | "
       << format_number("%.1f", m.shared_bytes_total / 1024.0) << " |\n";
   }
   return s.str();
+}
+
+std::string task_protocol(const std::string& task) {
+  if (task == "ppl" || task == "kl") {
+    return "Each context is prefilled and compressed; the continuation after it is then "
+           "teacher-forced through the compressed cache, token by token" +
+           std::string(task == "kl" ? ", and KL(full || method) of each next-token distribution "
+                                      "is averaged (mean over contexts, bootstrap interval)."
+                                    : ", and scored in bits per byte.");
+  }
+  if (task == "passkey") {
+    return "Question-aware: the whole prompt (filler, pass key, question) is prefilled and "
+           "compressed, then the answer is decoded greedily through the compressed cache.";
+  }
+  if (task == "fidelity") {
+    return "Per layer, attention outputs of the same queries over the compressed cache "
+           "against the full cache (relative error).";
+  }
+  if (task.rfind("jsonl:", 0) == 0) {
+    return "Question-aware: context + input are prefilled and compressed, then the answer is "
+           "decoded greedily up to the first newline.";
+  }
+  return "";
+}
+
+bool lower_is_better(const std::string& metric) {
+  return metric == "bits_per_byte" || metric == "kl_mean" || metric == "kl_p99" ||
+         metric.find("error") != std::string::npos;
+}
+
+namespace {
+
+// The per-prompt values of a record that a paired test can use: 0/1
+// outcomes, or the KL task's per-context means.
+std::vector<double> paired_values(const EvalRecord& r) {
+  if (!r.outcomes.empty()) return std::vector<double>(r.outcomes.begin(), r.outcomes.end());
+  const auto detail = nlohmann::json::parse(r.detail_json, nullptr, false);
+  if (detail.is_object() && detail.contains("per_context") && detail["per_context"].is_array()) {
+    return detail["per_context"].get<std::vector<double>>();
+  }
+  return {};
+}
+
+std::string value_cell(const EvalRecord& r) {
+  const bool small = r.metric == "kl_mean";
+  std::string cell = format_number(small ? "%.4f" : "%.3f", r.value);
+  if (!std::isnan(r.ci_low)) {
+    const char* f = small ? "%.4f" : "%.2f";
+    cell += " [" + format_number(f, r.ci_low) + ", " + format_number(f, r.ci_high) + "]";
+  }
+  return cell;
+}
+
+}  // namespace
+
+std::string which_method_table(const std::vector<EvalRecord>& records, const std::string& task,
+                               const std::string& metric, double tolerance) {
+  const auto rs = select(records, task, metric);
+  const bool lower = lower_is_better(metric);
+  // Rows: each ratio a method was searched to, and each fixed codec's own,
+  // one per printed label (the largest ratio that prints so).
+  std::map<std::string, double> rows;
+  const EvalRecord* full = nullptr;
+  for (const auto* r : rs) {
+    if (r->method == "full") {
+      full = r;
+      continue;
+    }
+    const double t = r->fixed_ratio ? r->measured_ratio : r->target_ratio;
+    double& row = rows.emplace(format_number("%.3g", t), t).first->second;
+    row = std::max(row, t);
+  }
+  std::vector<double> thresholds;
+  for (const auto& [label, t] : rows) thresholds.push_back(t);
+  std::sort(thresholds.begin(), thresholds.end());
+  // Better value first; at equal values, fewer bytes.
+  auto better = [&](const EvalRecord* a, const EvalRecord* b) {
+    if (a->value != b->value) return lower ? a->value < b->value : a->value > b->value;
+    return a->measured_ratio < b->measured_ratio;
+  };
+  std::ostringstream s;
+  s << "| memory (of float16) | best method | " << metric << " [95%] | its ratio | runner-up | "
+    << metric << " [95%] | paired p | full cache |\n|---|---|---|---|---|---|---|---|\n";
+  for (double t : thresholds) {
+    // Each method's best record that fits: its measured ratio is at most the
+    // row's, or it was searched to a target at most the row's and landed
+    // within the tolerance of it (as the eval's own tables count it).
+    std::map<std::string, const EvalRecord*> per_method;
+    for (const auto* r : rs) {
+      const bool landed = !r->fixed_ratio && r->ratio_matched && r->target_ratio <= t &&
+                          r->measured_ratio <= r->target_ratio + tolerance;
+      if (r->method == "full" || !(landed || r->measured_ratio <= t)) continue;
+      const EvalRecord*& best = per_method[r->method];
+      if (best == nullptr || better(r, best)) best = r;
+    }
+    std::vector<const EvalRecord*> fit;
+    for (const auto& [method, r] : per_method) fit.push_back(r);
+    std::sort(fit.begin(), fit.end(), better);
+    const EvalRecord& best = *fit[0];  // the row's own record fits, so fit is not empty
+    s << "| <= " << format_number("%.3g", t) << " | " << best.method << " | " << value_cell(best)
+      << " | " << format_number("%.3f", best.measured_ratio) << (best.fixed_ratio ? " fixed" : "")
+      << " | ";
+    if (fit.size() > 1) {
+      const EvalRecord& second = *fit[1];
+      const auto a = paired_values(best), b = paired_values(second);
+      std::string p = "-";
+      if (!a.empty() && a.size() == b.size()) {
+        p = format_number("%.2g", best.outcomes.empty()
+                                      ? sign_test_exact_p(a, b)
+                                      : mcnemar_exact_p(best.outcomes, second.outcomes));
+      }
+      s << second.method << " | " << value_cell(second) << " | " << p << " | ";
+    } else {
+      s << "- | - | - | ";
+    }
+    s << (full ? value_cell(*full) : "-") << " |\n";
+  }
+  return s.str();
+}
+
+std::string eval_summary_page(const EvalOptions& o, const std::vector<EvalRecord>& records,
+                              const std::string& header_json) {
+  const auto header = nlohmann::json::parse(header_json);
+  bool whole_tables = true;  // records from before whole-table charging lack ratio_n1
+  for (const auto& r : records) whole_tables = whole_tables && !std::isnan(r.memory.ratio_n1);
+  std::ostringstream md;
+  md << "# spindlekv eval\n\n";
+  if (header.contains("date")) md << "Run finished " << header["date"].get<std::string>() << ". ";
+  if (header.contains("tool_version")) {
+    md << "spindlekv " << header["tool_version"].get<std::string>();
+    if (header.contains("threads")) md << ", " << header["threads"].dump() << " threads";
+    if (header.contains("seconds")) {
+      md << ", " << format_number("%.0f", header["seconds"].get<double>()) << " s";
+    }
+    md << ". ";
+  }
+  md << "Written by `spindlekv report` from this run's results.json.\n\nModel `" << o.model_dir
+     << "` (" << o.model_dtype << ", on " << o.device << "); cells are the score, its 95% "
+     << "interval (Wilson for accuracies, bootstrap for KL), and, in parentheses, the measured "
+        "memory ratio: ";
+  if (whole_tables) {
+    md << "(bytes held + every shared table the method needs, whole (calibrated codebooks, "
+          "token tables, codec rotations and codebooks), divided by the "
+       << o.shared_requests << " concurrent request(s) said to share them) / dense ";
+  } else {
+    md << "(bytes held + the shared table rows each prompt referenced, at most the whole "
+          "table divided by the "
+       << o.shared_requests
+       << " concurrent request(s) said to share it: this run predates whole-table "
+          "charging, so its shared tables are NOT charged in full) / dense ";
+  }
+  md << o.kv_dtype << " K/V bytes; * = the search could not land within " << o.ratio_tolerance
+     << " of the target; \"fixed\" = a pure quantiser (a row codec alone: fp8, kivi4, tq3, "
+        "q4_0, ...), which has no knob: it is reported once, at its own measured ratio, and "
+        "left out of the paired comparisons at the target ratios.";
+  if (whole_tables) {
+    md << " The settings tables give each record's ratio with the tables charged in full to one "
+          "request (N = 1) and shared by 16 (N = 16), and the range of the prompts' ratios.";
+  }
+  md << "\n";
+  const std::string ruler = ruler_table(records);
+  if (!ruler.empty()) {
+    md << "\n## RULER\n\nEach sample's score is the share of its expected strings found "
+       << "in the greedy answer; `all_found` below is the share of samples with every one "
+       << "found, with Wilson intervals.\n"
+       << ruler;
+  }
+  for (const auto& [task, metric] : eval_task_metrics(records)) {
+    md << "\n## " << task << ": " << metric << "\n\n";
+    const std::string protocol = task_protocol(task);
+    if (!protocol.empty()) md << protocol << "\n\n";
+    md << summary_table(records, task, metric);
+    const std::string paired = paired_comparison(records, task, metric);
+    if (!paired.empty()) {
+      md << "\nAgainst the best baseline at each ratio, same prompts (exact McNemar test):\n\n"
+         << paired;
+    }
+  }
+  // Settings: once per task (its first metric).
+  std::set<std::string> seen;
+  for (const auto& [task, metric] : eval_task_metrics(records)) {
+    if (!seen.insert(task).second) continue;
+    md << "\n## What the ratio search chose: " << task << "\n\n"
+       << settings_table(records, task, metric);
+  }
+  md << "\nPlots (`spindlekv eval` with gnuplot on PATH): `plots/`.\n";
+  return md.str();
 }
 
 void write_eval_report(const std::string& out_dir, const EvalOptions& o,
@@ -279,44 +469,8 @@ void write_eval_report(const std::string& out_dir, const EvalOptions& o,
     write_file_atomically((fs::path(out_dir) / "results.json").string(), js.dump(2) + "\n");
     write_file_atomically((fs::path(out_dir) / "results.csv").string(), csv.str());
 
-    std::ostringstream md;
-    md << "# spindlekv eval\n\nModel `" << o.model_dir << "` (" << o.model_dtype << ", on "
-       << o.device << "); cells are the score, its 95% "
-       << "Wilson interval for accuracies, and, in parentheses, the measured memory ratio: "
-       << "(bytes held + every shared table the method needs, whole (calibrated codebooks, "
-       << "token tables, codec rotations and codebooks), divided by the " << o.shared_requests
-       << " concurrent request(s) said to share them) / dense " << o.kv_dtype
-       << " K/V bytes; * = the search "
-       << "could not land within " << o.ratio_tolerance << " of the target; \"fixed\" = a "
-       << "pure quantiser (a row codec alone: fp8, kivi4, tq3, q4_0, ...), which has no knob: it "
-          "is reported once, at its own "
-       << "measured ratio, and left out of the paired comparisons at the target ratios. The "
-       << "settings tables give each record's ratio with the tables charged in full to one "
-       << "request (N = 1) and shared by 16 (N = 16), and the range of the prompts' ratios.\n";
-    const std::string ruler = ruler_table(records);
-    if (!ruler.empty()) {
-      md << "\n## RULER\n\nEach sample's score is the share of its expected strings found "
-         << "in the greedy answer; `all_found` below is the share of samples with every one "
-         << "found, with Wilson intervals.\n"
-         << ruler;
-    }
-    for (const auto& [task, metric] : eval_task_metrics(records)) {
-      md << "\n## " << task << ": " << metric << "\n\n" << summary_table(records, task, metric);
-      const std::string paired = paired_comparison(records, task, metric);
-      if (!paired.empty()) {
-        md << "\nAgainst the best baseline at each ratio, same prompts (exact McNemar test):\n\n"
-           << paired;
-      }
-    }
-    // Settings: once per task (its first metric).
-    std::set<std::string> seen;
-    for (const auto& [task, metric] : eval_task_metrics(records)) {
-      if (!seen.insert(task).second) continue;
-      md << "\n## What the ratio search chose: " << task << "\n\n"
-         << settings_table(records, task, metric);
-    }
-    md << "\nPlots (`spindlekv eval` with gnuplot on PATH): `plots/`.\n";
-    write_file_atomically((fs::path(out_dir) / "summary.md").string(), md.str());
+    write_file_atomically((fs::path(out_dir) / "summary.md").string(),
+                          eval_summary_page(o, records, header_json));
   });
 }
 

@@ -13,9 +13,37 @@
 namespace spindlekv {
 
 /// Writes results.json (`header_json` with the records added), results.csv
-/// and summary.md, each atomically.
+/// and summary.md (eval_summary_page), each atomically.
 void write_eval_report(const std::string& out_dir, const EvalOptions& options,
                        const std::vector<EvalRecord>& records, const std::string& header_json);
+
+/// summary.md of one run (Markdown): how the cells read, then per task its
+/// protocol, the summary table, the paired tests and the settings the ratio
+/// search chose. `header_json` is results.json without its records: its
+/// date, tool version, seconds and threads are printed when present. A pure
+/// function of its arguments, so `spindlekv report` rewrites a committed page
+/// byte for byte from its results.json.
+std::string eval_summary_page(const EvalOptions& options, const std::vector<EvalRecord>& records,
+                              const std::string& header_json);
+
+/// How a task's prompts reach the cache, one sentence (Markdown): what is
+/// compressed, what is then decoded or scored through the compressed cache.
+std::string task_protocol(const std::string& task);
+
+/// Whether a lower value of `metric` is better (bits_per_byte, kl_mean,
+/// relative errors) rather than a higher one (accuracies, match scores).
+bool lower_is_better(const std::string& metric);
+
+/// "Which method at which memory" (Markdown): a row per ratio some record of
+/// `task`/`metric` was searched to or, for a fixed-ratio codec, measured at
+/// (one per printed label, "%.3g"). In each row, each method's best record
+/// that fits (its measured ratio at most the row's, or searched to a target
+/// at most the row's and landed within `tolerance` of it); the best method
+/// (ties: fewer bytes) with its interval and ratio, the runner-up method, the
+/// paired p-value between the two (exact McNemar on outcomes, exact sign
+/// test on per-context values; "-" where unpaired), and the full cache's.
+std::string which_method_table(const std::vector<EvalRecord>& records, const std::string& task,
+                               const std::string& metric, double tolerance);
 
 /// `value` printed with a printf `format` for one double ("%.3f").
 std::string format_number(const char* format, double value);

@@ -66,8 +66,13 @@ MemoryReport CompressedCache::memory() const {
       // except without codebooks, where the code is the slot's own exact row
       // and the magnitude 1: an eviction-only cache would not store them.
       if (I.token_id_layer[l]) {
-        // One id per token serves K and V of every KV head.
-        m.token_id_bytes += S.tokens_seen * storage::token_id_bytes(I.token_vocab);
+        // Each token's id is stored as the code of every KV head, for K and
+        // for V, with a magnitude of 1: charged at the widths stored, not at
+        // the 2-byte id an engine could hold instead.
+        m.token_id_bytes +=
+            slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
+                     storage::code_bytes(dtype, S.values.code.element_size() == 2)) +
+            2 * slots * storage::magnitude_bytes(dtype);
       } else if (I.params.codebook != CodebookMode::kNone) {
         m.code_bytes += slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
                                  storage::code_bytes(dtype, S.values.code.element_size() == 2));

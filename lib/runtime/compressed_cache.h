@@ -18,7 +18,8 @@
 // rows may be held by a row codec (CompressionParameters::key_codec).
 // A layer whose K/V depend on the token id alone (layer 0 of a Llama-family
 // model) can instead be held as token ids into a per-model table
-// (hold_as_token_ids): every token is kept, at 2 or 4 bytes each.
+// (hold_as_token_ids): every token is kept, its id stored as a code and a
+// magnitude per KV head for K and for V (LayerMemory::token_id_bytes).
 //
 // Threads: an Artifact, with its codebooks, budgets and plans, is read-only
 // once loaded and may be shared by any number of caches on any threads, as
@@ -114,7 +115,9 @@ struct LayerMemory {
   int64_t calibrated_vectors = 0, jit_vectors = 0, exact_vectors = 0;  ///< K and V together
   int64_t code_bytes = 0, magnitude_bytes = 0, exact_bytes = 0, jit_entry_bytes = 0;
   int64_t position_bytes = 0, membership_bytes = 0;
-  int64_t token_id_bytes = 0;      ///< a token-id layer: one id per token (2 B, 4 B past 65536 ids)
+  /// A token-id layer: the ids as stored, a code per KV head for K and for V
+  /// with a magnitude each (not the 2 B an engine holding ids alone would).
+  int64_t token_id_bytes = 0;
   int64_t distinct_entries = 0;    ///< codebook entries referenced + exact rows (K and V)
   int64_t shared_entry_bytes = 0;  ///< calibrated entries referenced (K and V), not in held_bytes
   int64_t full_bytes = 0;          ///< a dense K/V cache of tokens_seen tokens, storage dtype

@@ -52,9 +52,6 @@ constexpr int64_t coded_slot_bytes(StorageDtype dtype) {
   return 2 * (code_bytes(dtype) + magnitude_bytes(dtype)) + kPositionBytes;
 }
 
-/// A token id of a layer held as token ids, for a table of `vocab` rows.
-constexpr int64_t token_id_bytes(int64_t vocab) { return vocab <= 65536 ? 2 : 4; }
-
 /// A vector of `head_dim` elements (exact row, entry, dense K or V).
 constexpr int64_t vector_bytes(int64_t head_dim, StorageDtype dtype = StorageDtype::kFloat32) {
   return head_dim * element_bytes(dtype);

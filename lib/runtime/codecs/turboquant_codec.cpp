@@ -19,7 +19,15 @@
 // coordinate has the same distribution, so which half is immaterial.
 // Names: tq<1..8>[.5][-s<seed>]. Fields: packed [bytes] uint8 per row (the
 // wider half's bit stream, then the narrower's); norm per row.
+//
+// Decoding rotates back. With the Hadamard rotation R = H diag(s) / sqrt(d),
+// y R is the Walsh-Hadamard transform of y scaled per column by s / sqrt(d):
+// d log d additions instead of a d x d product. decode() does it in tensor
+// operations, and on the CPU decode_on_host() does the same additions in the
+// same order in one pass per row (bit for bit the same; codecs/ is built
+// with -ffp-contract=off).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <map>
@@ -46,6 +54,42 @@ double uniform01(uint64_t& state) {  // in (0, 1)
 }
 
 bool power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+
+// The Walsh-Hadamard transform (Sylvester's order) of the last dimension,
+// unnormalised: at each stage h, x[j] and x[j + h] of each block of 2h
+// become their sum and difference.
+at::Tensor walsh_hadamard(at::Tensor x) {
+  const std::vector<int64_t> sizes = x.sizes().vec();
+  const int64_t d = sizes.back(), lead = d > 0 ? x.numel() / d : 0;
+  for (int64_t h = 1; h < d; h *= 2) {
+    const at::Tensor v = x.reshape({lead, d / (2 * h), 2, h});
+    const at::Tensor a = v.select(2, 0), b = v.select(2, 1);
+    x = at::stack({a + b, a - b}, 2).reshape(sizes);
+  }
+  return x;
+}
+
+// The same transform of one row in place, the same additions in the same order.
+void walsh_hadamard_row(float* x, int64_t d) {
+  for (int64_t h = 1; h < d; h *= 2) {
+    for (int64_t i = 0; i < d; i += 2 * h) {
+      for (int64_t j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+// Code `k` of `bits` bits from a stream packed as pack_bit_stream does
+// (least significant bit first), `bytes` long.
+inline int code_at(const uint8_t* p, int64_t bytes, int64_t k, int64_t bits) {
+  const int64_t pos = k * bits, byte = pos >> 3;
+  uint32_t w = p[byte];
+  if (byte + 1 < bytes) w |= static_cast<uint32_t>(p[byte + 1]) << 8;
+  return static_cast<int>((w >> (pos & 7)) & ((1u << bits) - 1));
+}
 
 }  // namespace
 
@@ -144,6 +188,9 @@ class TurboQuantCoder : public RowCoder {
       rot.push_back(random_rotation(d_, seed));
     }
     rotation_ = at::stack(rot).to(c.device, at::kFloat);  // [kv, d, d]
+    hadamard_ = power_of_two(d_);
+    // R's first row is s / sqrt(d) (H's first row is all ones): its column scales.
+    if (hadamard_) column_scale_ = rotation_.select(1, 0).unsqueeze(1).contiguous();  // [kv, 1, d]
     for (int64_t b : {hi_, lo_}) {
       const std::vector<double>& c64 = sphere_lloyd_max(d_, b);
       std::vector<float> cent(c64.begin(), c64.end()), mid;
@@ -180,14 +227,53 @@ class TurboQuantCoder : public RowCoder {
     if (d_hi_ < d_) {
       y = at::cat({y, values(1, bytes_hi_, packed.size(2) - bytes_hi_, d_ - d_hi_, lo_)}, 2);
     }
-    return at::bmm(y, rotation_) * f[1].to(at::kFloat).unsqueeze(-1);
+    const at::Tensor x = hadamard_ ? walsh_hadamard(y) * column_scale_ : at::bmm(y, rotation_);
+    return x * f[1].to(at::kFloat).unsqueeze(-1);
+  }
+  bool decode_on_host(const std::vector<at::Tensor>& f, const std::vector<int64_t>& coded,
+                      int64_t E, float* out) const override {
+    const int64_t d = d_;
+    if (!hadamard_ || d > 1024) return false;
+    const at::Tensor packed = f[0].contiguous();
+    const at::Tensor norm = f[1].to(at::kFloat).contiguous();
+    const int64_t cap = packed.size(1), row_bytes = packed.size(2);
+    const uint8_t* pk = packed.data_ptr<uint8_t>();
+    const float* nm = norm.data_ptr<float>();
+    const at::Tensor hi = centroids_[0].cpu(), lo = centroids_[1].cpu();
+    const at::Tensor scale = column_scale_.cpu();
+    const float* c_hi = hi.data_ptr<float>();
+    const float* c_lo = lo.data_ptr<float>();
+    const float* cs = scale.data_ptr<float>();
+    const int64_t d_hi = d_hi_, bits_hi = hi_, bits_lo = lo_, bytes_hi = bytes_hi_;
+    int64_t Q = 0;
+    for (int64_t q : coded) Q = std::max(Q, q);
+    at::parallel_for(0, kv_ * Q, 256, [&](int64_t begin, int64_t end) {
+      float y[1024];
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t g = i / Q, row = i % Q;
+        if (row >= coded[g]) continue;
+        const uint8_t* p = pk + (g * cap + row) * row_bytes;
+        for (int64_t k = 0; k < d_hi; ++k) y[k] = c_hi[code_at(p, bytes_hi, k, bits_hi)];
+        for (int64_t k = d_hi; k < d; ++k) {
+          y[k] = c_lo[code_at(p + bytes_hi, row_bytes - bytes_hi, k - d_hi, bits_lo)];
+        }
+        walsh_hadamard_row(y, d);
+        const float n = nm[g * cap + row];
+        const float* s = cs + g * d;
+        float* o = out + (g * E + row) * d;
+        for (int64_t j = 0; j < d; ++j) o[j] = y[j] * s[j] * n;
+      }
+    });
+    return true;
   }
   int64_t shared_bytes() const override { return shared_; }
 
  private:
   int64_t kv_, d_, d_hi_ = 0, hi_ = 0, lo_ = 0, bytes_hi_ = 0, shared_ = 0;
+  bool hadamard_ = false;  ///< the rotation is H diag(s) / sqrt(d)
   std::vector<RowField> fields_;
   at::Tensor rotation_;                         ///< [kv, d, d] float32
+  at::Tensor column_scale_;                     ///< [kv, 1, d] float32: s / sqrt(d), if hadamard_
   std::vector<at::Tensor> centroids_, bounds_;  ///< for the wider and the narrower half
 };
 
