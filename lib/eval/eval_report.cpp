@@ -150,7 +150,8 @@ std::string ruler_table(const std::vector<EvalRecord>& records) {
         std::find(t.columns.begin(), t.columns.end(), column) == t.columns.end()) {
       t.columns.push_back(column);
     }
-    const Row row{r.method, r.target_ratio};
+    // A fixed-ratio codec's tasks measure slightly different ratios: one row.
+    const Row row{r.method, r.fixed_ratio ? -1.0 : r.target_ratio};
     if (t.cells.count(row) == 0) t.rows.push_back(row);
     t.cells[row][column] = &r;
   }
@@ -166,7 +167,7 @@ std::string ruler_table(const std::vector<EvalRecord>& records) {
     s << "\n";
     for (const Row& row : t.rows) {
       const auto& c = t.cells.at(row);
-      const EvalRecord* any = c.begin()->second;
+      const EvalRecord* any = c.count("average") ? c.at("average") : c.begin()->second;
       s << "| " << row.first << " | "
         << (any->method == "full" ? std::string("1") : format_number("%.3f", any->measured_ratio))
         << (any->fixed_ratio ? " fixed" : "") << " |";
