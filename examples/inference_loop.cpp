@@ -1,4 +1,4 @@
-// The README's example: an inference loop over a compressed KV cache built
+// An inference loop over a compressed KV cache built
 // with an exported artifact. Usage: inference_loop MODEL_DIR ARTIFACT PROMPT
 #include <ATen/ATen.h>
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's inference-loop example: it compiles (it is a build target),
-# runs on the reference model with the artifact of the reference pipeline
-# test and finds a pass key, and the README shows exactly its code.
+# The inference-loop example (the README links it): it compiles (it is a
+# build target), runs on the reference model with the artifact of the
+# reference pipeline test and finds a pass key.
 # Usage: inference_loop_test.sh EXAMPLE_BINARY SOURCE_DIR ARTIFACT
 set -euo pipefail
 EXE=$1
@@ -13,12 +13,3 @@ What is the pass key? The pass key is "
 OUT=$("$EXE" "$SRC/data/reference-model" "$ARTIFACT" "$PROMPT")
 echo "$OUT"
 echo "$OUT" | grep -q "answer '42917'"
-/usr/bin/python3 - "$SRC/examples/inference_loop.cpp" "$SRC/README.md" <<'PY'
-import sys
-code = open(sys.argv[1]).read()
-body = code.split("// --- README example begins ---\n")[1].split("  // --- README example ends ---")[0]
-readme = open(sys.argv[2]).read()
-missing = [l.strip() for l in body.splitlines() if l.strip() and l.strip() not in readme]
-assert not missing, f"README lacks lines of examples/inference_loop.cpp: {missing}"
-print("README shows the example")
-PY

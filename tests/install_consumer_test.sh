@@ -28,3 +28,13 @@ cmake -S "$SRC/examples/consumer" -B "$WORK/consumer" -G Ninja -DCMAKE_BUILD_TYP
   -DCMAKE_PREFIX_PATH="$WORK/prefix" "${LAUNCHER[@]}" > "$WORK/configure.log"
 cmake --build "$WORK/consumer" > "$WORK/build.log"
 "$WORK/consumer/consumer"
+# The README shows exactly the example's configuration of a cache.
+/usr/bin/python3 - "$SRC/examples/consumer/main.cpp" "$SRC/README.md" <<'PY'
+import sys
+code = open(sys.argv[1]).read()
+body = code.split("// --- README example begins ---\n")[1].split("  // --- README example ends ---")[0]
+readme = open(sys.argv[2]).read()
+missing = [l.strip() for l in body.splitlines() if l.strip() and l.strip() not in readme]
+assert not missing, f"README lacks lines of examples/consumer/main.cpp: {missing}"
+print("README shows the example")
+PY

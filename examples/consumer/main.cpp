@@ -10,19 +10,22 @@
 #include "spindlekv/runtime.h"
 
 int main() {
+  // --- README example begins ---
   spindlekv::CacheGeometry geometry;  // what the engine knows of its model
   geometry.num_layers = 2;
   geometry.num_heads = 8;
   geometry.num_kv_heads = 2;
   geometry.head_dim = 32;
-  spindlekv::CompressionParameters params;
-  params.reserve_ratio = 0.25;  // tokens kept
+  spindlekv::CompressionParameters params;  // snapkv-mean+tq3 of the eval
+  params.reserve_ratio = 0.25;              // tokens kept
   params.budget = spindlekv::BudgetKind::kUniform;
   params.gqa = spindlekv::GqaMode::kGroupAverage;
-  params.set_codec("tq3");  // or an artifact's codec plan: "plan2.5"
+  params.codebook = spindlekv::CodebookMode::kNone;  // eviction only, no codebook
+  params.set_codec("tq3");  // or an artifact's codec plan ("plan2.5"), given the artifact
   spindlekv::CompressedCache cache(geometry, /*batch=*/1, params);
   cache.set_policy(std::make_shared<spindlekv::WindowAttentionPolicy>(
       spindlekv::GqaMode::kGroupAverage, /*pooling_kernel=*/7));
+  // --- README example ends ---
   const int64_t T = 256;
   at::manual_seed(0);
   at::Tensor centres = at::randn({2, 8, 32});
