@@ -173,6 +173,31 @@ TEST(QuantizedRows, CpuDequantisationEqualsTheAtenFormulasBitForBit) {
   }
 }
 
+// Found by the long decode soak: a prefill's rows pass through the codec's
+// waiting-row buffer at once, and the buffer kept that capacity after they
+// were coded (5x the held bytes for kivi4 after a 2048-row prefill).
+TEST(QuantizedRows, APrefillsWaitingRowsGiveTheirCapacityBackOnceCoded) {
+  for (const std::string mode : {"kivi4", "tq3", "fp8"}) {
+    const int64_t kv = 2, d = 64;
+    QuantizedRows r =
+        QuantizedRows::empty(coder(mode, KvSide::kValues, kv, d, StorageDtype::kFloat16),
+                             StorageDtype::kFloat16, kv, d, at::TensorOptions());
+    at::manual_seed(3);
+    r.append(0, at::randn({2048, d}));
+    r.append(1, at::randn({2048, d}));
+    for (int64_t i = 0; i < 40; ++i) {
+      r.append(0, at::randn({1, d}));
+      r.append(1, at::randn({1, d}));
+    }
+    EXPECT_LE(r.tail.size(1), 256) << mode;
+    // Doubling buffers may hold twice what is used, and a few waiting rows
+    // more; before the fix the tail alone held 2048 rows a head (512 KiB).
+    EXPECT_LE(r.allocated_bytes(), 2 * r.held_bytes() + (int64_t{32} << 10)) << mode;
+    // The rows still decode: the waiting ones are kept as they were.
+    EXPECT_EQ(r.dequantize().size(1), 2048 + 40) << mode;
+  }
+}
+
 CompressionParameters quantised(const std::string& codec, StorageDtype dtype) {
   CompressionParameters p;
   p.reserve_ratio = 1;

@@ -75,6 +75,13 @@ void QuantizedRows::append(int64_t g, const at::Tensor& rows_in) {
   SKV_CHECK(code >= 0 && code <= tail_count[g] && code % coder->block_rows() == 0,
             "codec asked to code ", code, " of ", tail_count[g], " waiting rows");
   if (code > 0) quantize_front(g, code);
+  // A prefill passes its rows through the tail at once; once they are coded
+  // only the recent window waits there. Give the prefill's capacity back,
+  // or the tail would keep a prefill's worth of rows for good.
+  int64_t waiting = 0;
+  for (int64_t c : tail_count) waiting = std::max(waiting, c);
+  const int64_t keep = std::max<int64_t>(2 * waiting, 64);
+  if (tail.size(1) > 2 * keep) tail = tail.narrow(1, 0, keep).clone();
 }
 
 void QuantizedRows::quantize_front(int64_t g, int64_t m) {
