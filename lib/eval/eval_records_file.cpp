@@ -38,6 +38,17 @@ T value_of(const nlohmann::json& j, const char* key) {
   }
 }
 
+// The JSON document in `path` (the caller adds the file to the context).
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SKV_CHECK(in.good(), "cannot open the file");
+  try {
+    return nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
+  } catch (const nlohmann::json::exception& e) {
+    SKV_THROW(kInvalidInput, "not JSON (", e.what(), ")");
+  }
+}
+
 RangeStat range_from_json(const nlohmann::json& j, const char* key) {
   RangeStat r;
   SKV_CHECK(j.contains(key), "record settings have no key '", key, "'");
@@ -142,14 +153,7 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
 
 EvalResultsFile read_eval_results(const std::string& path) {
   return with_context("eval results '" + path + "'", [&] {
-    std::ifstream in(path, std::ios::binary);
-    SKV_CHECK(in.good(), "cannot open the file");
-    nlohmann::json js;
-    try {
-      js = nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
-    } catch (const nlohmann::json::exception& e) {
-      SKV_THROW(kInvalidInput, "not JSON (", e.what(), ")");
-    }
+    nlohmann::json js = read_json_file(path);
     SKV_CHECK(js.is_object() && js.contains("options") && js.contains("records"),
               "not a results.json of spindlekv eval (it needs the keys 'options' and 'records')");
     EvalResultsFile out;
@@ -205,14 +209,7 @@ void write_eval_partial(const std::string& path, const EvalPartialResults& parti
 
 EvalPartialResults read_eval_partial(const std::string& path, const nlohmann::json& signature) {
   return with_context("partial eval results '" + path + "'", [&] {
-    std::ifstream in(path, std::ios::binary);
-    SKV_CHECK(in.good(), "cannot open the file");
-    nlohmann::json js;
-    try {
-      js = nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
-    } catch (const nlohmann::json::exception& e) {
-      SKV_THROW(kInvalidInput, "not JSON (", e.what(), ")");
-    }
+    nlohmann::json js = read_json_file(path);
     SKV_CHECK(js.is_object() && js.value("format", "") == kPartialFormat,
               "not a partial-results file (format ",
               js.is_object() && js.contains("format") ? js.at("format").dump() : "missing",

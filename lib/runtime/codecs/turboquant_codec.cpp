@@ -22,8 +22,7 @@
 //
 // Decoding rotates back. With the Hadamard rotation R = H diag(s) / sqrt(d),
 // y R is the Walsh-Hadamard transform of y scaled per column by s / sqrt(d):
-// d log d additions instead of a d x d product (and u R^T, in encoding, is
-// the transform of u scaled by s / sqrt(d)). decode() does it in tensor
+// d log d additions instead of a d x d product. decode() does it in tensor
 // operations, and on the CPU decode_on_host() does the same additions in the
 // same order in one pass per row (bit for bit the same; codecs/ is built
 // with -ffp-contract=off).
@@ -207,10 +206,10 @@ class TurboQuantCoder : public RowCoder {
                                  std::vector<at::Tensor>&) const override {
     const at::Tensor norm = x.norm(2, {-1}, /*keepdim=*/true);  // [m, 1]
     const at::Tensor u = at::where(norm > 0, x / norm, at::zeros_like(x));
-    // Rotated unit directions [m, d]: u R^T, for the Hadamard rotation the
-    // transform of u scaled by s / sqrt(d).
-    const at::Tensor y =
-        hadamard_ ? walsh_hadamard(u * column_scale_[g]) : u.matmul(rotation_[g].t());
+    // Rotated unit directions [m, d]. One product: for a prefill's many rows
+    // it was faster than the butterflies in tensor operations (runtime_bench,
+    // 2026-12-08).
+    const at::Tensor y = u.matmul(rotation_[g].t());
     std::vector<at::Tensor> parts;
     parts.push_back(pack_bit_stream(
         at::bucketize(y.narrow(1, 0, d_hi_).contiguous(), bounds_[0]).to(at::kByte), hi_));
