@@ -48,6 +48,18 @@ std::string range_text(const RangeStat& r, const char* f = "%.3f") {
 // Records from before whole-table charging have no N = 1 / N = 16 ratios.
 std::string ratio_or_dash(double r) { return std::isnan(r) ? "-" : format_number("%.3f", r); }
 
+// A record's value and, where it has one, its 95% interval. KL values are
+// small (hundredths of a nat): more digits than accuracies.
+std::string value_cell(const EvalRecord& r) {
+  const bool small = r.metric == "kl_mean";
+  std::string cell = format_number(small ? "%.4f" : "%.3f", r.value);
+  if (!std::isnan(r.ci_low)) {
+    const char* f = small ? "%.4f" : "%.2f";
+    cell += " [" + format_number(f, r.ci_low) + ", " + format_number(f, r.ci_high) + "]";
+  }
+  return cell;
+}
+
 std::vector<const EvalRecord*> select(const std::vector<EvalRecord>& records,
                                       const std::string& task, const std::string& metric) {
   std::vector<const EvalRecord*> out;
@@ -77,10 +89,6 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
       targets.insert(r.target_ratio);
     }
   }
-  // KL values are small (hundredths of a nat): more digits than accuracies.
-  const bool small = metric == "kl_mean";
-  const char* value_format = small ? "%.4f" : "%.3f";
-  const char* ci_format = small ? "%.4f" : "%.2f";
   std::ostringstream s;
   s << "| method |";
   for (double t : targets) s << " ratio " << format_number("%.4g", t) << " |";
@@ -97,15 +105,12 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
     if (by_target.begin()->second->fixed_ratio) {
       // A pure quantiser: one result at its own ratio, in its own column.
       const EvalRecord& r = *by_target.begin()->second;
-      std::string cell = format_number(value_format, r.value);
-      if (!std::isnan(r.ci_low)) {
-        cell += " [" + format_number(ci_format, r.ci_low) + ", " +
-                format_number(ci_format, r.ci_high) + "]";
-      }
-      cell += " (" + format_number("%.3f", r.measured_ratio) + " fixed)";
+      const std::string cell =
+          value_cell(r) + " (" + format_number("%.3f", r.measured_ratio) + " fixed)";
       for (size_t i = 0; i < targets.size(); ++i) s << " " << (i == 0 ? cell : "-") << " |";
     } else if (m == "full") {
       const EvalRecord& r = *by_target.begin()->second;
+      const char* value_format = metric == "kl_mean" ? "%.4f" : "%.3f";  // as value_cell's
       for (size_t i = 0; i < targets.size(); ++i)
         s << " " << format_number(value_format, r.value) << " |";
     } else {
@@ -116,13 +121,8 @@ std::string summary_table(const std::vector<EvalRecord>& records, const std::str
           continue;
         }
         const EvalRecord& r = *it->second;
-        s << " " << format_number(value_format, r.value);
-        if (!std::isnan(r.ci_low)) {
-          s << " [" << format_number(ci_format, r.ci_low) << ", "
-            << format_number(ci_format, r.ci_high) << "]";
-        }
-        s << " (" << format_number("%.3f", r.measured_ratio) << (r.ratio_matched ? "" : "*")
-          << ") |";
+        s << " " << value_cell(r) << " (" << format_number("%.3f", r.measured_ratio)
+          << (r.ratio_matched ? "" : "*") << ") |";
       }
     }
     s << "\n";
@@ -293,16 +293,6 @@ std::vector<double> paired_values(const EvalRecord& r) {
     return detail["per_context"].get<std::vector<double>>();
   }
   return {};
-}
-
-std::string value_cell(const EvalRecord& r) {
-  const bool small = r.metric == "kl_mean";
-  std::string cell = format_number(small ? "%.4f" : "%.3f", r.value);
-  if (!std::isnan(r.ci_low)) {
-    const char* f = small ? "%.4f" : "%.2f";
-    cell += " [" + format_number(f, r.ci_low) + ", " + format_number(f, r.ci_high) + "]";
-  }
-  return cell;
 }
 
 }  // namespace

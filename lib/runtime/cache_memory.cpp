@@ -65,18 +65,17 @@ MemoryReport CompressedCache::memory() const {
       // Every valid slot carries a code and a magnitude for K and for V,
       // except without codebooks, where the code is the slot's own exact row
       // and the magnitude 1: an eviction-only cache would not store them.
+      const int64_t codes = slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
+                                     storage::code_bytes(dtype, S.values.code.element_size() == 2));
+      const int64_t magnitudes = 2 * slots * storage::magnitude_bytes(dtype);
       if (I.token_id_layer[l]) {
         // Each token's id is stored as the code of every KV head, for K and
         // for V, with a magnitude of 1: charged at the widths stored, not at
         // the 2-byte id an engine could hold instead.
-        m.token_id_bytes +=
-            slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
-                     storage::code_bytes(dtype, S.values.code.element_size() == 2)) +
-            2 * slots * storage::magnitude_bytes(dtype);
+        m.token_id_bytes += codes + magnitudes;
       } else if (I.params.codebook != CodebookMode::kNone) {
-        m.code_bytes += slots * (storage::code_bytes(dtype, S.keys.code.element_size() == 2) +
-                                 storage::code_bytes(dtype, S.values.code.element_size() == 2));
-        m.magnitude_bytes += 2 * slots * storage::magnitude_bytes(dtype);
+        m.code_bytes += codes;
+        m.magnitude_bytes += magnitudes;
       }
       // Positions are implicit (0, 1, ...) while a layer has evicted nothing.
       if (slots < kv * S.tokens_seen || S.member.defined()) {
